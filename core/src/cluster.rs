@@ -1,0 +1,100 @@
+//! The boundary between the engine and other nodes: the node-to-node
+//! requests, the `Transport` that carries them, the `ClusterView` that says who
+//! the members are, and the handler that answers requests from a local store.
+//! Membership implements these over the network; `memory` implements them in
+//! one process.
+
+use futures::future::BoxFuture;
+
+use crate::hash::Hash;
+use crate::model::{Chunk, NodeId, SealedSlice};
+use crate::store::{LocalStore, StoreError};
+
+/// A request from one node to another.
+#[derive(Debug, Clone)]
+pub enum Request {
+    PutSlice(SealedSlice),
+    GetSlice(Hash),
+    PutChunk(Chunk),
+    GetChunk(Hash),
+    /// An encoded blob; the receiver verifies and indexes it.
+    PutBlob(Vec<u8>),
+    GetBlob(Hash),
+    Heads {
+        bucket: String,
+        key: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum Response {
+    Stored,
+    Slice(Option<SealedSlice>),
+    Chunk(Option<Chunk>),
+    /// An encoded blob, to be verified by the caller.
+    Blob(Option<Vec<u8>>),
+    Heads(Vec<Hash>),
+}
+
+impl Response {
+    /// The variant's name, for errors about unexpected answers.
+    pub fn kind(&self) -> &'static str // A
+    {
+        match self {
+            Response::Stored => "Stored",
+            Response::Slice(_) => "Slice",
+            Response::Chunk(_) => "Chunk",
+            Response::Blob(_) => "Blob",
+            Response::Heads(_) => "Heads",
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum TransportError {
+    #[error("node {0:?} is unreachable")]
+    Unreachable(NodeId),
+    #[error("node {node:?} failed the request: {message}")]
+    Remote { node: NodeId, message: String },
+    #[error("node {node:?} answered {got} to a {expected} request")]
+    UnexpectedResponse { node: NodeId, expected: &'static str, got: &'static str },
+}
+
+/// A request under way.
+pub type Call = BoxFuture<'static, Result<Response, TransportError>>;
+
+/// Carries requests to nodes, the local one included.
+pub trait Transport: Send + Sync + 'static {
+    fn call(&self, node: NodeId, request: Request) -> Call;
+}
+
+/// Who is in the cluster. Placement is computed over `members`, which keeps
+/// a node that is down but not yet declared gone.
+pub trait ClusterView: Send + Sync + 'static {
+    fn local_node(&self) -> NodeId;
+    fn members(&self) -> Vec<NodeId>;
+}
+
+/// Answer a request from this node's store. Blocking: run it off the async
+/// threads.
+pub fn handle_request(store: &LocalStore, request: Request) -> Result<Response, StoreError> // PA
+{
+    Ok(match request {
+        Request::PutSlice(slice) => {
+            store.put_slice(&slice)?;
+            Response::Stored
+        }
+        Request::GetSlice(hash) => Response::Slice(store.get_slice(&hash)?),
+        Request::PutChunk(chunk) => {
+            store.put_chunk(&chunk)?;
+            Response::Stored
+        }
+        Request::GetChunk(id) => Response::Chunk(store.get_chunk(&id)?),
+        Request::PutBlob(bytes) => {
+            store.put_blob(&bytes)?;
+            Response::Stored
+        }
+        Request::GetBlob(hash) => Response::Blob(store.get_blob_bytes(&hash)?),
+        Request::Heads { bucket, key } => Response::Heads(store.heads(&bucket, &key)?),
+    })
+}

@@ -1,0 +1,524 @@
+//! The distributed write and read paths, written against `Transport` and
+//! `ClusterView` only. PUT: body → (MD5 ‖ FastCDC) → per chunk, in parallel
+//! and off the async threads: keyed BLAKE3, dedup check, seal, place slices,
+//! write the manifest → write the blob to its metadata replicas. GET: resolve
+//! the blob, then fetch and open the overlapping chunks with read-ahead.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::stream::{self, Stream, StreamExt, TryStreamExt};
+use md5::{Digest, Md5};
+use tokio::sync::mpsc;
+
+use crate::chunker::{Chunker, ChunkerConfig};
+use crate::cluster::{Call, ClusterView, Request, Response, Transport, TransportError};
+use crate::hash::Hash;
+use crate::keys::NodeKeys;
+use crate::model::{Blob, BlobKind, Chunk, ChunkRef, Erasure, NodeId, RecordError, SealedSlice};
+use crate::placement;
+use crate::seal::{self, SealError, SealParams};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("reading the request body: {0}")]
+    Body(io::Error),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("chunk {0}: manifest not found on any reachable replica")]
+    ChunkNotFound(Hash),
+    #[error("{what}: {acked} of the {needed} acknowledgements needed ({errors})")]
+    Quorum { what: String, acked: usize, needed: usize, errors: String },
+    #[error("{what}: no replica reachable ({errors})")]
+    NoReplica { what: String, errors: String },
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("chunk {chunk}: opened to {actual} bytes, the object expects {expected}")]
+    ChunkLength { chunk: Hash, expected: u32, actual: usize },
+    #[error("invalid engine configuration: {0}")]
+    Config(String),
+    #[error("a pipeline task failed: {0}")]
+    Task(String),
+}
+
+pub type EngineResult<T> = Result<T, EngineError>;
+
+/// An object body as it arrives: pieces of any size, or the error that cut it short.
+pub trait BodyStream: Stream<Item = Result<Bytes, io::Error>> + Send + Unpin {}
+impl<S: Stream<Item = Result<Bytes, io::Error>> + Send + Unpin> BodyStream for S {}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub chunking: ChunkerConfig,
+    pub zstd_level: i32,
+    /// Chunks hashed, sealed and stored at once on the write path.
+    pub write_parallelism: usize,
+    /// Chunks fetched and opened ahead of the reader.
+    pub read_ahead: usize,
+    /// Fixed coding; `None` follows the cluster size.
+    pub erasure: Option<Erasure>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self // A
+    {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        EngineConfig {
+            chunking: ChunkerConfig::default(),
+            zstd_level: 1,
+            write_parallelism: cores * 2,
+            read_ahead: cores * 2,
+            erasure: None,
+        }
+    }
+}
+
+/// What a write stores besides the body.
+#[derive(Debug, Clone)]
+pub struct PutRequest {
+    pub bucket: String,
+    pub key: String,
+    /// `None`: the key's current heads.
+    pub parents: Option<Vec<Hash>>,
+    pub kind: BlobKind,
+    pub system_metadata: BTreeMap<String, String>,
+    pub user_metadata: BTreeMap<String, String>,
+    pub checksums: BTreeMap<String, String>,
+}
+
+impl PutRequest {
+    pub fn new(bucket: impl Into<String>, key: impl Into<String>) -> Self // A
+    {
+        PutRequest {
+            bucket: bucket.into(),
+            key: key.into(),
+            parents: None,
+            kind: BlobKind::Version,
+            system_metadata: BTreeMap::new(),
+            user_metadata: BTreeMap::new(),
+            checksums: BTreeMap::new(),
+        }
+    }
+}
+
+/// A stored version: its id (hash) and the blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBlob {
+    pub hash: Hash,
+    pub blob: Blob,
+}
+
+pub struct Engine<T, V> {
+    transport: Arc<T>,
+    view: Arc<V>,
+    keys: Arc<NodeKeys>,
+    config: Arc<EngineConfig>,
+}
+
+impl<T, V> Clone for Engine<T, V> {
+    fn clone(&self) -> Self // A
+    {
+        Engine {
+            transport: self.transport.clone(),
+            view: self.view.clone(),
+            keys: self.keys.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+fn now_nanos() -> u64 // A
+{
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> EngineResult<R> // A
+{
+    tokio::task::spawn_blocking(work).await.map_err(|error| EngineError::Task(error.to_string()))
+}
+
+fn join_errors(errors: &[TransportError]) -> String // A
+{
+    if errors.is_empty() {
+        return "no errors reported".into();
+    }
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+impl<T: Transport, V: ClusterView> Engine<T, V> {
+    pub fn new(transport: Arc<T>, view: Arc<V>, keys: NodeKeys, config: EngineConfig) -> EngineResult<Self> // A
+    {
+        if !config.chunking.is_valid() {
+            return Err(EngineError::Config(format!("chunk sizes {:?} out of range", config.chunking)));
+        }
+        if config.write_parallelism == 0 || config.read_ahead == 0 {
+            return Err(EngineError::Config("write_parallelism and read_ahead must be at least 1".into()));
+        }
+        if config.erasure.is_some_and(|e| e.data == 0 || e.total() > 255) {
+            return Err(EngineError::Config(format!("erasure {:?} unusable", config.erasure)));
+        }
+        if keys.recipients.is_empty() {
+            return Err(EngineError::Config("no recipient public key to seal chunks for".into()));
+        }
+        Ok(Engine { transport, view, keys: Arc::new(keys), config: Arc::new(config) })
+    }
+
+    pub fn local_node(&self) -> NodeId // A
+    {
+        self.view.local_node()
+    }
+
+    /// Store an object streamed from `body` as a new blob.
+    pub async fn put_object(&self, request: PutRequest, body: impl BodyStream) -> EngineResult<StoredBlob> // PA
+    {
+        let (chunks, md5, size) = self.store_body(body).await?;
+        let parents = match request.parents {
+            Some(parents) => parents,
+            None => self.heads(&request.bucket, &request.key).await?,
+        };
+        let blob = Blob {
+            bucket: request.bucket,
+            key: request.key,
+            parents,
+            created: now_nanos(),
+            writer: self.view.local_node(),
+            kind: request.kind,
+            size,
+            etag: hex::encode(md5),
+            system_metadata: request.system_metadata,
+            user_metadata: request.user_metadata,
+            checksums: request.checksums,
+            chunks,
+        };
+        self.put_blob(blob).await
+    }
+
+    /// Write a blob to its metadata replicas; answers once a quorum has it.
+    pub async fn put_blob(&self, blob: Blob) -> EngineResult<StoredBlob> // PA
+    {
+        let (hash, bytes) = blob.encode_with_hash();
+        let replicas = self.object_replicas(&blob.bucket, &blob.key);
+        let needed = placement::write_quorum(replicas.len());
+        let calls = replicas.iter().map(|node| self.transport.call(*node, Request::PutBlob(bytes.clone())));
+        self.expect_acks(format!("blob {hash}"), calls, needed).await?;
+        tracing::debug!(%hash, bucket = %blob.bucket, key = %blob.key, size = blob.size, "blob stored");
+        Ok(StoredBlob { hash, blob })
+    }
+
+    /// Chunk, seal and place the body; returns the chunk list, MD5 and size.
+    async fn store_body(&self, mut body: impl BodyStream) -> EngineResult<(Vec<ChunkRef>, [u8; 16], u64)> // PA
+    {
+        // Bounded channels keep memory flat whatever the object size: at most
+        // a few pieces and `write_parallelism` chunks are in flight.
+        let (md5_tx, mut md5_rx) = mpsc::channel::<Bytes>(8);
+        let (cdc_tx, mut cdc_rx) = mpsc::channel::<Bytes>(8);
+        let (chunk_tx, chunk_rx) = mpsc::channel::<Bytes>(2);
+
+        let md5_task = tokio::task::spawn_blocking(move || {
+            let mut md5 = Md5::new();
+            let mut size = 0u64;
+            while let Some(piece) = md5_rx.blocking_recv() {
+                md5.update(&piece);
+                size += piece.len() as u64;
+            }
+            (<[u8; 16]>::from(md5.finalize()), size)
+        });
+        let chunking = self.config.chunking;
+        let cdc_task = tokio::task::spawn_blocking(move || {
+            let mut chunker = Chunker::new(chunking);
+            while let Some(piece) = cdc_rx.blocking_recv() {
+                for chunk in chunker.push(&piece) {
+                    if chunk_tx.blocking_send(chunk).is_err() {
+                        return;
+                    }
+                }
+            }
+            for chunk in chunker.finish() {
+                if chunk_tx.blocking_send(chunk).is_err() {
+                    return;
+                }
+            }
+        });
+
+        let feed = async move {
+            while let Some(piece) = body.next().await {
+                let piece = piece.map_err(EngineError::Body)?;
+                if piece.is_empty() {
+                    continue;
+                }
+                // A closed channel means a later stage failed; its error wins.
+                if md5_tx.send(piece.clone()).await.is_err() || cdc_tx.send(piece).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<(), EngineError>(())
+        };
+        let chunks = stream::unfold(chunk_rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) });
+        let store = chunks
+            .map(|chunk| self.store_chunk(chunk))
+            .buffered(self.config.write_parallelism)
+            .try_collect::<Vec<(Hash, u32)>>();
+        let (fed, stored) = futures::join!(feed, store);
+        let stored = stored?;
+        fed?;
+        cdc_task.await.map_err(|error| EngineError::Task(error.to_string()))?;
+        let (md5, size) = md5_task.await.map_err(|error| EngineError::Task(error.to_string()))?;
+
+        let mut offset = 0u64;
+        let chunks = stored
+            .into_iter()
+            .map(|(id, len)| {
+                let chunk = ChunkRef { id, offset, len };
+                offset += len as u64;
+                chunk
+            })
+            .collect();
+        debug_assert_eq!(offset, size, "chunks must cover the body exactly");
+        Ok((chunks, md5, size))
+    }
+
+    /// Store one chunk unless the cluster already has it; returns (id, length).
+    async fn store_chunk(&self, plain: Bytes) -> EngineResult<(Hash, u32)> // PA
+    {
+        let len = u32::try_from(plain.len()).map_err(|_| EngineError::Config("chunk over 4 GiB".into()))?;
+        let dedup_key = self.keys.dedup_key;
+        let for_hash = plain.clone();
+        let id = blocking(move || Hash::keyed(&dedup_key, &for_hash)).await?;
+        if self.find_chunk(&id).await.is_some() {
+            return Ok((id, len));
+        }
+
+        let members = self.view.members();
+        let erasure = self.config.erasure.unwrap_or_else(|| Erasure::for_cluster(members.len()));
+        let params = SealParams { erasure, zstd_level: self.config.zstd_level };
+        let recipients = self.keys.recipients.clone();
+        let sealed = blocking(move || seal::seal_chunk(id, &plain, params, &recipients)).await??;
+
+        let ranked = placement::rank(&id, &members);
+        let calls = sealed
+            .slices
+            .into_iter()
+            .enumerate()
+            .map(|(index, slice)| self.transport.call(ranked[index % ranked.len()], Request::PutSlice(slice)));
+        // Durable once k+1 slices are down (all of them when there is no parity);
+        // missing ones are rebuilt by repair.
+        let needed = (erasure.data as usize + 1).min(erasure.total());
+        self.expect_acks(format!("slices of chunk {id}"), calls, needed).await?;
+
+        let replicas = placement::partition_replicas(placement::partition_of_hash(&id), &members);
+        let needed = placement::write_quorum(replicas.len());
+        let calls = replicas.iter().map(|node| self.transport.call(*node, Request::PutChunk(sealed.manifest.clone())));
+        self.expect_acks(format!("manifest of chunk {id}"), calls, needed).await?;
+        Ok((id, len))
+    }
+
+    async fn expect_acks(&self, what: String, calls: impl Iterator<Item = Call>, needed: usize) -> EngineResult<()> // PA
+    {
+        let results = futures::future::join_all(calls).await;
+        let mut errors = Vec::new();
+        let mut acked = 0;
+        for result in results {
+            match result {
+                Ok(Response::Stored) => acked += 1,
+                Ok(other) => errors.push(TransportError::UnexpectedResponse {
+                    node: Hash::default(),
+                    expected: "Stored",
+                    got: other.kind(),
+                }),
+                Err(error) => errors.push(error),
+            }
+        }
+        if acked < needed {
+            return Err(EngineError::Quorum { what, acked, needed, errors: join_errors(&errors) });
+        }
+        if !errors.is_empty() {
+            tracing::warn!(%what, acked, errors = %join_errors(&errors), "write acknowledged with nodes missing");
+        }
+        Ok(())
+    }
+
+    fn object_replicas(&self, bucket: &str, key: &str) -> Vec<NodeId> // PA
+    {
+        placement::partition_replicas(placement::partition_of(bucket, key), &self.view.members())
+    }
+
+    /// A chunk's manifest from the first replica that has it.
+    async fn find_chunk(&self, id: &Hash) -> Option<Chunk> // PA
+    {
+        self.fetch_chunk_manifest(id).await.ok()
+    }
+
+    async fn fetch_chunk_manifest(&self, id: &Hash) -> EngineResult<Chunk> // PA
+    {
+        let replicas = placement::partition_replicas(placement::partition_of_hash(id), &self.view.members());
+        let mut errors = Vec::new();
+        for node in replicas {
+            match self.transport.call(node, Request::GetChunk(*id)).await {
+                Ok(Response::Chunk(Some(chunk))) if chunk.id == *id => return Ok(chunk),
+                Ok(Response::Chunk(_)) => {}
+                Ok(other) => {
+                    errors.push(TransportError::UnexpectedResponse { node, expected: "Chunk", got: other.kind() })
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+        if errors.is_empty() {
+            Err(EngineError::ChunkNotFound(*id))
+        } else {
+            tracing::warn!(chunk = %id, errors = %join_errors(&errors), "manifest lookup failed on some replicas");
+            Err(EngineError::ChunkNotFound(*id))
+        }
+    }
+
+    /// The current heads of a key: the union over its reachable replicas.
+    pub async fn heads(&self, bucket: &str, key: &str) -> EngineResult<Vec<Hash>> // PA
+    {
+        let replicas = self.object_replicas(bucket, key);
+        let request = || Request::Heads { bucket: bucket.to_string(), key: key.to_string() };
+        let results =
+            futures::future::join_all(replicas.iter().map(|node| self.transport.call(*node, request()))).await;
+        let mut heads = Vec::new();
+        let mut answered = 0;
+        let mut errors = Vec::new();
+        for (node, result) in replicas.iter().zip(results) {
+            match result {
+                Ok(Response::Heads(found)) => {
+                    answered += 1;
+                    heads.extend(found);
+                }
+                Ok(other) => errors.push(TransportError::UnexpectedResponse {
+                    node: *node,
+                    expected: "Heads",
+                    got: other.kind(),
+                }),
+                Err(error) => errors.push(error),
+            }
+        }
+        if answered == 0 {
+            return Err(EngineError::NoReplica {
+                what: format!("heads of {bucket}/{key}"),
+                errors: join_errors(&errors),
+            });
+        }
+        heads.sort();
+        heads.dedup();
+        Ok(heads)
+    }
+
+    /// One version of a key, by hash, from the first replica that has it.
+    pub async fn get_blob(&self, bucket: &str, key: &str, hash: &Hash) -> EngineResult<Option<Blob>> // PA
+    {
+        let mut errors = Vec::new();
+        let mut answered = false;
+        for node in self.object_replicas(bucket, key) {
+            match self.transport.call(node, Request::GetBlob(*hash)).await {
+                Ok(Response::Blob(Some(bytes))) => match Blob::decode_verified(hash, &bytes) {
+                    Ok(blob) => return Ok(Some(blob)),
+                    Err(error) => tracing::warn!(%node, %error, "replica holds a damaged blob"),
+                },
+                Ok(Response::Blob(None)) => answered = true,
+                Ok(other) => {
+                    errors.push(TransportError::UnexpectedResponse { node, expected: "Blob", got: other.kind() })
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+        if answered {
+            Ok(None)
+        } else {
+            Err(EngineError::NoReplica { what: format!("blob {hash}"), errors: join_errors(&errors) })
+        }
+    }
+
+    /// The newest head of a key (by created time, then hash), as S3 reads see it.
+    pub async fn latest(&self, bucket: &str, key: &str) -> EngineResult<Option<StoredBlob>> // PA
+    {
+        let mut newest: Option<StoredBlob> = None;
+        for hash in self.heads(bucket, key).await? {
+            let Some(blob) = self.get_blob(bucket, key, &hash).await? else { continue };
+            if newest.as_ref().is_none_or(|n| (blob.created, hash) > (n.blob.created, n.hash)) {
+                newest = Some(StoredBlob { hash, blob });
+            }
+        }
+        Ok(newest)
+    }
+
+    /// Stream `range` of a blob's bytes (clamped to its size), fetching and
+    /// opening only the chunks that overlap it, `read_ahead` at a time.
+    pub fn read(&self, blob: &Blob, range: Range<u64>) -> impl Stream<Item = EngineResult<Bytes>> + Send + 'static // PA
+    {
+        let end = range.end.min(blob.size);
+        let start = range.start.min(end);
+        let wanted: Vec<ChunkRef> = blob.chunks[blob.chunks_overlapping(start, end)].to_vec();
+        let engine = self.clone();
+        stream::iter(wanted)
+            .map(move |chunk| {
+                let engine = engine.clone();
+                async move {
+                    let plain = engine.read_chunk(&chunk).await?;
+                    let from = start.saturating_sub(chunk.offset) as usize;
+                    let to = (end - chunk.offset).min(chunk.len as u64) as usize;
+                    Ok(Bytes::from(plain).slice(from..to))
+                }
+            })
+            .buffered(self.config.read_ahead)
+    }
+
+    /// Fetch a chunk's slices (data slices first, parity only if needed) and
+    /// open it.
+    async fn read_chunk(&self, chunk: &ChunkRef) -> EngineResult<Vec<u8>> // PA
+    {
+        let manifest = self.fetch_chunk_manifest(&chunk.id).await?;
+        let k = manifest.erasure.data as usize;
+        let total = manifest.erasure.total();
+        let ranked = placement::rank(&chunk.id, &self.view.members());
+        if ranked.is_empty() {
+            return Err(EngineError::NoReplica { what: format!("chunk {}", chunk.id), errors: "no members".into() });
+        }
+        let mut slices: Vec<Option<SealedSlice>> = vec![None; total];
+        let mut errors = Vec::new();
+        let mut have = 0;
+        let mut next = 0;
+        while have < k && next < total {
+            let batch: Vec<usize> = (next..total).take(k - have).collect();
+            next += batch.len();
+            let fetches = batch.iter().map(|&index| {
+                let node = ranked[index % ranked.len()];
+                let hash = manifest.slices[index];
+                let call = self.transport.call(node, Request::GetSlice(hash));
+                async move { (index, node, call.await) }
+            });
+            for (index, node, result) in futures::future::join_all(fetches).await {
+                match result {
+                    Ok(Response::Slice(Some(slice))) if slice.hash == manifest.slices[index] => {
+                        slices[index] = Some(slice);
+                        have += 1;
+                    }
+                    Ok(Response::Slice(_)) => errors.push(TransportError::Remote {
+                        node,
+                        message: format!("slice {index} of chunk {} missing", chunk.id),
+                    }),
+                    Ok(other) => {
+                        errors.push(TransportError::UnexpectedResponse { node, expected: "Slice", got: other.kind() })
+                    }
+                    Err(error) => errors.push(error),
+                }
+            }
+        }
+        if !errors.is_empty() {
+            tracing::warn!(chunk = %chunk.id, errors = %join_errors(&errors), "slices missing, reading parity");
+        }
+        let keys = self.keys.clone();
+        let plain = blocking(move || seal::open_chunk(&manifest, &slices, &keys)).await??;
+        if plain.len() != chunk.len as usize {
+            return Err(EngineError::ChunkLength { chunk: chunk.id, expected: chunk.len, actual: plain.len() });
+        }
+        Ok(plain)
+    }
+}

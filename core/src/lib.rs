@@ -1,0 +1,21 @@
+//! OuroborosDB's storage core: the data model and its versioned encodings,
+//! chunking, sealing and key encapsulation, placement, the local fjall store,
+//! and the distributed read/write engine written against transport traits.
+//! No networking happens here.
+
+pub mod chunker;
+pub mod cluster;
+pub mod codec;
+pub mod engine;
+pub mod hash;
+pub mod keys;
+pub mod memory;
+pub mod model;
+pub mod placement;
+pub mod seal;
+pub mod store;
+
+pub use engine::{BodyStream, Engine, EngineConfig, EngineError, PutRequest, StoredBlob};
+pub use keys::{ClusterSecret, DataKeyPair, NodeKeys};
+pub use hash::Hash;
+pub use model::{Blob, BlobKind, Chunk, ChunkRef, Erasure, NodeId, SealedSlice};

@@ -1,0 +1,111 @@
+//! An in-process cluster: nodes are local stores in one process, reached
+//! through the same `Transport` and `ClusterView` traits as over the network.
+//! A single node uses it as its real transport; tests use it to run several
+//! nodes and to take some of them down.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+
+use futures::FutureExt;
+
+use crate::cluster::{handle_request, Call, ClusterView, Request, Transport, TransportError};
+use crate::model::NodeId;
+use crate::store::LocalStore;
+
+#[derive(Default)]
+struct Nodes {
+    stores: BTreeMap<NodeId, Arc<LocalStore>>,
+    down: BTreeSet<NodeId>,
+}
+
+/// Nodes in this process, any of which can be marked down.
+#[derive(Clone, Default)]
+pub struct MemoryCluster {
+    nodes: Arc<RwLock<Nodes>>,
+}
+
+impl MemoryCluster {
+    pub fn new() -> Self // A
+    {
+        Self::default()
+    }
+
+    pub fn add_node(&self, id: NodeId, store: Arc<LocalStore>) // A
+    {
+        self.write().stores.insert(id, store);
+    }
+
+    /// Requests to a down node fail as if it had crashed.
+    pub fn set_down(&self, id: NodeId, down: bool) // A
+    {
+        let mut nodes = self.write();
+        if down {
+            nodes.down.insert(id);
+        } else {
+            nodes.down.remove(&id);
+        }
+    }
+
+    pub fn store(&self, id: &NodeId) -> Option<Arc<LocalStore>> // A
+    {
+        self.read().stores.get(id).cloned()
+    }
+
+    /// A view of this cluster as seen from `local`.
+    pub fn view(&self, local: NodeId) -> MemoryView // A
+    {
+        MemoryView { cluster: self.clone(), local }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Nodes> // A
+    {
+        self.nodes.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Nodes> // A
+    {
+        self.nodes.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Transport for MemoryCluster {
+    fn call(&self, node: NodeId, request: Request) -> Call // PA
+    {
+        let store = {
+            let nodes = self.read();
+            if nodes.down.contains(&node) {
+                None
+            } else {
+                nodes.stores.get(&node).cloned()
+            }
+        };
+        async move {
+            let store = store.ok_or(TransportError::Unreachable(node))?;
+            // The store blocks (disk, fsync): keep it off the async threads.
+            tokio::task::spawn_blocking(move || handle_request(&store, request))
+                .await
+                .map_err(|error| TransportError::Remote { node, message: error.to_string() })?
+                .map_err(|error| TransportError::Remote { node, message: error.to_string() })
+        }
+        .boxed()
+    }
+}
+
+/// The members of a `MemoryCluster`, seen from one of them.
+#[derive(Clone)]
+pub struct MemoryView {
+    cluster: MemoryCluster,
+    local: NodeId,
+}
+
+impl ClusterView for MemoryView {
+    fn local_node(&self) -> NodeId // A
+    {
+        self.local
+    }
+
+    fn members(&self) -> Vec<NodeId> // A
+    {
+        self.cluster.read().stores.keys().copied().collect()
+    }
+}

@@ -1,0 +1,336 @@
+//! The data model: sealed slices, chunk manifests with their key index, and
+//! blobs (one version of one object, identified by the hash of its encoding).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, DecodeError, Record, RecordKind};
+use crate::hash::Hash;
+
+/// A node's id: BLAKE3 of its public key.
+pub type NodeId = Hash;
+
+/// One erasure-coded, encrypted shard of a chunk. `hash` = BLAKE3(nonce ‖
+/// payload), so any node can check a slice's integrity without any key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedSlice {
+    pub hash: Hash,
+    pub nonce: [u8; 12],
+    /// Ciphertext followed by the 16-byte Poly1305 tag.
+    pub payload: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedSlice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result // A
+    {
+        write!(f, "SealedSlice({:?}, {} bytes)", self.hash, self.payload.len())
+    }
+}
+
+impl SealedSlice {
+    /// Version of the slice layout this build writes.
+    pub const VERSION: u8 = 1;
+
+    pub fn new(nonce: [u8; 12], payload: Vec<u8>) -> Self // PA
+    {
+        let hash = Hash::of_parts(&[&nonce, &payload]);
+        SealedSlice { hash, nonce, payload }
+    }
+
+    /// Slices are the bulk of all bytes, so their layout is fixed rather than
+    /// serde-encoded: envelope, nonce, payload. The hash is not stored; it is
+    /// recomputed on decode and is the key the slice is stored under.
+    pub fn encode(&self) -> Vec<u8> // PA
+    {
+        let mut out = Vec::with_capacity(codec::ENVELOPE_LEN + 12 + self.payload.len());
+        out.extend_from_slice(&codec::envelope(RecordKind::Slice, Self::VERSION));
+        out.extend_from_slice(&self.nonce);
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    /// Decode a slice and check it against the hash it was asked for.
+    pub fn decode(expected: &Hash, bytes: &[u8]) -> Result<Self, SliceDecodeError> // PA
+    {
+        let (version, body) = codec::open_envelope(RecordKind::Slice, bytes)
+            .map_err(|source| SliceDecodeError::Envelope { hash: *expected, source })?;
+        if version != Self::VERSION {
+            return Err(SliceDecodeError::Envelope {
+                hash: *expected,
+                source: DecodeError::UnknownVersion { kind: RecordKind::Slice, version, newest: Self::VERSION },
+            });
+        }
+        if body.len() < 12 + 16 {
+            return Err(SliceDecodeError::Truncated { hash: *expected, len: body.len() });
+        }
+        let mut nonce = [0u8; 12];
+        nonce.copy_from_slice(&body[..12]);
+        let slice = SealedSlice::new(nonce, body[12..].to_vec());
+        if slice.hash != *expected {
+            return Err(SliceDecodeError::HashMismatch { expected: *expected, actual: slice.hash });
+        }
+        Ok(slice)
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SliceDecodeError {
+    #[error("slice {hash}: {source}")]
+    Envelope { hash: Hash, source: DecodeError },
+    #[error("slice {hash}: truncated ({len} bytes after the envelope, at least 28 needed)")]
+    Truncated { hash: Hash, len: usize },
+    #[error("slice {expected}: content hashes to {actual} (corrupted)")]
+    HashMismatch { expected: Hash, actual: Hash },
+}
+
+/// How a chunk's bytes were compressed before coding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Codec {
+    /// Stored as is: compression did not make it smaller.
+    Stored,
+    Zstd,
+}
+
+/// Reed-Solomon parameters: `data` shards of which any `data` out of
+/// `data + parity` rebuild the chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Erasure {
+    pub data: u8,
+    pub parity: u8,
+}
+
+impl Erasure {
+    pub const fn new(data: u8, parity: u8) -> Self // A
+    {
+        Erasure { data, parity }
+    }
+
+    pub fn total(&self) -> usize // A
+    {
+        self.data as usize + self.parity as usize
+    }
+
+    /// The coding to use for a cluster of `nodes` members.
+    pub fn for_cluster(nodes: usize) -> Self // PA
+    {
+        match nodes {
+            0 | 1 => Erasure::new(1, 0),
+            2 => Erasure::new(1, 1),
+            3 => Erasure::new(2, 1),
+            4 | 5 => Erasure::new(2, 2),
+            _ => Erasure::new(4, 2),
+        }
+    }
+}
+
+/// A chunk's data key wrapped for one recipient by X25519 key encapsulation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrappedKey {
+    /// BLAKE3 of the recipient's public key.
+    pub recipient: Hash,
+    /// The sender's ephemeral X25519 public key.
+    pub ephemeral: [u8; 32],
+    /// The data key sealed with the derived key-encryption key (32 + 16 bytes).
+    pub sealed_key: Vec<u8>,
+}
+
+/// The chunk's data key, once per recipient public key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct KeyIndex(pub Vec<WrappedKey>);
+
+/// The manifest of one stored chunk: everything needed to find, open and
+/// verify it, except the private key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Keyed BLAKE3 of the plaintext.
+    pub id: Hash,
+    pub plain_len: u32,
+    pub codec: Codec,
+    /// Length after compression, before padding into shards.
+    pub stored_len: u32,
+    pub erasure: Erasure,
+    pub shard_len: u32,
+    /// Hash of slice i, for i in 0..data+parity.
+    pub slices: Vec<Hash>,
+    pub keys: KeyIndex,
+}
+
+impl Record for Chunk {
+    const KIND: RecordKind = RecordKind::Chunk;
+}
+
+/// Where one chunk sits in an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub id: Hash,
+    pub offset: u64,
+    pub len: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlobKind {
+    Version,
+    DeleteMarker,
+    Merge,
+}
+
+/// One version of one object. Its hash (BLAKE3 of its encoding) is the S3
+/// version id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blob {
+    pub bucket: String,
+    pub key: String,
+    /// 0 = first version, 1 = normal, 2 or more = merge.
+    pub parents: Vec<Hash>,
+    /// UTC nanoseconds since the Unix epoch.
+    pub created: u64,
+    pub writer: NodeId,
+    pub kind: BlobKind,
+    pub size: u64,
+    pub etag: String,
+    /// Standard headers (content-type, cache-control, ...), lowercase names.
+    pub system_metadata: BTreeMap<String, String>,
+    /// `x-amz-meta-*` headers, without the prefix.
+    pub user_metadata: BTreeMap<String, String>,
+    /// Algorithm name (`crc32`, `sha256`, ...) → base64 value.
+    pub checksums: BTreeMap<String, String>,
+    pub chunks: Vec<ChunkRef>,
+}
+
+impl Record for Blob {
+    const KIND: RecordKind = RecordKind::Blob;
+}
+
+impl Blob {
+    /// The blob's canonical encoding and its hash (the version id).
+    pub fn encode_with_hash(&self) -> (Hash, Vec<u8>) // PA
+    {
+        let bytes = codec::encode(self);
+        (Hash::of(&bytes), bytes)
+    }
+
+    pub fn hash(&self) -> Hash // PA
+    {
+        self.encode_with_hash().0
+    }
+
+    /// Decode stored bytes and check they are the blob named `expected`.
+    pub fn decode_verified(expected: &Hash, bytes: &[u8]) -> Result<Self, RecordError> // PA
+    {
+        let actual = Hash::of(bytes);
+        if actual != *expected {
+            return Err(RecordError::HashMismatch { kind: RecordKind::Blob, expected: *expected, actual });
+        }
+        codec::decode(bytes).map_err(|source| RecordError::Decode { hash: *expected, source })
+    }
+
+    /// Indexes of the chunks that overlap `start..end` (byte offsets).
+    pub fn chunks_overlapping(&self, start: u64, end: u64) -> std::ops::Range<usize> // A
+    {
+        let first = self.chunks.partition_point(|c| c.offset + c.len as u64 <= start);
+        let last = self.chunks.partition_point(|c| c.offset < end);
+        first..last.max(first)
+    }
+}
+
+/// A stored record that could not be read back.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    #[error("{kind:?} record {expected}: content hashes to {actual} (corrupted)")]
+    HashMismatch { kind: RecordKind, expected: Hash, actual: Hash },
+    #[error("record {hash}: {source}")]
+    Decode { hash: Hash, source: DecodeError },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample_blob() -> Blob // A
+    {
+        Blob {
+            bucket: "photos".into(),
+            key: "2026/cat.jpg".into(),
+            parents: vec![Hash::of(b"parent")],
+            created: 1_764_000_000_000_000_000,
+            writer: Hash::of(b"node"),
+            kind: BlobKind::Version,
+            size: 3,
+            etag: "abc".into(),
+            system_metadata: BTreeMap::from([("content-type".into(), "image/jpeg".into())]),
+            user_metadata: BTreeMap::from([("owner".into(), "ann".into())]),
+            checksums: BTreeMap::new(),
+            chunks: vec![ChunkRef { id: Hash::of(b"c"), offset: 0, len: 3 }],
+        }
+    }
+
+    #[test]
+    fn blob_round_trips_and_its_hash_is_stable() // A
+    {
+        let blob = sample_blob();
+        let (hash, bytes) = blob.encode_with_hash();
+        assert_eq!(Blob::decode_verified(&hash, &bytes).unwrap(), blob);
+        assert_eq!(blob.hash(), hash, "the same blob must always have the same version id");
+    }
+
+    #[test]
+    fn truncated_corrupted_and_foreign_records_are_refused_with_the_hash() // A
+    {
+        let blob = sample_blob();
+        let (hash, bytes) = blob.encode_with_hash();
+        for cut in [0, 1, 2, 3, bytes.len() / 2, bytes.len() - 1] {
+            let error = Blob::decode_verified(&hash, &bytes[..cut]).unwrap_err();
+            assert!(error.to_string().contains(&hash.to_hex()), "{error}");
+            // Even when the hash check is bypassed, decoding a prefix fails cleanly.
+            assert!(codec::decode::<Blob>(&bytes[..cut]).is_err());
+        }
+        let mut flipped = bytes.clone();
+        flipped[10] ^= 1;
+        assert!(matches!(Blob::decode_verified(&hash, &flipped), Err(RecordError::HashMismatch { .. })));
+        let chunk_bytes = codec::encode(&Chunk {
+            id: hash,
+            plain_len: 0,
+            codec: Codec::Stored,
+            stored_len: 0,
+            erasure: Erasure::new(1, 0),
+            shard_len: 0,
+            slices: vec![],
+            keys: KeyIndex::default(),
+        });
+        assert!(matches!(codec::decode::<Blob>(&chunk_bytes), Err(DecodeError::WrongKind { .. })));
+    }
+
+    #[test]
+    fn a_record_from_a_newer_build_names_its_version() // A
+    {
+        let mut bytes = codec::encode(&sample_blob());
+        bytes[2] = 9;
+        let error = codec::decode::<Blob>(&bytes).unwrap_err();
+        assert_eq!(error, DecodeError::UnknownVersion { kind: RecordKind::Blob, version: 9, newest: 1 });
+    }
+
+    #[test]
+    fn slices_check_their_hash_and_length() // A
+    {
+        let slice = SealedSlice::new([7; 12], vec![1; 100]);
+        let bytes = slice.encode();
+        assert_eq!(SealedSlice::decode(&slice.hash, &bytes).unwrap(), slice);
+        assert!(matches!(SealedSlice::decode(&slice.hash, &bytes[..20]), Err(SliceDecodeError::Truncated { .. })));
+        let mut corrupt = bytes.clone();
+        corrupt[50] ^= 0x80;
+        assert!(matches!(SealedSlice::decode(&slice.hash, &corrupt), Err(SliceDecodeError::HashMismatch { .. })));
+    }
+
+    #[test]
+    fn overlapping_chunks_for_ranges() // A
+    {
+        let mut blob = sample_blob();
+        blob.chunks = (0..4).map(|i| ChunkRef { id: Hash::of(&[i]), offset: i as u64 * 10, len: 10 }).collect();
+        assert_eq!(blob.chunks_overlapping(0, 40), 0..4);
+        assert_eq!(blob.chunks_overlapping(10, 20), 1..2);
+        assert_eq!(blob.chunks_overlapping(9, 11), 0..2);
+        assert_eq!(blob.chunks_overlapping(39, 40), 3..4);
+        assert_eq!(blob.chunks_overlapping(40, 40), 4..4);
+    }
+}
