@@ -16,6 +16,6 @@ pub mod seal;
 pub mod store;
 
 pub use engine::{BodyStream, Engine, EngineConfig, EngineError, PutRequest, StoredBlob};
-pub use keys::{ClusterSecret, DataKeyPair, NodeKeys};
 pub use hash::Hash;
+pub use keys::{ClusterSecret, DataKeyPair, NodeKeys};
 pub use model::{Blob, BlobKind, Chunk, ChunkRef, Erasure, NodeId, SealedSlice};

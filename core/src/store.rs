@@ -134,6 +134,12 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Drop a slice (garbage collection, repair of a damaged copy).
+    pub fn remove_slice(&self, hash: &Hash) -> StoreResult<()> // PA
+    {
+        Ok(self.slices.remove(hash.as_bytes())?)
+    }
+
     pub fn get_slice(&self, hash: &Hash) -> StoreResult<Option<SealedSlice>> // PA
     {
         match self.slices.get(hash.as_bytes())? {
