@@ -515,7 +515,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             tracing::warn!(chunk = %chunk.id, errors = %join_errors(&errors), "slices missing, reading parity");
         }
         let keys = self.keys.clone();
-        let plain = blocking(move || seal::open_chunk(&manifest, &slices, &keys)).await??;
+        let plain = blocking(move || seal::open_chunk(&manifest, slices, &keys)).await??;
         if plain.len() != chunk.len as usize {
             return Err(EngineError::ChunkLength { chunk: chunk.id, expected: chunk.len, actual: plain.len() });
         }

@@ -13,6 +13,7 @@ pub mod memory;
 pub mod model;
 pub mod placement;
 pub mod seal;
+pub mod slicelog;
 pub mod store;
 
 pub use engine::{BodyStream, Engine, EngineConfig, EngineError, PutRequest, StoredBlob};

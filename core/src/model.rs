@@ -44,33 +44,50 @@ impl SealedSlice {
     pub fn encode(&self) -> Vec<u8> // PA
     {
         let mut out = Vec::with_capacity(codec::ENVELOPE_LEN + 12 + self.payload.len());
-        out.extend_from_slice(&codec::envelope(RecordKind::Slice, Self::VERSION));
-        out.extend_from_slice(&self.nonce);
+        out.extend_from_slice(&self.header());
         out.extend_from_slice(&self.payload);
         out
     }
 
-    /// Decode a slice and check it against the hash it was asked for.
-    pub fn decode(expected: &Hash, bytes: &[u8]) -> Result<Self, SliceDecodeError> // PA
+    /// Decode a slice stored under `hash` without rehashing it: the reader's
+    /// AEAD check authenticates every byte anyway. Scrub uses `decode_verified`.
+    pub fn decode(hash: &Hash, mut bytes: Vec<u8>) -> Result<Self, SliceDecodeError> // PA
     {
-        let (version, body) = codec::open_envelope(RecordKind::Slice, bytes)
-            .map_err(|source| SliceDecodeError::Envelope { hash: *expected, source })?;
+        let (version, body) = codec::open_envelope(RecordKind::Slice, &bytes)
+            .map_err(|source| SliceDecodeError::Envelope { hash: *hash, source })?;
         if version != Self::VERSION {
             return Err(SliceDecodeError::Envelope {
-                hash: *expected,
+                hash: *hash,
                 source: DecodeError::UnknownVersion { kind: RecordKind::Slice, version, newest: Self::VERSION },
             });
         }
         if body.len() < 12 + 16 {
-            return Err(SliceDecodeError::Truncated { hash: *expected, len: body.len() });
+            return Err(SliceDecodeError::Truncated { hash: *hash, len: body.len() });
         }
         let mut nonce = [0u8; 12];
         nonce.copy_from_slice(&body[..12]);
-        let slice = SealedSlice::new(nonce, body[12..].to_vec());
-        if slice.hash != *expected {
-            return Err(SliceDecodeError::HashMismatch { expected: *expected, actual: slice.hash });
+        bytes.drain(..codec::ENVELOPE_LEN + 12);
+        Ok(SealedSlice { hash: *hash, nonce, payload: bytes })
+    }
+
+    /// Decode a slice and check that its content hashes to `expected`.
+    pub fn decode_verified(expected: &Hash, bytes: Vec<u8>) -> Result<Self, SliceDecodeError> // PA
+    {
+        let slice = Self::decode(expected, bytes)?;
+        let actual = Hash::of_parts(&[&slice.nonce, &slice.payload]);
+        if actual != *expected {
+            return Err(SliceDecodeError::HashMismatch { expected: *expected, actual });
         }
         Ok(slice)
+    }
+
+    /// The envelope and nonce that precede the payload in the encoding.
+    pub fn header(&self) -> [u8; codec::ENVELOPE_LEN + 12] // PA
+    {
+        let mut header = [0u8; codec::ENVELOPE_LEN + 12];
+        header[..codec::ENVELOPE_LEN].copy_from_slice(&codec::envelope(RecordKind::Slice, Self::VERSION));
+        header[codec::ENVELOPE_LEN..].copy_from_slice(&self.nonce);
+        header
     }
 }
 
@@ -315,11 +332,15 @@ mod tests {
     {
         let slice = SealedSlice::new([7; 12], vec![1; 100]);
         let bytes = slice.encode();
-        assert_eq!(SealedSlice::decode(&slice.hash, &bytes).unwrap(), slice);
-        assert!(matches!(SealedSlice::decode(&slice.hash, &bytes[..20]), Err(SliceDecodeError::Truncated { .. })));
+        assert_eq!(SealedSlice::decode_verified(&slice.hash, bytes.clone()).unwrap(), slice);
+        let truncated = SealedSlice::decode(&slice.hash, bytes[..20].to_vec());
+        assert!(matches!(truncated, Err(SliceDecodeError::Truncated { .. })));
         let mut corrupt = bytes.clone();
         corrupt[50] ^= 0x80;
-        assert!(matches!(SealedSlice::decode(&slice.hash, &corrupt), Err(SliceDecodeError::HashMismatch { .. })));
+        assert!(matches!(
+            SealedSlice::decode_verified(&slice.hash, corrupt),
+            Err(SliceDecodeError::HashMismatch { .. })
+        ));
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub fn seal_chunk(id: Hash, plain: &[u8], params: SealParams, to: &[PublicKey]) 
     }
     let plain_len = u32::try_from(plain.len()).map_err(|_| bad("chunk larger than 4 GiB"))?;
 
-    let compressed = zstd::bulk::compress(plain, params.zstd_level).ok().filter(|c| c.len() < plain.len());
+    let compressed = compress(plain, params.zstd_level);
     let (codec, stored): (Codec, &[u8]) = match &compressed {
         Some(c) => (Codec::Zstd, c),
         None => (Codec::Stored, plain),
@@ -137,6 +137,23 @@ pub fn seal_chunk(id: Hash, plain: &[u8], params: SealParams, to: &[PublicKey]) 
     Ok(SealedChunk { manifest, slices })
 }
 
+/// zstd, unless the chunk does not shrink. A 64 KiB sample from the middle is
+/// tried first: data that is already compressed or encrypted then skips the
+/// full pass.
+pub fn compress(plain: &[u8], level: i32) -> Option<Vec<u8>> // A
+{
+    const SAMPLE: usize = 64 * 1024;
+    if plain.len() >= 4 * SAMPLE {
+        let middle = plain.len() / 2;
+        let sample = &plain[middle - SAMPLE / 2..middle + SAMPLE / 2];
+        let probe = zstd::bulk::compress(sample, level).ok()?;
+        if probe.len() * 100 > sample.len() * 97 {
+            return None;
+        }
+    }
+    zstd::bulk::compress(plain, level).ok().filter(|c| c.len() < plain.len())
+}
+
 fn check_manifest(manifest: &Chunk) -> Result<(), SealError> // PA
 {
     let bad = |reason: String| Err(SealError::BadManifest { chunk: manifest.id, reason });
@@ -147,7 +164,7 @@ fn check_manifest(manifest: &Chunk) -> Result<(), SealError> // PA
     if manifest.slices.len() != manifest.erasure.total() {
         return bad(format!("{} slice hashes for {}+{} coding", manifest.slices.len(), k, manifest.erasure.parity));
     }
-    if manifest.shard_len == 0 || manifest.shard_len % 2 != 0 {
+    if manifest.shard_len == 0 || !manifest.shard_len.is_multiple_of(2) {
         return bad(format!("shard length {} is not a positive even number", manifest.shard_len));
     }
     if manifest.stored_len as u64 > manifest.shard_len as u64 * k as u64 {
@@ -161,7 +178,7 @@ fn check_manifest(manifest: &Chunk) -> Result<(), SealError> // PA
 
 /// Open a chunk from the slices at hand (`slices[i]` is slice i or `None`).
 /// Any k slices suffice; the result is verified against the chunk id.
-pub fn open_chunk(manifest: &Chunk, slices: &[Option<SealedSlice>], keys: &NodeKeys) -> SealResult<Vec<u8>> // PA
+pub fn open_chunk(manifest: &Chunk, slices: Vec<Option<SealedSlice>>, keys: &NodeKeys) -> SealResult<Vec<u8>> // PA
 {
     check_manifest(manifest)?;
     let chunk = manifest.id;
@@ -175,7 +192,7 @@ pub fn open_chunk(manifest: &Chunk, slices: &[Option<SealedSlice>], keys: &NodeK
     let mut opened: Vec<Option<Vec<u8>>> = vec![None; k + m];
     let mut available = 0;
     let mut first_error = None;
-    for (index, slice) in slices.iter().enumerate().take(k + m) {
+    for (index, slice) in slices.into_iter().enumerate().take(k + m) {
         if available == k {
             break;
         }
@@ -199,16 +216,19 @@ pub fn open_chunk(manifest: &Chunk, slices: &[Option<SealedSlice>], keys: &NodeK
         });
     }
 
-    let mut stored = Vec::with_capacity(k * shard_len);
-    if opened[..k].iter().all(Option::is_some) {
-        for shard in opened[..k].iter().flatten() {
-            stored.extend_from_slice(shard);
+    let mut stored = if opened[..k].iter().all(Option::is_some) {
+        if k == 1 {
+            // One data shard: it already is the stored bytes.
+            opened[0].take().unwrap_or_default()
+        } else {
+            opened[..k].iter().flatten().map(Vec::as_slice).collect::<Vec<_>>().concat()
         }
     } else {
         let originals = opened[..k].iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (i, s)));
         let recovery = opened[k..].iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (i, s)));
-        let mut restored = reed_solomon_simd::decode(k, m, originals, recovery)
+        let restored = reed_solomon_simd::decode(k, m, originals, recovery)
             .map_err(|e| SealError::Erasure { chunk, reason: e.to_string() })?;
+        let mut stored = Vec::with_capacity(k * shard_len);
         for (index, shard) in opened[..k].iter().enumerate() {
             let shard = match shard {
                 Some(shard) => shard,
@@ -219,8 +239,8 @@ pub fn open_chunk(manifest: &Chunk, slices: &[Option<SealedSlice>], keys: &NodeK
             };
             stored.extend_from_slice(shard);
         }
-        restored.clear();
-    }
+        stored
+    };
     stored.truncate(manifest.stored_len as usize);
 
     let plain = match manifest.codec {
@@ -244,19 +264,20 @@ pub fn open_chunk(manifest: &Chunk, slices: &[Option<SealedSlice>], keys: &NodeK
     Ok(plain)
 }
 
-fn open_slice(manifest: &Chunk, index: usize, slice: &SealedSlice, cipher: &ChaCha20Poly1305) -> SealResult<Vec<u8>> // PA
+fn open_slice(manifest: &Chunk, index: usize, slice: SealedSlice, cipher: &ChaCha20Poly1305) -> SealResult<Vec<u8>> // PA
 {
     let chunk = manifest.id;
     let expected = manifest.slices[index];
-    let actual = Hash::of_parts(&[&slice.nonce, &slice.payload]);
-    if actual != expected || slice.hash != expected {
-        return Err(SealError::SliceHashMismatch { chunk, index, expected, actual });
+    // The AEAD authenticates nonce and payload, so the content is not
+    // rehashed here; the claimed hash must still be the one asked for.
+    if slice.hash != expected {
+        return Err(SealError::SliceHashMismatch { chunk, index, expected, actual: slice.hash });
     }
     if slice.payload.len() != manifest.shard_len as usize + TAG_LEN {
         return Err(SealError::SliceAuthentication { chunk, index });
     }
     let aad = associated_data(&chunk, index, manifest.erasure, manifest.shard_len);
-    let mut shard = slice.payload.clone();
+    let mut shard = slice.payload;
     cipher
         .decrypt_in_place(Nonce::<ChaCha20Poly1305>::from_slice(&slice.nonce), &aad, &mut shard)
         .map_err(|_| SealError::SliceAuthentication { chunk, index })?;
@@ -300,7 +321,7 @@ mod tests {
                 let sealed = seal(&f, plain, erasure);
                 assert_eq!(sealed.manifest.codec, codec);
                 let slices: Vec<_> = sealed.slices.into_iter().map(Some).collect();
-                assert_eq!(&open_chunk(&sealed.manifest, &slices, &f).unwrap(), plain);
+                assert_eq!(&open_chunk(&sealed.manifest, slices.clone(), &f).unwrap(), plain);
             }
         }
     }
@@ -316,10 +337,10 @@ mod tests {
                 let mut slices: Vec<_> = sealed.slices.iter().cloned().map(Some).collect();
                 slices[a] = None;
                 slices[b] = None;
-                assert_eq!(open_chunk(&sealed.manifest, &slices, &f).unwrap(), plain, "lost {a},{b}");
+                assert_eq!(open_chunk(&sealed.manifest, slices.clone(), &f).unwrap(), plain, "lost {a},{b}");
                 let third = (0..6).find(|i| slices[*i].is_some()).unwrap();
                 slices[third] = None;
-                let error = open_chunk(&sealed.manifest, &slices, &f).unwrap_err();
+                let error = open_chunk(&sealed.manifest, slices.clone(), &f).unwrap_err();
                 assert_eq!(error, SealError::NotEnoughSlices { chunk: sealed.manifest.id, available: 3, needed: 4 });
             }
         }
@@ -335,18 +356,18 @@ mod tests {
         if let Some(slice) = slices[0].as_mut() {
             slice.payload[10] ^= 1;
         }
-        assert_eq!(open_chunk(&sealed.manifest, &slices, &f).unwrap(), plain);
+        assert_eq!(open_chunk(&sealed.manifest, slices.clone(), &f).unwrap(), plain);
         // With no parity to fall back on, the damaged slice is named.
         let sealed = seal(&f, &plain, Erasure::new(1, 0));
         let mut slice = sealed.slices[0].clone();
         slice.payload[10] ^= 1;
-        let error = open_chunk(&sealed.manifest, &[Some(slice.clone())], &f).unwrap_err();
-        assert!(matches!(error, SealError::SliceHashMismatch { index: 0, .. }), "{error}");
+        let error = open_chunk(&sealed.manifest, vec![Some(slice.clone())], &f).unwrap_err();
+        assert_eq!(error, SealError::SliceAuthentication { chunk: sealed.manifest.id, index: 0 });
         // A forger who recomputes the slice hash still fails authentication.
         let forged = SealedSlice::new(slice.nonce, slice.payload);
         let mut manifest = sealed.manifest.clone();
         manifest.slices[0] = forged.hash;
-        let error = open_chunk(&manifest, &[Some(forged)], &f).unwrap_err();
+        let error = open_chunk(&manifest, vec![Some(forged)], &f).unwrap_err();
         assert_eq!(error, SealError::SliceAuthentication { chunk: manifest.id, index: 0 });
     }
 
@@ -358,11 +379,11 @@ mod tests {
         let sealed = seal(&f, &plain, Erasure::new(1, 0));
         let slices = vec![Some(sealed.slices[0].clone())];
         let stranger = NodeKeys { data_pair: DataKeyPair::generate(), ..f.clone() };
-        let error = open_chunk(&sealed.manifest, &slices, &stranger).unwrap_err();
+        let error = open_chunk(&sealed.manifest, slices.clone(), &stranger).unwrap_err();
         assert!(matches!(error, SealError::Key { .. }));
         assert!(error.to_string().contains(&sealed.manifest.id.to_hex()));
         let other_cluster = NodeKeys { dedup_key: [0; 32], ..f.clone() };
-        let error = open_chunk(&sealed.manifest, &slices, &other_cluster).unwrap_err();
+        let error = open_chunk(&sealed.manifest, slices.clone(), &other_cluster).unwrap_err();
         assert!(matches!(error, SealError::ContentMismatch { .. }));
     }
 
@@ -374,12 +395,12 @@ mod tests {
         let slices: Vec<_> = sealed.slices.iter().cloned().map(Some).collect();
         let mut manifest = sealed.manifest.clone();
         manifest.slices.pop();
-        assert!(matches!(open_chunk(&manifest, &slices, &f), Err(SealError::BadManifest { .. })));
+        assert!(matches!(open_chunk(&manifest, slices.clone(), &f), Err(SealError::BadManifest { .. })));
         let mut manifest = sealed.manifest.clone();
         manifest.stored_len = u32::MAX;
-        assert!(matches!(open_chunk(&manifest, &slices, &f), Err(SealError::BadManifest { .. })));
+        assert!(matches!(open_chunk(&manifest, slices.clone(), &f), Err(SealError::BadManifest { .. })));
         let mut manifest = sealed.manifest.clone();
         manifest.erasure = Erasure::new(0, 3);
-        assert!(matches!(open_chunk(&manifest, &slices, &f), Err(SealError::BadManifest { .. })));
+        assert!(matches!(open_chunk(&manifest, slices.clone(), &f), Err(SealError::BadManifest { .. })));
     }
 }

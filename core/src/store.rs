@@ -1,21 +1,28 @@
-//! The local store of one node, on fjall: sealed slices, chunk manifests,
-//! blobs, and the indexes derived from blobs (key → heads, parent → children,
-//! chunk → referencing blobs). Applying a blob is idempotent and commutative,
-//! so replicas that receive the same blobs in any order hold the same indexes.
+//! The local store of one node, on fjall: chunk manifests, blobs, the
+//! indexes derived from blobs (key → heads, parent → children, chunk →
+//! referencing blobs) and the slice locations; the slices themselves are
+//! appended to segment files (`slicelog`). Writes become durable in groups:
+//! concurrent writers share one fsync (`Durability::Sync`). Applying a blob is idempotent and commutative, so replicas that receive the
+//! same blobs in any order hold the same indexes.
 
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use fjall::{Config, Keyspace, KvSeparationOptions, PartitionCreateOptions, PartitionHandle, PersistMode};
+use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 
 use crate::codec::{self, DecodeError};
 use crate::hash::Hash;
 use crate::model::{Blob, Chunk, RecordError, SealedSlice, SliceDecodeError};
+use crate::slicelog::SliceLog;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("local store I/O: {0}")]
     Io(#[from] fjall::Error),
+    #[error("local store: {what} {path}: {source}")]
+    File { what: &'static str, path: PathBuf, source: io::Error },
     #[error("local store: {0}")]
     Slice(#[from] SliceDecodeError),
     #[error("local store: {0}")]
@@ -41,7 +48,7 @@ pub enum Durability {
 
 pub struct LocalStore {
     keyspace: Keyspace,
-    slices: PartitionHandle,
+    slices: SliceLog,
     chunks: PartitionHandle,
     blobs: PartitionHandle,
     heads: PartitionHandle,
@@ -51,6 +58,10 @@ pub struct LocalStore {
     /// Serialises blob application: deciding whether a blob is a head reads
     /// the children index, which a concurrent apply may be changing.
     apply_lock: Mutex<()>,
+    /// Group commit: writes done so far, and how many of them a finished
+    /// sync covered.
+    writes: AtomicU64,
+    synced: Mutex<u64>,
 }
 
 /// Sorts as `bucket`, then `key`, then whatever follows, with keys of any
@@ -78,6 +89,13 @@ pub fn object_prefix(bucket: &str, prefix: &str) -> Vec<u8> // PA
     out
 }
 
+/// Maps an I/O error on `path` to a `StoreError` that names the file.
+pub(crate) fn file_error(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError // A
+{
+    let path = path.to_path_buf();
+    move |source| StoreError::File { what, path, source }
+}
+
 fn pair_key(first: &Hash, second: &Hash) -> [u8; 64] // PA
 {
     let mut out = [0u8; 64];
@@ -97,55 +115,60 @@ fn trailing_hash(index: &'static str, key: &[u8]) -> StoreResult<Hash> // PA
 impl LocalStore {
     pub fn open(dir: &Path, durability: Durability) -> StoreResult<Self> // PA
     {
-        let keyspace = Config::new(dir).open()?;
+        let keyspace = Config::new(dir.join("meta")).open()?;
         let plain = PartitionCreateOptions::default;
-        // Slices are large: keep them in value logs, out of the LSM tree's
-        // compactions.
-        let slices = keyspace.open_partition("slices", plain().with_kv_separation(KvSeparationOptions::default()))?;
+        let slices = SliceLog::open(&dir.join("slices"), keyspace.open_partition("slice_locations", plain())?)?;
         Ok(LocalStore {
+            slices,
             chunks: keyspace.open_partition("chunks", plain())?,
             blobs: keyspace.open_partition("blobs", plain())?,
             heads: keyspace.open_partition("heads", plain())?,
             children: keyspace.open_partition("children", plain())?,
             chunk_refs: keyspace.open_partition("chunk_refs", plain())?,
-            slices,
             keyspace,
             durability,
             apply_lock: Mutex::new(()),
+            writes: AtomicU64::new(0),
+            synced: Mutex::new(0),
         })
     }
 
-    fn persist(&self) -> StoreResult<()> // PA
+    /// Make every write done before this call durable (per `Durability`).
+    /// Concurrent callers share one fsync: whoever syncs covers all writes
+    /// counted so far, and callers already covered return at once.
+    fn make_durable(&self) -> StoreResult<()> // PA
     {
-        let mode = match self.durability {
-            Durability::Sync => PersistMode::SyncData,
-            Durability::Flush => PersistMode::Buffer,
-        };
-        Ok(self.keyspace.persist(mode)?)
-    }
-
-    /// Slices and manifests become durable with the blob that references them
-    /// (one journal, persisted in order).
-    pub fn put_slice(&self, slice: &SealedSlice) -> StoreResult<()> // PA
-    {
-        if !self.slices.contains_key(slice.hash.as_bytes())? {
-            self.slices.insert(slice.hash.as_bytes(), slice.encode())?;
+        let mine = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.durability == Durability::Flush {
+            return Ok(self.keyspace.persist(PersistMode::Buffer)?);
         }
+        let mut synced = self.synced.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *synced >= mine {
+            return Ok(());
+        }
+        let target = self.writes.load(Ordering::SeqCst);
+        self.slices.sync()?;
+        self.keyspace.persist(PersistMode::SyncData)?;
+        *synced = target;
         Ok(())
     }
 
-    /// Drop a slice (garbage collection, repair of a damaged copy).
+    /// Store a slice; durable when this returns.
+    pub fn put_slice(&self, slice: &SealedSlice) -> StoreResult<()> // PA
+    {
+        self.slices.put(slice)?;
+        self.make_durable()
+    }
+
+    /// Drop a slice and free its space (garbage collection, repair).
     pub fn remove_slice(&self, hash: &Hash) -> StoreResult<()> // PA
     {
-        Ok(self.slices.remove(hash.as_bytes())?)
+        self.slices.remove(hash)
     }
 
     pub fn get_slice(&self, hash: &Hash) -> StoreResult<Option<SealedSlice>> // PA
     {
-        match self.slices.get(hash.as_bytes())? {
-            Some(bytes) => Ok(Some(SealedSlice::decode(hash, &bytes)?)),
-            None => Ok(None),
-        }
+        self.slices.get(hash)
     }
 
     pub fn put_chunk(&self, chunk: &Chunk) -> StoreResult<()> // PA
@@ -153,7 +176,7 @@ impl LocalStore {
         if !self.chunks.contains_key(chunk.id.as_bytes())? {
             self.chunks.insert(chunk.id.as_bytes(), codec::encode(chunk))?;
         }
-        Ok(())
+        self.make_durable()
     }
 
     pub fn get_chunk(&self, id: &Hash) -> StoreResult<Option<Chunk>> // PA
@@ -197,7 +220,7 @@ impl LocalStore {
             }
             batch.commit()?;
         }
-        self.persist()?;
+        self.make_durable()?;
         Ok(hash)
     }
 
@@ -238,24 +261,22 @@ impl LocalStore {
         self.keyspace.disk_space()
     }
 
-    /// Total bytes of sealed slices held (payload and nonce).
-    pub fn slice_bytes(&self) -> StoreResult<u64> // A
+    /// Live slice bytes and count.
+    pub fn slice_usage(&self) -> StoreResult<(u64, usize)> // A
     {
-        let mut total = 0u64;
-        for entry in self.slices.iter() {
-            total += entry?.1.len() as u64;
-        }
-        Ok(total)
+        self.slices.usage()
     }
 
-    pub fn slice_count(&self) -> StoreResult<usize> // A
+    /// Bytes the slice segments occupy on disk.
+    pub fn slice_disk_usage(&self) -> StoreResult<u64> // A
     {
-        Ok(self.slices.len()?)
+        self.slices.disk_usage()
     }
 
     /// Make everything written so far durable regardless of the mode.
     pub fn sync(&self) -> StoreResult<()> // PA
     {
+        self.slices.sync()?;
         Ok(self.keyspace.persist(PersistMode::SyncAll)?)
     }
 }

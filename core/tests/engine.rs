@@ -61,7 +61,7 @@ impl Cluster {
 
     fn slice_bytes(&self) -> u64 // A
     {
-        self.nodes.iter().map(|id| self.transport.store(id).unwrap().slice_bytes().unwrap()).sum()
+        self.nodes.iter().map(|id| self.transport.store(id).unwrap().slice_usage().unwrap().0).sum()
     }
 }
 

@@ -1,0 +1,257 @@
+//! Slice segments: sealed slices appended to large segment files, with their
+//! locations (segment, offset, length) indexed in fjall. One file per slice
+//! made the kernel's inode allocation the write path's largest cost; fjall's
+//! own value log wrote every slice twice. A removed slice's range is punched
+//! out of its segment, so the disk space comes back at once.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use fjall::PartitionHandle;
+
+use crate::hash::Hash;
+use crate::model::SealedSlice;
+use crate::store::{file_error, StoreError, StoreResult};
+
+/// Segments are closed at this size and a new one is started.
+pub const SEGMENT_LIMIT: u64 = 1 << 30;
+
+const LOCATION_LEN: usize = 16;
+
+/// Where a slice's encoding sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Location {
+    segment: u32,
+    offset: u64,
+    len: u32,
+}
+
+impl Location {
+    fn encode(&self) -> [u8; LOCATION_LEN] // PA
+    {
+        let mut out = [0u8; LOCATION_LEN];
+        out[..4].copy_from_slice(&self.segment.to_be_bytes());
+        out[4..12].copy_from_slice(&self.offset.to_be_bytes());
+        out[12..].copy_from_slice(&self.len.to_be_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> StoreResult<Self> // PA
+    {
+        let bytes: &[u8; LOCATION_LEN] =
+            bytes.try_into().map_err(|_| StoreError::BadIndexEntry { index: "slice_locations", len: bytes.len() })?;
+        let mut segment = [0u8; 4];
+        let mut offset = [0u8; 8];
+        let mut len = [0u8; 4];
+        segment.copy_from_slice(&bytes[..4]);
+        offset.copy_from_slice(&bytes[4..12]);
+        len.copy_from_slice(&bytes[12..]);
+        Ok(Location {
+            segment: u32::from_be_bytes(segment),
+            offset: u64::from_be_bytes(offset),
+            len: u32::from_be_bytes(len),
+        })
+    }
+}
+
+struct Active {
+    id: u32,
+    file: Arc<File>,
+    len: u64,
+}
+
+pub struct SliceLog {
+    dir: PathBuf,
+    index: PartitionHandle,
+    active: Mutex<Active>,
+    segments: RwLock<HashMap<u32, Arc<File>>>,
+}
+
+fn segment_path(dir: &Path, id: u32) -> PathBuf // PA
+{
+    dir.join(format!("{id:08}.seg"))
+}
+
+impl SliceLog {
+    /// Open the segments in `dir` and start a fresh one for new writes (the
+    /// tail of the last one may hold a partial record from a crash).
+    pub fn open(dir: &Path, index: PartitionHandle) -> StoreResult<Self> // PA
+    {
+        fs::create_dir_all(dir).map_err(file_error("creating", dir))?;
+        let mut newest = 0u32;
+        for entry in fs::read_dir(dir).map_err(file_error("listing", dir))? {
+            let entry = entry.map_err(file_error("listing", dir))?;
+            let name = entry.file_name();
+            let id = name.to_str().and_then(|n| n.strip_suffix(".seg")).and_then(|n| n.parse::<u32>().ok());
+            newest = newest.max(id.unwrap_or(0));
+        }
+        let id = newest + 1;
+        let path = segment_path(dir, id);
+        let file = Arc::new(
+            OpenOptions::new()
+                .create_new(true)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(file_error("creating", &path))?,
+        );
+        let segments = RwLock::new(HashMap::from([(id, file.clone())]));
+        Ok(SliceLog { dir: dir.to_path_buf(), index, active: Mutex::new(Active { id, file, len: 0 }), segments })
+    }
+
+    pub fn contains(&self, hash: &Hash) -> StoreResult<bool> // PA
+    {
+        Ok(self.index.contains_key(hash.as_bytes())?)
+    }
+
+    /// Append a slice unless it is already stored. Durable only after `sync`
+    /// (or, for a killed process, as soon as this returns).
+    pub fn put(&self, slice: &SealedSlice) -> StoreResult<()> // PA
+    {
+        if self.contains(&slice.hash)? {
+            return Ok(());
+        }
+        let header = slice.header();
+        let len = (header.len() + slice.payload.len()) as u64;
+        let record_len =
+            u32::try_from(len).map_err(|_| StoreError::BadIndexEntry { index: "slice size", len: len as usize })?;
+        // Reserve the range under the lock; copy the bytes outside it so
+        // writers of different slices proceed in parallel.
+        let (id, file, offset) = {
+            let mut active = self.active.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if active.len > 0 && active.len + len > SEGMENT_LIMIT {
+                self.rotate(&mut active)?;
+            }
+            let offset = active.len;
+            active.len += len;
+            (active.id, active.file.clone(), offset)
+        };
+        let path = || segment_path(&self.dir, id);
+        file.write_all_at(&header, offset).map_err(file_error("writing", &path()))?;
+        file.write_all_at(&slice.payload, offset + header.len() as u64).map_err(file_error("writing", &path()))?;
+        let location = Location { segment: id, offset, len: record_len };
+        self.index.insert(slice.hash.as_bytes(), location.encode())?;
+        Ok(())
+    }
+
+    fn rotate(&self, active: &mut Active) -> StoreResult<()> // PA
+    {
+        let old = segment_path(&self.dir, active.id);
+        active.file.sync_data().map_err(file_error("syncing", &old))?;
+        let id = active.id + 1;
+        let path = segment_path(&self.dir, id);
+        let file = Arc::new(
+            OpenOptions::new()
+                .create_new(true)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(file_error("creating", &path))?,
+        );
+        self.segments.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(id, file.clone());
+        *active = Active { id, file, len: 0 };
+        Ok(())
+    }
+
+    /// Flush the active segment to the disk.
+    pub fn sync(&self) -> StoreResult<()> // PA
+    {
+        let (id, file) = {
+            let active = self.active.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            (active.id, active.file.clone())
+        };
+        file.sync_data().map_err(file_error("syncing", &segment_path(&self.dir, id)))
+    }
+
+    fn segment(&self, id: u32) -> StoreResult<Arc<File>> // PA
+    {
+        if let Some(file) = self.segments.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&id) {
+            return Ok(file.clone());
+        }
+        let path = segment_path(&self.dir, id);
+        let file =
+            Arc::new(OpenOptions::new().read(true).write(true).open(&path).map_err(file_error("opening", &path))?);
+        self.segments.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(id, file.clone());
+        Ok(file)
+    }
+
+    pub fn get(&self, hash: &Hash) -> StoreResult<Option<SealedSlice>> // PA
+    {
+        let Some(bytes) = self.index.get(hash.as_bytes())? else { return Ok(None) };
+        let location = Location::decode(&bytes)?;
+        let file = self.segment(location.segment)?;
+        let mut record = vec![0u8; location.len as usize];
+        file.read_exact_at(&mut record, location.offset)
+            .map_err(file_error("reading", &segment_path(&self.dir, location.segment)))?;
+        Ok(Some(SealedSlice::decode(hash, record)?))
+    }
+
+    /// Forget a slice and give its disk space back.
+    pub fn remove(&self, hash: &Hash) -> StoreResult<()> // PA
+    {
+        let Some(bytes) = self.index.get(hash.as_bytes())? else { return Ok(()) };
+        let location = Location::decode(&bytes)?;
+        self.index.remove(hash.as_bytes())?;
+        let file = self.segment(location.segment)?;
+        punch_hole(&file, location.offset, location.len as u64)
+            .map_err(file_error("freeing space in", &segment_path(&self.dir, location.segment)))
+    }
+
+    /// Live slice bytes and count.
+    pub fn usage(&self) -> StoreResult<(u64, usize)> // A
+    {
+        let mut total = (0u64, 0usize);
+        for entry in self.index.iter() {
+            let (_, value) = entry?;
+            total.0 += Location::decode(&value)?.len as u64;
+            total.1 += 1;
+        }
+        Ok(total)
+    }
+
+    /// Bytes the segment files occupy on disk (holes excluded).
+    pub fn disk_usage(&self) -> StoreResult<u64> // A
+    {
+        use std::os::unix::fs::MetadataExt;
+        let mut total = 0;
+        for entry in fs::read_dir(&self.dir).map_err(file_error("listing", &self.dir))? {
+            let meta = entry.and_then(|e| e.metadata()).map_err(file_error("listing", &self.dir))?;
+            total += meta.blocks() * 512;
+        }
+        Ok(total)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn punch_hole(file: &File, offset: u64, len: u64) -> std::io::Result<()> // PA
+{
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(std::io::Error::other("range beyond off_t"));
+    };
+    // SAFETY: the descriptor belongs to `file`, which outlives the call;
+    // fallocate reads no memory of ours.
+    let result = unsafe {
+        libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, offset, len)
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        let error = std::io::Error::last_os_error();
+        // Filesystems without hole punching keep the bytes until compaction.
+        if error.raw_os_error() == Some(libc::EOPNOTSUPP) {
+            Ok(())
+        } else {
+            Err(error)
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn punch_hole(_file: &File, _offset: u64, _len: u64) -> std::io::Result<()> // PA
+{
+    Ok(())
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test of the project: formatting, lints, and the whole workspace's
+# tests (unit, property, in-process clusters, and the real-client suites once
+# they exist). Installs what the tests need when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+    echo "== installing cargo-nextest"
+    cargo install --locked cargo-nextest
+fi
+
+echo "== cargo fmt"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== tests"
+cargo nextest run --workspace --no-fail-fast
