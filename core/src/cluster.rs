@@ -6,9 +6,10 @@
 
 use futures::future::BoxFuture;
 
+use crate::codec;
 use crate::hash::Hash;
-use crate::model::{Chunk, NodeId, SealedSlice};
-use crate::store::{LocalStore, StoreError};
+use crate::model::{BucketRecord, Chunk, NodeId, ObjectSummary, SealedSlice};
+use crate::store::{ListStart, LocalStore, StoreError};
 
 /// A request from one node to another.
 #[derive(Debug, Clone)]
@@ -24,6 +25,15 @@ pub enum Request {
         bucket: String,
         key: String,
     },
+    ListKeys {
+        bucket: String,
+        prefix: String,
+        start: ListStart,
+        limit: usize,
+    },
+    /// An encoded bucket record, kept if newer than the one held.
+    PutBucket(Vec<u8>),
+    ListBuckets,
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +44,8 @@ pub enum Response {
     /// An encoded blob, to be verified by the caller.
     Blob(Option<Vec<u8>>),
     Heads(Vec<Hash>),
+    Keys(Vec<ObjectSummary>),
+    Buckets(Vec<BucketRecord>),
 }
 
 impl Response {
@@ -46,6 +58,8 @@ impl Response {
             Response::Chunk(_) => "Chunk",
             Response::Blob(_) => "Blob",
             Response::Heads(_) => "Heads",
+            Response::Keys(_) => "Keys",
+            Response::Buckets(_) => "Buckets",
         }
     }
 }
@@ -96,5 +110,15 @@ pub fn handle_request(store: &LocalStore, request: Request) -> Result<Response, 
         }
         Request::GetBlob(hash) => Response::Blob(store.get_blob_bytes(&hash)?),
         Request::Heads { bucket, key } => Response::Heads(store.heads(&bucket, &key)?),
+        Request::ListKeys { bucket, prefix, start, limit } => {
+            Response::Keys(store.list_keys(&bucket, &prefix, &start, limit)?)
+        }
+        Request::PutBucket(bytes) => {
+            let record: BucketRecord = codec::decode(&bytes)
+                .map_err(|source| StoreError::Bucket { name: "(from the wire)".into(), source })?;
+            store.put_bucket(&record)?;
+            Response::Stored
+        }
+        Request::ListBuckets => Response::Buckets(store.list_buckets()?),
     })
 }

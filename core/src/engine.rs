@@ -17,11 +17,15 @@ use tokio::sync::mpsc;
 
 use crate::chunker::{Chunker, ChunkerConfig};
 use crate::cluster::{Call, ClusterView, Request, Response, Transport, TransportError};
+use crate::codec;
 use crate::hash::Hash;
 use crate::keys::NodeKeys;
-use crate::model::{Blob, BlobKind, Chunk, ChunkRef, Erasure, NodeId, RecordError, SealedSlice};
+use crate::model::{
+    Blob, BlobKind, BucketRecord, Chunk, ChunkRef, Erasure, NodeId, ObjectSummary, RecordError, SealedSlice, Versioning,
+};
 use crate::placement;
 use crate::seal::{self, SealError, SealParams};
+use crate::store::ListStart;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -48,6 +52,9 @@ pub enum EngineError {
 }
 
 pub type EngineResult<T> = Result<T, EngineError>;
+
+/// A page of a listing and whether more follow.
+pub type Listed = EngineResult<(Vec<ObjectSummary>, bool)>;
 
 /// An object body as it arrives: pieces of any size, or the error that cut it short.
 pub trait BodyStream: Stream<Item = Result<Bytes, io::Error>> + Send + Unpin {}
@@ -77,6 +84,23 @@ impl Default for EngineConfig {
             erasure: None,
         }
     }
+}
+
+/// Sees every byte of a body as it is written (for extra checksums).
+pub trait BodyTap: Send + 'static {
+    fn update(&mut self, data: &[u8]);
+}
+
+impl BodyTap for () {
+    fn update(&mut self, _data: &[u8]) {} // A
+}
+
+/// A body whose chunks are stored but that no blob references yet.
+#[derive(Debug, Clone)]
+pub struct WrittenBody {
+    pub chunks: Vec<ChunkRef>,
+    pub md5: [u8; 16],
+    pub size: u64,
 }
 
 /// What a write stores besides the body.
@@ -177,7 +201,21 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// Store an object streamed from `body` as a new blob.
     pub async fn put_object(&self, request: PutRequest, body: impl BodyStream) -> EngineResult<StoredBlob> // PA
     {
-        let (chunks, md5, size) = self.store_body(body).await?;
+        let (written, ()) = self.write_body(body, ()).await?;
+        self.commit(request, written).await
+    }
+
+    /// Chunk, seal and place a body without making it visible; `tap` sees
+    /// every byte on the MD5 thread (for the checksums a client asked for).
+    /// Nothing references the chunks until `commit`.
+    pub async fn write_body<H: BodyTap>(&self, body: impl BodyStream, tap: H) -> EngineResult<(WrittenBody, H)> // PA
+    {
+        self.store_body(body, tap).await
+    }
+
+    /// Make a written body visible as a new version of `request.key`.
+    pub async fn commit(&self, request: PutRequest, body: WrittenBody) -> EngineResult<StoredBlob> // PA
+    {
         let parents = match request.parents {
             Some(parents) => parents,
             None => self.heads(&request.bucket, &request.key).await?,
@@ -189,12 +227,12 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             created: now_nanos(),
             writer: self.view.local_node(),
             kind: request.kind,
-            size,
-            etag: hex::encode(md5),
+            size: body.size,
+            etag: hex::encode(body.md5),
             system_metadata: request.system_metadata,
             user_metadata: request.user_metadata,
             checksums: request.checksums,
-            chunks,
+            chunks: body.chunks,
         };
         self.put_blob(blob).await
     }
@@ -212,7 +250,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     }
 
     /// Chunk, seal and place the body; returns the chunk list, MD5 and size.
-    async fn store_body(&self, mut body: impl BodyStream) -> EngineResult<(Vec<ChunkRef>, [u8; 16], u64)> // PA
+    async fn store_body<H: BodyTap>(&self, mut body: impl BodyStream, mut tap: H) -> EngineResult<(WrittenBody, H)> // PA
     {
         // Bounded channels keep memory flat whatever the object size: at most
         // a few pieces and `write_parallelism` chunks are in flight.
@@ -225,9 +263,10 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             let mut size = 0u64;
             while let Some(piece) = md5_rx.blocking_recv() {
                 md5.update(&piece);
+                tap.update(&piece);
                 size += piece.len() as u64;
             }
-            (<[u8; 16]>::from(md5.finalize()), size)
+            (<[u8; 16]>::from(md5.finalize()), size, tap)
         });
         let chunking = self.config.chunking;
         let cdc_task = tokio::task::spawn_blocking(move || {
@@ -268,7 +307,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let stored = stored?;
         fed?;
         cdc_task.await.map_err(|error| EngineError::Task(error.to_string()))?;
-        let (md5, size) = md5_task.await.map_err(|error| EngineError::Task(error.to_string()))?;
+        let (md5, size, tap) = md5_task.await.map_err(|error| EngineError::Task(error.to_string()))?;
 
         let mut offset = 0u64;
         let chunks = stored
@@ -280,7 +319,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             })
             .collect();
         debug_assert_eq!(offset, size, "chunks must cover the body exactly");
-        Ok((chunks, md5, size))
+        Ok((WrittenBody { chunks, md5, size }, tap))
     }
 
     /// Store one chunk unless the cluster already has it; returns (id, length).
@@ -447,6 +486,157 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             }
         }
         Ok(newest)
+    }
+
+    /// Every node's view of the bucket registers, merged (newest wins).
+    async fn bucket_records(&self) -> EngineResult<BTreeMap<String, BucketRecord>> // PA
+    {
+        let members = self.view.members();
+        let calls = members.iter().map(|node| self.transport.call(*node, Request::ListBuckets));
+        let results = futures::future::join_all(calls).await;
+        let mut merged: BTreeMap<String, BucketRecord> = BTreeMap::new();
+        let mut errors = Vec::new();
+        let mut answered = 0;
+        for (node, result) in members.iter().zip(results) {
+            match result {
+                Ok(Response::Buckets(records)) => {
+                    answered += 1;
+                    for record in records {
+                        match merged.get(&record.name) {
+                            Some(held) if !record.supersedes(held) => {}
+                            _ => {
+                                merged.insert(record.name.clone(), record);
+                            }
+                        }
+                    }
+                }
+                Ok(other) => errors.push(TransportError::UnexpectedResponse {
+                    node: *node,
+                    expected: "Buckets",
+                    got: other.kind(),
+                }),
+                Err(error) => errors.push(error),
+            }
+        }
+        if answered == 0 {
+            return Err(EngineError::NoReplica { what: "bucket list".into(), errors: join_errors(&errors) });
+        }
+        Ok(merged)
+    }
+
+    /// Live buckets, by name.
+    pub async fn list_buckets(&self) -> EngineResult<Vec<BucketRecord>> // A
+    {
+        Ok(self.bucket_records().await?.into_values().filter(|b| !b.deleted).collect())
+    }
+
+    /// A live bucket's record.
+    pub async fn bucket(&self, name: &str) -> EngineResult<Option<BucketRecord>> // A
+    {
+        Ok(self.bucket_records().await?.remove(name).filter(|b| !b.deleted))
+    }
+
+    /// Write a bucket record to every member; a majority must take it.
+    pub async fn put_bucket_record(&self, record: &BucketRecord) -> EngineResult<()> // PA
+    {
+        let bytes = codec::encode(record);
+        let members = self.view.members();
+        let needed = placement::write_quorum(members.len());
+        let calls = members.iter().map(|node| self.transport.call(*node, Request::PutBucket(bytes.clone())));
+        self.expect_acks(format!("bucket {}", record.name), calls, needed).await
+    }
+
+    /// Create a bucket; `false` if it already exists.
+    pub async fn create_bucket(&self, name: &str) -> EngineResult<bool> // PA
+    {
+        let held = self.bucket_records().await?.remove(name);
+        if held.as_ref().is_some_and(|b| !b.deleted) {
+            return Ok(false);
+        }
+        let now = now_nanos().max(held.map_or(0, |b| b.updated + 1));
+        let record = BucketRecord {
+            name: name.to_string(),
+            created: now,
+            updated: now,
+            deleted: false,
+            versioning: Versioning::Unversioned,
+        };
+        self.put_bucket_record(&record).await?;
+        Ok(true)
+    }
+
+    /// Mark a bucket deleted. The caller checks that it is empty.
+    pub async fn delete_bucket(&self, record: BucketRecord) -> EngineResult<()> // PA
+    {
+        let updated = now_nanos().max(record.updated + 1);
+        self.put_bucket_record(&BucketRecord { deleted: true, updated, ..record }).await
+    }
+
+    /// Up to `limit` live objects of `bucket` under `prefix` in key order from
+    /// `start` (keys whose newest head is a delete marker are skipped), and
+    /// whether more may follow.
+    pub async fn list_objects(&self, bucket: &str, prefix: &str, start: ListStart, limit: usize) -> Listed // PA
+    {
+        let members = self.view.members();
+        let mut start = start;
+        let mut live = Vec::new();
+        // One more than asked tells whether more follow.
+        let want = limit.saturating_add(1);
+        loop {
+            let request = || Request::ListKeys {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+                start: start.clone(),
+                limit: want,
+            };
+            let results =
+                futures::future::join_all(members.iter().map(|node| self.transport.call(*node, request()))).await;
+            let mut merged: BTreeMap<String, ObjectSummary> = BTreeMap::new();
+            let mut more = false;
+            let mut answered = 0;
+            let mut errors = Vec::new();
+            for (node, result) in members.iter().zip(results) {
+                match result {
+                    Ok(Response::Keys(keys)) => {
+                        answered += 1;
+                        more |= keys.len() == want;
+                        for summary in keys {
+                            match merged.get(&summary.key) {
+                                Some(held) if !summary.newer_than(held) => {}
+                                _ => {
+                                    merged.insert(summary.key.clone(), summary);
+                                }
+                            }
+                        }
+                    }
+                    Ok(other) => errors.push(TransportError::UnexpectedResponse {
+                        node: *node,
+                        expected: "Keys",
+                        got: other.kind(),
+                    }),
+                    Err(error) => errors.push(error),
+                }
+            }
+            if answered == 0 {
+                return Err(EngineError::NoReplica {
+                    what: format!("listing of {bucket}"),
+                    errors: join_errors(&errors),
+                });
+            }
+            // Each node sent its first `limit` keys: past the smallest last key
+            // of a full answer, another node may be missing keys.
+            let page: Vec<ObjectSummary> = merged.into_values().take(want).collect();
+            let last = page.last().map(|s| s.key.clone());
+            live.extend(page.into_iter().filter(|s| s.kind != BlobKind::DeleteMarker));
+            if live.len() > limit {
+                live.truncate(limit);
+                return Ok((live, true));
+            }
+            match (more, last) {
+                (true, Some(last)) => start = ListStart::After(last),
+                _ => return Ok((live, false)),
+            }
+        }
     }
 
     /// Stream `range` of a blob's bytes (clamped to its size), fetching and

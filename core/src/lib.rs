@@ -16,7 +16,9 @@ pub mod seal;
 pub mod slicelog;
 pub mod store;
 
-pub use engine::{BodyStream, Engine, EngineConfig, EngineError, PutRequest, StoredBlob};
+pub use engine::{BodyStream, BodyTap, Engine, EngineConfig, EngineError, PutRequest, StoredBlob, WrittenBody};
 pub use hash::Hash;
 pub use keys::{ClusterSecret, DataKeyPair, NodeKeys};
-pub use model::{Blob, BlobKind, Chunk, ChunkRef, Erasure, NodeId, SealedSlice};
+pub use model::{
+    Blob, BlobKind, BucketRecord, Chunk, ChunkRef, Erasure, NodeId, ObjectSummary, SealedSlice, Versioning,
+};

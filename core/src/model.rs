@@ -251,6 +251,71 @@ impl Blob {
     }
 }
 
+/// The newest head of a key, as listings show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectSummary {
+    pub key: String,
+    pub version: Hash,
+    pub kind: BlobKind,
+    pub created: u64,
+    pub size: u64,
+    pub etag: String,
+}
+
+impl ObjectSummary {
+    pub fn of(version: Hash, blob: &Blob) -> Self // A
+    {
+        ObjectSummary {
+            key: blob.key.clone(),
+            version,
+            kind: blob.kind,
+            created: blob.created,
+            size: blob.size,
+            etag: blob.etag.clone(),
+        }
+    }
+
+    /// Whether `self` wins over `other` as the key's current version.
+    pub fn newer_than(&self, other: &ObjectSummary) -> bool // A
+    {
+        (self.created, self.version) > (other.created, other.version)
+    }
+}
+
+/// S3 versioning state of a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Versioning {
+    #[default]
+    Unversioned,
+    Enabled,
+    Suspended,
+}
+
+/// A bucket: a last-writer-wins register replicated to every node. Deleting
+/// a bucket writes a record with `deleted` set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketRecord {
+    pub name: String,
+    /// When the bucket was created (UTC nanoseconds).
+    pub created: u64,
+    /// The register's clock: the newest `updated` wins, then the larger encoding.
+    pub updated: u64,
+    pub deleted: bool,
+    pub versioning: Versioning,
+}
+
+impl Record for BucketRecord {
+    const KIND: RecordKind = RecordKind::Bucket;
+}
+
+impl BucketRecord {
+    /// Last-writer-wins order between two versions of the same bucket record.
+    pub fn supersedes(&self, other: &BucketRecord) -> bool // PA
+    {
+        (self.updated, codec::encode(self)) > (other.updated, codec::encode(other))
+    }
+}
+
 /// A stored record that could not be read back.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RecordError {

@@ -14,7 +14,7 @@ use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMo
 
 use crate::codec::{self, DecodeError};
 use crate::hash::Hash;
-use crate::model::{Blob, Chunk, RecordError, SealedSlice, SliceDecodeError};
+use crate::model::{Blob, BucketRecord, Chunk, ObjectSummary, RecordError, SealedSlice, SliceDecodeError};
 use crate::slicelog::SliceLog;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,11 +29,15 @@ pub enum StoreError {
     Record(#[from] RecordError),
     #[error("local store: chunk manifest {hash}: {source}")]
     Chunk { hash: Hash, source: DecodeError },
+    #[error("local store: bucket record {name:?}: {source}")]
+    Bucket { name: String, source: DecodeError },
     #[error("local store: index entry of {len} bytes in {index} is malformed")]
     BadIndexEntry { index: &'static str, len: usize },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+pub type Summaries = Vec<ObjectSummary>;
 
 /// When a write reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +58,7 @@ pub struct LocalStore {
     heads: PartitionHandle,
     children: PartitionHandle,
     chunk_refs: PartitionHandle,
+    buckets: PartitionHandle,
     durability: Durability,
     /// Serialises blob application: deciding whether a blob is a head reads
     /// the children index, which a concurrent apply may be changing.
@@ -96,6 +101,38 @@ pub(crate) fn file_error(what: &'static str, path: &Path) -> impl FnOnce(io::Err
     move |source| StoreError::File { what, path, source }
 }
 
+/// Where a listing starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListStart {
+    /// At the first key of the prefix.
+    Beginning,
+    /// After this key.
+    After(String),
+    /// After every key that starts with this (a common prefix already listed).
+    AfterPrefix(String),
+}
+
+/// The object key of a `heads` entry: the bytes between the bucket and the
+/// terminator, unescaped.
+fn object_key_of(bucket: &str, entry: &[u8]) -> StoreResult<String> // PA
+{
+    let bad = || StoreError::BadIndexEntry { index: "heads", len: entry.len() };
+    let body = entry.get(bucket.len() + 1..entry.len().checked_sub(34).ok_or_else(bad)?).ok_or_else(bad)?;
+    let mut key = Vec::with_capacity(body.len());
+    let mut bytes = body.iter();
+    while let Some(&byte) = bytes.next() {
+        if byte == 0 {
+            match bytes.next() {
+                Some(0xFF) => key.push(0),
+                _ => return Err(bad()),
+            }
+        } else {
+            key.push(byte);
+        }
+    }
+    String::from_utf8(key).map_err(|_| bad())
+}
+
 fn pair_key(first: &Hash, second: &Hash) -> [u8; 64] // PA
 {
     let mut out = [0u8; 64];
@@ -125,6 +162,7 @@ impl LocalStore {
             heads: keyspace.open_partition("heads", plain())?,
             children: keyspace.open_partition("children", plain())?,
             chunk_refs: keyspace.open_partition("chunk_refs", plain())?,
+            buckets: keyspace.open_partition("buckets", plain())?,
             keyspace,
             durability,
             apply_lock: Mutex::new(()),
@@ -244,6 +282,80 @@ impl LocalStore {
         self.heads.prefix(object_index_key(bucket, key)).map(|entry| trailing_hash("heads", &entry?.0)).collect()
     }
 
+    /// Up to `max` keys of `bucket` under `prefix`, in key order from
+    /// `start`, each with its newest head (delete markers included).
+    pub fn list_keys(&self, bucket: &str, prefix: &str, start: &ListStart, max: usize) -> StoreResult<Summaries> // PA
+    {
+        let scope = object_prefix(bucket, prefix);
+        let lower = match start {
+            ListStart::Beginning => scope.clone(),
+            // Past `key‖00 01‖hash` (its heads), before `key‖00 FF` (key + "\0").
+            ListStart::After(key) => [object_prefix(bucket, key).as_slice(), &[0, 2]].concat(),
+            // No escaped UTF-8 byte is 0xFF.
+            ListStart::AfterPrefix(group) => [object_prefix(bucket, group).as_slice(), &[0xFF]].concat(),
+        };
+        let lower = lower.max(scope.clone());
+        let mut out: Vec<ObjectSummary> = Vec::new();
+        for entry in self.heads.range(lower..) {
+            let (index_key, _) = entry?;
+            if !index_key.starts_with(&scope) {
+                break;
+            }
+            let key = object_key_of(bucket, &index_key)?;
+            let version = trailing_hash("heads", &index_key)?;
+            let Some(blob) = self.get_blob(&version)? else { continue };
+            let summary = ObjectSummary::of(version, &blob);
+            match out.last_mut() {
+                Some(last) if last.key == key => {
+                    if summary.newer_than(last) {
+                        *last = summary;
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            if out.len() == max {
+                break;
+            }
+            out.push(summary);
+        }
+        Ok(out)
+    }
+
+    /// Keep a bucket record if it is newer than the one held.
+    pub fn put_bucket(&self, record: &BucketRecord) -> StoreResult<()> // PA
+    {
+        {
+            let _guard = self.apply_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(held) = self.get_bucket(&record.name)? {
+                if !record.supersedes(&held) {
+                    return Ok(());
+                }
+            }
+            self.buckets.insert(record.name.as_bytes(), codec::encode(record))?;
+        }
+        self.make_durable()
+    }
+
+    pub fn get_bucket(&self, name: &str) -> StoreResult<Option<BucketRecord>> // PA
+    {
+        let Some(bytes) = self.buckets.get(name.as_bytes())? else { return Ok(None) };
+        codec::decode(&bytes).map(Some).map_err(|source| StoreError::Bucket { name: name.to_string(), source })
+    }
+
+    /// Every bucket record held, deleted ones included.
+    pub fn list_buckets(&self) -> StoreResult<Vec<BucketRecord>> // PA
+    {
+        self.buckets
+            .iter()
+            .map(|entry| {
+                let (name, bytes) = entry?;
+                codec::decode(&bytes)
+                    .map_err(|source| StoreError::Bucket { name: String::from_utf8_lossy(&name).into_owned(), source })
+            })
+            .collect()
+    }
+
     pub fn children(&self, parent: &Hash) -> StoreResult<Vec<Hash>> // PA
     {
         self.children.prefix(parent.as_bytes()).map(|entry| trailing_hash("children", &entry?.0)).collect()
@@ -293,6 +405,10 @@ mod tests {
         let mut sorted = encoded.clone();
         sorted.sort();
         assert_eq!(encoded, sorted);
+        for key in keys {
+            let entry = [object_index_key("bkt", key).as_slice(), &[7u8; 32]].concat();
+            assert_eq!(object_key_of("bkt", &entry).unwrap(), key);
+        }
         // A key is not a prefix match of a longer key's exact entry.
         assert!(!object_index_key("bkt", "ab").starts_with(&object_index_key("bkt", "a")));
         assert!(object_index_key("bkt", "ab").starts_with(&object_prefix("bkt", "a")));

@@ -1,1 +1,8 @@
-//! The S3 gateway: s3s on hyper over the core engine. Not built yet: see docs/ARCHITECTURE.md.
+//! The S3 gateway and the `ouroboros` binary's pieces: configuration, access
+//! keys, opening a node, the S3 operations (s3s) and the HTTP server (hyper).
+
+pub mod config;
+pub mod credentials;
+pub mod node;
+pub mod s3;
+pub mod server;

@@ -1,0 +1,126 @@
+//! `ouroboros`: run a node (`serve`) and manage its access keys (`key`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ouroboros_gateway::config::{Config, Overrides, DEFAULT_DATA_DIR};
+use ouroboros_gateway::credentials;
+use ouroboros_gateway::server::Server;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "ouroboros",
+    version,
+    about = "OuroborosDB: a content-addressed, versioned object store that speaks S3"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a node: S3 on 127.0.0.1:9000, data in ./ouroboros-data unless told otherwise.
+    Serve {
+        /// Where the node keeps its data.
+        #[arg(long, env = "OUROBOROS_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Address and port for S3 requests.
+        #[arg(long, env = "OUROBOROS_LISTEN")]
+        listen: Option<String>,
+        /// TOML file with further settings (region, domains, durability).
+        #[arg(long, env = "OUROBOROS_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Manage S3 access keys.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+        /// The node's data directory.
+        #[arg(long, env = "OUROBOROS_DATA_DIR", default_value = DEFAULT_DATA_DIR, global = true)]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Create a key and print its id and secret.
+    Create { name: String },
+    /// List key names and ids.
+    List,
+}
+
+fn init_logging() // A
+{
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OUROBOROS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+}
+
+fn main() -> ExitCode // A
+{
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { data_dir, listen, config } => {
+            init_logging();
+            let config = match Config::resolve(Overrides { data_dir, listen, config }) {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("ouroboros: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("ouroboros: cannot start the runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let result = runtime.block_on(async {
+                let server = Server::bind(&config).await?;
+                server.run().await
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("ouroboros: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Key { action, data_dir } => match action {
+            KeyAction::Create { name } => match credentials::create_key(&data_dir, &name) {
+                Ok(key) => {
+                    println!("name:              {}", key.name);
+                    println!("access key id:     {}", key.access_key_id);
+                    println!("secret access key: {}", key.secret_access_key);
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("ouroboros: {error}");
+                    ExitCode::FAILURE
+                }
+            },
+            KeyAction::List => match credentials::load_keys(&data_dir) {
+                Ok(keys) => {
+                    println!("{:<20} {:<22} created", "name", "access key id");
+                    for key in keys {
+                        println!("{:<20} {:<22} {}", key.name, key.access_key_id, key.created);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("ouroboros: {error}");
+                    ExitCode::FAILURE
+                }
+            },
+        },
+    }
+}

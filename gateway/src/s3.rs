@@ -1,0 +1,914 @@
+//! The S3 operations on top of the core engine: buckets, objects, listings
+//! and copies, mapped to the DAG of blobs. Errors become S3 error codes here.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use ouroboros_core::cluster::{ClusterView, Transport};
+use ouroboros_core::store::ListStart;
+use ouroboros_core::{Blob, BlobKind, BodyTap, Engine, EngineError, ObjectSummary, PutRequest, StoredBlob};
+use s3s::checksum::ChecksumHasher;
+use s3s::dto::*;
+use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
+
+/// An S3 operation's request and result, as s3s types them.
+type In<T> = S3Request<T>;
+type Out<T> = S3Result<S3Response<T>>;
+
+/// Largest body a single PUT takes, as S3.
+pub const MAX_PUT_SIZE: i64 = 5 * 1024 * 1024 * 1024;
+/// Longest object key, in bytes, as S3.
+const MAX_KEY_LEN: usize = 1024;
+/// Most keys one listing page returns, as S3.
+const MAX_KEYS: i32 = 1000;
+
+/// System metadata names kept in `Blob::system_metadata`.
+const CONTENT_TYPE: &str = "content-type";
+const CONTENT_ENCODING: &str = "content-encoding";
+const CONTENT_DISPOSITION: &str = "content-disposition";
+const CONTENT_LANGUAGE: &str = "content-language";
+const CACHE_CONTROL: &str = "cache-control";
+const EXPIRES: &str = "expires";
+const WEBSITE_REDIRECT: &str = "x-amz-website-redirect-location";
+
+pub struct Gateway<T, V> {
+    engine: Engine<T, V>,
+    region: String,
+}
+
+impl<T, V> Gateway<T, V> {
+    pub fn new(engine: Engine<T, V>, region: String) -> Self // A
+    {
+        Gateway { engine, region }
+    }
+}
+
+fn internal(error: EngineError) -> S3Error // A
+{
+    tracing::error!(%error, "engine failure");
+    s3_error!(InternalError, "{error}")
+}
+
+fn timestamp(nanos: u64) -> Timestamp // A
+{
+    Timestamp::from(UNIX_EPOCH + Duration::from_nanos(nanos))
+}
+
+fn system_time(at: &Timestamp) -> SystemTime // A
+{
+    SystemTime::from(time::OffsetDateTime::from(at.clone()))
+}
+
+fn format_http_date(at: &Timestamp) -> Option<String> // A
+{
+    let mut out = Vec::new();
+    at.format(TimestampFormat::HttpDate, &mut out).ok()?;
+    String::from_utf8(out).ok()
+}
+
+fn parse_http_date(value: &str) -> Option<Timestamp> // A
+{
+    Timestamp::parse(TimestampFormat::HttpDate, value).ok()
+}
+
+/// The standard headers a PUT or a REPLACE copy sets.
+struct SystemHeaders {
+    content_type: Option<String>,
+    content_encoding: Option<String>,
+    content_disposition: Option<String>,
+    content_language: Option<String>,
+    cache_control: Option<String>,
+    expires: Option<Timestamp>,
+    website_redirect: Option<String>,
+}
+
+impl SystemHeaders {
+    fn into_map(self) -> BTreeMap<String, String> // A
+    {
+        let mut map = BTreeMap::new();
+        let expires = self.expires.as_ref().and_then(format_http_date);
+        for (name, value) in [
+            (CONTENT_TYPE, self.content_type),
+            (CONTENT_ENCODING, self.content_encoding),
+            (CONTENT_DISPOSITION, self.content_disposition),
+            (CONTENT_LANGUAGE, self.content_language),
+            (CACHE_CONTROL, self.cache_control),
+            (EXPIRES, expires),
+            (WEBSITE_REDIRECT, self.website_redirect),
+        ] {
+            if let Some(value) = value {
+                map.insert(name.to_string(), value);
+            }
+        }
+        map
+    }
+}
+
+fn user_metadata(metadata: Option<Metadata>) -> BTreeMap<String, String> // A
+{
+    metadata.unwrap_or_default().into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect()
+}
+
+/// The `response-*` query parameters of a GET or HEAD.
+struct ResponseOverrides {
+    content_type: Option<String>,
+    content_encoding: Option<String>,
+    content_disposition: Option<String>,
+    content_language: Option<String>,
+    cache_control: Option<String>,
+    expires: Option<Timestamp>,
+}
+
+/// The `If-*` preconditions of a read or of a copy's source.
+struct Preconditions<'a> {
+    if_match: Option<&'a ETagCondition>,
+    if_none_match: Option<&'a ETagCondition>,
+    if_modified_since: Option<&'a Timestamp>,
+    if_unmodified_since: Option<&'a Timestamp>,
+}
+
+/// What GET and HEAD answer with, besides the body.
+struct ObjectHeaders {
+    e_tag: ETag,
+    last_modified: Timestamp,
+    content_type: Option<String>,
+    content_encoding: Option<String>,
+    content_disposition: Option<String>,
+    content_language: Option<String>,
+    cache_control: Option<String>,
+    expires: Option<Timestamp>,
+    website_redirect: Option<String>,
+    metadata: Option<Metadata>,
+    checksums: BTreeMap<String, String>,
+}
+
+impl ObjectHeaders {
+    fn of(blob: &Blob) -> Self // A
+    {
+        let system = |name: &str| blob.system_metadata.get(name).cloned();
+        let metadata: Metadata = blob.user_metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        ObjectHeaders {
+            e_tag: ETag::Strong(blob.etag.clone()),
+            last_modified: timestamp(blob.created),
+            content_type: system(CONTENT_TYPE).or_else(|| Some("binary/octet-stream".into())),
+            content_encoding: system(CONTENT_ENCODING),
+            content_disposition: system(CONTENT_DISPOSITION),
+            content_language: system(CONTENT_LANGUAGE),
+            cache_control: system(CACHE_CONTROL),
+            expires: system(EXPIRES).as_deref().and_then(parse_http_date),
+            website_redirect: system(WEBSITE_REDIRECT),
+            metadata: (!metadata.is_empty()).then_some(metadata),
+            checksums: blob.checksums.clone(),
+        }
+    }
+
+    /// Apply the `response-*` query overrides of a GET or HEAD.
+    fn override_with(&mut self, overrides: ResponseOverrides) // A
+    {
+        let ResponseOverrides {
+            content_type,
+            content_encoding,
+            content_disposition,
+            content_language,
+            cache_control,
+            expires,
+        } = overrides;
+        self.content_type = content_type.or(self.content_type.take());
+        self.content_encoding = content_encoding.or(self.content_encoding.take());
+        self.content_disposition = content_disposition.or(self.content_disposition.take());
+        self.content_language = content_language.or(self.content_language.take());
+        self.cache_control = cache_control.or(self.cache_control.take());
+        self.expires = expires.or(self.expires.take());
+    }
+
+    fn checksum(&self, algorithm: &str) -> Option<String> // A
+    {
+        self.checksums.get(algorithm).cloned()
+    }
+}
+
+/// The preconditions of GET, HEAD and the copy source, in S3's order:
+/// If-Match beats If-Unmodified-Since, If-None-Match beats If-Modified-Since.
+fn check_preconditions(blob: &Blob, conditions: Preconditions<'_>, not_modified: S3ErrorCode) -> S3Result<()> // A
+{
+    let Preconditions { if_match, if_none_match, if_modified_since, if_unmodified_since } = conditions;
+    let etag = ETag::Strong(blob.etag.clone());
+    // HTTP dates have second precision.
+    let modified = UNIX_EPOCH + Duration::from_secs(blob.created / 1_000_000_000);
+    let matches = |condition: &ETagCondition| match condition {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(other) => etag.weak_cmp(other),
+    };
+    if let Some(condition) = if_match {
+        if !matches(condition) {
+            return Err(s3_error!(PreconditionFailed, "If-Match: the ETag is {}", blob.etag));
+        }
+    } else if let Some(since) = if_unmodified_since {
+        if modified > system_time(since) {
+            return Err(s3_error!(PreconditionFailed, "If-Unmodified-Since: modified since"));
+        }
+    }
+    if let Some(condition) = if_none_match {
+        if matches(condition) {
+            return Err(S3Error::new(not_modified));
+        }
+    } else if let Some(since) = if_modified_since {
+        if modified <= system_time(since) {
+            return Err(S3Error::new(not_modified));
+        }
+    }
+    Ok(())
+}
+
+/// The checksums a client sent for a PUT, computed on the write path.
+struct Checksums(ChecksumHasher);
+
+impl BodyTap for Checksums {
+    fn update(&mut self, data: &[u8]) // A
+    {
+        self.0.update(data);
+    }
+}
+
+/// A GET body: a task reads and opens chunks ahead into a small channel, and
+/// the response streams from it (s3s needs a `Sync` stream).
+struct ResponseBody(tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>);
+
+impl ResponseBody {
+    fn spawn(chunks: impl futures::Stream<Item = Result<Bytes, EngineError>> + Send + 'static) -> Self // A
+    {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            let mut chunks = std::pin::pin!(chunks);
+            while let Some(piece) = chunks.next().await {
+                let piece = piece.map_err(|error| {
+                    tracing::error!(%error, "read failed mid-stream");
+                    std::io::Error::other(error.to_string())
+                });
+                let failed = piece.is_err();
+                // A closed channel: the client went away.
+                if tx.send(piece).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        ResponseBody(rx)
+    }
+}
+
+impl futures::Stream for ResponseBody {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> // A
+    {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// S3's URL encoding for `encoding-type=url` listings: everything but
+/// unreserved characters and `/` is percent-encoded.
+fn url_encode(value: &str) -> String // A
+{
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Opaque continuation tokens: the last key listed, or the last common prefix.
+fn encode_token(start: &ListStart) -> String // A
+{
+    match start {
+        ListStart::Beginning => String::new(),
+        ListStart::After(key) => format!("k{}", hex::encode(key)),
+        ListStart::AfterPrefix(prefix) => format!("p{}", hex::encode(prefix)),
+    }
+}
+
+fn decode_token(token: &str) -> S3Result<ListStart> // A
+{
+    let invalid = || s3_error!(InvalidArgument, "The continuation token provided is incorrect");
+    let (kind, body) = token.split_at_checked(1).ok_or_else(invalid)?;
+    let value = String::from_utf8(hex::decode(body).map_err(|_| invalid())?).map_err(|_| invalid())?;
+    match kind {
+        "k" => Ok(ListStart::After(value)),
+        "p" => Ok(ListStart::AfterPrefix(value)),
+        _ => Err(invalid()),
+    }
+}
+
+/// What a listing asks for.
+struct ListQuery<'a> {
+    bucket: &'a str,
+    prefix: &'a str,
+    delimiter: Option<&'a str>,
+    start: ListStart,
+    max_keys: usize,
+}
+
+/// One page of a listing, with common prefixes folded.
+struct Listing {
+    objects: Vec<ObjectSummary>,
+    prefixes: Vec<String>,
+    /// Where the next page starts, when truncated.
+    next: Option<ListStart>,
+}
+
+fn check_key(key: &str) -> S3Result<()> // A
+{
+    if key.len() > MAX_KEY_LEN {
+        return Err(s3_error!(KeyTooLongError, "Your key is {} bytes; the limit is {MAX_KEY_LEN}", key.len()));
+    }
+    if key.is_empty() {
+        return Err(s3_error!(InvalidArgument, "An object key must not be empty"));
+    }
+    Ok(())
+}
+
+fn owner() -> Owner // A
+{
+    Owner { display_name: Some("ouroboros".into()), id: Some("ouroboros".into()) }
+}
+
+impl<T: Transport, V: ClusterView> Gateway<T, V> {
+    async fn require_bucket(&self, bucket: &str) -> S3Result<()> // A
+    {
+        match self.engine.bucket(bucket).await.map_err(internal)? {
+            Some(_) => Ok(()),
+            None => Err(s3_error!(NoSuchBucket, "The specified bucket does not exist: {bucket}")),
+        }
+    }
+
+    /// The current version of a key, or NoSuchKey (also for a delete marker).
+    async fn current(&self, bucket: &str, key: &str) -> S3Result<StoredBlob> // A
+    {
+        self.require_bucket(bucket).await?;
+        match self.engine.latest(bucket, key).await.map_err(internal)? {
+            Some(stored) if stored.blob.kind != BlobKind::DeleteMarker => Ok(stored),
+            _ => Err(s3_error!(NoSuchKey, "The specified key does not exist.")),
+        }
+    }
+
+    async fn list(&self, query: ListQuery<'_>) -> S3Result<Listing> // A
+    {
+        let ListQuery { bucket, prefix, delimiter, start, max_keys } = query;
+        self.require_bucket(bucket).await?;
+        let mut listing = Listing { objects: Vec::new(), prefixes: Vec::new(), next: None };
+        let mut start = start;
+        let delimiter = delimiter.filter(|d| !d.is_empty());
+        while listing.objects.len() + listing.prefixes.len() < max_keys {
+            let room = max_keys - listing.objects.len() - listing.prefixes.len();
+            let (page, more) = self.engine.list_objects(bucket, prefix, start.clone(), room).await.map_err(internal)?;
+            let mut regrouped = false;
+            for object in page {
+                let rest = &object.key[prefix.len()..];
+                if let Some(at) = delimiter.and_then(|d| rest.find(d).map(|at| at + d.len())) {
+                    let common = object.key[..prefix.len() + at].to_string();
+                    start = ListStart::AfterPrefix(common.clone());
+                    listing.prefixes.push(common);
+                    // The rest of this page may sit under the same prefix.
+                    regrouped = true;
+                    break;
+                }
+                start = ListStart::After(object.key.clone());
+                listing.objects.push(object);
+            }
+            if !regrouped && !more {
+                return Ok(listing);
+            }
+        }
+        // Full page: truncated only if anything follows.
+        let (after, _) = self.engine.list_objects(bucket, prefix, start.clone(), 1).await.map_err(internal)?;
+        if !after.is_empty() {
+            listing.next = Some(start);
+        }
+        Ok(listing)
+    }
+
+    fn object_entry(&self, summary: &ObjectSummary, fetch_owner: bool, url: bool) -> Object // A
+    {
+        Object {
+            key: Some(if url { url_encode(&summary.key) } else { summary.key.clone() }),
+            e_tag: Some(ETag::Strong(summary.etag.clone())),
+            last_modified: Some(timestamp(summary.created)),
+            size: Some(summary.size as i64),
+            storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+            owner: fetch_owner.then(owner),
+            ..Default::default()
+        }
+    }
+
+    /// Write a delete marker over the current version, if there is one.
+    async fn delete_current(&self, bucket: &str, key: &str) -> S3Result<()> // A
+    {
+        let heads = self.engine.heads(bucket, key).await.map_err(internal)?;
+        let Some(latest) = self.engine.latest(bucket, key).await.map_err(internal)? else { return Ok(()) };
+        if latest.blob.kind == BlobKind::DeleteMarker && heads.len() == 1 {
+            return Ok(());
+        }
+        let mut marker = PutRequest::new(bucket, key);
+        marker.kind = BlobKind::DeleteMarker;
+        marker.parents = Some(heads);
+        let (empty, ()) =
+            self.engine.write_body(futures::stream::empty::<std::io::Result<Bytes>>(), ()).await.map_err(internal)?;
+        self.engine.commit(marker, empty).await.map_err(internal)?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
+    async fn list_buckets(&self, _req: In<ListBucketsInput>) -> Out<ListBucketsOutput> // A
+    {
+        let buckets = self.engine.list_buckets().await.map_err(internal)?;
+        let buckets = buckets
+            .into_iter()
+            .map(|b| Bucket { name: Some(b.name), creation_date: Some(timestamp(b.created)), bucket_region: None })
+            .collect();
+        Ok(S3Response::new(ListBucketsOutput { buckets: Some(buckets), owner: Some(owner()), ..Default::default() }))
+    }
+
+    async fn create_bucket(&self, req: In<CreateBucketInput>) -> Out<CreateBucketOutput> // A
+    {
+        let bucket = req.input.bucket;
+        if !self.engine.create_bucket(&bucket).await.map_err(internal)? {
+            return Err(s3_error!(BucketAlreadyOwnedByYou, "You already own bucket {bucket}"));
+        }
+        tracing::info!(%bucket, "bucket created");
+        Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{bucket}")) }))
+    }
+
+    async fn head_bucket(&self, req: In<HeadBucketInput>) -> Out<HeadBucketOutput> // A
+    {
+        self.require_bucket(&req.input.bucket).await?;
+        Ok(S3Response::new(HeadBucketOutput { bucket_region: Some(self.region.clone()), ..Default::default() }))
+    }
+
+    async fn get_bucket_location(&self, req: In<GetBucketLocationInput>) -> Out<GetBucketLocationOutput> // A
+    {
+        self.require_bucket(&req.input.bucket).await?;
+        // us-east-1 is spelled as no constraint at all.
+        let location_constraint =
+            (self.region != "us-east-1").then(|| BucketLocationConstraint::from(self.region.clone()));
+        Ok(S3Response::new(GetBucketLocationOutput { location_constraint }))
+    }
+
+    async fn delete_bucket(&self, req: In<DeleteBucketInput>) -> Out<DeleteBucketOutput> // A
+    {
+        let bucket = req.input.bucket;
+        let Some(record) = self.engine.bucket(&bucket).await.map_err(internal)? else {
+            return Err(s3_error!(NoSuchBucket, "The specified bucket does not exist: {bucket}"));
+        };
+        let (objects, _) = self.engine.list_objects(&bucket, "", ListStart::Beginning, 1).await.map_err(internal)?;
+        if !objects.is_empty() {
+            return Err(s3_error!(BucketNotEmpty, "The bucket you tried to delete is not empty"));
+        }
+        self.engine.delete_bucket(record).await.map_err(internal)?;
+        tracing::info!(%bucket, "bucket deleted");
+        Ok(S3Response::new(DeleteBucketOutput {}))
+    }
+
+    async fn put_object(&self, req: In<PutObjectInput>) -> Out<PutObjectOutput> // A
+    {
+        let input = req.input;
+        check_key(&input.key)?;
+        self.require_bucket(&input.bucket).await?;
+        if input.content_length.is_some_and(|len| len > MAX_PUT_SIZE) {
+            return Err(s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed size (5 GiB)"));
+        }
+        let Some(body) = input.body else { return Err(s3_error!(IncompleteBody)) };
+
+        if input.if_none_match.is_some() || input.if_match.is_some() {
+            let current = self.engine.latest(&input.bucket, &input.key).await.map_err(internal)?;
+            let current = current.filter(|c| c.blob.kind != BlobKind::DeleteMarker);
+            if input.if_none_match.as_ref().is_some_and(ETagCondition::is_any) && current.is_some() {
+                return Err(s3_error!(
+                    PreconditionFailed,
+                    "At least one of the pre-conditions you specified did not hold"
+                ));
+            }
+            if let Some(condition) = &input.if_match {
+                let holds = match (&current, condition) {
+                    (None, _) => false,
+                    (Some(_), ETagCondition::Any) => true,
+                    (Some(c), ETagCondition::ETag(etag)) => ETag::Strong(c.blob.etag.clone()).strong_cmp(etag),
+                };
+                if !holds {
+                    return Err(s3_error!(
+                        PreconditionFailed,
+                        "At least one of the pre-conditions you specified did not hold"
+                    ));
+                }
+            }
+        }
+
+        let mut hasher = ChecksumHasher::default();
+        let mut wanted: Vec<(&str, Option<String>)> = Vec::new();
+        let algorithm = input.checksum_algorithm.as_ref().map(|a| a.as_str().to_ascii_uppercase());
+        for (name, sent) in [
+            (ChecksumAlgorithm::CRC32, &input.checksum_crc32),
+            (ChecksumAlgorithm::CRC32C, &input.checksum_crc32c),
+            (ChecksumAlgorithm::SHA1, &input.checksum_sha1),
+            (ChecksumAlgorithm::SHA256, &input.checksum_sha256),
+            (ChecksumAlgorithm::CRC64NVME, &input.checksum_crc64nvme),
+        ] {
+            if sent.is_some() || algorithm.as_deref() == Some(name) {
+                match name {
+                    ChecksumAlgorithm::CRC32 => hasher.crc32 = Some(Default::default()),
+                    ChecksumAlgorithm::CRC32C => hasher.crc32c = Some(Default::default()),
+                    ChecksumAlgorithm::SHA1 => hasher.sha1 = Some(Default::default()),
+                    ChecksumAlgorithm::SHA256 => hasher.sha256 = Some(Default::default()),
+                    _ => hasher.crc64nvme = Some(Default::default()),
+                }
+                wanted.push((name, sent.clone()));
+            }
+        }
+        if let Some(algorithm) = &algorithm {
+            if !wanted.iter().any(|(name, _)| name == algorithm) {
+                return Err(s3_error!(InvalidRequest, "Unsupported checksum algorithm {algorithm}"));
+            }
+        }
+
+        let body = body.map_err(|error| std::io::Error::other(error.to_string()));
+        let (written, Checksums(hasher)) =
+            self.engine.write_body(body, Checksums(hasher)).await.map_err(|error| match error {
+                EngineError::Body(cause) => s3_error!(IncompleteBody, "The request body ended early: {cause}"),
+                other => internal(other),
+            })?;
+        if input.content_length.is_some_and(|len| len != written.size as i64) {
+            return Err(s3_error!(IncompleteBody, "The body is {} bytes, Content-Length said otherwise", written.size));
+        }
+        if let Some(content_md5) = &input.content_md5 {
+            use base64::Engine as _;
+            let sent = base64::engine::general_purpose::STANDARD
+                .decode(content_md5)
+                .map_err(|_| s3_error!(InvalidDigest, "The Content-MD5 you specified is not valid base64"))?;
+            if sent != written.md5 {
+                return Err(s3_error!(BadDigest, "The Content-MD5 you specified did not match what we received"));
+            }
+        }
+
+        // Trailing checksums (aws-chunked with trailer) arrive after the body.
+        let trailers = req.trailing_headers.and_then(|t| t.take());
+        let computed = hasher.finalize();
+        let mut checksums = BTreeMap::new();
+        for (name, sent) in wanted {
+            let (computed, header) = match name {
+                ChecksumAlgorithm::CRC32 => (&computed.checksum_crc32, "x-amz-checksum-crc32"),
+                ChecksumAlgorithm::CRC32C => (&computed.checksum_crc32c, "x-amz-checksum-crc32c"),
+                ChecksumAlgorithm::SHA1 => (&computed.checksum_sha1, "x-amz-checksum-sha1"),
+                ChecksumAlgorithm::SHA256 => (&computed.checksum_sha256, "x-amz-checksum-sha256"),
+                _ => (&computed.checksum_crc64nvme, "x-amz-checksum-crc64nvme"),
+            };
+            let sent = sent.or_else(|| {
+                trailers.as_ref().and_then(|t| t.get(header)).and_then(|v| v.to_str().ok()).map(str::to_string)
+            });
+            let Some(computed) = computed.clone() else { continue };
+            if let Some(sent) = sent {
+                if sent != computed {
+                    return Err(s3_error!(BadDigest, "The {name} you specified did not match the calculated checksum"));
+                }
+            }
+            checksums.insert(name.to_ascii_lowercase(), computed);
+        }
+
+        let system = SystemHeaders {
+            content_type: input.content_type,
+            content_encoding: input.content_encoding,
+            content_disposition: input.content_disposition,
+            content_language: input.content_language,
+            cache_control: input.cache_control,
+            expires: input.expires,
+            website_redirect: input.website_redirect_location,
+        };
+        let mut request = PutRequest::new(input.bucket, input.key);
+        request.system_metadata = system.into_map();
+        request.user_metadata = user_metadata(input.metadata);
+        request.checksums = checksums;
+        let stored = self.engine.commit(request, written).await.map_err(internal)?;
+        let checksum = |name: &str| stored.blob.checksums.get(name).cloned();
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(ETag::Strong(stored.blob.etag.clone())),
+            checksum_crc32: checksum("crc32"),
+            checksum_crc32c: checksum("crc32c"),
+            checksum_sha1: checksum("sha1"),
+            checksum_sha256: checksum("sha256"),
+            checksum_crc64nvme: checksum("crc64nvme"),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object(&self, req: In<GetObjectInput>) -> Out<GetObjectOutput> // A
+    {
+        let input = req.input;
+        let stored = self.current(&input.bucket, &input.key).await?;
+        let blob = stored.blob;
+        let conditions = Preconditions {
+            if_match: input.if_match.as_ref(),
+            if_none_match: input.if_none_match.as_ref(),
+            if_modified_since: input.if_modified_since.as_ref(),
+            if_unmodified_since: input.if_unmodified_since.as_ref(),
+        };
+        check_preconditions(&blob, conditions, S3ErrorCode::NotModified)?;
+        let whole = 0..blob.size;
+        let (range, content_range) = match &input.range {
+            None => (whole, None),
+            Some(range) => {
+                let range = range.check(blob.size).map_err(|_| {
+                    s3_error!(InvalidRange, "The requested range is not satisfiable (object is {} bytes)", blob.size)
+                })?;
+                let content_range = format!("bytes {}-{}/{}", range.start, range.end - 1, blob.size);
+                (range, Some(content_range))
+            }
+        };
+        let mut headers = ObjectHeaders::of(&blob);
+        headers.override_with(ResponseOverrides {
+            content_type: input.response_content_type,
+            content_encoding: input.response_content_encoding,
+            content_disposition: input.response_content_disposition,
+            content_language: input.response_content_language,
+            cache_control: input.response_cache_control,
+            expires: input.response_expires,
+        });
+        let length = range.end - range.start;
+        let whole_object = content_range.is_none();
+        let body = ResponseBody::spawn(self.engine.read(&blob, range));
+        Ok(S3Response::new(GetObjectOutput {
+            body: Some(StreamingBlob::wrap(body)),
+            content_length: Some(length as i64),
+            content_range,
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(headers.e_tag.clone()),
+            last_modified: Some(headers.last_modified.clone()),
+            checksum_crc32: whole_object.then(|| headers.checksum("crc32")).flatten(),
+            checksum_crc32c: whole_object.then(|| headers.checksum("crc32c")).flatten(),
+            checksum_sha1: whole_object.then(|| headers.checksum("sha1")).flatten(),
+            checksum_sha256: whole_object.then(|| headers.checksum("sha256")).flatten(),
+            checksum_crc64nvme: whole_object.then(|| headers.checksum("crc64nvme")).flatten(),
+            content_type: headers.content_type,
+            content_encoding: headers.content_encoding,
+            content_disposition: headers.content_disposition,
+            content_language: headers.content_language,
+            cache_control: headers.cache_control,
+            expires: headers.expires,
+            website_redirect_location: headers.website_redirect,
+            metadata: headers.metadata,
+            ..Default::default()
+        }))
+    }
+
+    async fn head_object(&self, req: In<HeadObjectInput>) -> Out<HeadObjectOutput> // A
+    {
+        let input = req.input;
+        let stored = self.current(&input.bucket, &input.key).await?;
+        let blob = stored.blob;
+        let conditions = Preconditions {
+            if_match: input.if_match.as_ref(),
+            if_none_match: input.if_none_match.as_ref(),
+            if_modified_since: input.if_modified_since.as_ref(),
+            if_unmodified_since: input.if_unmodified_since.as_ref(),
+        };
+        check_preconditions(&blob, conditions, S3ErrorCode::NotModified)?;
+        let (length, content_range) = match &input.range {
+            None => (blob.size, None),
+            Some(range) => {
+                let range = range.check(blob.size).map_err(|_| s3_error!(InvalidRange))?;
+                (range.end - range.start, Some(format!("bytes {}-{}/{}", range.start, range.end - 1, blob.size)))
+            }
+        };
+        let mut headers = ObjectHeaders::of(&blob);
+        headers.override_with(ResponseOverrides {
+            content_type: input.response_content_type,
+            content_encoding: input.response_content_encoding,
+            content_disposition: input.response_content_disposition,
+            content_language: input.response_content_language,
+            cache_control: input.response_cache_control,
+            expires: input.response_expires,
+        });
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: Some(length as i64),
+            content_range,
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(headers.e_tag.clone()),
+            last_modified: Some(headers.last_modified.clone()),
+            checksum_crc32: headers.checksum("crc32"),
+            checksum_crc32c: headers.checksum("crc32c"),
+            checksum_sha1: headers.checksum("sha1"),
+            checksum_sha256: headers.checksum("sha256"),
+            checksum_crc64nvme: headers.checksum("crc64nvme"),
+            content_type: headers.content_type,
+            content_encoding: headers.content_encoding,
+            content_disposition: headers.content_disposition,
+            content_language: headers.content_language,
+            cache_control: headers.cache_control,
+            expires: headers.expires,
+            website_redirect_location: headers.website_redirect,
+            metadata: headers.metadata,
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_object(&self, req: In<DeleteObjectInput>) -> Out<DeleteObjectOutput> // A
+    {
+        let input = req.input;
+        self.require_bucket(&input.bucket).await?;
+        self.delete_current(&input.bucket, &input.key).await?;
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    async fn delete_objects(&self, req: In<DeleteObjectsInput>) -> Out<DeleteObjectsOutput> // A
+    {
+        let input = req.input;
+        self.require_bucket(&input.bucket).await?;
+        if input.delete.objects.len() > 1000 {
+            return Err(s3_error!(MalformedXML, "A delete request names at most 1000 keys"));
+        }
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let mut deleted = Vec::new();
+        let mut errors = Vec::new();
+        for object in input.delete.objects {
+            match self.delete_current(&input.bucket, &object.key).await {
+                Ok(()) if quiet => {}
+                Ok(()) => deleted.push(DeletedObject { key: Some(object.key), ..Default::default() }),
+                Err(error) => errors.push(Error {
+                    code: Some(error.code().as_str().to_string()),
+                    message: error.message().map(str::to_string),
+                    key: Some(object.key),
+                    version_id: None,
+                }),
+            }
+        }
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: (!deleted.is_empty()).then_some(deleted),
+            errors: (!errors.is_empty()).then_some(errors),
+            ..Default::default()
+        }))
+    }
+
+    async fn copy_object(&self, req: In<CopyObjectInput>) -> Out<CopyObjectOutput> // A
+    {
+        let input = req.input;
+        let CopySource::Bucket { bucket: source_bucket, key: source_key, .. } = &input.copy_source else {
+            return Err(s3_error!(NotImplemented, "Copy sources other than bucket/key are not supported"));
+        };
+        check_key(&input.key)?;
+        let source = self.current(source_bucket, source_key).await?;
+        self.require_bucket(&input.bucket).await?;
+        let conditions = Preconditions {
+            if_match: input.copy_source_if_match.as_ref(),
+            if_none_match: input.copy_source_if_none_match.as_ref(),
+            if_modified_since: input.copy_source_if_modified_since.as_ref(),
+            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+        };
+        check_preconditions(&source.blob, conditions, S3ErrorCode::PreconditionFailed)?;
+        let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        if !replace && **source_bucket == *input.bucket && **source_key == *input.key {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
+            ));
+        }
+        let (system_metadata, user_metadata) = if replace {
+            let system = SystemHeaders {
+                content_type: input.content_type,
+                content_encoding: input.content_encoding,
+                content_disposition: input.content_disposition,
+                content_language: input.content_language,
+                cache_control: input.cache_control,
+                expires: input.expires,
+                website_redirect: input.website_redirect_location,
+            };
+            (system.into_map(), user_metadata(input.metadata))
+        } else {
+            (source.blob.system_metadata.clone(), source.blob.user_metadata.clone())
+        };
+        // The copy shares the source's chunks: no byte is read or stored again.
+        let heads = self.engine.heads(&input.bucket, &input.key).await.map_err(internal)?;
+        let copy = Blob {
+            bucket: input.bucket.clone(),
+            key: input.key.clone(),
+            parents: heads,
+            created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
+            writer: self.engine.local_node(),
+            kind: BlobKind::Version,
+            size: source.blob.size,
+            etag: source.blob.etag.clone(),
+            system_metadata,
+            user_metadata,
+            checksums: source.blob.checksums.clone(),
+            chunks: source.blob.chunks.clone(),
+        };
+        let stored = self.engine.put_blob(copy).await.map_err(internal)?;
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(ETag::Strong(stored.blob.etag.clone())),
+                last_modified: Some(timestamp(stored.blob.created)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects_v2(&self, req: In<ListObjectsV2Input>) -> Out<ListObjectsV2Output> // A
+    {
+        let input = req.input;
+        let max_keys = input.max_keys.unwrap_or(MAX_KEYS);
+        if max_keys < 0 {
+            return Err(s3_error!(InvalidArgument, "max-keys must not be negative"));
+        }
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let start = match (&input.continuation_token, &input.start_after) {
+            (Some(token), _) => decode_token(token)?,
+            (None, Some(after)) if !after.is_empty() => ListStart::After(after.clone()),
+            _ => ListStart::Beginning,
+        };
+        let query = ListQuery {
+            bucket: &input.bucket,
+            prefix: &prefix,
+            delimiter: input.delimiter.as_deref(),
+            start,
+            max_keys: max_keys.min(MAX_KEYS) as usize,
+        };
+        let listing = self.list(query).await?;
+        let url = input.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
+        let encode = |value: String| if url { url_encode(&value) } else { value };
+        let fetch_owner = input.fetch_owner.unwrap_or(false);
+        let contents: Vec<Object> = listing.objects.iter().map(|o| self.object_entry(o, fetch_owner, url)).collect();
+        let common_prefixes: Vec<CommonPrefix> =
+            listing.prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(encode(p)) }).collect();
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(input.bucket),
+            prefix: Some(encode(prefix)),
+            delimiter: input.delimiter.map(encode),
+            max_keys: Some(max_keys),
+            key_count: Some((contents.len() + common_prefixes.len()) as i32),
+            is_truncated: Some(listing.next.is_some()),
+            next_continuation_token: listing.next.as_ref().map(encode_token),
+            continuation_token: input.continuation_token,
+            start_after: input.start_after.map(encode),
+            encoding_type: input.encoding_type,
+            contents: (!contents.is_empty()).then_some(contents),
+            common_prefixes: (!common_prefixes.is_empty()).then_some(common_prefixes),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects(&self, req: In<ListObjectsInput>) -> Out<ListObjectsOutput> // A
+    {
+        let input = req.input;
+        let max_keys = input.max_keys.unwrap_or(MAX_KEYS);
+        if max_keys < 0 {
+            return Err(s3_error!(InvalidArgument, "max-keys must not be negative"));
+        }
+        let prefix = input.prefix.clone().unwrap_or_default();
+        // A marker that is a common prefix (it ends with the delimiter)
+        // resumes after every key under it.
+        let start = match (&input.marker, input.delimiter.as_deref()) {
+            (Some(marker), Some(d)) if !d.is_empty() && marker.ends_with(d) => ListStart::AfterPrefix(marker.clone()),
+            (Some(marker), _) if !marker.is_empty() => ListStart::After(marker.clone()),
+            _ => ListStart::Beginning,
+        };
+        let query = ListQuery {
+            bucket: &input.bucket,
+            prefix: &prefix,
+            delimiter: input.delimiter.as_deref(),
+            start,
+            max_keys: max_keys.min(MAX_KEYS) as usize,
+        };
+        let listing = self.list(query).await?;
+        let url = input.encoding_type.as_ref().is_some_and(|e| e.as_str() == EncodingType::URL);
+        let encode = |value: String| if url { url_encode(&value) } else { value };
+        // V1's NextMarker (sent only with a delimiter) is the last key or
+        // common prefix returned.
+        let next_marker = listing.next.as_ref().map(|next| match next {
+            ListStart::After(key) | ListStart::AfterPrefix(key) => key.clone(),
+            ListStart::Beginning => String::new(),
+        });
+        let has_delimiter = input.delimiter.is_some();
+        let contents: Vec<Object> = listing.objects.iter().map(|o| self.object_entry(o, true, url)).collect();
+        let common_prefixes: Vec<CommonPrefix> =
+            listing.prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(encode(p)) }).collect();
+        Ok(S3Response::new(ListObjectsOutput {
+            name: Some(input.bucket),
+            prefix: Some(encode(prefix)),
+            delimiter: input.delimiter.map(encode),
+            marker: input.marker.map(encode),
+            max_keys: Some(max_keys),
+            is_truncated: Some(listing.next.is_some()),
+            next_marker: next_marker.filter(|_| has_delimiter).map(encode),
+            encoding_type: input.encoding_type,
+            contents: (!contents.is_empty()).then_some(contents),
+            common_prefixes: (!common_prefixes.is_empty()).then_some(common_prefixes),
+            ..Default::default()
+        }))
+    }
+}

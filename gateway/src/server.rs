@@ -1,0 +1,203 @@
+//! The HTTP server: binds, answers `/_ouroboros/health`, hands everything
+//! else to the S3 service, stamps and logs every request, and drains
+//! in-flight requests on Ctrl-C or SIGTERM.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::host::MultiDomain;
+use s3s::service::{S3Service, S3ServiceBuilder};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::credentials::{self, KeyRing};
+use crate::node::Node;
+use crate::s3::Gateway;
+
+type HttpResult = Result<Response<s3s::Body>, Infallible>;
+
+pub const HEALTH_PATH: &str = "/_ouroboros/health";
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Node(#[from] crate::node::NodeError),
+    #[error(transparent)]
+    Keys(#[from] credentials::KeyError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("virtual-host domains {domains:?}: {reason}")]
+    Domains { domains: Vec<String>, reason: String },
+    #[error("installing the signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// A server that is listening; `run` serves until a shutdown signal.
+pub struct Server {
+    listener: TcpListener,
+    service: S3Service,
+    node: Node,
+}
+
+impl Server {
+    /// Open the node and bind. On a first start without root credentials in
+    /// the environment, a root key is made and printed once.
+    pub async fn bind(config: &Config) -> Result<Self, ServeError> // A
+    {
+        let node = Node::open(&config.data_dir, config.durability)?;
+        let root = credentials::root_from_env()?;
+        if root.is_none() && credentials::load_keys(&config.data_dir)?.is_empty() {
+            let key = credentials::create_key(&config.data_dir, "root")?;
+            print_first_start(config, &key);
+        }
+        let keys = KeyRing::open(&config.data_dir, root)?;
+
+        let mut builder = S3ServiceBuilder::new(Gateway::new(node.engine.clone(), config.region.clone()));
+        builder.set_auth(keys);
+        if !config.domains.is_empty() {
+            let host = MultiDomain::new(&config.domains)
+                .map_err(|e| ServeError::Domains { domains: config.domains.clone(), reason: e.to_string() })?;
+            builder.set_host(host);
+        }
+        let service = builder.build();
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| ServeError::Bind { addr: config.listen.clone(), source })?;
+        Ok(Server { listener, service, node })
+    }
+
+    /// The node's local store (for operators' tools and tests).
+    pub fn store(&self) -> std::sync::Arc<ouroboros_core::store::LocalStore> // A
+    {
+        self.node.store.clone()
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> // A
+    {
+        self.listener.local_addr().ok()
+    }
+
+    pub async fn run(self) -> Result<(), ServeError> // A
+    {
+        let addr = self.local_addr();
+        tracing::info!(?addr, node = %self.node.id, "OuroborosDB is serving S3");
+        let http = ConnBuilder::new(TokioExecutor::new());
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(ServeError::Signal)?;
+        let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+        loop {
+            let (socket, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(connection) => connection,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        continue;
+                    }
+                },
+                _ = ctrl_c.as_mut() => break,
+                _ = terminate.recv() => break,
+            };
+            let service = self.service.clone();
+            let handler = hyper::service::service_fn(move |request| handle(service.clone(), peer, request));
+            let connection = http.serve_connection_with_upgrades(TokioIo::new(socket), handler);
+            let connection = graceful.watch(connection.into_owned());
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, %peer, "connection ended with an error");
+                }
+            });
+        }
+        tracing::info!("shutting down: draining in-flight requests");
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("all requests drained"),
+            () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out, closing anyway"),
+        }
+        self.node.store.sync()?;
+        tracing::info!("store closed cleanly");
+        Ok(())
+    }
+}
+
+impl From<ouroboros_core::store::StoreError> for ServeError {
+    fn from(error: ouroboros_core::store::StoreError) -> Self // A
+    {
+        ServeError::Node(crate::node::NodeError::Store(error))
+    }
+}
+
+fn print_first_start(config: &Config, key: &credentials::AccessKey) // A
+{
+    let endpoint = format!("http://{}", config.listen);
+    println!(
+        "\nOuroborosDB created a root access key (kept in {}):\n\n  access key id:     {}\n  secret access key: {}\n\nTry it:\n\n  export AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION={}\n  aws --endpoint-url {endpoint} s3 mb s3://my-bucket\n  aws --endpoint-url {endpoint} s3 cp ./some-file s3://my-bucket/\n",
+        config.data_dir.join(credentials::KEYS_FILE).display(),
+        key.access_key_id,
+        key.secret_access_key,
+        key.access_key_id,
+        key.secret_access_key,
+        config.region,
+    );
+}
+
+fn request_id() -> String // A
+{
+    hex::encode(rand::random::<[u8; 8]>()).to_uppercase()
+}
+
+/// Bucket and key of a path-style request, for the log.
+fn bucket_and_key(path: &str) -> (&str, &str) // A
+{
+    let path = path.trim_start_matches('/');
+    path.split_once('/').unwrap_or((path, ""))
+}
+
+async fn handle(service: S3Service, peer: SocketAddr, request: Request<Incoming>) -> HttpResult // A
+{
+    let id = request_id();
+    let started = Instant::now();
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let mut response = if uri.path() == HEALTH_PATH {
+        Response::new(s3s::Body::from("ok\n".to_string()))
+    } else {
+        match service.call(request.map(s3s::Body::from)).await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::error!(?error, "request failed before an S3 answer");
+                let mut response = Response::new(s3s::Body::from("internal error\n".to_string()));
+                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                response
+            }
+        }
+    };
+    if let Ok(value) = hyper::header::HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-amz-request-id", value);
+    }
+    let bytes = response
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let (bucket, key) = bucket_and_key(uri.path());
+    tracing::info!(
+        request_id = %id,
+        %method,
+        bucket,
+        key,
+        query = uri.query().unwrap_or(""),
+        status = response.status().as_u16(),
+        bytes,
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        %peer,
+        "request"
+    );
+    Ok(response)
+}

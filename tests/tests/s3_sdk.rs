@@ -1,0 +1,669 @@
+//! The real server, started in-process on a loopback port, driven by the
+//! official AWS SDK for Rust at its default settings: every S3 operation the
+//! gateway offers and its error cases.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, Delete, MetadataDirective, ObjectIdentifier};
+use aws_sdk_s3::Client;
+use md5::{Digest, Md5};
+use ouroboros_core::store::{Durability, LocalStore};
+use ouroboros_gateway::config::Config;
+use ouroboros_gateway::credentials;
+use ouroboros_gateway::server::Server;
+use rand::{RngCore, SeedableRng};
+
+struct TestServer {
+    addr: SocketAddr,
+    key: credentials::AccessKey,
+    store: Arc<LocalStore>,
+    dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    async fn start() -> Self // A
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let key = credentials::create_key(dir.path(), "test").unwrap();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".into(),
+            region: "us-east-1".into(),
+            domains: vec!["localhost".into()],
+            durability: Durability::Flush,
+        };
+        let server = Server::bind(&config).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let store = server.store();
+        tokio::spawn(server.run());
+        TestServer { addr, key, store, dir }
+    }
+
+    fn client_with(&self, access_key: &str, secret: &str) -> Client // A
+    {
+        let http = aws_smithy_http_client::Builder::new().build_http();
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version_latest()
+            .endpoint_url(format!("http://{}", self.addr))
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(access_key, secret, None, None, "test"))
+            .force_path_style(true)
+            .http_client(http)
+            .build();
+        Client::from_conf(config)
+    }
+
+    fn client(&self) -> Client // A
+    {
+        self.client_with(&self.key.access_key_id, &self.key.secret_access_key)
+    }
+}
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> // A
+{
+    let mut bytes = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut bytes);
+    bytes
+}
+
+fn md5_hex(data: &[u8]) -> String // A
+{
+    hex::encode(Md5::digest(data))
+}
+
+/// The S3 error code of a failed SDK call (`HTTP nnn` for bodiless answers).
+fn code<O, E: ProvideErrorMetadata + std::fmt::Debug>(result: Result<O, SdkError<E, HttpResponse>>) -> String // A
+{
+    match result {
+        Ok(_) => panic!("expected an error"),
+        Err(error) => match error.code() {
+            Some(code) => code.to_string(),
+            None => match error.raw_response() {
+                Some(raw) => format!("HTTP {}", raw.status().as_u16()),
+                None => format!("{error:?}"),
+            },
+        },
+    }
+}
+
+async fn get_bytes(client: &Client, bucket: &str, key: &str) -> Vec<u8> // A
+{
+    let out = client.get_object().bucket(bucket).key(key).send().await.unwrap();
+    out.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+/// A raw HTTP/1.1 exchange: for the health check, presigned URLs and bodies
+/// cut short, which the SDK will not send.
+fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String) // A
+{
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(request).unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_without_credentials() // A
+{
+    let server = TestServer::start().await;
+    let (status, text) =
+        raw_http(server.addr, b"GET /_ouroboros/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.to_ascii_lowercase().contains("x-amz-request-id"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buckets_are_created_listed_and_deleted_with_s3_errors() // A
+{
+    let server = TestServer::start().await;
+    let s3 = server.client();
+    s3.create_bucket().bucket("photos").send().await.unwrap();
+    assert_eq!(code(s3.create_bucket().bucket("photos").send().await), "BucketAlreadyOwnedByYou");
+    assert_eq!(code(s3.create_bucket().bucket("Bad_Name").send().await), "InvalidBucketName");
+    s3.head_bucket().bucket("photos").send().await.unwrap();
+    let names: Vec<_> =
+        s3.list_buckets().send().await.unwrap().buckets().iter().filter_map(|b| b.name.clone()).collect();
+    assert_eq!(names, ["photos"]);
+    let location = s3.get_bucket_location().bucket("photos").send().await.unwrap();
+    assert!(location.location_constraint().is_none_or(|c| c.as_str().is_empty()));
+
+    s3.put_object().bucket("photos").key("cat.jpg").body(ByteStream::from_static(b"meow")).send().await.unwrap();
+    assert_eq!(code(s3.delete_bucket().bucket("photos").send().await), "BucketNotEmpty");
+    s3.delete_object().bucket("photos").key("cat.jpg").send().await.unwrap();
+    s3.delete_bucket().bucket("photos").send().await.unwrap();
+    assert_eq!(code(s3.head_bucket().bucket("photos").send().await), "NotFound");
+    assert_eq!(code(s3.get_object().bucket("photos").key("cat.jpg").send().await), "NoSuchBucket");
+    assert_eq!(code(s3.delete_bucket().bucket("photos").send().await), "NoSuchBucket");
+    // A deleted bucket's name can be taken again.
+    s3.create_bucket().bucket("photos").send().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_round_trip_with_metadata_and_etag() // A
+{
+    let server = TestServer::start().await;
+    let s3 = server.client();
+    s3.create_bucket().bucket("docs").send().await.unwrap();
+    let data = random_bytes(3 * 1024 * 1024 + 17, 1);
+    let put = s3
+        .put_object()
+        .bucket("docs")
+        .key("report.bin")
+        .body(ByteStream::from(data.clone()))
+        .content_type("application/x-report")
+        .content_encoding("identity")
+        .content_disposition("attachment; filename=\"report.bin\"")
+        .content_language("en")
+        .cache_control("max-age=60")
+        .expires(aws_sdk_s3::primitives::DateTime::from_secs(2_000_000_000))
+        .metadata("owner", "ann")
+        .metadata("Project", "Ouroboros")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.e_tag(), Some(format!("\"{}\"", md5_hex(&data)).as_str()));
+
+    let got = s3.get_object().bucket("docs").key("report.bin").send().await.unwrap();
+    assert_eq!(got.content_type(), Some("application/x-report"));
+    assert_eq!(got.content_encoding(), Some("identity"));
+    assert_eq!(got.content_disposition(), Some("attachment; filename=\"report.bin\""));
+    assert_eq!(got.content_language(), Some("en"));
+    assert_eq!(got.cache_control(), Some("max-age=60"));
+    assert_eq!(got.expires_string(), Some("Wed, 18 May 2033 03:33:20 GMT"));
+    let metadata = got.metadata().cloned().unwrap_or_default();
+    assert_eq!(metadata, HashMap::from([("owner".into(), "ann".into()), ("project".into(), "Ouroboros".into())]));
+    assert_eq!(got.content_length(), Some(data.len() as i64));
+    assert_eq!(got.e_tag(), put.e_tag());
+    assert!(got.body.collect().await.unwrap().into_bytes() == data, "body differs");
+
+    let head = s3.head_object().bucket("docs").key("report.bin").send().await.unwrap();
+    assert_eq!(head.content_length(), Some(data.len() as i64));
+    assert_eq!(head.e_tag(), put.e_tag());
+    assert_eq!(head.metadata().map(|m| m.len()), Some(2));
+
+    // Overwriting replaces what GET sees; deleting makes it NoSuchKey.
+    s3.put_object().bucket("docs").key("report.bin").body(ByteStream::from_static(b"v2")).send().await.unwrap();
+    assert_eq!(get_bytes(&s3, "docs", "report.bin").await, b"v2");
+    s3.delete_object().bucket("docs").key("report.bin").send().await.unwrap();
+    assert_eq!(code(s3.get_object().bucket("docs").key("report.bin").send().await), "NoSuchKey");
+    assert_eq!(code(s3.head_object().bucket("docs").key("report.bin").send().await), "NotFound");
+    // Deleting what is not there succeeds, as in S3.
+    s3.delete_object().bucket("docs").key("never-was").send().await.unwrap();
+    let empty = s3.put_object().bucket("docs").key("empty").body(ByteStream::from_static(b"")).send().await.unwrap();
+    assert_eq!(empty.e_tag(), Some("\"d41d8cd98f00b204e9800998ecf8427e\""));
+    assert_eq!(get_bytes(&s3, "docs", "empty").await, b"");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_and_conditional_reads() // A
+{
+    let server = TestServer::start().await;
+    let s3 = server.client();
+    s3.create_bucket().bucket("rng").send().await.unwrap();
+    let data = random_bytes(2_000_000, 2);
+    let put = s3.put_object().bucket("rng").key("blob").body(ByteStream::from(data.clone())).send().await.unwrap();
+    let etag = put.e_tag().unwrap().to_string();
+    for (range, expected) in [
+        ("bytes=0-9", &data[..10]),
+        ("bytes=1999990-", &data[1_999_990..]),
+        ("bytes=-7", &data[data.len() - 7..]),
+        ("bytes=1000000-1000000", &data[1_000_000..1_000_001]),
+        ("bytes=1999995-5000000", &data[1_999_995..]),
+    ] {
+        let out = s3.get_object().bucket("rng").key("blob").range(range).send().await.unwrap();
+        assert!(out.content_range().is_some(), "{range}");
+        assert_eq!(out.body.collect().await.unwrap().into_bytes(), expected, "{range}");
+    }
+    assert_eq!(code(s3.get_object().bucket("rng").key("blob").range("bytes=2000000-").send().await), "InvalidRange");
+
+    assert_eq!(code(s3.get_object().bucket("rng").key("blob").if_match("\"nope\"").send().await), "PreconditionFailed");
+    s3.get_object().bucket("rng").key("blob").if_match(&etag).send().await.unwrap();
+    assert_eq!(code(s3.get_object().bucket("rng").key("blob").if_none_match(&etag).send().await), "HTTP 304");
+    let future = aws_sdk_s3::primitives::DateTime::from_secs(4_000_000_000);
+    let past = aws_sdk_s3::primitives::DateTime::from_secs(1_000_000_000);
+    assert_eq!(code(s3.get_object().bucket("rng").key("blob").if_modified_since(future).send().await), "HTTP 304");
+    s3.get_object().bucket("rng").key("blob").if_modified_since(past).send().await.unwrap();
+    assert_eq!(
+        code(s3.get_object().bucket("rng").key("blob").if_unmodified_since(past).send().await),
+        "PreconditionFailed"
+    );
+    assert_eq!(code(s3.head_object().bucket("rng").key("blob").if_match("\"nope\"").send().await), "HTTP 412");
+
+    let overridden = s3
+        .get_object()
+        .bucket("rng")
+        .key("blob")
+        .response_content_type("text/plain")
+        .response_content_disposition("inline")
+        .response_cache_control("no-store")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(overridden.content_type(), Some("text/plain"));
+    assert_eq!(overridden.content_disposition(), Some("inline"));
+    assert_eq!(overridden.cache_control(), Some("no-store"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digests_and_checksums_are_verified_and_returned() // A
+{
+    use base64::Engine as _;
+    let server = TestServer::start().await;
+    let s3 = server.client();
+    s3.create_bucket().bucket("sums").send().await.unwrap();
+    let data = random_bytes(100_000, 3);
+    let good_md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&data));
+    s3.put_object()
+        .bucket("sums")
+        .key("ok")
+        .content_md5(&good_md5)
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .unwrap();
+    let bad_md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(b"other"));
+    let result = s3
+        .put_object()
+        .bucket("sums")
+        .key("bad")
+        .content_md5(bad_md5)
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await;
+    assert_eq!(code(result), "BadDigest");
+    assert_eq!(code(s3.head_object().bucket("sums").key("bad").send().await), "NotFound", "nothing half-stored");
+
+    for algorithm in
+        [ChecksumAlgorithm::Crc32, ChecksumAlgorithm::Crc32C, ChecksumAlgorithm::Sha1, ChecksumAlgorithm::Sha256]
+    {
+        let key = format!("with-{}", algorithm.as_str());
+        let put = s3
+            .put_object()
+            .bucket("sums")
+            .key(&key)
+            .checksum_algorithm(algorithm.clone())
+            .body(ByteStream::from(data.clone()))
+            .send()
+            .await
+            .unwrap();
+        let sent = [put.checksum_crc32(), put.checksum_crc32_c(), put.checksum_sha1(), put.checksum_sha256()];
+        assert_eq!(sent.iter().flatten().count(), 1, "{algorithm:?} is echoed");
+        let head = s3
+            .head_object()
+            .bucket("sums")
+            .key(&key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await
+            .unwrap();
+        let stored = [head.checksum_crc32(), head.checksum_crc32_c(), head.checksum_sha1(), head.checksum_sha256()];
+        assert_eq!(stored, sent, "{algorithm:?} is stored");
+        assert_eq!(get_bytes(&s3, "sums", &key).await, data);
+    }
+    let wrong = s3
+        .put_object()
+        .bucket("sums")
+        .key("wrong-crc")
+        .checksum_crc32("AAAAAA==")
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await;
+    assert_eq!(code(wrong), "BadDigest");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_of_any_utf8_round_trip_and_list() // A
+{
+    let server = TestServer::start().await;
+    let s3 = server.client();
+    s3.create_bucket().bucket("keys").send().await.unwrap();
+    let long = "k".repeat(1024);
+    let keys = ["with space", "plus+sign", "percent%20", "ünïcödé/文件", "/leading/slash", "a&b=c?d#e", long.as_str()];
+    for (i, key) in keys.iter().enumerate() {
+        s3.put_object().bucket("keys").key(*key).body(ByteStream::from(vec![i as u8; i + 1])).send().await.unwrap();
+    }
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(get_bytes(&s3, "keys", key).await, vec![i as u8; i + 1], "{key}");
+    }
+    let listed = s3.list_objects_v2().bucket("keys").send().await.unwrap();
+    let mut expected: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    expected.sort();
+    let names: Vec<String> = listed.contents().iter().filter_map(|o| o.key.clone()).collect();
+    assert_eq!(names, expected);
+    assert_eq!(
+        code(s3.put_object().bucket("keys").key("k".repeat(1025)).body(ByteStream::from_static(b"x")).send().await),
+        "KeyTooLongError"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_page_by_prefix_delimiter_and_tokens() // A
+{
+    let server = TestServer::start().await;
+    let s3 = server.client();
+    s3.create_bucket().bucket("list").send().await.unwrap();
+    let mut keys = Vec::new();
+    for dir in ["a", "b", "c"] {
+        for i in 0..5 {
+            keys.push(format!("{dir}/{i:02}.txt"));
+        }
+    }
+    keys.extend(["top1".to_string(), "top2".to_string()]);
+    for key in &keys {
+        s3.put_object().bucket("list").key(key).body(ByteStream::from_static(b"x")).send().await.unwrap();
+    }
+
+    // Paging with max-keys never skips or repeats.
+    let mut seen = Vec::new();
+    let mut token = None;
+    loop {
+        let page =
+            s3.list_objects_v2().bucket("list").max_keys(4).set_continuation_token(token.clone()).send().await.unwrap();
+        assert!(page.key_count().unwrap_or(0) <= 4);
+        seen.extend(page.contents().iter().filter_map(|o| o.key.clone()));
+        if page.is_truncated() != Some(true) {
+            break;
+        }
+        token = page.next_continuation_token().map(str::to_string);
+    }
+    assert_eq!(seen, keys);
+
+    let grouped = s3.list_objects_v2().bucket("list").delimiter("/").send().await.unwrap();
+    let prefixes: Vec<_> = grouped.common_prefixes().iter().filter_map(|p| p.prefix.clone()).collect();
+    assert_eq!(prefixes, ["a/", "b/", "c/"]);
+    let top: Vec<_> = grouped.contents().iter().filter_map(|o| o.key.clone()).collect();
+    assert_eq!(top, ["top1", "top2"]);
+
+    // Common prefixes count against max-keys and page correctly.
+    let mut entries = Vec::new();
+    let mut token = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket("list")
+            .delimiter("/")
+            .max_keys(2)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .unwrap();
+        entries.extend(page.common_prefixes().iter().filter_map(|p| p.prefix.clone()));
+        entries.extend(page.contents().iter().filter_map(|o| o.key.clone()));
+        if page.is_truncated() != Some(true) {
+            break;
+        }
+        token = page.next_continuation_token().map(str::to_string);
+    }
+    assert_eq!(entries, ["a/", "b/", "c/", "top1", "top2"]);
+
+    let under_b = s3.list_objects_v2().bucket("list").prefix("b/").start_after("b/01.txt").send().await.unwrap();
+    let names: Vec<_> = under_b.contents().iter().filter_map(|o| o.key.clone()).collect();
+    assert_eq!(names, ["b/02.txt", "b/03.txt", "b/04.txt"]);
+    let owned = s3.list_objects_v2().bucket("list").prefix("top").fetch_owner(true).send().await.unwrap();
+    assert!(owned.contents().iter().all(|o| o.owner().is_some()));
+    let encoded =
+        s3.list_objects_v2().bucket("list").prefix("a/").encoding_type("url".into()).max_keys(1).send().await.unwrap();
+    assert_eq!(encoded.contents()[0].key(), Some("a/00.txt"));
+
+    // ListObjects v1 with markers.
+    let v1 = s3.list_objects().bucket("list").marker("c/03.txt").send().await.unwrap();
+    let names: Vec<_> = v1.contents().iter().filter_map(|o| o.key.clone()).collect();
+    assert_eq!(names, ["c/04.txt", "top1", "top2"]);
+    let v1 = s3.list_objects().bucket("list").delimiter("/").max_keys(2).send().await.unwrap();
+    assert_eq!(v1.is_truncated(), Some(true));
+    assert_eq!(v1.next_marker(), Some("b/"));
+    let rest = s3.list_objects().bucket("list").delimiter("/").marker("b/").send().await.unwrap();
+    let prefixes: Vec<_> = rest.common_prefixes().iter().filter_map(|p| p.prefix.clone()).collect();
+    assert_eq!(prefixes, ["c/"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_share_chunks_and_follow_the_metadata_directive() // A
+{
+    let server = TestServer::start().await;
+    let s3 = server.client();
+    s3.create_bucket().bucket("src").send().await.unwrap();
+    s3.create_bucket().bucket("dst").send().await.unwrap();
+    let data = random_bytes(5_000_000, 4);
+    s3.put_object()
+        .bucket("src")
+        .key("orig")
+        .content_type("image/png")
+        .metadata("colour", "blue")
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .unwrap();
+    let before = server.store.slice_usage().unwrap();
+    let copy = s3.copy_object().bucket("dst").key("copy").copy_source("src/orig").send().await.unwrap();
+    assert_eq!(copy.copy_object_result().and_then(|r| r.e_tag()), Some(format!("\"{}\"", md5_hex(&data)).as_str()));
+    assert_eq!(server.store.slice_usage().unwrap(), before, "a copy stores no new slice");
+    let got = s3.get_object().bucket("dst").key("copy").send().await.unwrap();
+    assert_eq!(got.content_type(), Some("image/png"));
+    assert_eq!(got.metadata().and_then(|m| m.get("colour")).map(String::as_str), Some("blue"));
+    assert!(got.body.collect().await.unwrap().into_bytes() == data);
+
+    s3.copy_object()
+        .bucket("dst")
+        .key("replaced")
+        .copy_source("src/orig")
+        .metadata_directive(MetadataDirective::Replace)
+        .content_type("text/plain")
+        .metadata("colour", "red")
+        .send()
+        .await
+        .unwrap();
+    let head = s3.head_object().bucket("dst").key("replaced").send().await.unwrap();
+    assert_eq!(head.content_type(), Some("text/plain"));
+    assert_eq!(head.metadata().and_then(|m| m.get("colour")).map(String::as_str), Some("red"));
+
+    assert_eq!(code(s3.copy_object().bucket("src").key("orig").copy_source("src/orig").send().await), "InvalidRequest");
+    assert_eq!(code(s3.copy_object().bucket("dst").key("x").copy_source("src/missing").send().await), "NoSuchKey");
+    assert_eq!(
+        code(
+            s3.copy_object().bucket("dst").key("x").copy_source("src/orig").copy_source_if_match("\"no\"").send().await
+        ),
+        "PreconditionFailed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_objects_quiet_and_verbose() // A
+{
+    let server = TestServer::start().await;
+    let s3 = server.client();
+    s3.create_bucket().bucket("del").send().await.unwrap();
+    for i in 0..6 {
+        s3.put_object().bucket("del").key(format!("k{i}")).body(ByteStream::from_static(b"x")).send().await.unwrap();
+    }
+    let ids = |range: std::ops::Range<i32>| {
+        let objects = range.map(|i| ObjectIdentifier::builder().key(format!("k{i}")).build().unwrap()).collect();
+        Delete::builder().set_objects(Some(objects))
+    };
+    let verbose = s3.delete_objects().bucket("del").delete(ids(0..3).build().unwrap()).send().await.unwrap();
+    assert_eq!(verbose.deleted().len(), 3);
+    let quiet = s3.delete_objects().bucket("del").delete(ids(3..5).quiet(true).build().unwrap()).send().await.unwrap();
+    assert!(quiet.deleted().is_empty() && quiet.errors().is_empty());
+    let left: Vec<_> = s3
+        .list_objects_v2()
+        .bucket("del")
+        .send()
+        .await
+        .unwrap()
+        .contents()
+        .iter()
+        .filter_map(|o| o.key.clone())
+        .collect();
+    assert_eq!(left, ["k5"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_puts_protect_existing_objects() // A
+{
+    let server = TestServer::start().await;
+    let s3 = server.client();
+    s3.create_bucket().bucket("cas").send().await.unwrap();
+    let first = s3
+        .put_object()
+        .bucket("cas")
+        .key("lock")
+        .if_none_match("*")
+        .body(ByteStream::from_static(b"one"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            s3.put_object()
+                .bucket("cas")
+                .key("lock")
+                .if_none_match("*")
+                .body(ByteStream::from_static(b"two"))
+                .send()
+                .await
+        ),
+        "PreconditionFailed"
+    );
+    assert_eq!(
+        code(
+            s3.put_object()
+                .bucket("cas")
+                .key("lock")
+                .if_match("\"stale\"")
+                .body(ByteStream::from_static(b"two"))
+                .send()
+                .await
+        ),
+        "PreconditionFailed"
+    );
+    s3.put_object()
+        .bucket("cas")
+        .key("lock")
+        .if_match(first.e_tag().unwrap())
+        .body(ByteStream::from_static(b"three"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get_bytes(&s3, "cas", "lock").await, b"three");
+    assert_eq!(
+        code(
+            s3.put_object().bucket("cas").key("absent").if_match("*").body(ByteStream::from_static(b"x")).send().await
+        ),
+        "PreconditionFailed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_refused_and_presigned_urls_work() // A
+{
+    let server = TestServer::start().await;
+    let s3 = server.client();
+    s3.create_bucket().bucket("auth").send().await.unwrap();
+    s3.put_object().bucket("auth").key("secret.txt").body(ByteStream::from_static(b"top secret")).send().await.unwrap();
+
+    let wrong_secret = server.client_with(&server.key.access_key_id, "not-the-secret-at-all-0000000000000000");
+    assert_eq!(code(wrong_secret.list_buckets().send().await), "SignatureDoesNotMatch");
+    let unknown = server.client_with("OBUNKNOWNKEY00000000", "whatever");
+    assert_eq!(code(unknown.list_buckets().send().await), "InvalidAccessKeyId");
+    let (status, _) =
+        raw_http(server.addr, b"GET /auth/secret.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 403, "anonymous requests are refused");
+
+    let presigned = s3
+        .get_object()
+        .bucket("auth")
+        .key("secret.txt")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).unwrap())
+        .await
+        .unwrap();
+    let uri: http_uri::Uri = presigned.uri().parse().unwrap();
+    let request =
+        format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", uri.path_and_query, uri.authority);
+    let (status, text) = raw_http(server.addr, request.as_bytes());
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("top secret"), "{text}");
+    // Tampering with the signed query fails.
+    let tampered = request.replace("secret.txt", "secret.txT");
+    assert_eq!(raw_http(server.addr, tampered.as_bytes()).0, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_cut_short_leaves_no_object() // A
+{
+    let server = TestServer::start().await;
+    let s3 = server.client();
+    s3.create_bucket().bucket("cut").send().await.unwrap();
+    let presigned = s3
+        .put_object()
+        .bucket("cut")
+        .key("partial")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).unwrap())
+        .await
+        .unwrap();
+    let uri: http_uri::Uri = presigned.uri().parse().unwrap();
+    let mut request = format!(
+        "PUT {} HTTP/1.1\r\nHost: {}\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n",
+        uri.path_and_query, uri.authority
+    )
+    .into_bytes();
+    request.extend(vec![b'x'; 40_000]);
+    {
+        let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+        stream.write_all(&request).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut sink = Vec::new();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = stream.read_to_end(&mut sink);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(code(s3.head_object().bucket("cut").key("partial").send().await), "NotFound");
+    let listed = s3.list_objects_v2().bucket("cut").send().await.unwrap();
+    assert!(listed.contents().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_data_dir_refuses_to_start() // A
+{
+    let server = TestServer::start().await;
+    let config = Config {
+        data_dir: server.dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        region: "us-east-1".into(),
+        domains: vec![],
+        durability: Durability::Flush,
+    };
+    let error = Server::bind(&config).await.err().expect("the data directory is locked");
+    assert!(error.to_string().contains("already using the data directory"), "{error}");
+}
+
+/// Splits a presigned URL into what a raw request needs.
+mod http_uri {
+    pub struct Uri {
+        pub authority: String,
+        pub path_and_query: String,
+    }
+
+    impl std::str::FromStr for Uri {
+        type Err = String;
+
+        fn from_str(url: &str) -> Result<Self, String> // A
+        {
+            let rest = url.strip_prefix("http://").ok_or("not an http URL")?;
+            let (authority, path) = rest.split_at(rest.find('/').ok_or("no path")?);
+            Ok(Uri { authority: authority.to_string(), path_and_query: path.to_string() })
+        }
+    }
+}
