@@ -16,3 +16,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== tests"
 cargo nextest run --workspace --no-fail-fast
+echo "== real-client suite (aws CLI, boto3, rclone, s3cmd)"
+./scripts/client-suite.sh

@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use crate::codec;
 use crate::hash::Hash;
 use crate::model::{BucketRecord, Chunk, NodeId, ObjectSummary, SealedSlice};
-use crate::store::{ListStart, LocalStore, StoreError};
+use crate::store::{ListStart, LocalStore, Row, StoreError};
 
 /// A request from one node to another.
 #[derive(Debug, Clone)]
@@ -34,6 +34,25 @@ pub enum Request {
     /// An encoded bucket record, kept if newer than the one held.
     PutBucket(Vec<u8>),
     ListBuckets,
+    PutRow {
+        table: u8,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    GetRow {
+        table: u8,
+        key: Vec<u8>,
+    },
+    DeleteRow {
+        table: u8,
+        key: Vec<u8>,
+    },
+    ScanRows {
+        table: u8,
+        prefix: Vec<u8>,
+        after: Vec<u8>,
+        max: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +65,8 @@ pub enum Response {
     Heads(Vec<Hash>),
     Keys(Vec<ObjectSummary>),
     Buckets(Vec<BucketRecord>),
+    Row(Option<Vec<u8>>),
+    Rows(Vec<Row>),
 }
 
 impl Response {
@@ -60,6 +81,8 @@ impl Response {
             Response::Heads(_) => "Heads",
             Response::Keys(_) => "Keys",
             Response::Buckets(_) => "Buckets",
+            Response::Row(_) => "Row",
+            Response::Rows(_) => "Rows",
         }
     }
 }
@@ -120,5 +143,17 @@ pub fn handle_request(store: &LocalStore, request: Request) -> Result<Response, 
             Response::Stored
         }
         Request::ListBuckets => Response::Buckets(store.list_buckets()?),
+        Request::PutRow { table, key, value } => {
+            store.put_row(table, &key, &value)?;
+            Response::Stored
+        }
+        Request::GetRow { table, key } => Response::Row(store.get_row(table, &key)?),
+        Request::DeleteRow { table, key } => {
+            store.delete_row(table, &key)?;
+            Response::Stored
+        }
+        Request::ScanRows { table, prefix, after, max } => {
+            Response::Rows(store.scan_rows(table, &prefix, &after, max)?)
+        }
     })
 }

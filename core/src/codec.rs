@@ -19,6 +19,8 @@ pub enum RecordKind {
     Request = 4,
     Response = 5,
     Bucket = 6,
+    Upload = 7,
+    Part = 8,
 }
 
 /// Why bytes could not be decoded as a record.

@@ -21,11 +21,12 @@ use crate::codec;
 use crate::hash::Hash;
 use crate::keys::NodeKeys;
 use crate::model::{
-    Blob, BlobKind, BucketRecord, Chunk, ChunkRef, Erasure, NodeId, ObjectSummary, RecordError, SealedSlice, Versioning,
+    Blob, BlobKind, BucketRecord, Chunk, ChunkRef, Erasure, NodeId, ObjectSummary, PartRecord, RecordError,
+    SealedSlice, Versioning,
 };
 use crate::placement;
 use crate::seal::{self, SealError, SealParams};
-use crate::store::ListStart;
+use crate::store::{ListStart, Row};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -101,6 +102,13 @@ pub struct WrittenBody {
     pub chunks: Vec<ChunkRef>,
     pub md5: [u8; 16],
     pub size: u64,
+}
+
+/// The object key whose metadata partition holds a table row.
+#[derive(Debug, Clone, Copy)]
+pub struct Home<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
 }
 
 /// What a write stores besides the body.
@@ -233,8 +241,120 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             user_metadata: request.user_metadata,
             checksums: request.checksums,
             chunks: body.chunks,
+            part_sizes: Vec::new(),
         };
         self.put_blob(blob).await
+    }
+
+    /// Make the parts of a multipart upload one new version: their chunk
+    /// lists are stitched together, no byte is copied. The ETag is S3's
+    /// MD5 of the part MD5s, with the part count.
+    pub async fn commit_parts(&self, request: PutRequest, parts: Vec<PartRecord>) -> EngineResult<StoredBlob> // PA
+    {
+        let parents = match request.parents {
+            Some(parents) => parents,
+            None => self.heads(&request.bucket, &request.key).await?,
+        };
+        let mut digests = Md5::new();
+        let mut chunks = Vec::new();
+        let mut offset = 0u64;
+        for part in &parts {
+            let digest = hex::decode(&part.etag)
+                .map_err(|_| EngineError::Config(format!("part {} has a malformed ETag", part.number)))?;
+            digests.update(&digest);
+            for chunk in &part.chunks {
+                chunks.push(ChunkRef { offset, ..*chunk });
+                offset += chunk.len as u64;
+            }
+        }
+        let blob = Blob {
+            bucket: request.bucket,
+            key: request.key,
+            parents,
+            created: now_nanos(),
+            writer: self.view.local_node(),
+            kind: request.kind,
+            size: offset,
+            etag: format!("{}-{}", hex::encode(digests.finalize()), parts.len()),
+            system_metadata: request.system_metadata,
+            user_metadata: request.user_metadata,
+            checksums: request.checksums,
+            chunks,
+            part_sizes: parts.iter().map(|p| p.size).collect(),
+        };
+        self.put_blob(blob).await
+    }
+
+    /// Set a row of a small metadata table on the replicas of `home`'s key.
+    pub async fn put_row(&self, home: Home<'_>, table: u8, key: Vec<u8>, value: Vec<u8>) -> EngineResult<()> // PA
+    {
+        let replicas = self.object_replicas(home.bucket, home.key);
+        let needed = placement::write_quorum(replicas.len());
+        let calls = replicas
+            .iter()
+            .map(|node| self.transport.call(*node, Request::PutRow { table, key: key.clone(), value: value.clone() }));
+        self.expect_acks(format!("row of table {table}"), calls, needed).await
+    }
+
+    /// A row from the first replica of `home` that has it.
+    pub async fn get_row(&self, home: Home<'_>, table: u8, key: Vec<u8>) -> EngineResult<Option<Vec<u8>>> // PA
+    {
+        let mut errors = Vec::new();
+        let mut answered = false;
+        for node in self.object_replicas(home.bucket, home.key) {
+            match self.transport.call(node, Request::GetRow { table, key: key.clone() }).await {
+                Ok(Response::Row(Some(value))) => return Ok(Some(value)),
+                Ok(Response::Row(None)) => answered = true,
+                Ok(other) => {
+                    errors.push(TransportError::UnexpectedResponse { node, expected: "Row", got: other.kind() })
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+        if answered {
+            Ok(None)
+        } else {
+            Err(EngineError::NoReplica { what: format!("row of table {table}"), errors: join_errors(&errors) })
+        }
+    }
+
+    pub async fn delete_row(&self, home: Home<'_>, table: u8, key: Vec<u8>) -> EngineResult<()> // PA
+    {
+        let replicas = self.object_replicas(home.bucket, home.key);
+        let needed = placement::write_quorum(replicas.len());
+        let calls =
+            replicas.iter().map(|node| self.transport.call(*node, Request::DeleteRow { table, key: key.clone() }));
+        self.expect_acks(format!("row deletion in table {table}"), calls, needed).await
+    }
+
+    /// Up to `max` rows under `prefix` after `after`, merged from every member.
+    pub async fn scan_rows(&self, table: u8, prefix: &[u8], after: &[u8], max: usize) -> EngineResult<Vec<Row>> // PA
+    {
+        let members = self.view.members();
+        let request = || Request::ScanRows { table, prefix: prefix.to_vec(), after: after.to_vec(), max };
+        let results = futures::future::join_all(members.iter().map(|node| self.transport.call(*node, request()))).await;
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut errors = Vec::new();
+        let mut answered = 0;
+        for (node, result) in members.iter().zip(results) {
+            match result {
+                Ok(Response::Rows(rows)) => {
+                    answered += 1;
+                    merged.extend(rows);
+                }
+                Ok(other) => {
+                    errors.push(TransportError::UnexpectedResponse { node: *node, expected: "Rows", got: other.kind() })
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+        if answered == 0 {
+            return Err(EngineError::NoReplica {
+                what: format!("scan of table {table}"),
+                errors: join_errors(&errors),
+            });
+        }
+        Ok(merged.into_iter().take(max).collect())
     }
 
     /// Write a blob to its metadata replicas; answers once a quorum has it.

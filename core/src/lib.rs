@@ -16,9 +16,10 @@ pub mod seal;
 pub mod slicelog;
 pub mod store;
 
-pub use engine::{BodyStream, BodyTap, Engine, EngineConfig, EngineError, PutRequest, StoredBlob, WrittenBody};
+pub use engine::{BodyStream, BodyTap, Engine, EngineConfig, EngineError, Home, PutRequest, StoredBlob, WrittenBody};
 pub use hash::Hash;
 pub use keys::{ClusterSecret, DataKeyPair, NodeKeys};
 pub use model::{
-    Blob, BlobKind, BucketRecord, Chunk, ChunkRef, Erasure, NodeId, ObjectSummary, SealedSlice, Versioning,
+    Blob, BlobKind, BucketRecord, Chunk, ChunkRef, Erasure, NodeId, ObjectSummary, PartRecord, SealedSlice,
+    UploadRecord, Versioning,
 };

@@ -213,6 +213,8 @@ pub struct Blob {
     /// Algorithm name (`crc32`, `sha256`, ...) → base64 value.
     pub checksums: BTreeMap<String, String>,
     pub chunks: Vec<ChunkRef>,
+    /// Sizes of the parts of a multipart upload, in order; empty otherwise.
+    pub part_sizes: Vec<u64>,
 }
 
 impl Record for Blob {
@@ -316,6 +318,41 @@ impl BucketRecord {
     }
 }
 
+/// A multipart upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub bucket: String,
+    pub key: String,
+    pub upload_id: String,
+    /// UTC nanoseconds.
+    pub initiated: u64,
+    pub system_metadata: BTreeMap<String, String>,
+    pub user_metadata: BTreeMap<String, String>,
+    /// The checksum algorithm the client announced, lowercase.
+    pub checksum_algorithm: Option<String>,
+}
+
+impl Record for UploadRecord {
+    const KIND: RecordKind = RecordKind::Upload;
+}
+
+/// One uploaded part: its chunks are stored, nothing references them until
+/// the upload completes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub number: u16,
+    /// Hex MD5 of the part's bytes.
+    pub etag: String,
+    pub size: u64,
+    pub created: u64,
+    pub chunks: Vec<ChunkRef>,
+    pub checksums: BTreeMap<String, String>,
+}
+
+impl Record for PartRecord {
+    const KIND: RecordKind = RecordKind::Part;
+}
+
 /// A stored record that could not be read back.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RecordError {
@@ -344,6 +381,7 @@ mod tests {
             user_metadata: BTreeMap::from([("owner".into(), "ann".into())]),
             checksums: BTreeMap::new(),
             chunks: vec![ChunkRef { id: Hash::of(b"c"), offset: 0, len: 3 }],
+            part_sizes: vec![],
         }
     }
 

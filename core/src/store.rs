@@ -39,6 +39,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 pub type Summaries = Vec<ObjectSummary>;
 
+/// A table row: key and value.
+pub type Row = (Vec<u8>, Vec<u8>);
+
 /// When a write reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -59,6 +62,7 @@ pub struct LocalStore {
     children: PartitionHandle,
     chunk_refs: PartitionHandle,
     buckets: PartitionHandle,
+    tables: PartitionHandle,
     durability: Durability,
     /// Serialises blob application: deciding whether a blob is a head reads
     /// the children index, which a concurrent apply may be changing.
@@ -163,6 +167,7 @@ impl LocalStore {
             children: keyspace.open_partition("children", plain())?,
             chunk_refs: keyspace.open_partition("chunk_refs", plain())?,
             buckets: keyspace.open_partition("buckets", plain())?,
+            tables: keyspace.open_partition("tables", plain())?,
             keyspace,
             durability,
             apply_lock: Mutex::new(()),
@@ -354,6 +359,41 @@ impl LocalStore {
                     .map_err(|source| StoreError::Bucket { name: String::from_utf8_lossy(&name).into_owned(), source })
             })
             .collect()
+    }
+
+    /// Set a row of a small metadata table (multipart uploads and parts):
+    /// rows are keyed by table id and key, last write wins.
+    pub fn put_row(&self, table: u8, key: &[u8], value: &[u8]) -> StoreResult<()> // PA
+    {
+        self.tables.insert([&[table], key].concat(), value)?;
+        self.make_durable()
+    }
+
+    pub fn get_row(&self, table: u8, key: &[u8]) -> StoreResult<Option<Vec<u8>>> // PA
+    {
+        Ok(self.tables.get([&[table], key].concat())?.map(|v| v.to_vec()))
+    }
+
+    pub fn delete_row(&self, table: u8, key: &[u8]) -> StoreResult<()> // PA
+    {
+        self.tables.remove([&[table], key].concat())?;
+        self.make_durable()
+    }
+
+    /// Up to `max` rows whose key starts with `prefix`, after `after`.
+    pub fn scan_rows(&self, table: u8, prefix: &[u8], after: &[u8], max: usize) -> StoreResult<Vec<Row>> // PA
+    {
+        let scope = [&[table], prefix].concat();
+        let lower = [&[table], after, &[0]].concat().max(scope.clone());
+        let mut rows = Vec::new();
+        for entry in self.tables.range(lower..).take(max) {
+            let (key, value) = entry?;
+            if !key.starts_with(&scope) {
+                break;
+            }
+            rows.push((key[1..].to_vec(), value.to_vec()));
+        }
+        Ok(rows)
     }
 
     pub fn children(&self, parent: &Hash) -> StoreResult<Vec<Hash>> // PA

@@ -13,11 +13,12 @@ use ouroboros_core::store::ListStart;
 use ouroboros_core::{Blob, BlobKind, BodyTap, Engine, EngineError, ObjectSummary, PutRequest, StoredBlob};
 use s3s::checksum::ChecksumHasher;
 use s3s::dto::*;
-use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
+use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, TrailingHeaders, S3};
 
 /// An S3 operation's request and result, as s3s types them.
 type In<T> = S3Request<T>;
 type Out<T> = S3Result<S3Response<T>>;
+type Completion = CompleteMultipartUploadOutput;
 
 /// Largest body a single PUT takes, as S3.
 pub const MAX_PUT_SIZE: i64 = 5 * 1024 * 1024 * 1024;
@@ -45,15 +46,20 @@ impl<T, V> Gateway<T, V> {
     {
         Gateway { engine, region }
     }
+
+    pub(crate) fn engine(&self) -> &Engine<T, V> // A
+    {
+        &self.engine
+    }
 }
 
-fn internal(error: EngineError) -> S3Error // A
+pub(crate) fn internal(error: EngineError) -> S3Error // A
 {
     tracing::error!(%error, "engine failure");
     s3_error!(InternalError, "{error}")
 }
 
-fn timestamp(nanos: u64) -> Timestamp // A
+pub(crate) fn timestamp(nanos: u64) -> Timestamp // A
 {
     Timestamp::from(UNIX_EPOCH + Duration::from_nanos(nanos))
 }
@@ -76,18 +82,18 @@ fn parse_http_date(value: &str) -> Option<Timestamp> // A
 }
 
 /// The standard headers a PUT or a REPLACE copy sets.
-struct SystemHeaders {
-    content_type: Option<String>,
-    content_encoding: Option<String>,
-    content_disposition: Option<String>,
-    content_language: Option<String>,
-    cache_control: Option<String>,
-    expires: Option<Timestamp>,
-    website_redirect: Option<String>,
+pub(crate) struct SystemHeaders {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_language: Option<String>,
+    pub cache_control: Option<String>,
+    pub expires: Option<Timestamp>,
+    pub website_redirect: Option<String>,
 }
 
 impl SystemHeaders {
-    fn into_map(self) -> BTreeMap<String, String> // A
+    pub(crate) fn into_map(self) -> BTreeMap<String, String> // A
     {
         let mut map = BTreeMap::new();
         let expires = self.expires.as_ref().and_then(format_http_date);
@@ -108,7 +114,7 @@ impl SystemHeaders {
     }
 }
 
-fn user_metadata(metadata: Option<Metadata>) -> BTreeMap<String, String> // A
+pub(crate) fn user_metadata(metadata: Option<Metadata>) -> BTreeMap<String, String> // A
 {
     metadata.unwrap_or_default().into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect()
 }
@@ -224,6 +230,28 @@ fn check_preconditions(blob: &Blob, conditions: Preconditions<'_>, not_modified:
     Ok(())
 }
 
+/// The checksums a client sent with a body, and the algorithm it announced.
+pub(crate) struct SentChecksums {
+    pub algorithm: Option<ChecksumAlgorithm>,
+    pub crc32: Option<String>,
+    pub crc32c: Option<String>,
+    pub sha1: Option<String>,
+    pub sha256: Option<String>,
+    pub crc64nvme: Option<String>,
+}
+
+/// What a request says about its body.
+pub(crate) struct Received {
+    pub content_length: Option<i64>,
+    pub content_md5: Option<String>,
+    pub sent: SentChecksums,
+}
+
+pub(crate) type Trailers = Option<TrailingHeaders>;
+
+/// A stored body and the checksums verified on it.
+pub(crate) type Stored = S3Result<(ouroboros_core::WrittenBody, BTreeMap<String, String>)>;
+
 /// The checksums a client sent for a PUT, computed on the write path.
 struct Checksums(ChecksumHasher);
 
@@ -323,7 +351,40 @@ struct Listing {
     next: Option<ListStart>,
 }
 
-fn check_key(key: &str) -> S3Result<()> // A
+type ByteRange = std::ops::Range<u64>;
+
+/// The bytes a GET or HEAD asks for: a `Range`, one part of a multipart
+/// object (`partNumber`), or everything; and the `Content-Range` to answer.
+fn byte_range(blob: &Blob, range: Option<&Range>, part: Option<i32>) -> S3Result<(ByteRange, Option<String>)> // A
+{
+    let content_range = |r: &ByteRange| format!("bytes {}-{}/{}", r.start, r.end.max(1) - 1, blob.size);
+    match (range, part) {
+        (Some(_), Some(_)) => Err(s3_error!(InvalidRequest, "Cannot specify both Range header and partNumber")),
+        (None, Some(number)) => {
+            let sizes: &[u64] = if blob.part_sizes.is_empty() { &[blob.size] } else { &blob.part_sizes };
+            let index = usize::try_from(number).ok().filter(|n| (1..=sizes.len()).contains(n)).ok_or_else(|| {
+                let message = format!("The object has {} part(s); part {number} does not exist", sizes.len());
+                let mut error = S3Error::with_message(S3ErrorCode::Custom("InvalidPartNumber".into()), message);
+                error.set_status_code(hyper::StatusCode::RANGE_NOT_SATISFIABLE);
+                error
+            })?;
+            let start: u64 = sizes[..index - 1].iter().sum();
+            let part = start..start + sizes[index - 1];
+            let header = (!blob.part_sizes.is_empty()).then(|| content_range(&part));
+            Ok((part, header))
+        }
+        (Some(range), None) => {
+            let range = range.check(blob.size).map_err(|_| {
+                s3_error!(InvalidRange, "The requested range is not satisfiable (object is {} bytes)", blob.size)
+            })?;
+            let header = content_range(&range);
+            Ok((range, Some(header)))
+        }
+        (None, None) => Ok((0..blob.size, None)),
+    }
+}
+
+pub(crate) fn check_key(key: &str) -> S3Result<()> // A
 {
     if key.len() > MAX_KEY_LEN {
         return Err(s3_error!(KeyTooLongError, "Your key is {} bytes; the limit is {MAX_KEY_LEN}", key.len()));
@@ -334,13 +395,13 @@ fn check_key(key: &str) -> S3Result<()> // A
     Ok(())
 }
 
-fn owner() -> Owner // A
+pub(crate) fn owner() -> Owner // A
 {
     Owner { display_name: Some("ouroboros".into()), id: Some("ouroboros".into()) }
 }
 
 impl<T: Transport, V: ClusterView> Gateway<T, V> {
-    async fn require_bucket(&self, bucket: &str) -> S3Result<()> // A
+    pub(crate) async fn require_bucket(&self, bucket: &str) -> S3Result<()> // A
     {
         match self.engine.bucket(bucket).await.map_err(internal)? {
             Some(_) => Ok(()),
@@ -405,6 +466,83 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
             owner: fetch_owner.then(owner),
             ..Default::default()
         }
+    }
+
+    /// Store a request body (unreferenced until committed) and verify its
+    /// length, Content-MD5 and the checksums sent in headers or trailers.
+    pub(crate) async fn receive_body(&self, body: StreamingBlob, received: Received, trailers: Trailers) -> Stored // A
+    {
+        let Received { content_length, content_md5, sent } = received;
+        let mut hasher = ChecksumHasher::default();
+        let mut wanted: Vec<(&str, Option<String>)> = Vec::new();
+        let algorithm = sent.algorithm.as_ref().map(|a| a.as_str().to_ascii_uppercase());
+        for (name, sent) in [
+            (ChecksumAlgorithm::CRC32, sent.crc32),
+            (ChecksumAlgorithm::CRC32C, sent.crc32c),
+            (ChecksumAlgorithm::SHA1, sent.sha1),
+            (ChecksumAlgorithm::SHA256, sent.sha256),
+            (ChecksumAlgorithm::CRC64NVME, sent.crc64nvme),
+        ] {
+            if sent.is_some() || algorithm.as_deref() == Some(name) {
+                match name {
+                    ChecksumAlgorithm::CRC32 => hasher.crc32 = Some(Default::default()),
+                    ChecksumAlgorithm::CRC32C => hasher.crc32c = Some(Default::default()),
+                    ChecksumAlgorithm::SHA1 => hasher.sha1 = Some(Default::default()),
+                    ChecksumAlgorithm::SHA256 => hasher.sha256 = Some(Default::default()),
+                    _ => hasher.crc64nvme = Some(Default::default()),
+                }
+                wanted.push((name, sent));
+            }
+        }
+        if let Some(algorithm) = &algorithm {
+            if !wanted.iter().any(|(name, _)| name == algorithm) {
+                return Err(s3_error!(InvalidRequest, "Unsupported checksum algorithm {algorithm}"));
+            }
+        }
+
+        let body = body.map_err(|error| std::io::Error::other(error.to_string()));
+        let (written, Checksums(hasher)) =
+            self.engine.write_body(body, Checksums(hasher)).await.map_err(|error| match error {
+                EngineError::Body(cause) => s3_error!(IncompleteBody, "The request body ended early: {cause}"),
+                other => internal(other),
+            })?;
+        if content_length.is_some_and(|len| len != written.size as i64) {
+            return Err(s3_error!(IncompleteBody, "The body is {} bytes, Content-Length said otherwise", written.size));
+        }
+        if let Some(content_md5) = &content_md5 {
+            use base64::Engine as _;
+            let sent = base64::engine::general_purpose::STANDARD
+                .decode(content_md5)
+                .map_err(|_| s3_error!(InvalidDigest, "The Content-MD5 you specified is not valid base64"))?;
+            if sent != written.md5 {
+                return Err(s3_error!(BadDigest, "The Content-MD5 you specified did not match what we received"));
+            }
+        }
+
+        // Trailing checksums (aws-chunked with trailer) arrive after the body.
+        let trailers = trailers.and_then(|t| t.take());
+        let computed = hasher.finalize();
+        let mut checksums = BTreeMap::new();
+        for (name, sent) in wanted {
+            let (computed, header) = match name {
+                ChecksumAlgorithm::CRC32 => (&computed.checksum_crc32, "x-amz-checksum-crc32"),
+                ChecksumAlgorithm::CRC32C => (&computed.checksum_crc32c, "x-amz-checksum-crc32c"),
+                ChecksumAlgorithm::SHA1 => (&computed.checksum_sha1, "x-amz-checksum-sha1"),
+                ChecksumAlgorithm::SHA256 => (&computed.checksum_sha256, "x-amz-checksum-sha256"),
+                _ => (&computed.checksum_crc64nvme, "x-amz-checksum-crc64nvme"),
+            };
+            let sent = sent.or_else(|| {
+                trailers.as_ref().and_then(|t| t.get(header)).and_then(|v| v.to_str().ok()).map(str::to_string)
+            });
+            let Some(computed) = computed.clone() else { continue };
+            if let Some(sent) = sent {
+                if sent != computed {
+                    return Err(s3_error!(BadDigest, "The {name} you specified did not match the calculated checksum"));
+                }
+            }
+            checksums.insert(name.to_ascii_lowercase(), computed);
+        }
+        Ok((written, checksums))
     }
 
     /// Write a delete marker over the current version, if there is one.
@@ -511,75 +649,16 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
             }
         }
 
-        let mut hasher = ChecksumHasher::default();
-        let mut wanted: Vec<(&str, Option<String>)> = Vec::new();
-        let algorithm = input.checksum_algorithm.as_ref().map(|a| a.as_str().to_ascii_uppercase());
-        for (name, sent) in [
-            (ChecksumAlgorithm::CRC32, &input.checksum_crc32),
-            (ChecksumAlgorithm::CRC32C, &input.checksum_crc32c),
-            (ChecksumAlgorithm::SHA1, &input.checksum_sha1),
-            (ChecksumAlgorithm::SHA256, &input.checksum_sha256),
-            (ChecksumAlgorithm::CRC64NVME, &input.checksum_crc64nvme),
-        ] {
-            if sent.is_some() || algorithm.as_deref() == Some(name) {
-                match name {
-                    ChecksumAlgorithm::CRC32 => hasher.crc32 = Some(Default::default()),
-                    ChecksumAlgorithm::CRC32C => hasher.crc32c = Some(Default::default()),
-                    ChecksumAlgorithm::SHA1 => hasher.sha1 = Some(Default::default()),
-                    ChecksumAlgorithm::SHA256 => hasher.sha256 = Some(Default::default()),
-                    _ => hasher.crc64nvme = Some(Default::default()),
-                }
-                wanted.push((name, sent.clone()));
-            }
-        }
-        if let Some(algorithm) = &algorithm {
-            if !wanted.iter().any(|(name, _)| name == algorithm) {
-                return Err(s3_error!(InvalidRequest, "Unsupported checksum algorithm {algorithm}"));
-            }
-        }
-
-        let body = body.map_err(|error| std::io::Error::other(error.to_string()));
-        let (written, Checksums(hasher)) =
-            self.engine.write_body(body, Checksums(hasher)).await.map_err(|error| match error {
-                EngineError::Body(cause) => s3_error!(IncompleteBody, "The request body ended early: {cause}"),
-                other => internal(other),
-            })?;
-        if input.content_length.is_some_and(|len| len != written.size as i64) {
-            return Err(s3_error!(IncompleteBody, "The body is {} bytes, Content-Length said otherwise", written.size));
-        }
-        if let Some(content_md5) = &input.content_md5 {
-            use base64::Engine as _;
-            let sent = base64::engine::general_purpose::STANDARD
-                .decode(content_md5)
-                .map_err(|_| s3_error!(InvalidDigest, "The Content-MD5 you specified is not valid base64"))?;
-            if sent != written.md5 {
-                return Err(s3_error!(BadDigest, "The Content-MD5 you specified did not match what we received"));
-            }
-        }
-
-        // Trailing checksums (aws-chunked with trailer) arrive after the body.
-        let trailers = req.trailing_headers.and_then(|t| t.take());
-        let computed = hasher.finalize();
-        let mut checksums = BTreeMap::new();
-        for (name, sent) in wanted {
-            let (computed, header) = match name {
-                ChecksumAlgorithm::CRC32 => (&computed.checksum_crc32, "x-amz-checksum-crc32"),
-                ChecksumAlgorithm::CRC32C => (&computed.checksum_crc32c, "x-amz-checksum-crc32c"),
-                ChecksumAlgorithm::SHA1 => (&computed.checksum_sha1, "x-amz-checksum-sha1"),
-                ChecksumAlgorithm::SHA256 => (&computed.checksum_sha256, "x-amz-checksum-sha256"),
-                _ => (&computed.checksum_crc64nvme, "x-amz-checksum-crc64nvme"),
-            };
-            let sent = sent.or_else(|| {
-                trailers.as_ref().and_then(|t| t.get(header)).and_then(|v| v.to_str().ok()).map(str::to_string)
-            });
-            let Some(computed) = computed.clone() else { continue };
-            if let Some(sent) = sent {
-                if sent != computed {
-                    return Err(s3_error!(BadDigest, "The {name} you specified did not match the calculated checksum"));
-                }
-            }
-            checksums.insert(name.to_ascii_lowercase(), computed);
-        }
+        let sent = SentChecksums {
+            algorithm: input.checksum_algorithm,
+            crc32: input.checksum_crc32,
+            crc32c: input.checksum_crc32c,
+            sha1: input.checksum_sha1,
+            sha256: input.checksum_sha256,
+            crc64nvme: input.checksum_crc64nvme,
+        };
+        let received = Received { content_length: input.content_length, content_md5: input.content_md5, sent };
+        let (written, checksums) = self.receive_body(body, received, req.trailing_headers).await?;
 
         let system = SystemHeaders {
             content_type: input.content_type,
@@ -619,17 +698,7 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
             if_unmodified_since: input.if_unmodified_since.as_ref(),
         };
         check_preconditions(&blob, conditions, S3ErrorCode::NotModified)?;
-        let whole = 0..blob.size;
-        let (range, content_range) = match &input.range {
-            None => (whole, None),
-            Some(range) => {
-                let range = range.check(blob.size).map_err(|_| {
-                    s3_error!(InvalidRange, "The requested range is not satisfiable (object is {} bytes)", blob.size)
-                })?;
-                let content_range = format!("bytes {}-{}/{}", range.start, range.end - 1, blob.size);
-                (range, Some(content_range))
-            }
-        };
+        let (range, content_range) = byte_range(&blob, input.range.as_ref(), input.part_number)?;
         let mut headers = ObjectHeaders::of(&blob);
         headers.override_with(ResponseOverrides {
             content_type: input.response_content_type,
@@ -646,6 +715,7 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
             body: Some(StreamingBlob::wrap(body)),
             content_length: Some(length as i64),
             content_range,
+            parts_count: (!blob.part_sizes.is_empty()).then_some(blob.part_sizes.len() as i32),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(headers.e_tag.clone()),
             last_modified: Some(headers.last_modified.clone()),
@@ -678,13 +748,8 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
             if_unmodified_since: input.if_unmodified_since.as_ref(),
         };
         check_preconditions(&blob, conditions, S3ErrorCode::NotModified)?;
-        let (length, content_range) = match &input.range {
-            None => (blob.size, None),
-            Some(range) => {
-                let range = range.check(blob.size).map_err(|_| s3_error!(InvalidRange))?;
-                (range.end - range.start, Some(format!("bytes {}-{}/{}", range.start, range.end - 1, blob.size)))
-            }
-        };
+        let (range, content_range) = byte_range(&blob, input.range.as_ref(), input.part_number)?;
+        let length = range.end - range.start;
         let mut headers = ObjectHeaders::of(&blob);
         headers.override_with(ResponseOverrides {
             content_type: input.response_content_type,
@@ -697,6 +762,7 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
         Ok(S3Response::new(HeadObjectOutput {
             content_length: Some(length as i64),
             content_range,
+            parts_count: (!blob.part_sizes.is_empty()).then_some(blob.part_sizes.len() as i32),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(headers.e_tag.clone()),
             last_modified: Some(headers.last_modified.clone()),
@@ -806,6 +872,7 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
             user_metadata,
             checksums: source.blob.checksums.clone(),
             chunks: source.blob.chunks.clone(),
+            part_sizes: source.blob.part_sizes.clone(),
         };
         let stored = self.engine.put_blob(copy).await.map_err(internal)?;
         Ok(S3Response::new(CopyObjectOutput {
@@ -816,6 +883,36 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
             }),
             ..Default::default()
         }))
+    }
+
+    async fn create_multipart_upload(&self, req: In<CreateMultipartUploadInput>) -> Out<CreateMultipartUploadOutput> // A
+    {
+        Ok(S3Response::new(self.create_upload(req.input).await?))
+    }
+
+    async fn upload_part(&self, req: In<UploadPartInput>) -> Out<UploadPartOutput> // A
+    {
+        Ok(S3Response::new(self.upload_part_body(req.input, req.trailing_headers).await?))
+    }
+
+    async fn complete_multipart_upload(&self, req: In<CompleteMultipartUploadInput>) -> Out<Completion> // A
+    {
+        Ok(S3Response::new(self.complete_upload(req.input).await?))
+    }
+
+    async fn abort_multipart_upload(&self, req: In<AbortMultipartUploadInput>) -> Out<AbortMultipartUploadOutput> // A
+    {
+        Ok(S3Response::new(self.abort_upload(req.input).await?))
+    }
+
+    async fn list_parts(&self, req: In<ListPartsInput>) -> Out<ListPartsOutput> // A
+    {
+        Ok(S3Response::new(self.list_upload_parts(req.input).await?))
+    }
+
+    async fn list_multipart_uploads(&self, req: In<ListMultipartUploadsInput>) -> Out<ListMultipartUploadsOutput> // A
+    {
+        Ok(S3Response::new(self.list_uploads(req.input).await?))
     }
 
     async fn list_objects_v2(&self, req: In<ListObjectsV2Input>) -> Out<ListObjectsV2Output> // A

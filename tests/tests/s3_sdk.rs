@@ -667,3 +667,173 @@ mod http_uri {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_uploads_stitch_parts_and_refuse_bad_completions() // A
+{
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let server = TestServer::start().await;
+    let s3 = server.client();
+    s3.create_bucket().bucket("mpu").send().await.unwrap();
+    let part_size = 5 * 1024 * 1024;
+    let parts: Vec<Vec<u8>> = vec![random_bytes(part_size, 10), random_bytes(part_size, 11), random_bytes(1234, 12)];
+    let create = s3.create_multipart_upload().bucket("mpu").key("big").content_type("video/mp4").send().await.unwrap();
+    let upload_id = create.upload_id().unwrap().to_string();
+
+    // Parts arrive in parallel and out of order; part 2 is sent twice and the
+    // second copy wins.
+    s3.upload_part()
+        .bucket("mpu")
+        .key("big")
+        .upload_id(&upload_id)
+        .part_number(2)
+        .body(ByteStream::from(random_bytes(part_size, 99)))
+        .send()
+        .await
+        .unwrap();
+    let uploads = (1..=3).rev().map(|n| {
+        let s3 = s3.clone();
+        let body = parts[n - 1].clone();
+        let upload_id = upload_id.clone();
+        tokio::spawn(async move {
+            let out = s3
+                .upload_part()
+                .bucket("mpu")
+                .key("big")
+                .upload_id(upload_id)
+                .part_number(n as i32)
+                .body(ByteStream::from(body))
+                .send()
+                .await
+                .unwrap();
+            (n as i32, out.e_tag().unwrap().to_string())
+        })
+    });
+    let mut etags = Vec::new();
+    for handle in uploads {
+        etags.push(handle.await.unwrap());
+    }
+    etags.sort();
+    let completed = |list: &[(i32, String)]| {
+        let parts = list.iter().map(|(n, e)| CompletedPart::builder().part_number(*n).e_tag(e).build()).collect();
+        CompletedMultipartUpload::builder().set_parts(Some(parts)).build()
+    };
+
+    let listed = s3.list_parts().bucket("mpu").key("big").upload_id(&upload_id).max_parts(2).send().await.unwrap();
+    assert_eq!(listed.parts().len(), 2);
+    assert_eq!(listed.is_truncated(), Some(true));
+    let rest = s3
+        .list_parts()
+        .bucket("mpu")
+        .key("big")
+        .upload_id(&upload_id)
+        .part_number_marker(listed.next_part_number_marker().unwrap().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.parts().iter().map(|p| p.part_number().unwrap()).collect::<Vec<_>>(), [3]);
+    let in_progress = s3.list_multipart_uploads().bucket("mpu").send().await.unwrap();
+    assert_eq!(in_progress.uploads().iter().filter_map(|u| u.upload_id()).collect::<Vec<_>>(), [upload_id.as_str()]);
+
+    let reversed: Vec<_> = etags.iter().rev().cloned().collect();
+    let result = s3
+        .complete_multipart_upload()
+        .bucket("mpu")
+        .key("big")
+        .upload_id(&upload_id)
+        .multipart_upload(completed(&reversed))
+        .send()
+        .await;
+    assert_eq!(code(result), "InvalidPartOrder");
+    let mut wrong = etags.clone();
+    wrong[0].1 = "\"00000000000000000000000000000000\"".into();
+    let result = s3
+        .complete_multipart_upload()
+        .bucket("mpu")
+        .key("big")
+        .upload_id(&upload_id)
+        .multipart_upload(completed(&wrong))
+        .send()
+        .await;
+    assert_eq!(code(result), "InvalidPart");
+    let small_first = vec![etags[2].clone()];
+    let mut with_small = small_first.clone();
+    with_small[0].0 = 3;
+    with_small.push((4, etags[0].1.clone()));
+    let result = s3
+        .complete_multipart_upload()
+        .bucket("mpu")
+        .key("big")
+        .upload_id(&upload_id)
+        .multipart_upload(completed(&with_small))
+        .send()
+        .await;
+    assert_eq!(code(result), "InvalidPart", "part 4 was never uploaded");
+
+    let done = s3
+        .complete_multipart_upload()
+        .bucket("mpu")
+        .key("big")
+        .upload_id(&upload_id)
+        .multipart_upload(completed(&etags))
+        .send()
+        .await
+        .unwrap();
+    let mut digests = Vec::new();
+    for part in &parts {
+        digests.extend_from_slice(&Md5::digest(part));
+    }
+    assert_eq!(done.e_tag(), Some(format!("\"{}-3\"", md5_hex(&digests)).as_str()));
+    let whole = parts.concat();
+    let got = s3.get_object().bucket("mpu").key("big").send().await.unwrap();
+    assert_eq!(got.content_type(), Some("video/mp4"));
+    assert!(got.body.collect().await.unwrap().into_bytes() == whole, "stitched object differs");
+    let second = s3.get_object().bucket("mpu").key("big").part_number(2).send().await.unwrap();
+    assert_eq!(second.parts_count(), Some(3));
+    assert!(second.body.collect().await.unwrap().into_bytes() == parts[1]);
+    assert_eq!(code(s3.head_object().bucket("mpu").key("big").part_number(4).send().await), "HTTP 416");
+    assert!(s3.list_multipart_uploads().bucket("mpu").send().await.unwrap().uploads().is_empty());
+    let result = s3
+        .upload_part()
+        .bucket("mpu")
+        .key("big")
+        .upload_id(&upload_id)
+        .part_number(1)
+        .body(ByteStream::from_static(b"late"))
+        .send()
+        .await;
+    assert_eq!(code(result), "NoSuchUpload");
+
+    // Small non-last parts are refused; an aborted upload is gone.
+    let small = s3.create_multipart_upload().bucket("mpu").key("small").send().await.unwrap();
+    let small_id = small.upload_id().unwrap();
+    let mut small_etags = Vec::new();
+    for n in 1..=2 {
+        let out = s3
+            .upload_part()
+            .bucket("mpu")
+            .key("small")
+            .upload_id(small_id)
+            .part_number(n)
+            .body(ByteStream::from_static(b"tiny"))
+            .send()
+            .await
+            .unwrap();
+        small_etags.push((n, out.e_tag().unwrap().to_string()));
+    }
+    let result = s3
+        .complete_multipart_upload()
+        .bucket("mpu")
+        .key("small")
+        .upload_id(small_id)
+        .multipart_upload(completed(&small_etags))
+        .send()
+        .await;
+    assert_eq!(code(result), "EntityTooSmall");
+    s3.abort_multipart_upload().bucket("mpu").key("small").upload_id(small_id).send().await.unwrap();
+    assert_eq!(
+        code(s3.abort_multipart_upload().bucket("mpu").key("small").upload_id(small_id).send().await),
+        "NoSuchUpload"
+    );
+    assert_eq!(code(s3.head_object().bucket("mpu").key("small").send().await), "NotFound");
+}

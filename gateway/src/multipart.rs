@@ -1,0 +1,325 @@
+//! Multipart uploads on the chunk model: each part's body is chunked and
+//! stored as it arrives and recorded as a row; completing an upload stitches
+//! the parts' chunk lists into one blob, so no byte is copied.
+
+use std::collections::BTreeMap;
+
+use ouroboros_core::cluster::{ClusterView, Transport};
+use ouroboros_core::codec;
+use ouroboros_core::{Home, PartRecord, PutRequest, UploadRecord};
+use s3s::dto::*;
+use s3s::{s3_error, S3Result};
+
+use crate::s3::{check_key, internal, timestamp, Gateway, Received, SentChecksums, SystemHeaders, Trailers};
+
+type Created = S3Result<CreateMultipartUploadOutput>;
+type Uploaded = S3Result<UploadPartOutput>;
+type Completed = S3Result<CompleteMultipartUploadOutput>;
+
+/// Table ids of the multipart rows.
+const UPLOADS: u8 = 1;
+const PARTS: u8 = 2;
+
+/// S3's limits.
+pub const MAX_PART_NUMBER: i32 = 10_000;
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+const MAX_LISTED: i32 = 1000;
+
+/// Upload rows sort by bucket, key, then upload id (which starts with the
+/// initiation time), as ListMultipartUploads orders them.
+fn upload_row_key(bucket: &str, key: &str, upload_id: &str) -> Vec<u8> // PA
+{
+    [bucket.as_bytes(), &[0], key.as_bytes(), &[0], upload_id.as_bytes()].concat()
+}
+
+fn part_row_key(upload_id: &str, number: u16) -> Vec<u8> // PA
+{
+    [upload_id.as_bytes(), &[0], &number.to_be_bytes()].concat()
+}
+
+fn new_upload_id() -> String // PA
+{
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    format!("{now:016x}{}", hex::encode(rand::random::<[u8; 12]>()))
+}
+
+fn now_nanos() -> u64 // A
+{
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn trim_etag(etag: &str) -> &str // A
+{
+    etag.trim_matches('"')
+}
+
+fn part_number(number: i32) -> S3Result<u16> // A
+{
+    if (1..=MAX_PART_NUMBER).contains(&number) {
+        Ok(number as u16)
+    } else {
+        Err(s3_error!(InvalidArgument, "Part number must be an integer between 1 and {MAX_PART_NUMBER}, inclusive"))
+    }
+}
+
+impl<T: Transport, V: ClusterView> Gateway<T, V> {
+    async fn upload(&self, bucket: &str, key: &str, upload_id: &str) -> S3Result<UploadRecord> // A
+    {
+        self.require_bucket(bucket).await?;
+        let home = Home { bucket, key };
+        let row =
+            self.engine().get_row(home, UPLOADS, upload_row_key(bucket, key, upload_id)).await.map_err(internal)?;
+        let Some(bytes) = row else {
+            return Err(s3_error!(NoSuchUpload, "The specified multipart upload does not exist: {upload_id}"));
+        };
+        codec::decode(&bytes).map_err(|error| s3_error!(InternalError, "upload record {upload_id}: {error}"))
+    }
+
+    /// Every part row of an upload, by part number.
+    async fn parts(&self, upload_id: &str, after: u16, max: usize) -> S3Result<Vec<PartRecord>> // A
+    {
+        let prefix = [upload_id.as_bytes(), &[0]].concat();
+        let after = if after == 0 { Vec::new() } else { part_row_key(upload_id, after) };
+        let rows = self.engine().scan_rows(PARTS, &prefix, &after, max).await.map_err(internal)?;
+        rows.into_iter()
+            .map(|(_, bytes)| {
+                codec::decode(&bytes).map_err(|error| s3_error!(InternalError, "part of upload {upload_id}: {error}"))
+            })
+            .collect()
+    }
+
+    async fn forget_upload(&self, upload: &UploadRecord, parts: &[PartRecord]) -> S3Result<()> // A
+    {
+        let home = Home { bucket: &upload.bucket, key: &upload.key };
+        for part in parts {
+            self.engine()
+                .delete_row(home, PARTS, part_row_key(&upload.upload_id, part.number))
+                .await
+                .map_err(internal)?;
+        }
+        let row = upload_row_key(&upload.bucket, &upload.key, &upload.upload_id);
+        self.engine().delete_row(home, UPLOADS, row).await.map_err(internal)
+    }
+
+    pub(crate) async fn create_upload(&self, input: CreateMultipartUploadInput) -> Created // A
+    {
+        check_key(&input.key)?;
+        self.require_bucket(&input.bucket).await?;
+        let system = SystemHeaders {
+            content_type: input.content_type,
+            content_encoding: input.content_encoding,
+            content_disposition: input.content_disposition,
+            content_language: input.content_language,
+            cache_control: input.cache_control,
+            expires: input.expires,
+            website_redirect: input.website_redirect_location,
+        };
+        let upload = UploadRecord {
+            bucket: input.bucket.clone(),
+            key: input.key.clone(),
+            upload_id: new_upload_id(),
+            initiated: now_nanos(),
+            system_metadata: system.into_map(),
+            user_metadata: crate::s3::user_metadata(input.metadata),
+            checksum_algorithm: input.checksum_algorithm.as_ref().map(|a| a.as_str().to_ascii_lowercase()),
+        };
+        let home = Home { bucket: &upload.bucket, key: &upload.key };
+        let row = upload_row_key(&upload.bucket, &upload.key, &upload.upload_id);
+        self.engine().put_row(home, UPLOADS, row, codec::encode(&upload)).await.map_err(internal)?;
+        Ok(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(upload.upload_id),
+            checksum_algorithm: input.checksum_algorithm,
+            ..Default::default()
+        })
+    }
+
+    pub(crate) async fn upload_part_body(&self, input: UploadPartInput, trailers: Trailers) -> Uploaded // A
+    {
+        let number = part_number(input.part_number)?;
+        let upload = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
+        if input.content_length.is_some_and(|len| len > crate::s3::MAX_PUT_SIZE) {
+            return Err(s3_error!(EntityTooLarge, "A part is at most 5 GiB"));
+        }
+        let Some(body) = input.body else { return Err(s3_error!(IncompleteBody)) };
+        let sent = SentChecksums {
+            algorithm: input.checksum_algorithm,
+            crc32: input.checksum_crc32,
+            crc32c: input.checksum_crc32c,
+            sha1: input.checksum_sha1,
+            sha256: input.checksum_sha256,
+            crc64nvme: input.checksum_crc64nvme,
+        };
+        let received = Received { content_length: input.content_length, content_md5: input.content_md5, sent };
+        let (written, checksums) = self.receive_body(body, received, trailers).await?;
+        let part = PartRecord {
+            number,
+            etag: hex::encode(written.md5),
+            size: written.size,
+            created: now_nanos(),
+            chunks: written.chunks,
+            checksums,
+        };
+        let home = Home { bucket: &upload.bucket, key: &upload.key };
+        let row = part_row_key(&upload.upload_id, number);
+        // A part uploaded again replaces the earlier one.
+        self.engine().put_row(home, PARTS, row, codec::encode(&part)).await.map_err(internal)?;
+        let checksum = |name: &str| part.checksums.get(name).cloned();
+        Ok(UploadPartOutput {
+            e_tag: Some(ETag::Strong(part.etag.clone())),
+            checksum_crc32: checksum("crc32"),
+            checksum_crc32c: checksum("crc32c"),
+            checksum_sha1: checksum("sha1"),
+            checksum_sha256: checksum("sha256"),
+            checksum_crc64nvme: checksum("crc64nvme"),
+            ..Default::default()
+        })
+    }
+
+    pub(crate) async fn complete_upload(&self, input: CompleteMultipartUploadInput) -> Completed // A
+    {
+        let upload = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
+        let requested = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
+        if requested.is_empty() {
+            return Err(s3_error!(MalformedXML, "You must specify at least one part"));
+        }
+        let stored: BTreeMap<u16, PartRecord> = self
+            .parts(&upload.upload_id, 0, MAX_PART_NUMBER as usize)
+            .await?
+            .into_iter()
+            .map(|p| (p.number, p))
+            .collect();
+        let mut chosen = Vec::with_capacity(requested.len());
+        let mut previous = 0;
+        for part in &requested {
+            let number = part_number(part.part_number.unwrap_or(0))?;
+            if number <= previous {
+                return Err(s3_error!(InvalidPartOrder, "The list of parts was not in ascending order"));
+            }
+            previous = number;
+            let Some(record) = stored.get(&number) else {
+                return Err(s3_error!(InvalidPart, "Part {number} has not been uploaded"));
+            };
+            let etag_matches = part.e_tag.as_ref().is_none_or(|etag| trim_etag(etag.value()) == record.etag);
+            if !etag_matches {
+                return Err(s3_error!(InvalidPart, "Part {number}'s ETag does not match the uploaded part"));
+            }
+            chosen.push(record.clone());
+        }
+        if let Some((_, all_but_last)) = chosen.split_last() {
+            if let Some(small) = all_but_last.iter().find(|p| p.size < MIN_PART_SIZE) {
+                return Err(s3_error!(
+                    EntityTooSmall,
+                    "Part {} is {} bytes; every part but the last must be at least 5 MiB",
+                    small.number,
+                    small.size
+                ));
+            }
+        }
+        let mut request = PutRequest::new(upload.bucket.clone(), upload.key.clone());
+        request.system_metadata = upload.system_metadata.clone();
+        request.user_metadata = upload.user_metadata.clone();
+        let blob = self.engine().commit_parts(request, chosen).await.map_err(internal)?;
+        let all: Vec<PartRecord> = stored.into_values().collect();
+        self.forget_upload(&upload, &all).await?;
+        Ok(CompleteMultipartUploadOutput {
+            bucket: Some(upload.bucket.clone()),
+            key: Some(upload.key.clone()),
+            location: Some(format!("/{}/{}", upload.bucket, upload.key)),
+            e_tag: Some(ETag::Strong(blob.blob.etag.clone())),
+            ..Default::default()
+        })
+    }
+
+    pub(crate) async fn abort_upload(&self, input: AbortMultipartUploadInput) -> S3Result<AbortMultipartUploadOutput> // A
+    {
+        let upload = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
+        let parts = self.parts(&upload.upload_id, 0, MAX_PART_NUMBER as usize).await?;
+        self.forget_upload(&upload, &parts).await?;
+        Ok(AbortMultipartUploadOutput::default())
+    }
+
+    pub(crate) async fn list_upload_parts(&self, input: ListPartsInput) -> S3Result<ListPartsOutput> // A
+    {
+        let upload = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
+        let max = input.max_parts.unwrap_or(MAX_LISTED).clamp(0, MAX_LISTED) as usize;
+        let marker = input.part_number_marker.unwrap_or(0).clamp(0, MAX_PART_NUMBER) as u16;
+        let mut parts = self.parts(&upload.upload_id, marker, max + 1).await?;
+        let truncated = parts.len() > max;
+        parts.truncate(max);
+        let next = parts.last().map(|p| p.number as i32);
+        let listed = parts
+            .iter()
+            .map(|p| Part {
+                part_number: Some(p.number as i32),
+                e_tag: Some(ETag::Strong(p.etag.clone())),
+                size: Some(p.size as i64),
+                last_modified: Some(timestamp(p.created)),
+                checksum_crc32: p.checksums.get("crc32").cloned(),
+                checksum_crc32c: p.checksums.get("crc32c").cloned(),
+                checksum_sha1: p.checksums.get("sha1").cloned(),
+                checksum_sha256: p.checksums.get("sha256").cloned(),
+                checksum_crc64nvme: p.checksums.get("crc64nvme").cloned(),
+            })
+            .collect();
+        Ok(ListPartsOutput {
+            bucket: Some(upload.bucket),
+            key: Some(upload.key),
+            upload_id: Some(upload.upload_id),
+            max_parts: Some(max as i32),
+            part_number_marker: input.part_number_marker,
+            next_part_number_marker: next.filter(|_| truncated),
+            is_truncated: Some(truncated),
+            parts: Some(listed),
+            owner: Some(crate::s3::owner()),
+            ..Default::default()
+        })
+    }
+
+    pub(crate) async fn list_uploads(&self, input: ListMultipartUploadsInput) -> S3Result<ListMultipartUploadsOutput> // A
+    {
+        self.require_bucket(&input.bucket).await?;
+        let max = input.max_uploads.unwrap_or(MAX_LISTED).clamp(0, MAX_LISTED) as usize;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let scope = [input.bucket.as_bytes(), &[0], prefix.as_bytes()].concat();
+        // After the marker key's uploads (all of them, or those after the
+        // upload-id marker).
+        let after = match (&input.key_marker, &input.upload_id_marker) {
+            (Some(key), Some(id)) if !id.is_empty() => upload_row_key(&input.bucket, key, id),
+            (Some(key), _) if !key.is_empty() => [input.bucket.as_bytes(), &[0], key.as_bytes(), &[1]].concat(),
+            _ => Vec::new(),
+        };
+        let rows = self.engine().scan_rows(UPLOADS, &scope, &after, max + 1).await.map_err(internal)?;
+        let mut uploads: Vec<UploadRecord> = rows
+            .into_iter()
+            .map(|(_, bytes)| codec::decode(&bytes).map_err(|error| s3_error!(InternalError, "upload record: {error}")))
+            .collect::<S3Result<_>>()?;
+        let truncated = uploads.len() > max;
+        uploads.truncate(max);
+        let last = uploads.last().map(|u| (u.key.clone(), u.upload_id.clone()));
+        let listed = uploads
+            .into_iter()
+            .map(|u| MultipartUpload {
+                key: Some(u.key),
+                upload_id: Some(u.upload_id),
+                initiated: Some(timestamp(u.initiated)),
+                owner: Some(crate::s3::owner()),
+                storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+                ..Default::default()
+            })
+            .collect();
+        Ok(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix,
+            key_marker: input.key_marker,
+            upload_id_marker: input.upload_id_marker,
+            max_uploads: Some(max as i32),
+            is_truncated: Some(truncated),
+            next_key_marker: last.as_ref().filter(|_| truncated).map(|(k, _)| k.clone()),
+            next_upload_id_marker: last.filter(|_| truncated).map(|(_, id)| id),
+            uploads: Some(listed),
+            ..Default::default()
+        })
+    }
+}

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# The real-client suite: starts the real `ouroboros` binary on a loopback port
+# with a fresh data directory and drives it with the aws CLI, boto3, rclone and
+# s3cmd at their default settings. Every download is compared byte for byte.
+# Installs the clients when they are missing (Debian packages, boto3 from PyPI).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+ensure_tools() {
+    local missing=()
+    command -v aws >/dev/null 2>&1 || missing+=(awscli)
+    command -v rclone >/dev/null 2>&1 || missing+=(rclone)
+    command -v s3cmd >/dev/null 2>&1 || missing+=(s3cmd)
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "== installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if ! python3 -c "import boto3" 2>/dev/null; then
+        echo "== installing boto3"
+        python3 -m pip install --quiet boto3
+    fi
+}
+
+ensure_tools
+cargo build --quiet -p ouroboros-gateway --bin ouroboros
+BIN=target/debug/ouroboros
+
+WORK=$(mktemp -d)
+PORT=$((20000 + RANDOM % 20000))
+ENDPOINT="http://127.0.0.1:$PORT"
+export AWS_ACCESS_KEY_ID=OBCLIENTSUITE0000001 AWS_SECRET_ACCESS_KEY=client-suite-secret-0123456789abcdefghij
+export AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+OUROBOROS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID OUROBOROS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY \
+    "$BIN" serve --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
+SERVER=$!
+cleanup() {
+    kill "$SERVER" 2>/dev/null
+    wait "$SERVER" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+    curl -sf "$ENDPOINT/_ouroboros/health" >/dev/null && break
+    sleep 0.1
+done
+
+PASSED=0
+FAILED=0
+# check NAME COMMAND...: runs a step, counts it, shows its output on failure.
+check() {
+    local name=$1
+    shift
+    if out=$("$@" 2>&1); then
+        PASSED=$((PASSED + 1))
+        echo "ok   $name"
+    else
+        FAILED=$((FAILED + 1))
+        echo "FAIL $name"
+        echo "$out" | tail -20 | sed 's/^/     /'
+    fi
+}
+
+AWS="aws --endpoint-url $ENDPOINT"
+head -c 52428800 /dev/urandom >"$WORK/big.bin"
+mkdir -p "$WORK/tree/sub"
+for i in $(seq 1 200); do
+    d="$WORK/tree"
+    [ $((i % 3)) -eq 0 ] && d="$WORK/tree/sub"
+    head -c $((i * 37)) /dev/urandom >"$d/file-$i.txt"
+done
+
+# --- aws CLI -------------------------------------------------------------
+check "aws s3 mb" $AWS s3 mb s3://cli
+check "aws s3 cp 50 MiB up (multipart)" $AWS s3 cp "$WORK/big.bin" s3://cli/big.bin
+check "aws s3 cp 50 MiB down" $AWS s3 cp s3://cli/big.bin "$WORK/big.back"
+check "50 MiB round trip is byte-exact" cmp "$WORK/big.bin" "$WORK/big.back"
+check "aws s3 sync 200 files up" $AWS s3 sync "$WORK/tree" s3://cli/tree
+check "aws s3 sync 200 files down" $AWS s3 sync s3://cli/tree "$WORK/tree.back"
+check "synced tree is byte-exact" diff -r "$WORK/tree" "$WORK/tree.back"
+check "aws s3 ls lists 200 files" bash -c "[ \$($AWS s3 ls --recursive s3://cli/tree/ | wc -l) -eq 200 ]"
+check "aws s3api put-object with metadata" $AWS s3api put-object --bucket cli --key "dir one/héllo +%.txt" \
+    --body "$WORK/tree/file-1.txt" --content-type text/plain --metadata owner=ann
+check "aws s3api head-object returns metadata" bash -c \
+    "$AWS s3api head-object --bucket cli --key 'dir one/héllo +%.txt' | grep -q '\"owner\": \"ann\"'"
+check "aws s3api get-object" $AWS s3api get-object --bucket cli --key "dir one/héllo +%.txt" "$WORK/odd.back"
+check "odd key round trip is byte-exact" cmp "$WORK/tree/file-1.txt" "$WORK/odd.back"
+check "aws s3api list-objects-v2 with delimiter" bash -c \
+    "$AWS s3api list-objects-v2 --bucket cli --prefix tree/ --delimiter / | grep -q '\"Prefix\": \"tree/sub/\"'"
+check "presigned URL fetched with curl" bash -c \
+    "curl -sf \"\$($AWS s3 presign s3://cli/tree/file-5.txt --expires-in 300)\" -o '$WORK/presigned.back' && cmp '$WORK/tree/file-5.txt' '$WORK/presigned.back'"
+check "wrong secret is refused" bash -c \
+    "! AWS_SECRET_ACCESS_KEY=wrong $AWS s3 ls s3://cli 2>&1 | grep -q file; AWS_SECRET_ACCESS_KEY=wrong $AWS s3 ls s3://cli 2>&1 | grep -q SignatureDoesNotMatch"
+check "aws s3 rm" $AWS s3 rm s3://cli/big.bin
+check "removed object is gone" bash -c "! $AWS s3api head-object --bucket cli --key big.bin >/dev/null 2>&1"
+
+# --- boto3 at default settings -------------------------------------------
+check "boto3 put/get, upload_file/download_file, paging" python3 - "$ENDPOINT" "$WORK" <<'PY'
+import hashlib, os, sys
+import boto3
+from boto3.s3.transfer import TransferConfig
+
+endpoint, work = sys.argv[1], sys.argv[2]
+s3 = boto3.client("s3", endpoint_url=endpoint)
+s3.create_bucket(Bucket="boto")
+body = os.urandom(300_000)
+s3.put_object(Bucket="boto", Key="small.bin", Body=body)
+assert s3.get_object(Bucket="boto", Key="small.bin")["Body"].read() == body
+path = os.path.join(work, "boto-big.bin")
+with open(path, "wb") as f:
+    f.write(os.urandom(40 * 1024 * 1024))
+s3.upload_file(path, "boto", "big.bin", Config=TransferConfig(max_concurrency=10))
+s3.download_file("boto", "big.bin", path + ".back")
+digest = lambda p: hashlib.sha256(open(p, "rb").read()).hexdigest()
+assert digest(path) == digest(path + ".back"), "upload_file/download_file differ"
+for i in range(120):
+    s3.put_object(Bucket="boto", Key=f"page/{i:04d}", Body=str(i).encode())
+keys = []
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket="boto", Prefix="page/", PaginationConfig={"PageSize": 25}):
+    keys += [o["Key"] for o in page.get("Contents", [])]
+assert keys == [f"page/{i:04d}" for i in range(120)], keys[:5]
+print("boto3 ok")
+PY
+
+# --- rclone --------------------------------------------------------------
+export RCLONE_CONFIG_OB_TYPE=s3 RCLONE_CONFIG_OB_PROVIDER=Other RCLONE_CONFIG_OB_ENDPOINT=$ENDPOINT
+export RCLONE_CONFIG_OB_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID RCLONE_CONFIG_OB_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY
+export RCLONE_CONFIG_OB_REGION=us-east-1
+# Plain HTTP on loopback: a CA bundle from the environment only trips rclone's SDK.
+RCLONE="env -u AWS_CA_BUNDLE rclone"
+check "rclone mkdir" $RCLONE mkdir ob:rclone
+check "rclone copy" $RCLONE copy "$WORK/tree" ob:rclone/tree
+check "rclone check --download" $RCLONE check --download "$WORK/tree" ob:rclone/tree
+check "rclone lsjson" bash -c "[ \$($RCLONE lsjson -R --files-only ob:rclone/tree | grep -c '\"Path\"') -eq 200 ]"
+check "rclone cat" bash -c "$RCLONE cat ob:rclone/tree/file-2.txt | cmp - '$WORK/tree/file-2.txt'"
+check "rclone delete" $RCLONE delete ob:rclone/tree/sub
+check "rclone sees the deletion" bash -c "[ \$($RCLONE lsf -R --files-only ob:rclone/tree | wc -l) -eq 134 ]"
+
+# --- s3cmd ---------------------------------------------------------------
+cat >"$WORK/s3cfg" <<EOF
+[default]
+access_key = $AWS_ACCESS_KEY_ID
+secret_key = $AWS_SECRET_ACCESS_KEY
+host_base = 127.0.0.1:$PORT
+host_bucket = 127.0.0.1:$PORT
+use_https = False
+signature_v2 = False
+bucket_location = us-east-1
+EOF
+S3CMD="s3cmd -c $WORK/s3cfg --no-progress"
+check "s3cmd mb" $S3CMD mb s3://s3cmd
+check "s3cmd put" $S3CMD put "$WORK/tree/file-7.txt" s3://s3cmd/file-7.txt
+check "s3cmd get" $S3CMD get --force s3://s3cmd/file-7.txt "$WORK/s3cmd.back"
+check "s3cmd round trip is byte-exact" cmp "$WORK/tree/file-7.txt" "$WORK/s3cmd.back"
+check "s3cmd ls" bash -c "$S3CMD ls s3://s3cmd | grep -q file-7.txt"
+check "s3cmd info" bash -c "$S3CMD info s3://s3cmd/file-7.txt | grep -qi 'md5'"
+check "s3cmd del" $S3CMD del s3://s3cmd/file-7.txt
+check "s3cmd sees the deletion" bash -c "! $S3CMD ls s3://s3cmd | grep -q file-7.txt"
+
+echo
+echo "clients: $PASSED passed, $FAILED failed"
+if [ "$FAILED" -gt 0 ]; then
+    echo "--- server log (tail)"
+    tail -40 "$WORK/server.log"
+    exit 1
+fi
