@@ -58,17 +58,25 @@ impl Server {
         }
         let keys = KeyRing::open(&config.data_dir, root)?;
 
-        let mut builder = S3ServiceBuilder::new(Gateway::new(node.engine.clone(), config.region.clone()));
-        builder.set_auth(keys);
-        if !config.domains.is_empty() {
-            let host = MultiDomain::new(&config.domains)
-                .map_err(|e| ServeError::Domains { domains: config.domains.clone(), reason: e.to_string() })?;
-            builder.set_host(host);
-        }
-        let service = builder.build();
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|source| ServeError::Bind { addr: config.listen.clone(), source })?;
+        let mut builder = S3ServiceBuilder::new(Gateway::new(node.engine.clone(), config.region.clone()));
+        builder.set_auth(keys);
+        // Clients send `bucket.domain:port` in Host: accept each domain with
+        // and without the port we listen on.
+        let port = listener.local_addr().map_or(0, |a| a.port());
+        let domains: Vec<String> = config
+            .domains
+            .iter()
+            .flat_map(|d| if d.contains(':') { vec![d.clone()] } else { vec![d.clone(), format!("{d}:{port}")] })
+            .collect();
+        if !domains.is_empty() {
+            let host = MultiDomain::new(&domains)
+                .map_err(|e| ServeError::Domains { domains: domains.clone(), reason: e.to_string() })?;
+            builder.set_host(host);
+        }
+        let service = builder.build();
         Ok(Server { listener, service, node })
     }
 

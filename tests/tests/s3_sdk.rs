@@ -62,6 +62,26 @@ impl TestServer {
         Client::from_conf(config)
     }
 
+    /// A client that names buckets in the host (`bucket.localhost:port`).
+    fn virtual_host_client(&self) -> Client // A
+    {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version_latest()
+            .endpoint_url(format!("http://localhost:{}", self.addr.port()))
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(
+                &self.key.access_key_id,
+                &self.key.secret_access_key,
+                None,
+                None,
+                "test",
+            ))
+            .force_path_style(false)
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
+            .build();
+        Client::from_conf(config)
+    }
+
     fn client(&self) -> Client // A
     {
         self.client_with(&self.key.access_key_id, &self.key.secret_access_key)
@@ -836,4 +856,28 @@ async fn multipart_uploads_stitch_parts_and_refuse_bad_completions() // A
         "NoSuchUpload"
     );
     assert_eq!(code(s3.head_object().bucket("mpu").key("small").send().await), "NotFound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_host_style_requests_reach_their_bucket() // A
+{
+    let server = TestServer::start().await;
+    let s3 = server.client();
+    s3.create_bucket().bucket("vhost").send().await.unwrap();
+    s3.put_object().bucket("vhost").key("dir/a.txt").body(ByteStream::from_static(b"virtual")).send().await.unwrap();
+    let presigned = server
+        .virtual_host_client()
+        .get_object()
+        .bucket("vhost")
+        .key("dir/a.txt")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).unwrap())
+        .await
+        .unwrap();
+    let uri: http_uri::Uri = presigned.uri().parse().unwrap();
+    assert!(uri.authority.starts_with("vhost.localhost:"), "{}", uri.authority);
+    let request =
+        format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", uri.path_and_query, uri.authority);
+    let (status, text) = raw_http(server.addr, request.as_bytes());
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with("virtual"), "{text}");
 }
