@@ -55,6 +55,7 @@ start_ouroboros() {
     OUROBOROS_ACCESS_KEY_ID=$AK OUROBOROS_SECRET_ACCESS_KEY=$SK OUROBOROS_LOG=warn \
         target/release/ouroboros serve --data-dir "$WORK/ouroboros" --listen 127.0.0.1:9301 &
     PIDS+=($!)
+    OUROBOROS_PID=$!
     wait_port 9301
     ENDPOINT[ouroboros]=http://127.0.0.1:9301 KEY[ouroboros]=$AK SECRET[ouroboros]=$SK
 }
@@ -182,3 +183,4 @@ for w in "1GiB PUT rclone MB/s" "1GiB GET rclone MB/s" "1GiB PUT aws MB/s" "1GiB
     echo
 done
 echo "(median of $ROUNDS rounds)"
+echo "ouroboros peak resident memory: $(awk '/VmHWM/ {print $2, $3}' "/proc/$OUROBOROS_PID/status")"

@@ -19,9 +19,6 @@ use ouroboros_core::store::{Durability, LocalStore};
 use ouroboros_core::{DataKeyPair, Engine, EngineConfig, Erasure, Hash, NodeKeys, PutRequest};
 use rand::{RngCore, SeedableRng};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const STAGE_BYTES: usize = 64 << 20;
 const PIPELINE_BYTES: usize = 512 << 20;
 const CHUNK: usize = 1 << 20;

@@ -41,7 +41,7 @@ pub struct Chunker {
 impl Chunker {
     pub fn new(config: ChunkerConfig) -> Self // A
     {
-        Chunker { config, pending: BytesMut::with_capacity(config.max as usize * 2) }
+        Chunker { config, pending: BytesMut::new() }
     }
 
     /// Add bytes; returns every chunk whose cut point is now certain.

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures::stream::{self, Stream, StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::chunker::{Chunker, ChunkerConfig};
 use crate::cluster::{Call, ClusterView, Request, Response, Transport, TransportError};
@@ -69,6 +69,11 @@ pub struct EngineConfig {
     pub write_parallelism: usize,
     /// Chunks fetched and opened ahead of the reader.
     pub read_ahead: usize,
+    /// Chunks being sealed and stored at once across all writes of the node,
+    /// and chunks being fetched and opened across all reads: with the
+    /// per-request buffers, these bound memory whatever the client count.
+    pub node_write_chunks: usize,
+    pub node_read_chunks: usize,
     /// Fixed coding; `None` follows the cluster size.
     pub erasure: Option<Erasure>,
 }
@@ -81,7 +86,9 @@ impl Default for EngineConfig {
             chunking: ChunkerConfig::default(),
             zstd_level: 1,
             write_parallelism: cores * 2,
-            read_ahead: cores * 2,
+            read_ahead: cores,
+            node_write_chunks: cores * 4,
+            node_read_chunks: cores * 4,
             erasure: None,
         }
     }
@@ -151,6 +158,8 @@ pub struct Engine<T, V> {
     view: Arc<V>,
     keys: Arc<NodeKeys>,
     config: Arc<EngineConfig>,
+    write_permits: Arc<Semaphore>,
+    read_permits: Arc<Semaphore>,
 }
 
 impl<T, V> Clone for Engine<T, V> {
@@ -161,6 +170,8 @@ impl<T, V> Clone for Engine<T, V> {
             view: self.view.clone(),
             keys: self.keys.clone(),
             config: self.config.clone(),
+            write_permits: self.write_permits.clone(),
+            read_permits: self.read_permits.clone(),
         }
     }
 }
@@ -198,7 +209,9 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         if keys.recipients.is_empty() {
             return Err(EngineError::Config("no recipient public key to seal chunks for".into()));
         }
-        Ok(Engine { transport, view, keys: Arc::new(keys), config: Arc::new(config) })
+        let write_permits = Arc::new(Semaphore::new(config.node_write_chunks.max(1)));
+        let read_permits = Arc::new(Semaphore::new(config.node_read_chunks.max(1)));
+        Ok(Engine { transport, view, keys: Arc::new(keys), config: Arc::new(config), write_permits, read_permits })
     }
 
     pub fn local_node(&self) -> NodeId // A
@@ -374,9 +387,9 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     {
         // Bounded channels keep memory flat whatever the object size: at most
         // a few pieces and `write_parallelism` chunks are in flight.
-        let (md5_tx, mut md5_rx) = mpsc::channel::<Bytes>(8);
-        let (cdc_tx, mut cdc_rx) = mpsc::channel::<Bytes>(8);
-        let (chunk_tx, chunk_rx) = mpsc::channel::<Bytes>(2);
+        let (md5_tx, mut md5_rx) = mpsc::channel::<Bytes>(2);
+        let (cdc_tx, mut cdc_rx) = mpsc::channel::<Bytes>(2);
+        let (chunk_tx, chunk_rx) = mpsc::channel::<Bytes>(1);
 
         let md5_task = tokio::task::spawn_blocking(move || {
             let mut md5 = Md5::new();
@@ -418,9 +431,21 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             }
             Ok::<(), EngineError>(())
         };
-        let chunks = stream::unfold(chunk_rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) });
+        // Each chunk takes one of the node's write permits before the next
+        // is pulled, and keeps it until stored: a slow client holds none
+        // while its body trickles in.
+        let permits = self.write_permits.clone();
+        let chunks = stream::unfold((chunk_rx, permits), |(mut rx, permits)| async move {
+            let chunk = rx.recv().await?;
+            let permit = permits.clone().acquire_owned().await.ok()?;
+            Some(((chunk, permit), (rx, permits)))
+        });
         let store = chunks
-            .map(|chunk| self.store_chunk(chunk))
+            .map(|(chunk, permit)| async move {
+                let stored = self.store_chunk(chunk).await;
+                drop(permit);
+                stored
+            })
             .buffered(self.config.write_parallelism)
             .try_collect::<Vec<(Hash, u32)>>();
         let (fed, stored) = futures::join!(feed, store);
@@ -771,7 +796,10 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             .map(move |chunk| {
                 let engine = engine.clone();
                 async move {
-                    let plain = engine.read_chunk(&chunk).await?;
+                    let permit = engine.read_permits.clone().acquire_owned().await;
+                    let plain = engine.read_chunk(&chunk).await;
+                    drop(permit);
+                    let plain = plain?;
                     let from = start.saturating_sub(chunk.offset) as usize;
                     let to = (end - chunk.offset).min(chunk.len as u64) as usize;
                     Ok(Bytes::from(plain).slice(from..to))

@@ -8,9 +8,6 @@ use ouroboros_gateway::config::{Config, Overrides, DEFAULT_DATA_DIR};
 use ouroboros_gateway::credentials;
 use ouroboros_gateway::server::Server;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "ouroboros",
@@ -57,7 +54,7 @@ enum KeyAction {
 fn init_logging() // A
 {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OUROBOROS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s::ops=off"));
     use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal();
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();

@@ -269,7 +269,7 @@ struct ResponseBody(tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>);
 impl ResponseBody {
     fn spawn(chunks: impl futures::Stream<Item = Result<Bytes, EngineError>> + Send + 'static) -> Self // A
     {
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
             let mut chunks = std::pin::pin!(chunks);
             while let Some(piece) = chunks.next().await {
