@@ -111,6 +111,17 @@ pub struct WrittenBody {
     pub size: u64,
 }
 
+/// A request for several nodes: what it is for (in errors) and which
+/// response kind answers it.
+struct Ask {
+    what: String,
+    expected: &'static str,
+    request: Request,
+}
+
+/// Picks the expected answer out of a response, or hands the response back.
+type Accept<R> = fn(Response) -> Result<R, Response>;
+
 /// The object key whose metadata partition holds a table row.
 #[derive(Debug, Clone, Copy)]
 pub struct Home<'a> {
@@ -343,30 +354,14 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// Up to `max` rows under `prefix` after `after`, merged from every member.
     pub async fn scan_rows(&self, table: u8, prefix: &[u8], after: &[u8], max: usize) -> EngineResult<Vec<Row>> // PA
     {
-        let members = self.view.members();
-        let request = || Request::ScanRows { table, prefix: prefix.to_vec(), after: after.to_vec(), max };
-        let results = futures::future::join_all(members.iter().map(|node| self.transport.call(*node, request()))).await;
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        let mut errors = Vec::new();
-        let mut answered = 0;
-        for (node, result) in members.iter().zip(results) {
-            match result {
-                Ok(Response::Rows(rows)) => {
-                    answered += 1;
-                    merged.extend(rows);
-                }
-                Ok(other) => {
-                    errors.push(TransportError::UnexpectedResponse { node: *node, expected: "Rows", got: other.kind() })
-                }
-                Err(error) => errors.push(error),
-            }
-        }
-        if answered == 0 {
-            return Err(EngineError::NoReplica {
-                what: format!("scan of table {table}"),
-                errors: join_errors(&errors),
-            });
-        }
+        let ask = Ask {
+            what: format!("scan of table {table}"),
+            expected: "Rows",
+            request: Request::ScanRows { table, prefix: prefix.to_vec(), after: after.to_vec(), max },
+        };
+        let accept: Accept<Vec<Row>> = |r| if let Response::Rows(rows) = r { Ok(rows) } else { Err(r) };
+        let answers = self.ask_all(&self.view.members(), ask, accept).await?;
+        let merged: BTreeMap<Vec<u8>, Vec<u8>> = answers.into_iter().flatten().collect();
         Ok(merged.into_iter().take(max).collect())
     }
 
@@ -527,6 +522,34 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         Ok(())
     }
 
+    /// Send one request to every node in `nodes` at once and keep the
+    /// answers `accept` recognises; fails only when no node answered.
+    async fn ask_all<R>(&self, nodes: &[NodeId], ask: Ask, accept: Accept<R>) -> EngineResult<Vec<R>> // PA
+    {
+        let calls = nodes.iter().map(|node| self.transport.call(*node, ask.request.clone()));
+        let results = futures::future::join_all(calls).await;
+        let mut answers = Vec::with_capacity(nodes.len());
+        let mut errors = Vec::new();
+        for (node, result) in nodes.iter().zip(results) {
+            match result.map(accept) {
+                Ok(Ok(answer)) => answers.push(answer),
+                Ok(Err(other)) => errors.push(TransportError::UnexpectedResponse {
+                    node: *node,
+                    expected: ask.expected,
+                    got: other.kind(),
+                }),
+                Err(error) => errors.push(error),
+            }
+        }
+        if answers.is_empty() {
+            return Err(EngineError::NoReplica { what: ask.what, errors: join_errors(&errors) });
+        }
+        if !errors.is_empty() {
+            tracing::warn!(what = %ask.what, errors = %join_errors(&errors), "some nodes did not answer");
+        }
+        Ok(answers)
+    }
+
     fn object_replicas(&self, bucket: &str, key: &str) -> Vec<NodeId> // PA
     {
         placement::partition_replicas(placement::partition_of(bucket, key), &self.view.members())
@@ -564,32 +587,13 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     pub async fn heads(&self, bucket: &str, key: &str) -> EngineResult<Vec<Hash>> // PA
     {
         let replicas = self.object_replicas(bucket, key);
-        let request = || Request::Heads { bucket: bucket.to_string(), key: key.to_string() };
-        let results =
-            futures::future::join_all(replicas.iter().map(|node| self.transport.call(*node, request()))).await;
-        let mut heads = Vec::new();
-        let mut answered = 0;
-        let mut errors = Vec::new();
-        for (node, result) in replicas.iter().zip(results) {
-            match result {
-                Ok(Response::Heads(found)) => {
-                    answered += 1;
-                    heads.extend(found);
-                }
-                Ok(other) => errors.push(TransportError::UnexpectedResponse {
-                    node: *node,
-                    expected: "Heads",
-                    got: other.kind(),
-                }),
-                Err(error) => errors.push(error),
-            }
-        }
-        if answered == 0 {
-            return Err(EngineError::NoReplica {
-                what: format!("heads of {bucket}/{key}"),
-                errors: join_errors(&errors),
-            });
-        }
+        let ask = Ask {
+            what: format!("heads of {bucket}/{key}"),
+            expected: "Heads",
+            request: Request::Heads { bucket: bucket.to_string(), key: key.to_string() },
+        };
+        let accept: Accept<Vec<Hash>> = |r| if let Response::Heads(heads) = r { Ok(heads) } else { Err(r) };
+        let mut heads: Vec<Hash> = self.ask_all(&replicas, ask, accept).await?.into_iter().flatten().collect();
         heads.sort();
         heads.dedup();
         Ok(heads)
@@ -636,35 +640,16 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// Every node's view of the bucket registers, merged (newest wins).
     async fn bucket_records(&self) -> EngineResult<BTreeMap<String, BucketRecord>> // PA
     {
-        let members = self.view.members();
-        let calls = members.iter().map(|node| self.transport.call(*node, Request::ListBuckets));
-        let results = futures::future::join_all(calls).await;
+        let ask = Ask { what: "bucket list".into(), expected: "Buckets", request: Request::ListBuckets };
+        let accept: Accept<Vec<BucketRecord>> = |r| if let Response::Buckets(b) = r { Ok(b) } else { Err(r) };
         let mut merged: BTreeMap<String, BucketRecord> = BTreeMap::new();
-        let mut errors = Vec::new();
-        let mut answered = 0;
-        for (node, result) in members.iter().zip(results) {
-            match result {
-                Ok(Response::Buckets(records)) => {
-                    answered += 1;
-                    for record in records {
-                        match merged.get(&record.name) {
-                            Some(held) if !record.supersedes(held) => {}
-                            _ => {
-                                merged.insert(record.name.clone(), record);
-                            }
-                        }
-                    }
+        for record in self.ask_all(&self.view.members(), ask, accept).await?.into_iter().flatten() {
+            match merged.get(&record.name) {
+                Some(held) if !record.supersedes(held) => {}
+                _ => {
+                    merged.insert(record.name.clone(), record);
                 }
-                Ok(other) => errors.push(TransportError::UnexpectedResponse {
-                    node: *node,
-                    expected: "Buckets",
-                    got: other.kind(),
-                }),
-                Err(error) => errors.push(error),
             }
-        }
-        if answered == 0 {
-            return Err(EngineError::NoReplica { what: "bucket list".into(), errors: join_errors(&errors) });
         }
         Ok(merged)
     }
@@ -728,49 +713,41 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         // One more than asked tells whether more follow.
         let want = limit.saturating_add(1);
         loop {
-            let request = || Request::ListKeys {
-                bucket: bucket.to_string(),
-                prefix: prefix.to_string(),
-                start: start.clone(),
-                limit: want,
+            let ask = Ask {
+                what: format!("listing of {bucket}"),
+                expected: "Keys",
+                request: Request::ListKeys {
+                    bucket: bucket.to_string(),
+                    prefix: prefix.to_string(),
+                    start: start.clone(),
+                    limit: want,
+                },
             };
-            let results =
-                futures::future::join_all(members.iter().map(|node| self.transport.call(*node, request()))).await;
+            let accept: Accept<Vec<ObjectSummary>> = |r| if let Response::Keys(keys) = r { Ok(keys) } else { Err(r) };
             let mut merged: BTreeMap<String, ObjectSummary> = BTreeMap::new();
-            let mut more = false;
-            let mut answered = 0;
-            let mut errors = Vec::new();
-            for (node, result) in members.iter().zip(results) {
-                match result {
-                    Ok(Response::Keys(keys)) => {
-                        answered += 1;
-                        more |= keys.len() == want;
-                        for summary in keys {
-                            match merged.get(&summary.key) {
-                                Some(held) if !summary.newer_than(held) => {}
-                                _ => {
-                                    merged.insert(summary.key.clone(), summary);
-                                }
-                            }
+            // A full answer may have stopped short of keys another node sent:
+            // the page ends at the smallest last key of any full answer.
+            let mut cutoff: Option<String> = None;
+            for keys in self.ask_all(&members, ask, accept).await? {
+                if keys.len() == want {
+                    let last = keys.last().map(|s| s.key.clone());
+                    cutoff = match (cutoff, last) {
+                        (Some(held), Some(last)) => Some(held.min(last)),
+                        (held, last) => held.or(last),
+                    };
+                }
+                for summary in keys {
+                    match merged.get(&summary.key) {
+                        Some(held) if !summary.newer_than(held) => {}
+                        _ => {
+                            merged.insert(summary.key.clone(), summary);
                         }
                     }
-                    Ok(other) => errors.push(TransportError::UnexpectedResponse {
-                        node: *node,
-                        expected: "Keys",
-                        got: other.kind(),
-                    }),
-                    Err(error) => errors.push(error),
                 }
             }
-            if answered == 0 {
-                return Err(EngineError::NoReplica {
-                    what: format!("listing of {bucket}"),
-                    errors: join_errors(&errors),
-                });
-            }
-            // Each node sent its first `limit` keys: past the smallest last key
-            // of a full answer, another node may be missing keys.
-            let page: Vec<ObjectSummary> = merged.into_values().take(want).collect();
+            let more = cutoff.is_some();
+            let page: Vec<ObjectSummary> =
+                merged.into_values().take_while(|s| cutoff.as_ref().is_none_or(|c| s.key <= *c)).collect();
             let last = page.last().map(|s| s.key.clone());
             live.extend(page.into_iter().filter(|s| s.kind != BlobKind::DeleteMarker));
             if live.len() > limit {

@@ -405,3 +405,32 @@ async fn kill_9_mid_write_loses_nothing_acknowledged() // A
     put(&engine, "after-crash", b"still writable").await;
     assert_eq!(read_all(&engine, "after-crash").await.unwrap(), b"still writable");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_over_six_nodes_page_without_gaps_or_repeats() // A
+{
+    let cluster = Cluster::new(6, small_chunks());
+    let mut keys: Vec<String> = (0..60).map(|i| format!("key-{i:03}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        put(&cluster.engines[i % 6], key, key.as_bytes()).await;
+    }
+    // A deleted key disappears from listings.
+    let mut marker = PutRequest::new("bucket", "key-007");
+    marker.kind = ouroboros_core::BlobKind::DeleteMarker;
+    cluster.engines[2].put_object(marker, body(b"")).await.unwrap();
+    keys.retain(|k| k != "key-007");
+
+    let engine = &cluster.engines[4];
+    let mut listed = Vec::new();
+    let mut start = ouroboros_core::store::ListStart::Beginning;
+    loop {
+        let (page, more) = engine.list_objects("bucket", "key-", start.clone(), 7).await.unwrap();
+        assert!(page.len() <= 7);
+        listed.extend(page.iter().map(|s| s.key.clone()));
+        match (more, page.last()) {
+            (true, Some(last)) => start = ouroboros_core::store::ListStart::After(last.key.clone()),
+            _ => break,
+        }
+    }
+    assert_eq!(listed, keys);
+}
