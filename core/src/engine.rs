@@ -122,6 +122,10 @@ struct Ask {
 /// Picks the expected answer out of a response, or hands the response back.
 type Accept<R> = fn(Response) -> Result<R, Response>;
 
+/// What one node has of what was asked, or the unexpected response.
+type Reply<R> = Result<Option<R>, Response>;
+type Found<R> = EngineResult<Option<R>>;
+
 /// The object key whose metadata partition holds a table row.
 #[derive(Debug, Clone, Copy)]
 pub struct Home<'a> {
@@ -323,23 +327,10 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// A row from the first replica of `home` that has it.
     pub async fn get_row(&self, home: Home<'_>, table: u8, key: Vec<u8>) -> EngineResult<Option<Vec<u8>>> // PA
     {
-        let mut errors = Vec::new();
-        let mut answered = false;
-        for node in self.object_replicas(home.bucket, home.key) {
-            match self.transport.call(node, Request::GetRow { table, key: key.clone() }).await {
-                Ok(Response::Row(Some(value))) => return Ok(Some(value)),
-                Ok(Response::Row(None)) => answered = true,
-                Ok(other) => {
-                    errors.push(TransportError::UnexpectedResponse { node, expected: "Row", got: other.kind() })
-                }
-                Err(error) => errors.push(error),
-            }
-        }
-        if answered {
-            Ok(None)
-        } else {
-            Err(EngineError::NoReplica { what: format!("row of table {table}"), errors: join_errors(&errors) })
-        }
+        let ask =
+            Ask { what: format!("row of table {table}"), expected: "Row", request: Request::GetRow { table, key } };
+        let replicas = self.object_replicas(home.bucket, home.key);
+        self.ask_first(replicas, ask, |r| if let Response::Row(row) = r { Ok(row) } else { Err(r) }).await
     }
 
     pub async fn delete_row(&self, home: Home<'_>, table: u8, key: Vec<u8>) -> EngineResult<()> // PA
@@ -550,6 +541,29 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         Ok(answers)
     }
 
+    /// Ask `nodes` one after another until one has what is asked for;
+    /// `Ok(None)` when every node that answered has nothing.
+    async fn ask_first<R>(&self, nodes: Vec<NodeId>, ask: Ask, accept: impl Fn(Response) -> Reply<R>) -> Found<R> // PA
+    {
+        let mut errors = Vec::new();
+        let mut answered = false;
+        for node in nodes {
+            match self.transport.call(node, ask.request.clone()).await.map(&accept) {
+                Ok(Ok(Some(found))) => return Ok(Some(found)),
+                Ok(Ok(None)) => answered = true,
+                Ok(Err(other)) => {
+                    errors.push(TransportError::UnexpectedResponse { node, expected: ask.expected, got: other.kind() })
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+        if answered {
+            Ok(None)
+        } else {
+            Err(EngineError::NoReplica { what: ask.what, errors: join_errors(&errors) })
+        }
+    }
+
     fn object_replicas(&self, bucket: &str, key: &str) -> Vec<NodeId> // PA
     {
         placement::partition_replicas(placement::partition_of(bucket, key), &self.view.members())
@@ -564,22 +578,15 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     async fn fetch_chunk_manifest(&self, id: &Hash) -> EngineResult<Chunk> // PA
     {
         let replicas = placement::partition_replicas(placement::partition_of_hash(id), &self.view.members());
-        let mut errors = Vec::new();
-        for node in replicas {
-            match self.transport.call(node, Request::GetChunk(*id)).await {
-                Ok(Response::Chunk(Some(chunk))) if chunk.id == *id => return Ok(chunk),
-                Ok(Response::Chunk(_)) => {}
-                Ok(other) => {
-                    errors.push(TransportError::UnexpectedResponse { node, expected: "Chunk", got: other.kind() })
-                }
-                Err(error) => errors.push(error),
+        let ask = Ask { what: format!("manifest of chunk {id}"), expected: "Chunk", request: Request::GetChunk(*id) };
+        let accept = |r| if let Response::Chunk(chunk) = r { Ok(chunk.filter(|c| c.id == *id)) } else { Err(r) };
+        match self.ask_first(replicas, ask, accept).await {
+            Ok(Some(chunk)) => Ok(chunk),
+            Ok(None) => Err(EngineError::ChunkNotFound(*id)),
+            Err(error) => {
+                tracing::warn!(chunk = %id, %error, "manifest lookup failed");
+                Err(EngineError::ChunkNotFound(*id))
             }
-        }
-        if errors.is_empty() {
-            Err(EngineError::ChunkNotFound(*id))
-        } else {
-            tracing::warn!(chunk = %id, errors = %join_errors(&errors), "manifest lookup failed on some replicas");
-            Err(EngineError::ChunkNotFound(*id))
         }
     }
 
@@ -599,29 +606,23 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         Ok(heads)
     }
 
-    /// One version of a key, by hash, from the first replica that has it.
+    /// One version of a key, by hash, from the first replica that has it
+    /// intact.
     pub async fn get_blob(&self, bucket: &str, key: &str, hash: &Hash) -> EngineResult<Option<Blob>> // PA
     {
-        let mut errors = Vec::new();
-        let mut answered = false;
-        for node in self.object_replicas(bucket, key) {
-            match self.transport.call(node, Request::GetBlob(*hash)).await {
-                Ok(Response::Blob(Some(bytes))) => match Blob::decode_verified(hash, &bytes) {
-                    Ok(blob) => return Ok(Some(blob)),
-                    Err(error) => tracing::warn!(%node, %error, "replica holds a damaged blob"),
-                },
-                Ok(Response::Blob(None)) => answered = true,
-                Ok(other) => {
-                    errors.push(TransportError::UnexpectedResponse { node, expected: "Blob", got: other.kind() })
+        let ask = Ask { what: format!("blob {hash}"), expected: "Blob", request: Request::GetBlob(*hash) };
+        let accept = |response| match response {
+            Response::Blob(Some(bytes)) => match Blob::decode_verified(hash, &bytes) {
+                Ok(blob) => Ok(Some(blob)),
+                Err(error) => {
+                    tracing::warn!(%error, "a replica holds a damaged blob; asking the next");
+                    Ok(None)
                 }
-                Err(error) => errors.push(error),
-            }
-        }
-        if answered {
-            Ok(None)
-        } else {
-            Err(EngineError::NoReplica { what: format!("blob {hash}"), errors: join_errors(&errors) })
-        }
+            },
+            Response::Blob(None) => Ok(None),
+            other => Err(other),
+        };
+        self.ask_first(self.object_replicas(bucket, key), ask, accept).await
     }
 
     /// The newest head of a key (by created time, then hash), as S3 reads see it.

@@ -75,6 +75,13 @@ fn segment_path(dir: &Path, id: u32) -> PathBuf // PA
     dir.join(format!("{id:08}.seg"))
 }
 
+fn create_segment(dir: &Path, id: u32) -> StoreResult<Arc<File>> // PA
+{
+    let path = segment_path(dir, id);
+    let file = OpenOptions::new().create_new(true).read(true).write(true).open(&path);
+    Ok(Arc::new(file.map_err(file_error("creating", &path))?))
+}
+
 impl SliceLog {
     /// Open the segments in `dir` and start a fresh one for new writes (the
     /// tail of the last one may hold a partial record from a crash).
@@ -89,15 +96,7 @@ impl SliceLog {
             newest = newest.max(id.unwrap_or(0));
         }
         let id = newest + 1;
-        let path = segment_path(dir, id);
-        let file = Arc::new(
-            OpenOptions::new()
-                .create_new(true)
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(file_error("creating", &path))?,
-        );
+        let file = create_segment(dir, id)?;
         let segments = RwLock::new(HashMap::from([(id, file.clone())]));
         Ok(SliceLog { dir: dir.to_path_buf(), index, active: Mutex::new(Active { id, file, len: 0 }), segments })
     }
@@ -142,15 +141,7 @@ impl SliceLog {
         let old = segment_path(&self.dir, active.id);
         active.file.sync_data().map_err(file_error("syncing", &old))?;
         let id = active.id + 1;
-        let path = segment_path(&self.dir, id);
-        let file = Arc::new(
-            OpenOptions::new()
-                .create_new(true)
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(file_error("creating", &path))?,
-        );
+        let file = create_segment(&self.dir, id)?;
         self.segments.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(id, file.clone());
         *active = Active { id, file, len: 0 };
         Ok(())

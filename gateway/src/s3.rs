@@ -129,6 +129,25 @@ struct ResponseOverrides {
     expires: Option<Timestamp>,
 }
 
+/// What GET and HEAD ask of a version besides its key.
+struct ReadRequest<'a> {
+    conditions: Preconditions<'a>,
+    range: Option<&'a Range>,
+    part_number: Option<i32>,
+    overrides: ResponseOverrides,
+}
+
+/// What GET and HEAD share: the preconditions, the bytes to send and the
+/// headers to answer with.
+fn prepare_read(blob: &Blob, read: ReadRequest<'_>) -> S3Result<(ByteRange, Option<String>, ObjectHeaders)> // A
+{
+    check_preconditions(blob, read.conditions, S3ErrorCode::NotModified)?;
+    let (range, content_range) = byte_range(blob, read.range, read.part_number)?;
+    let mut headers = ObjectHeaders::of(blob);
+    headers.override_with(read.overrides);
+    Ok((range, content_range, headers))
+}
+
 /// The `If-*` preconditions of a read or of a copy's source.
 struct Preconditions<'a> {
     if_match: Option<&'a ETagCondition>,
@@ -691,23 +710,25 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
         let input = req.input;
         let stored = self.current(&input.bucket, &input.key).await?;
         let blob = stored.blob;
-        let conditions = Preconditions {
-            if_match: input.if_match.as_ref(),
-            if_none_match: input.if_none_match.as_ref(),
-            if_modified_since: input.if_modified_since.as_ref(),
-            if_unmodified_since: input.if_unmodified_since.as_ref(),
+        let read = ReadRequest {
+            conditions: Preconditions {
+                if_match: input.if_match.as_ref(),
+                if_none_match: input.if_none_match.as_ref(),
+                if_modified_since: input.if_modified_since.as_ref(),
+                if_unmodified_since: input.if_unmodified_since.as_ref(),
+            },
+            range: input.range.as_ref(),
+            part_number: input.part_number,
+            overrides: ResponseOverrides {
+                content_type: input.response_content_type,
+                content_encoding: input.response_content_encoding,
+                content_disposition: input.response_content_disposition,
+                content_language: input.response_content_language,
+                cache_control: input.response_cache_control,
+                expires: input.response_expires,
+            },
         };
-        check_preconditions(&blob, conditions, S3ErrorCode::NotModified)?;
-        let (range, content_range) = byte_range(&blob, input.range.as_ref(), input.part_number)?;
-        let mut headers = ObjectHeaders::of(&blob);
-        headers.override_with(ResponseOverrides {
-            content_type: input.response_content_type,
-            content_encoding: input.response_content_encoding,
-            content_disposition: input.response_content_disposition,
-            content_language: input.response_content_language,
-            cache_control: input.response_cache_control,
-            expires: input.response_expires,
-        });
+        let (range, content_range, headers) = prepare_read(&blob, read)?;
         let length = range.end - range.start;
         let whole_object = content_range.is_none();
         let body = ResponseBody::spawn(self.engine.read(&blob, range));
@@ -741,24 +762,26 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
         let input = req.input;
         let stored = self.current(&input.bucket, &input.key).await?;
         let blob = stored.blob;
-        let conditions = Preconditions {
-            if_match: input.if_match.as_ref(),
-            if_none_match: input.if_none_match.as_ref(),
-            if_modified_since: input.if_modified_since.as_ref(),
-            if_unmodified_since: input.if_unmodified_since.as_ref(),
+        let read = ReadRequest {
+            conditions: Preconditions {
+                if_match: input.if_match.as_ref(),
+                if_none_match: input.if_none_match.as_ref(),
+                if_modified_since: input.if_modified_since.as_ref(),
+                if_unmodified_since: input.if_unmodified_since.as_ref(),
+            },
+            range: input.range.as_ref(),
+            part_number: input.part_number,
+            overrides: ResponseOverrides {
+                content_type: input.response_content_type,
+                content_encoding: input.response_content_encoding,
+                content_disposition: input.response_content_disposition,
+                content_language: input.response_content_language,
+                cache_control: input.response_cache_control,
+                expires: input.response_expires,
+            },
         };
-        check_preconditions(&blob, conditions, S3ErrorCode::NotModified)?;
-        let (range, content_range) = byte_range(&blob, input.range.as_ref(), input.part_number)?;
+        let (range, content_range, headers) = prepare_read(&blob, read)?;
         let length = range.end - range.start;
-        let mut headers = ObjectHeaders::of(&blob);
-        headers.override_with(ResponseOverrides {
-            content_type: input.response_content_type,
-            content_encoding: input.response_content_encoding,
-            content_disposition: input.response_content_disposition,
-            content_language: input.response_content_language,
-            cache_control: input.response_cache_control,
-            expires: input.response_expires,
-        });
         Ok(S3Response::new(HeadObjectOutput {
             content_length: Some(length as i64),
             content_range,
