@@ -133,6 +133,16 @@ pub struct Home<'a> {
     pub key: &'a str,
 }
 
+/// What a new version holds, however its bytes were written.
+#[derive(Debug, Clone)]
+pub struct BlobContent {
+    pub size: u64,
+    pub etag: String,
+    pub chunks: Vec<ChunkRef>,
+    /// Sizes of multipart parts; empty otherwise.
+    pub part_sizes: Vec<u64>,
+}
+
 /// What a write stores besides the body.
 #[derive(Debug, Clone)]
 pub struct PutRequest {
@@ -252,26 +262,9 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// Make a written body visible as a new version of `request.key`.
     pub async fn commit(&self, request: PutRequest, body: WrittenBody) -> EngineResult<StoredBlob> // PA
     {
-        let parents = match request.parents {
-            Some(parents) => parents,
-            None => self.heads(&request.bucket, &request.key).await?,
-        };
-        let blob = Blob {
-            bucket: request.bucket,
-            key: request.key,
-            parents,
-            created: now_nanos(),
-            writer: self.view.local_node(),
-            kind: request.kind,
-            size: body.size,
-            etag: hex::encode(body.md5),
-            system_metadata: request.system_metadata,
-            user_metadata: request.user_metadata,
-            checksums: request.checksums,
-            chunks: body.chunks,
-            part_sizes: Vec::new(),
-        };
-        self.put_blob(blob).await
+        let content =
+            BlobContent { size: body.size, etag: hex::encode(body.md5), chunks: body.chunks, part_sizes: Vec::new() };
+        self.commit_content(request, content).await
     }
 
     /// Make the parts of a multipart upload one new version: their chunk
@@ -279,10 +272,6 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// MD5 of the part MD5s, with the part count.
     pub async fn commit_parts(&self, request: PutRequest, parts: Vec<PartRecord>) -> EngineResult<StoredBlob> // PA
     {
-        let parents = match request.parents {
-            Some(parents) => parents,
-            None => self.heads(&request.bucket, &request.key).await?,
-        };
         let mut digests = Md5::new();
         let mut chunks = Vec::new();
         let mut offset = 0u64;
@@ -295,6 +284,23 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                 offset += chunk.len as u64;
             }
         }
+        let content = BlobContent {
+            size: offset,
+            etag: format!("{}-{}", hex::encode(digests.finalize()), parts.len()),
+            chunks,
+            part_sizes: parts.iter().map(|p| p.size).collect(),
+        };
+        self.commit_content(request, content).await
+    }
+
+    /// Write a new version holding `content` (chunks already stored); its
+    /// parents are the request's, or the key's current heads.
+    pub async fn commit_content(&self, request: PutRequest, content: BlobContent) -> EngineResult<StoredBlob> // PA
+    {
+        let parents = match request.parents {
+            Some(parents) => parents,
+            None => self.heads(&request.bucket, &request.key).await?,
+        };
         let blob = Blob {
             bucket: request.bucket,
             key: request.key,
@@ -302,13 +308,13 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             created: now_nanos(),
             writer: self.view.local_node(),
             kind: request.kind,
-            size: offset,
-            etag: format!("{}-{}", hex::encode(digests.finalize()), parts.len()),
+            size: content.size,
+            etag: content.etag,
             system_metadata: request.system_metadata,
             user_metadata: request.user_metadata,
             checksums: request.checksums,
-            chunks,
-            part_sizes: parts.iter().map(|p| p.size).collect(),
+            chunks: content.chunks,
+            part_sizes: content.part_sizes,
         };
         self.put_blob(blob).await
     }

@@ -16,7 +16,9 @@ pub mod seal;
 pub mod slicelog;
 pub mod store;
 
-pub use engine::{BodyStream, BodyTap, Engine, EngineConfig, EngineError, Home, PutRequest, StoredBlob, WrittenBody};
+pub use engine::{
+    BlobContent, BodyStream, BodyTap, Engine, EngineConfig, EngineError, Home, PutRequest, StoredBlob, WrittenBody,
+};
 pub use hash::Hash;
 pub use keys::{ClusterSecret, DataKeyPair, NodeKeys};
 pub use model::{

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use ouroboros_core::cluster::{ClusterView, Transport};
 use ouroboros_core::store::ListStart;
-use ouroboros_core::{Blob, BlobKind, BodyTap, Engine, EngineError, ObjectSummary, PutRequest, StoredBlob};
+use ouroboros_core::{
+    Blob, BlobContent, BlobKind, BodyTap, Engine, EngineError, ObjectSummary, PutRequest, StoredBlob,
+};
 use s3s::checksum::ChecksumHasher;
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, TrailingHeaders, S3};
@@ -881,23 +883,17 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
             (source.blob.system_metadata.clone(), source.blob.user_metadata.clone())
         };
         // The copy shares the source's chunks: no byte is read or stored again.
-        let heads = self.engine.heads(&input.bucket, &input.key).await.map_err(internal)?;
-        let copy = Blob {
-            bucket: input.bucket.clone(),
-            key: input.key.clone(),
-            parents: heads,
-            created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
-            writer: self.engine.local_node(),
-            kind: BlobKind::Version,
+        let mut request = PutRequest::new(input.bucket.clone(), input.key.clone());
+        request.system_metadata = system_metadata;
+        request.user_metadata = user_metadata;
+        request.checksums = source.blob.checksums.clone();
+        let content = BlobContent {
             size: source.blob.size,
             etag: source.blob.etag.clone(),
-            system_metadata,
-            user_metadata,
-            checksums: source.blob.checksums.clone(),
             chunks: source.blob.chunks.clone(),
             part_sizes: source.blob.part_sizes.clone(),
         };
-        let stored = self.engine.put_blob(copy).await.map_err(internal)?;
+        let stored = self.engine.commit_content(request, content).await.map_err(internal)?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(ETag::Strong(stored.blob.etag.clone())),
