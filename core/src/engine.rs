@@ -86,7 +86,7 @@ impl Default for EngineConfig {
             chunking: ChunkerConfig::default(),
             zstd_level: 1,
             write_parallelism: cores * 2,
-            read_ahead: cores,
+            read_ahead: cores * 4,
             node_write_chunks: cores * 4,
             node_read_chunks: cores * 4,
             erasure: None,

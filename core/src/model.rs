@@ -49,11 +49,25 @@ impl SealedSlice {
         out
     }
 
+    /// Bytes before the payload in the encoding: envelope and nonce.
+    pub const HEADER_LEN: usize = codec::ENVELOPE_LEN + 12;
+
     /// Decode a slice stored under `hash` without rehashing it: the reader's
     /// AEAD check authenticates every byte anyway. Scrub uses `decode_verified`.
     pub fn decode(hash: &Hash, mut bytes: Vec<u8>) -> Result<Self, SliceDecodeError> // PA
     {
-        let (version, body) = codec::open_envelope(RecordKind::Slice, &bytes)
+        if bytes.len() < Self::HEADER_LEN {
+            return Self::decode_parts(hash, &bytes, Vec::new());
+        }
+        let payload = bytes.split_off(Self::HEADER_LEN);
+        Self::decode_parts(hash, &bytes, payload)
+    }
+
+    /// Decode a slice whose header and payload were read separately, so the
+    /// payload never has to move within its buffer.
+    pub fn decode_parts(hash: &Hash, header: &[u8], payload: Vec<u8>) -> Result<Self, SliceDecodeError> // PA
+    {
+        let (version, body) = codec::open_envelope(RecordKind::Slice, header)
             .map_err(|source| SliceDecodeError::Envelope { hash: *hash, source })?;
         if version != Self::VERSION {
             return Err(SliceDecodeError::Envelope {
@@ -61,13 +75,12 @@ impl SealedSlice {
                 source: DecodeError::UnknownVersion { kind: RecordKind::Slice, version, newest: Self::VERSION },
             });
         }
-        if body.len() < 12 + 16 {
-            return Err(SliceDecodeError::Truncated { hash: *hash, len: body.len() });
+        if body.len() < 12 || payload.len() < 16 {
+            return Err(SliceDecodeError::Truncated { hash: *hash, len: body.len() + payload.len() });
         }
         let mut nonce = [0u8; 12];
         nonce.copy_from_slice(&body[..12]);
-        bytes.drain(..codec::ENVELOPE_LEN + 12);
-        Ok(SealedSlice { hash: *hash, nonce, payload: bytes })
+        Ok(SealedSlice { hash: *hash, nonce, payload })
     }
 
     /// Decode a slice and check that its content hashes to `expected`.
@@ -82,9 +95,9 @@ impl SealedSlice {
     }
 
     /// The envelope and nonce that precede the payload in the encoding.
-    pub fn header(&self) -> [u8; codec::ENVELOPE_LEN + 12] // PA
+    pub fn header(&self) -> [u8; Self::HEADER_LEN] // PA
     {
-        let mut header = [0u8; codec::ENVELOPE_LEN + 12];
+        let mut header = [0u8; Self::HEADER_LEN];
         header[..codec::ENVELOPE_LEN].copy_from_slice(&codec::envelope(RecordKind::Slice, Self::VERSION));
         header[codec::ENVELOPE_LEN..].copy_from_slice(&self.nonce);
         header

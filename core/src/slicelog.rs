@@ -174,10 +174,13 @@ impl SliceLog {
         let Some(bytes) = self.index.get(hash.as_bytes())? else { return Ok(None) };
         let location = Location::decode(&bytes)?;
         let file = self.segment(location.segment)?;
-        let mut record = vec![0u8; location.len as usize];
-        file.read_exact_at(&mut record, location.offset)
-            .map_err(file_error("reading", &segment_path(&self.dir, location.segment)))?;
-        Ok(Some(SealedSlice::decode(hash, record)?))
+        let path = || segment_path(&self.dir, location.segment);
+        let header_len = (location.len as usize).min(SealedSlice::HEADER_LEN);
+        let mut header = [0u8; SealedSlice::HEADER_LEN];
+        file.read_exact_at(&mut header[..header_len], location.offset).map_err(file_error("reading", &path()))?;
+        let mut payload = vec![0u8; location.len as usize - header_len];
+        file.read_exact_at(&mut payload, location.offset + header_len as u64).map_err(file_error("reading", &path()))?;
+        Ok(Some(SealedSlice::decode_parts(hash, &header[..header_len], payload)?))
     }
 
     /// Forget a slice and give its disk space back.
