@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use crate::codec;
 use crate::hash::Hash;
 use crate::model::{BucketRecord, Chunk, NodeId, ObjectSummary, SealedSlice};
-use crate::store::{ListStart, LocalStore, Row, StoreError};
+use crate::store::{ListStart, LocalStore, Row, StoreError, VersionStart};
 
 /// A request from one node to another.
 #[derive(Debug, Clone)]
@@ -31,6 +31,14 @@ pub enum Request {
         start: ListStart,
         limit: usize,
     },
+    ListVersions {
+        bucket: String,
+        prefix: String,
+        start: VersionStart,
+        limit: usize,
+    },
+    /// Forget a version for good; the receiver keeps a tombstone.
+    ForgetBlob(Hash),
     /// An encoded bucket record, kept if newer than the one held.
     PutBucket(Vec<u8>),
     ListBuckets,
@@ -62,7 +70,7 @@ pub enum Response {
     Chunk(Option<Chunk>),
     /// An encoded blob, to be verified by the caller.
     Blob(Option<Vec<u8>>),
-    Heads(Vec<Hash>),
+    Heads(Vec<ObjectSummary>),
     Keys(Vec<ObjectSummary>),
     Buckets(Vec<BucketRecord>),
     Row(Option<Vec<u8>>),
@@ -135,6 +143,13 @@ pub fn handle_request(store: &LocalStore, request: Request) -> Result<Response, 
         Request::Heads { bucket, key } => Response::Heads(store.heads(&bucket, &key)?),
         Request::ListKeys { bucket, prefix, start, limit } => {
             Response::Keys(store.list_keys(&bucket, &prefix, &start, limit)?)
+        }
+        Request::ListVersions { bucket, prefix, start, limit } => {
+            Response::Keys(store.list_versions(&bucket, &prefix, &start, limit)?)
+        }
+        Request::ForgetBlob(hash) => {
+            store.forget_blob(&hash)?;
+            Response::Stored
         }
         Request::PutBucket(bytes) => {
             let record: BucketRecord = codec::decode(&bytes)

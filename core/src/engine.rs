@@ -26,7 +26,7 @@ use crate::model::{
 };
 use crate::placement;
 use crate::seal::{self, SealError, SealParams};
-use crate::store::{ListStart, Row};
+use crate::store::{ListStart, Row, VersionStart};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -46,6 +46,8 @@ pub enum EngineError {
     Transport(#[from] TransportError),
     #[error("chunk {chunk}: opened to {actual} bytes, the object expects {expected}")]
     ChunkLength { chunk: Hash, expected: u32, actual: usize },
+    #[error("version {version} does not exist")]
+    NoSuchVersion { version: Hash },
     #[error("invalid engine configuration: {0}")]
     Config(String),
     #[error("a pipeline task failed: {0}")]
@@ -154,6 +156,8 @@ pub struct PutRequest {
     pub system_metadata: BTreeMap<String, String>,
     pub user_metadata: BTreeMap<String, String>,
     pub checksums: BTreeMap<String, String>,
+    /// Written with versioning off: the key's "null" version (see `Blob`).
+    pub null_version: bool,
 }
 
 impl PutRequest {
@@ -167,6 +171,7 @@ impl PutRequest {
             system_metadata: BTreeMap::new(),
             user_metadata: BTreeMap::new(),
             checksums: BTreeMap::new(),
+            null_version: false,
         }
     }
 }
@@ -294,18 +299,32 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     }
 
     /// Write a new version holding `content` (chunks already stored); its
-    /// parents are the request's, or the key's current heads.
+    /// parents are the request's, or the key's current heads. Its created
+    /// time is past every parent's, so along any path of the DAG time grows
+    /// and a key's newest version is always one of its heads.
     pub async fn commit_content(&self, request: PutRequest, content: BlobContent) -> EngineResult<StoredBlob> // PA
     {
-        let parents = match request.parents {
-            Some(parents) => parents,
-            None => self.heads(&request.bucket, &request.key).await?,
+        let (parents, newest_parent) = match request.parents {
+            Some(parents) => {
+                let mut newest = 0;
+                for parent in &parents {
+                    let blob = self.get_blob(&request.bucket, &request.key, parent).await?;
+                    let blob = blob.ok_or_else(|| EngineError::NoSuchVersion { version: *parent })?;
+                    newest = newest.max(blob.created);
+                }
+                (parents, newest)
+            }
+            None => {
+                let heads = self.heads(&request.bucket, &request.key).await?;
+                let newest = heads.iter().map(|h| h.created).max().unwrap_or(0);
+                (heads.into_iter().map(|h| h.version).collect(), newest)
+            }
         };
         let blob = Blob {
             bucket: request.bucket,
             key: request.key,
             parents,
-            created: now_nanos(),
+            created: now_nanos().max(newest_parent.saturating_add(1)),
             writer: self.view.local_node(),
             kind: request.kind,
             size: content.size,
@@ -315,6 +334,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             checksums: request.checksums,
             chunks: content.chunks,
             part_sizes: content.part_sizes,
+            null_version: request.null_version,
         };
         self.put_blob(blob).await
     }
@@ -596,8 +616,9 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         }
     }
 
-    /// The current heads of a key: the union over its reachable replicas.
-    pub async fn heads(&self, bucket: &str, key: &str) -> EngineResult<Vec<Hash>> // PA
+    /// The current heads of a key: the union over its reachable replicas,
+    /// newest first.
+    pub async fn heads(&self, bucket: &str, key: &str) -> EngineResult<Vec<ObjectSummary>> // PA
     {
         let replicas = self.object_replicas(bucket, key);
         let ask = Ask {
@@ -605,11 +626,84 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             expected: "Heads",
             request: Request::Heads { bucket: bucket.to_string(), key: key.to_string() },
         };
-        let accept: Accept<Vec<Hash>> = |r| if let Response::Heads(heads) = r { Ok(heads) } else { Err(r) };
-        let mut heads: Vec<Hash> = self.ask_all(&replicas, ask, accept).await?.into_iter().flatten().collect();
-        heads.sort();
-        heads.dedup();
+        let accept: Accept<Vec<ObjectSummary>> = |r| if let Response::Heads(heads) = r { Ok(heads) } else { Err(r) };
+        let mut heads: Vec<ObjectSummary> = self.ask_all(&replicas, ask, accept).await?.into_iter().flatten().collect();
+        heads.sort_by(|a, b| (b.created, b.version).cmp(&(a.created, a.version)));
+        heads.dedup_by_key(|h| h.version);
         Ok(heads)
+    }
+
+    /// Forget one version of a key on its replicas (S3's DELETE of a version
+    /// id). Forgetting a version that does not exist succeeds.
+    pub async fn forget_version(&self, bucket: &str, key: &str, version: &Hash) -> EngineResult<()> // PA
+    {
+        let replicas = self.object_replicas(bucket, key);
+        let needed = placement::write_quorum(replicas.len());
+        let calls = replicas.iter().map(|node| self.transport.call(*node, Request::ForgetBlob(*version)));
+        self.expect_acks(format!("forgetting version {version} of {bucket}/{key}"), calls, needed).await?;
+        tracing::debug!(%bucket, %key, %version, "version forgotten");
+        Ok(())
+    }
+
+    /// Every version of one key, newest first.
+    pub async fn key_versions(&self, bucket: &str, key: &str) -> EngineResult<Vec<ObjectSummary>> // PA
+    {
+        let mut out = Vec::new();
+        let mut start = VersionStart::Keys(ListStart::Beginning);
+        loop {
+            let (page, more) = self.list_versions(bucket, key, start, 1000).await?;
+            let done = !more || page.iter().any(|v| v.key != key);
+            let Some(last) = page.last() else { break };
+            start = VersionStart::AfterVersion { key: last.key.clone(), created: last.created, version: last.version };
+            out.extend(page.into_iter().filter(|v| v.key == key));
+            if done {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` versions under `prefix`, keys in order and each key's
+    /// versions newest first, merged from every member; and whether more
+    /// may follow.
+    pub async fn list_versions(&self, bucket: &str, prefix: &str, start: VersionStart, limit: usize) -> Listed // PA
+    {
+        let want = limit.saturating_add(1);
+        let ask = Ask {
+            what: format!("version listing of {bucket}"),
+            expected: "Keys",
+            request: Request::ListVersions {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+                start,
+                limit: want,
+            },
+        };
+        let accept: Accept<Vec<ObjectSummary>> = |r| if let Response::Keys(keys) = r { Ok(keys) } else { Err(r) };
+        let order = |s: &ObjectSummary| (s.key.clone(), std::cmp::Reverse((s.created, s.version)));
+        let mut merged: BTreeMap<_, ObjectSummary> = BTreeMap::new();
+        // As in `list_objects`: a full answer may have stopped short of
+        // versions another node sent, so the page ends at the smallest last
+        // entry of any full answer.
+        let mut cutoff = None;
+        for versions in self.ask_all(&self.view.members(), ask, accept).await? {
+            if versions.len() == want {
+                if let Some(last) = versions.last().map(order) {
+                    cutoff = Some(cutoff.map_or(last.clone(), |held: (String, _)| held.min(last)));
+                }
+            }
+            for version in versions {
+                merged.insert(order(&version), version);
+            }
+        }
+        let mut page: Vec<ObjectSummary> = merged
+            .into_iter()
+            .take_while(|(at, _)| cutoff.as_ref().is_none_or(|c| at <= c))
+            .map(|(_, version)| version)
+            .collect();
+        let more = page.len() > limit || cutoff.is_some();
+        page.truncate(limit);
+        Ok((page, more))
     }
 
     /// One version of a key, by hash, from the first replica that has it
@@ -634,14 +728,12 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// The newest head of a key (by created time, then hash), as S3 reads see it.
     pub async fn latest(&self, bucket: &str, key: &str) -> EngineResult<Option<StoredBlob>> // PA
     {
-        let mut newest: Option<StoredBlob> = None;
-        for hash in self.heads(bucket, key).await? {
-            let Some(blob) = self.get_blob(bucket, key, &hash).await? else { continue };
-            if newest.as_ref().is_none_or(|n| (blob.created, hash) > (n.blob.created, n.hash)) {
-                newest = Some(StoredBlob { hash, blob });
+        for head in self.heads(bucket, key).await? {
+            if let Some(blob) = self.get_blob(bucket, key, &head.version).await? {
+                return Ok(Some(StoredBlob { hash: head.version, blob }));
             }
         }
-        Ok(newest)
+        Ok(None)
     }
 
     /// Every node's view of the bucket registers, merged (newest wins).
@@ -700,6 +792,13 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         };
         self.put_bucket_record(&record).await?;
         Ok(true)
+    }
+
+    /// Set a bucket's versioning state (S3's PutBucketVersioning).
+    pub async fn set_versioning(&self, record: BucketRecord, versioning: Versioning) -> EngineResult<()> // PA
+    {
+        let updated = now_nanos().max(record.updated + 1);
+        self.put_bucket_record(&BucketRecord { versioning, updated, ..record }).await
     }
 
     /// Mark a bucket deleted. The caller checks that it is empty.

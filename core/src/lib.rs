@@ -23,5 +23,6 @@ pub use hash::Hash;
 pub use keys::{ClusterSecret, DataKeyPair, NodeKeys};
 pub use model::{
     Blob, BlobKind, BucketRecord, Chunk, ChunkRef, Erasure, NodeId, ObjectSummary, PartRecord, SealedSlice,
-    UploadRecord, Versioning,
+    UploadRecord, VersionEntry, Versioning, NULL_VERSION_ID,
 };
+pub use store::{ListStart, VersionStart};

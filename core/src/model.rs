@@ -228,10 +228,57 @@ pub struct Blob {
     pub chunks: Vec<ChunkRef>,
     /// Sizes of the parts of a multipart upload, in order; empty otherwise.
     pub part_sizes: Vec<u64>,
+    /// Written while the bucket was unversioned or suspended: S3 calls it
+    /// the key's "null" version, and a newer null version replaces it.
+    pub null_version: bool,
+}
+
+/// Blob layout 1, before `null_version`: every blob then was written to an
+/// unversioned bucket, so it decodes as a null version.
+#[derive(Deserialize)]
+struct BlobV1 {
+    bucket: String,
+    key: String,
+    parents: Vec<Hash>,
+    created: u64,
+    writer: NodeId,
+    kind: BlobKind,
+    size: u64,
+    etag: String,
+    system_metadata: BTreeMap<String, String>,
+    user_metadata: BTreeMap<String, String>,
+    checksums: BTreeMap<String, String>,
+    chunks: Vec<ChunkRef>,
+    part_sizes: Vec<u64>,
 }
 
 impl Record for Blob {
     const KIND: RecordKind = RecordKind::Blob;
+    const VERSION: u8 = 2;
+
+    fn decode_older(version: u8, body: &[u8]) -> Result<Self, DecodeError> // PA
+    {
+        if version != 1 {
+            return Err(DecodeError::UnknownVersion { kind: Self::KIND, version, newest: Self::VERSION });
+        }
+        let v1: BlobV1 = codec::decode_body(Self::KIND, body)?;
+        Ok(Blob {
+            bucket: v1.bucket,
+            key: v1.key,
+            parents: v1.parents,
+            created: v1.created,
+            writer: v1.writer,
+            kind: v1.kind,
+            size: v1.size,
+            etag: v1.etag,
+            system_metadata: v1.system_metadata,
+            user_metadata: v1.user_metadata,
+            checksums: v1.checksums,
+            chunks: v1.chunks,
+            part_sizes: v1.part_sizes,
+            null_version: true,
+        })
+    }
 }
 
 impl Blob {
@@ -266,7 +313,31 @@ impl Blob {
     }
 }
 
-/// The newest head of a key, as listings show it.
+/// What listings show of a version without decoding its blob: the value of
+/// the `heads` and `versions` index entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionEntry {
+    pub kind: BlobKind,
+    pub created: u64,
+    pub size: u64,
+    pub etag: String,
+    pub null_version: bool,
+}
+
+impl VersionEntry {
+    pub fn of(blob: &Blob) -> Self // A
+    {
+        VersionEntry {
+            kind: blob.kind,
+            created: blob.created,
+            size: blob.size,
+            etag: blob.etag.clone(),
+            null_version: blob.null_version,
+        }
+    }
+}
+
+/// One version of a key as listings show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectSummary {
     pub key: String,
@@ -275,19 +346,19 @@ pub struct ObjectSummary {
     pub created: u64,
     pub size: u64,
     pub etag: String,
+    pub null_version: bool,
 }
 
 impl ObjectSummary {
     pub fn of(version: Hash, blob: &Blob) -> Self // A
     {
-        ObjectSummary {
-            key: blob.key.clone(),
-            version,
-            kind: blob.kind,
-            created: blob.created,
-            size: blob.size,
-            etag: blob.etag.clone(),
-        }
+        Self::from_entry(blob.key.clone(), version, VersionEntry::of(blob))
+    }
+
+    pub fn from_entry(key: String, version: Hash, entry: VersionEntry) -> Self // A
+    {
+        let VersionEntry { kind, created, size, etag, null_version } = entry;
+        ObjectSummary { key, version, kind, created, size, etag, null_version }
     }
 
     /// Whether `self` wins over `other` as the key's current version.
@@ -295,7 +366,20 @@ impl ObjectSummary {
     {
         (self.created, self.version) > (other.created, other.version)
     }
+
+    /// The S3 version id: the blob hash, or "null".
+    pub fn version_id(&self) -> String // A
+    {
+        if self.null_version {
+            NULL_VERSION_ID.to_string()
+        } else {
+            self.version.to_hex()
+        }
+    }
 }
+
+/// How S3 names the version written while versioning was off.
+pub const NULL_VERSION_ID: &str = "null";
 
 /// S3 versioning state of a bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -395,6 +479,7 @@ mod tests {
             checksums: BTreeMap::new(),
             chunks: vec![ChunkRef { id: Hash::of(b"c"), offset: 0, len: 3 }],
             part_sizes: vec![],
+            null_version: false,
         }
     }
 
@@ -440,7 +525,51 @@ mod tests {
         let mut bytes = codec::encode(&sample_blob());
         bytes[2] = 9;
         let error = codec::decode::<Blob>(&bytes).unwrap_err();
-        assert_eq!(error, DecodeError::UnknownVersion { kind: RecordKind::Blob, version: 9, newest: 1 });
+        assert_eq!(error, DecodeError::UnknownVersion { kind: RecordKind::Blob, version: 9, newest: 2 });
+    }
+
+    #[test]
+    fn a_blob_written_before_null_versions_reads_as_a_null_version() // A
+    {
+        let blob = sample_blob();
+        let v1 = BlobV1Encoding {
+            bucket: blob.bucket.clone(),
+            key: blob.key.clone(),
+            parents: blob.parents.clone(),
+            created: blob.created,
+            writer: blob.writer,
+            kind: blob.kind,
+            size: blob.size,
+            etag: blob.etag.clone(),
+            system_metadata: blob.system_metadata.clone(),
+            user_metadata: blob.user_metadata.clone(),
+            checksums: blob.checksums.clone(),
+            chunks: blob.chunks.clone(),
+            part_sizes: blob.part_sizes.clone(),
+        };
+        let mut bytes = codec::envelope(RecordKind::Blob, 1).to_vec();
+        bytes.extend(postcard::to_stdvec(&v1).unwrap());
+        let hash = Hash::of(&bytes);
+        let decoded = Blob::decode_verified(&hash, &bytes).unwrap();
+        assert_eq!(decoded, Blob { null_version: true, ..blob });
+    }
+
+    /// The layout-1 field order, as the older build serialised it.
+    #[derive(Serialize)]
+    struct BlobV1Encoding {
+        bucket: String,
+        key: String,
+        parents: Vec<Hash>,
+        created: u64,
+        writer: NodeId,
+        kind: BlobKind,
+        size: u64,
+        etag: String,
+        system_metadata: BTreeMap<String, String>,
+        user_metadata: BTreeMap<String, String>,
+        checksums: BTreeMap<String, String>,
+        chunks: Vec<ChunkRef>,
+        part_sizes: Vec<u64>,
     }
 
     #[test]

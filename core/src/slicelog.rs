@@ -179,7 +179,8 @@ impl SliceLog {
         let mut header = [0u8; SealedSlice::HEADER_LEN];
         file.read_exact_at(&mut header[..header_len], location.offset).map_err(file_error("reading", &path()))?;
         let mut payload = vec![0u8; location.len as usize - header_len];
-        file.read_exact_at(&mut payload, location.offset + header_len as u64).map_err(file_error("reading", &path()))?;
+        file.read_exact_at(&mut payload, location.offset + header_len as u64)
+            .map_err(file_error("reading", &path()))?;
         Ok(Some(SealedSlice::decode_parts(hash, &header[..header_len], payload)?))
     }
 

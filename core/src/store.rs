@@ -1,6 +1,7 @@
 //! The local store of one node, on fjall: chunk manifests, blobs, the
-//! indexes derived from blobs (key → heads, parent → children, chunk →
-//! referencing blobs) and the slice locations; the slices themselves are
+//! indexes derived from blobs (key → heads, key → every version newest
+//! first, key → null versions, parent → children, chunk → referencing blobs),
+//! the tombstones of forgotten blobs and the slice locations; the slices themselves are
 //! appended to segment files (`slicelog`). Writes become durable in groups:
 //! concurrent writers share one fsync (`Durability::Sync`). Applying a blob is idempotent and commutative, so replicas that receive the
 //! same blobs in any order hold the same indexes.
@@ -14,7 +15,9 @@ use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMo
 
 use crate::codec::{self, DecodeError};
 use crate::hash::Hash;
-use crate::model::{Blob, BucketRecord, Chunk, ObjectSummary, RecordError, SealedSlice, SliceDecodeError};
+use crate::model::{
+    Blob, BucketRecord, Chunk, ObjectSummary, RecordError, SealedSlice, SliceDecodeError, VersionEntry,
+};
 use crate::slicelog::SliceLog;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,8 @@ pub enum StoreError {
     Bucket { name: String, source: DecodeError },
     #[error("local store: index entry of {len} bytes in {index} is malformed")]
     BadIndexEntry { index: &'static str, len: usize },
+    #[error("local store: index entry value in {index}: {source}")]
+    BadIndexValue { index: &'static str, source: DecodeError },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -59,6 +64,9 @@ pub struct LocalStore {
     chunks: PartitionHandle,
     blobs: PartitionHandle,
     heads: PartitionHandle,
+    versions: PartitionHandle,
+    nulls: PartitionHandle,
+    tombstones: PartitionHandle,
     children: PartitionHandle,
     chunk_refs: PartitionHandle,
     buckets: PartitionHandle,
@@ -116,12 +124,12 @@ pub enum ListStart {
     AfterPrefix(String),
 }
 
-/// The object key of a `heads` entry: the bytes between the bucket and the
-/// terminator, unescaped.
-fn object_key_of(bucket: &str, entry: &[u8]) -> StoreResult<String> // PA
+/// The object key of an index entry: the bytes between the bucket and the
+/// terminator, unescaped; `suffix` bytes (hash, time) follow the terminator.
+fn object_key_of(index: &'static str, bucket: &str, entry: &[u8], suffix: usize) -> StoreResult<String> // PA
 {
-    let bad = || StoreError::BadIndexEntry { index: "heads", len: entry.len() };
-    let body = entry.get(bucket.len() + 1..entry.len().checked_sub(34).ok_or_else(bad)?).ok_or_else(bad)?;
+    let bad = || StoreError::BadIndexEntry { index, len: entry.len() };
+    let body = entry.get(bucket.len() + 1..entry.len().checked_sub(suffix + 2).ok_or_else(bad)?).ok_or_else(bad)?;
     let mut key = Vec::with_capacity(body.len());
     let mut bytes = body.iter();
     while let Some(&byte) = bytes.next() {
@@ -135,6 +143,55 @@ fn object_key_of(bucket: &str, entry: &[u8]) -> StoreResult<String> // PA
         }
     }
     String::from_utf8(key).map_err(|_| bad())
+}
+
+/// Bytes after the object key in a `versions` entry: time, then hash.
+const VERSION_SUFFIX: usize = 8 + 32;
+
+/// `versions` entries sort newest first within a key: by created time, then
+/// by hash, both descending (the order S3 lists versions in, and the order
+/// in which reads pick the current version).
+fn version_index_key(object: &[u8], created: u64, hash: &Hash) -> Vec<u8> // PA
+{
+    let mut out = Vec::with_capacity(object.len() + VERSION_SUFFIX);
+    out.extend_from_slice(object);
+    out.extend_from_slice(&(u64::MAX - created).to_be_bytes());
+    out.extend(hash.as_bytes().iter().map(|byte| !byte));
+    out
+}
+
+/// The version hash at the end of a `versions` entry.
+fn version_hash_of(entry: &[u8]) -> StoreResult<Hash> // PA
+{
+    let bad = || StoreError::BadIndexEntry { index: "versions", len: entry.len() };
+    let tail = entry.get(entry.len().checked_sub(32).ok_or_else(bad)?..).ok_or_else(bad)?;
+    let bytes: Vec<u8> = tail.iter().map(|byte| !byte).collect();
+    Hash::from_slice(&bytes).ok_or_else(bad)
+}
+
+fn decode_entry(index: &'static str, bytes: &[u8]) -> StoreResult<VersionEntry> // PA
+{
+    codec::decode_body(codec::RecordKind::Blob, bytes).map_err(|source| StoreError::BadIndexValue { index, source })
+}
+
+fn encode_entry(entry: &VersionEntry) -> Vec<u8> // PA
+{
+    match postcard::to_stdvec(entry) {
+        Ok(bytes) => bytes,
+        Err(error) => unreachable!("postcard cannot encode a version entry: {error}"),
+    }
+}
+
+/// Where a version listing starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionStart {
+    Keys(ListStart),
+    /// After this version of this key: its place in the listing order.
+    AfterVersion {
+        key: String,
+        created: u64,
+        version: Hash,
+    },
 }
 
 fn pair_key(first: &Hash, second: &Hash) -> [u8; 64] // PA
@@ -153,6 +210,19 @@ fn trailing_hash(index: &'static str, key: &[u8]) -> StoreResult<Hash> // PA
         .ok_or(StoreError::BadIndexEntry { index, len: key.len() })
 }
 
+/// The first index entry a listing from `start` may return.
+fn list_lower_bound(bucket: &str, scope: &[u8], start: &ListStart) -> Vec<u8> // PA
+{
+    let lower = match start {
+        ListStart::Beginning => scope.to_vec(),
+        // Past every `key‖00 01‖…` entry, before `key‖00 FF` (key + "\0").
+        ListStart::After(key) => [object_prefix(bucket, key).as_slice(), &[0, 2]].concat(),
+        // No escaped UTF-8 byte is 0xFF.
+        ListStart::AfterPrefix(group) => [object_prefix(bucket, group).as_slice(), &[0xFF]].concat(),
+    };
+    lower.max(scope.to_vec())
+}
+
 impl LocalStore {
     pub fn open(dir: &Path, durability: Durability) -> StoreResult<Self> // PA
     {
@@ -164,6 +234,9 @@ impl LocalStore {
             chunks: keyspace.open_partition("chunks", plain())?,
             blobs: keyspace.open_partition("blobs", plain())?,
             heads: keyspace.open_partition("heads", plain())?,
+            versions: keyspace.open_partition("versions", plain())?,
+            nulls: keyspace.open_partition("nulls", plain())?,
+            tombstones: keyspace.open_partition("tombstones", plain())?,
             children: keyspace.open_partition("children", plain())?,
             chunk_refs: keyspace.open_partition("chunk_refs", plain())?,
             buckets: keyspace.open_partition("buckets", plain())?,
@@ -237,34 +310,156 @@ impl LocalStore {
     }
 
     /// Store an encoded blob and update the indexes it implies; returns its
-    /// hash. Storing a blob twice changes nothing.
+    /// hash. Storing a blob twice, or one that was forgotten, changes nothing.
     pub fn put_blob(&self, bytes: &[u8]) -> StoreResult<Hash> // PA
     {
         let hash = Hash::of(bytes);
         let blob = Blob::decode_verified(&hash, bytes)?;
         {
             let _guard = self.apply_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if self.blobs.contains_key(hash.as_bytes())? {
+            if self.blobs.contains_key(hash.as_bytes())? || self.tombstones.contains_key(hash.as_bytes())? {
                 return Ok(hash);
             }
             let object = object_index_key(&blob.bucket, &blob.key);
+            let entry = encode_entry(&VersionEntry::of(&blob));
             let mut batch = self.keyspace.batch();
             batch.insert(&self.blobs, hash.as_bytes(), bytes);
-            for parent in &blob.parents {
-                batch.insert(&self.children, pair_key(parent, &hash), []);
+            batch.insert(&self.versions, version_index_key(&object, blob.created, &hash), entry.as_slice());
+            if blob.null_version {
+                batch.insert(&self.nulls, [object.as_slice(), hash.as_bytes()].concat(), blob.created.to_be_bytes());
+            }
+            for parent in self.effective_parents(&blob.parents)? {
+                batch.insert(&self.children, pair_key(&parent, &hash), []);
                 batch.remove(&self.heads, [object.as_slice(), parent.as_bytes()].concat());
             }
             // A child may have arrived first (replicas see blobs in any order).
             if self.children.prefix(hash.as_bytes()).next().is_none() {
-                batch.insert(&self.heads, [object.as_slice(), hash.as_bytes()].concat(), []);
+                batch.insert(&self.heads, [object.as_slice(), hash.as_bytes()].concat(), entry.as_slice());
             }
             for chunk in &blob.chunks {
                 batch.insert(&self.chunk_refs, pair_key(&chunk.id, &hash), []);
             }
             batch.commit()?;
+            self.retire_null_versions(&object)?;
         }
         self.make_durable()?;
         Ok(hash)
+    }
+
+    /// A key keeps one null version, as S3 does: once a newer null version
+    /// exists, an older one that is no longer a head is forgotten. Heads are
+    /// kept, so concurrent null writes stay visible as siblings until a
+    /// write that names them both replaces them. The rule depends only on
+    /// the set of blobs held, so replicas converge whatever the order.
+    fn retire_null_versions(&self, object: &[u8]) -> StoreResult<()> // PA
+    {
+        let mut nulls = Vec::new();
+        for entry in self.nulls.prefix(object) {
+            let (index_key, created) = entry?;
+            let created = <[u8; 8]>::try_from(&created[..])
+                .map_err(|_| StoreError::BadIndexEntry { index: "nulls", len: created.len() })?;
+            nulls.push((u64::from_be_bytes(created), trailing_hash("nulls", &index_key)?));
+        }
+        let Some(newest) = nulls.iter().max().copied() else { return Ok(()) };
+        for (created, hash) in nulls {
+            if (created, hash) == newest || self.heads.contains_key([object, hash.as_bytes()].concat())? {
+                continue;
+            }
+            self.forget_locked(&hash)?;
+        }
+        Ok(())
+    }
+
+    /// The nearest live ancestors among `parents`: a forgotten parent is
+    /// replaced by the parents it had, as its tombstone recorded them.
+    fn effective_parents(&self, parents: &[Hash]) -> StoreResult<Vec<Hash>> // PA
+    {
+        let mut out = Vec::new();
+        let mut pending: Vec<Hash> = parents.to_vec();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(parent) = pending.pop() {
+            if !seen.insert(parent) {
+                continue;
+            }
+            match self.tombstones.get(parent.as_bytes())? {
+                Some(recorded) => {
+                    for grandparent in recorded.chunks(32) {
+                        let grandparent = Hash::from_slice(grandparent)
+                            .ok_or(StoreError::BadIndexEntry { index: "tombstones", len: recorded.len() })?;
+                        pending.push(grandparent);
+                    }
+                }
+                None => out.push(parent),
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Forget a blob for good (S3's delete of a specific version, or a null
+    /// version replaced): it leaves every index, its children are linked to
+    /// its parents so the DAG keeps its shape, a parent left without
+    /// children becomes a head again, and a tombstone keeps a late replica
+    /// copy from coming back. Its chunks are freed by garbage collection once
+    /// nothing references them. Returns the blob, `None` if it was not held.
+    pub fn forget_blob(&self, hash: &Hash) -> StoreResult<Option<Blob>> // PA
+    {
+        let forgotten = {
+            let _guard = self.apply_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            self.forget_locked(hash)?
+        };
+        self.make_durable()?;
+        Ok(forgotten)
+    }
+
+    fn forget_locked(&self, hash: &Hash) -> StoreResult<Option<Blob>> // PA
+    {
+        let Some(blob) = self.get_blob(hash)? else {
+            if !self.tombstones.contains_key(hash.as_bytes())? {
+                // Forgetting before the blob arrives must still keep it out.
+                self.tombstones.insert(hash.as_bytes(), [])?;
+            }
+            return Ok(None);
+        };
+        let object = object_index_key(&blob.bucket, &blob.key);
+        let parents = self.effective_parents(&blob.parents)?;
+        let children = self.children(hash)?;
+        let mut batch = self.keyspace.batch();
+        batch.remove(&self.blobs, hash.as_bytes());
+        batch.remove(&self.versions, version_index_key(&object, blob.created, hash));
+        batch.remove(&self.nulls, [object.as_slice(), hash.as_bytes()].concat());
+        batch.remove(&self.heads, [object.as_slice(), hash.as_bytes()].concat());
+        for child in &children {
+            batch.remove(&self.children, pair_key(hash, child));
+        }
+        for parent in &parents {
+            batch.remove(&self.children, pair_key(parent, hash));
+            for child in &children {
+                batch.insert(&self.children, pair_key(parent, child), []);
+            }
+        }
+        for chunk in &blob.chunks {
+            batch.remove(&self.chunk_refs, pair_key(&chunk.id, hash));
+        }
+        let recorded: Vec<u8> = parents.iter().flat_map(|p| *p.as_bytes()).collect();
+        batch.insert(&self.tombstones, hash.as_bytes(), recorded);
+        batch.commit()?;
+        for parent in &parents {
+            if !children.is_empty() || self.children.prefix(parent.as_bytes()).next().is_some() {
+                continue;
+            }
+            if let Some(parent_blob) = self.get_blob(parent)? {
+                let entry = encode_entry(&VersionEntry::of(&parent_blob));
+                self.heads.insert([object.as_slice(), parent.as_bytes()].concat(), entry)?;
+            }
+        }
+        Ok(Some(blob))
+    }
+
+    /// Whether a blob was forgotten here.
+    pub fn is_forgotten(&self, hash: &Hash) -> StoreResult<bool> // PA
+    {
+        Ok(self.tombstones.contains_key(hash.as_bytes())?)
     }
 
     /// The stored encoding of a blob (callers verify it against `hash`).
@@ -282,9 +477,28 @@ impl LocalStore {
     }
 
     /// The current heads of an object key (versions with no children).
-    pub fn heads(&self, bucket: &str, key: &str) -> StoreResult<Vec<Hash>> // PA
+    pub fn heads(&self, bucket: &str, key: &str) -> StoreResult<Summaries> // PA
     {
-        self.heads.prefix(object_index_key(bucket, key)).map(|entry| trailing_hash("heads", &entry?.0)).collect()
+        self.heads
+            .prefix(object_index_key(bucket, key))
+            .map(|entry| {
+                let (index_key, value) = entry?;
+                self.summary_of(key.to_string(), trailing_hash("heads", &index_key)?, &value)
+            })
+            .collect()
+    }
+
+    /// A summary from an index value; entries written before values existed
+    /// are empty, and fall back to the blob.
+    fn summary_of(&self, key: String, version: Hash, value: &[u8]) -> StoreResult<ObjectSummary> // PA
+    {
+        if !value.is_empty() {
+            return Ok(ObjectSummary::from_entry(key, version, decode_entry("heads", value)?));
+        }
+        match self.get_blob(&version)? {
+            Some(blob) => Ok(ObjectSummary::of(version, &blob)),
+            None => Err(StoreError::BadIndexEntry { index: "heads", len: 0 }),
+        }
     }
 
     /// Up to `max` keys of `bucket` under `prefix`, in key order from
@@ -292,37 +506,60 @@ impl LocalStore {
     pub fn list_keys(&self, bucket: &str, prefix: &str, start: &ListStart, max: usize) -> StoreResult<Summaries> // PA
     {
         let scope = object_prefix(bucket, prefix);
-        let lower = match start {
-            ListStart::Beginning => scope.clone(),
-            // Past `key‖00 01‖hash` (its heads), before `key‖00 FF` (key + "\0").
-            ListStart::After(key) => [object_prefix(bucket, key).as_slice(), &[0, 2]].concat(),
-            // No escaped UTF-8 byte is 0xFF.
-            ListStart::AfterPrefix(group) => [object_prefix(bucket, group).as_slice(), &[0xFF]].concat(),
-        };
-        let lower = lower.max(scope.clone());
+        let lower = list_lower_bound(bucket, &scope, start);
         let mut out: Vec<ObjectSummary> = Vec::new();
         for entry in self.heads.range(lower..) {
-            let (index_key, _) = entry?;
+            let (index_key, value) = entry?;
             if !index_key.starts_with(&scope) {
                 break;
             }
-            let key = object_key_of(bucket, &index_key)?;
+            let key = object_key_of("heads", bucket, &index_key, 32)?;
             let version = trailing_hash("heads", &index_key)?;
-            let Some(blob) = self.get_blob(&version)? else { continue };
-            let summary = ObjectSummary::of(version, &blob);
-            match out.last_mut() {
-                Some(last) if last.key == key => {
+            if let Some(last) = out.last_mut() {
+                if last.key == key {
+                    let summary = self.summary_of(key, version, &value)?;
                     if summary.newer_than(last) {
                         *last = summary;
                     }
                     continue;
                 }
-                _ => {}
             }
             if out.len() == max {
                 break;
             }
-            out.push(summary);
+            out.push(self.summary_of(key, version, &value)?);
+        }
+        Ok(out)
+    }
+
+    /// Up to `max` versions of the keys of `bucket` under `prefix`, keys in
+    /// order and each key's versions newest first, from `start`.
+    pub fn list_versions(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start: &VersionStart,
+        max: usize,
+    ) -> StoreResult<Summaries> // PA
+    {
+        let scope = object_prefix(bucket, prefix);
+        let lower = match start {
+            VersionStart::Keys(start) => list_lower_bound(bucket, &scope, start),
+            VersionStart::AfterVersion { key, created, version } => {
+                let mut after = version_index_key(&object_index_key(bucket, key), *created, version);
+                after.push(0);
+                after
+            }
+        };
+        let mut out = Vec::new();
+        for entry in self.versions.range(lower.max(scope.clone())..).take(max) {
+            let (index_key, value) = entry?;
+            if !index_key.starts_with(&scope) {
+                break;
+            }
+            let key = object_key_of("versions", bucket, &index_key, VERSION_SUFFIX)?;
+            let version = version_hash_of(&index_key)?;
+            out.push(ObjectSummary::from_entry(key, version, decode_entry("versions", &value)?));
         }
         Ok(out)
     }
@@ -447,7 +684,7 @@ mod tests {
         assert_eq!(encoded, sorted);
         for key in keys {
             let entry = [object_index_key("bkt", key).as_slice(), &[7u8; 32]].concat();
-            assert_eq!(object_key_of("bkt", &entry).unwrap(), key);
+            assert_eq!(object_key_of("heads", "bkt", &entry, 32).unwrap(), key);
         }
         // A key is not a prefix match of a longer key's exact entry.
         assert!(!object_index_key("bkt", "ab").starts_with(&object_index_key("bkt", "a")));

@@ -7,3 +7,4 @@ pub mod multipart;
 pub mod node;
 pub mod s3;
 pub mod server;
+pub mod versioning;

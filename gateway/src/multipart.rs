@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use ouroboros_core::cluster::{ClusterView, Transport};
 use ouroboros_core::codec;
-use ouroboros_core::{Home, PartRecord, PutRequest, UploadRecord};
+use ouroboros_core::{Home, PartRecord, PutRequest, UploadRecord, Versioning};
 use s3s::dto::*;
 use s3s::{s3_error, S3Result};
 
@@ -217,9 +217,11 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
                 ));
             }
         }
+        let versioning = self.versioning(&upload.bucket).await?;
         let mut request = PutRequest::new(upload.bucket.clone(), upload.key.clone());
         request.system_metadata = upload.system_metadata.clone();
         request.user_metadata = upload.user_metadata.clone();
+        request.null_version = versioning != Versioning::Enabled;
         let blob = self.engine().commit_parts(request, chosen).await.map_err(internal)?;
         let all: Vec<PartRecord> = stored.into_values().collect();
         self.forget_upload(&upload, &all).await?;
@@ -228,6 +230,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
             key: Some(upload.key.clone()),
             location: Some(format!("/{}/{}", upload.bucket, upload.key)),
             e_tag: Some(ETag::Strong(blob.blob.etag.clone())),
+            version_id: Self::written_version_id(versioning, &blob),
             ..Default::default()
         })
     }

@@ -10,9 +10,8 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use ouroboros_core::cluster::{ClusterView, Transport};
 use ouroboros_core::store::ListStart;
-use ouroboros_core::{
-    Blob, BlobContent, BlobKind, BodyTap, Engine, EngineError, ObjectSummary, PutRequest, StoredBlob,
-};
+use ouroboros_core::{Blob, BlobContent, BlobKind, BodyTap, Engine, EngineError, ObjectSummary, PutRequest};
+use ouroboros_core::{VersionStart, Versioning};
 use s3s::checksum::ChecksumHasher;
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, TrailingHeaders, S3};
@@ -27,7 +26,7 @@ pub const MAX_PUT_SIZE: i64 = 5 * 1024 * 1024 * 1024;
 /// Longest object key, in bytes, as S3.
 const MAX_KEY_LEN: usize = 1024;
 /// Most keys one listing page returns, as S3.
-const MAX_KEYS: i32 = 1000;
+pub(crate) const MAX_KEYS: i32 = 1000;
 
 /// System metadata names kept in `Blob::system_metadata`.
 const CONTENT_TYPE: &str = "content-type";
@@ -320,7 +319,7 @@ impl futures::Stream for ResponseBody {
 
 /// S3's URL encoding for `encoding-type=url` listings: everything but
 /// unreserved characters and `/` is percent-encoded.
-fn url_encode(value: &str) -> String // A
+pub(crate) fn url_encode(value: &str) -> String // A
 {
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {
@@ -427,16 +426,6 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         match self.engine.bucket(bucket).await.map_err(internal)? {
             Some(_) => Ok(()),
             None => Err(s3_error!(NoSuchBucket, "The specified bucket does not exist: {bucket}")),
-        }
-    }
-
-    /// The current version of a key, or NoSuchKey (also for a delete marker).
-    async fn current(&self, bucket: &str, key: &str) -> S3Result<StoredBlob> // A
-    {
-        self.require_bucket(bucket).await?;
-        match self.engine.latest(bucket, key).await.map_err(internal)? {
-            Some(stored) if stored.blob.kind != BlobKind::DeleteMarker => Ok(stored),
-            _ => Err(s3_error!(NoSuchKey, "The specified key does not exist.")),
         }
     }
 
@@ -565,23 +554,6 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         }
         Ok((written, checksums))
     }
-
-    /// Write a delete marker over the current version, if there is one.
-    async fn delete_current(&self, bucket: &str, key: &str) -> S3Result<()> // A
-    {
-        let heads = self.engine.heads(bucket, key).await.map_err(internal)?;
-        let Some(latest) = self.engine.latest(bucket, key).await.map_err(internal)? else { return Ok(()) };
-        if latest.blob.kind == BlobKind::DeleteMarker && heads.len() == 1 {
-            return Ok(());
-        }
-        let mut marker = PutRequest::new(bucket, key);
-        marker.kind = BlobKind::DeleteMarker;
-        marker.parents = Some(heads);
-        let (empty, ()) =
-            self.engine.write_body(futures::stream::empty::<std::io::Result<Bytes>>(), ()).await.map_err(internal)?;
-        self.engine.commit(marker, empty).await.map_err(internal)?;
-        Ok(())
-    }
 }
 
 #[async_trait::async_trait]
@@ -627,8 +599,9 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
         let Some(record) = self.engine.bucket(&bucket).await.map_err(internal)? else {
             return Err(s3_error!(NoSuchBucket, "The specified bucket does not exist: {bucket}"));
         };
-        let (objects, _) = self.engine.list_objects(&bucket, "", ListStart::Beginning, 1).await.map_err(internal)?;
-        if !objects.is_empty() {
+        let anything = VersionStart::Keys(ListStart::Beginning);
+        let (versions, _) = self.engine.list_versions(&bucket, "", anything, 1).await.map_err(internal)?;
+        if !versions.is_empty() {
             return Err(s3_error!(BucketNotEmpty, "The bucket you tried to delete is not empty"));
         }
         self.engine.delete_bucket(record).await.map_err(internal)?;
@@ -640,7 +613,7 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
     {
         let input = req.input;
         check_key(&input.key)?;
-        self.require_bucket(&input.bucket).await?;
+        let versioning = self.versioning(&input.bucket).await?;
         if input.content_length.is_some_and(|len| len > MAX_PUT_SIZE) {
             return Err(s3_error!(EntityTooLarge, "Your proposed upload exceeds the maximum allowed size (5 GiB)"));
         }
@@ -694,10 +667,12 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
         request.system_metadata = system.into_map();
         request.user_metadata = user_metadata(input.metadata);
         request.checksums = checksums;
+        request.null_version = versioning != Versioning::Enabled;
         let stored = self.engine.commit(request, written).await.map_err(internal)?;
         let checksum = |name: &str| stored.blob.checksums.get(name).cloned();
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(stored.blob.etag.clone())),
+            version_id: Self::written_version_id(versioning, &stored),
             checksum_crc32: checksum("crc32"),
             checksum_crc32c: checksum("crc32c"),
             checksum_sha1: checksum("sha1"),
@@ -710,7 +685,8 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
     async fn get_object(&self, req: In<GetObjectInput>) -> Out<GetObjectOutput> // A
     {
         let input = req.input;
-        let stored = self.current(&input.bucket, &input.key).await?;
+        let (stored, versioning) = self.read_target(&input.bucket, &input.key, input.version_id.as_deref()).await?;
+        let version_id = Self::read_version_id(versioning, &stored);
         let blob = stored.blob;
         let read = ReadRequest {
             conditions: Preconditions {
@@ -755,6 +731,7 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
             expires: headers.expires,
             website_redirect_location: headers.website_redirect,
             metadata: headers.metadata,
+            version_id,
             ..Default::default()
         }))
     }
@@ -762,7 +739,8 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
     async fn head_object(&self, req: In<HeadObjectInput>) -> Out<HeadObjectOutput> // A
     {
         let input = req.input;
-        let stored = self.current(&input.bucket, &input.key).await?;
+        let (stored, versioning) = self.read_target(&input.bucket, &input.key, input.version_id.as_deref()).await?;
+        let version_id = Self::read_version_id(versioning, &stored);
         let blob = stored.blob;
         let read = ReadRequest {
             conditions: Preconditions {
@@ -804,6 +782,7 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
             expires: headers.expires,
             website_redirect_location: headers.website_redirect,
             metadata: headers.metadata,
+            version_id,
             ..Default::default()
         }))
     }
@@ -811,9 +790,12 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
     async fn delete_object(&self, req: In<DeleteObjectInput>) -> Out<DeleteObjectOutput> // A
     {
         let input = req.input;
-        self.require_bucket(&input.bucket).await?;
-        self.delete_current(&input.bucket, &input.key).await?;
-        Ok(S3Response::new(DeleteObjectOutput::default()))
+        let deleted = self.delete_versioned(&input.bucket, &input.key, input.version_id.as_deref()).await?;
+        Ok(S3Response::new(DeleteObjectOutput {
+            delete_marker: deleted.delete_marker.then_some(true),
+            version_id: deleted.version_id,
+            ..Default::default()
+        }))
     }
 
     async fn delete_objects(&self, req: In<DeleteObjectsInput>) -> Out<DeleteObjectsOutput> // A
@@ -827,14 +809,21 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
         for object in input.delete.objects {
-            match self.delete_current(&input.bucket, &object.key).await {
-                Ok(()) if quiet => {}
-                Ok(()) => deleted.push(DeletedObject { key: Some(object.key), ..Default::default() }),
+            let named = object.version_id.clone();
+            match self.delete_versioned(&input.bucket, &object.key, named.as_deref()).await {
+                Ok(_) if quiet => {}
+                Ok(done) => deleted.push(DeletedObject {
+                    key: Some(object.key),
+                    delete_marker: done.delete_marker.then_some(true),
+                    // A new marker is named as the marker; a removed version as the version.
+                    delete_marker_version_id: done.delete_marker.then(|| done.version_id.clone()).flatten(),
+                    version_id: named.and(done.version_id),
+                }),
                 Err(error) => errors.push(Error {
                     code: Some(error.code().as_str().to_string()),
                     message: error.message().map(str::to_string),
                     key: Some(object.key),
-                    version_id: None,
+                    version_id: named,
                 }),
             }
         }
@@ -848,12 +837,23 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
     async fn copy_object(&self, req: In<CopyObjectInput>) -> Out<CopyObjectOutput> // A
     {
         let input = req.input;
-        let CopySource::Bucket { bucket: source_bucket, key: source_key, .. } = &input.copy_source else {
+        let CopySource::Bucket { bucket: source_bucket, key: source_key, version_id: source_version } =
+            &input.copy_source
+        else {
             return Err(s3_error!(NotImplemented, "Copy sources other than bucket/key are not supported"));
         };
         check_key(&input.key)?;
-        let source = self.current(source_bucket, source_key).await?;
-        self.require_bucket(&input.bucket).await?;
+        let (source, source_versioning) =
+            match self.read_target(source_bucket, source_key, source_version.as_deref()).await {
+                Err(error) if source_version.is_some() && error.code() == &S3ErrorCode::MethodNotAllowed => {
+                    return Err(s3_error!(
+                        InvalidRequest,
+                        "The source of a copy request may not specifically refer to a delete marker by version id."
+                    ))
+                }
+                other => other?,
+            };
+        let versioning = self.versioning(&input.bucket).await?;
         let conditions = Preconditions {
             if_match: input.copy_source_if_match.as_ref(),
             if_none_match: input.copy_source_if_none_match.as_ref(),
@@ -862,7 +862,7 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
         };
         check_preconditions(&source.blob, conditions, S3ErrorCode::PreconditionFailed)?;
         let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
-        if !replace && **source_bucket == *input.bucket && **source_key == *input.key {
+        if !replace && **source_bucket == *input.bucket && **source_key == *input.key && source_version.is_none() {
             return Err(s3_error!(
                 InvalidRequest,
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
@@ -887,6 +887,8 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
         request.system_metadata = system_metadata;
         request.user_metadata = user_metadata;
         request.checksums = source.blob.checksums.clone();
+        request.null_version = versioning != Versioning::Enabled;
+        let copy_source_version_id = Self::read_version_id(source_versioning, &source);
         let content = BlobContent {
             size: source.blob.size,
             etag: source.blob.etag.clone(),
@@ -900,6 +902,8 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
                 last_modified: Some(timestamp(stored.blob.created)),
                 ..Default::default()
             }),
+            copy_source_version_id,
+            version_id: Self::written_version_id(versioning, &stored),
             ..Default::default()
         }))
     }
@@ -932,6 +936,21 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
     async fn list_multipart_uploads(&self, req: In<ListMultipartUploadsInput>) -> Out<ListMultipartUploadsOutput> // A
     {
         Ok(S3Response::new(self.list_uploads(req.input).await?))
+    }
+
+    async fn put_bucket_versioning(&self, req: In<PutBucketVersioningInput>) -> Out<PutBucketVersioningOutput> // A
+    {
+        Ok(S3Response::new(self.put_versioning(req.input).await?))
+    }
+
+    async fn get_bucket_versioning(&self, req: In<GetBucketVersioningInput>) -> Out<GetBucketVersioningOutput> // A
+    {
+        Ok(S3Response::new(self.get_versioning(&req.input.bucket).await?))
+    }
+
+    async fn list_object_versions(&self, req: In<ListObjectVersionsInput>) -> Out<ListObjectVersionsOutput> // A
+    {
+        Ok(S3Response::new(self.list_versions(req.input).await?))
     }
 
     async fn list_objects_v2(&self, req: In<ListObjectsV2Input>) -> Out<ListObjectsV2Output> // A
