@@ -95,6 +95,22 @@ check "wrong secret is refused" bash -c \
 check "aws s3 rm" $AWS s3 rm s3://cli/big.bin
 check "removed object is gone" bash -c "! $AWS s3api head-object --bucket cli --key big.bin >/dev/null 2>&1"
 
+# --- versioning with the aws CLI -------------------------------------------
+check "aws s3api put-bucket-versioning" bash -c \
+    "$AWS s3api create-bucket --bucket vcli >/dev/null && $AWS s3api put-bucket-versioning --bucket vcli --versioning-configuration Status=Enabled"
+check "aws s3api get-bucket-versioning says Enabled" bash -c \
+    "$AWS s3api get-bucket-versioning --bucket vcli --query Status --output text | grep -qx Enabled"
+check "aws s3api versioned puts, delete marker, get by version" bash -c '
+    set -e
+    v1=$('"$AWS"' s3api put-object --bucket vcli --key doc --body "'"$WORK"'/tree/file-1.txt" --query VersionId --output text)
+    '"$AWS"' s3api put-object --bucket vcli --key doc --body "'"$WORK"'/tree/file-2.txt" >/dev/null
+    '"$AWS"' s3api delete-object --bucket vcli --key doc >/dev/null
+    ! '"$AWS"' s3api head-object --bucket vcli --key doc >/dev/null 2>&1
+    '"$AWS"' s3api get-object --bucket vcli --key doc --version-id "$v1" "'"$WORK"'/v1.back" >/dev/null
+    cmp "'"$WORK"'/tree/file-1.txt" "'"$WORK"'/v1.back"
+    [ "$('"$AWS"' s3api list-object-versions --bucket vcli --query "length(Versions)" --output text)" = 2 ]
+    [ "$('"$AWS"' s3api list-object-versions --bucket vcli --query "DeleteMarkers[0].IsLatest" --output text)" = True ]'
+
 # --- boto3 at default settings -------------------------------------------
 check "boto3 put/get, upload_file/download_file, paging" python3 - "$ENDPOINT" "$WORK" <<'PY'
 import hashlib, os, sys
@@ -121,6 +137,64 @@ for page in s3.get_paginator("list_objects_v2").paginate(Bucket="boto", Prefix="
     keys += [o["Key"] for o in page.get("Contents", [])]
 assert keys == [f"page/{i:04d}" for i in range(120)], keys[:5]
 print("boto3 ok")
+PY
+
+check "boto3 versioning: 1200 versions paged, restore by copy, heads and merges" python3 - "$ENDPOINT" <<'PY'
+import sys
+import boto3
+from botocore.exceptions import ClientError
+
+endpoint = sys.argv[1]
+s3 = boto3.client("s3", endpoint_url=endpoint)
+s3.create_bucket(Bucket="vpy")
+s3.put_bucket_versioning(Bucket="vpy", VersioningConfiguration={"Status": "Enabled"})
+written = {}
+for i in range(1200):
+    key = f"k{i % 3}"
+    written.setdefault(key, []).append(s3.put_object(Bucket="vpy", Key=key, Body=f"{key} v{i}".encode())["VersionId"])
+seen = []
+for page in s3.get_paginator("list_object_versions").paginate(Bucket="vpy", PaginationConfig={"PageSize": 250}):
+    seen += [(v["Key"], v["VersionId"], v["IsLatest"]) for v in page.get("Versions", [])]
+expected = [(k, vid, i == 0) for k in sorted(written) for i, vid in enumerate(reversed(written[k]))]
+assert seen == expected, "paged versions differ from what was written"
+
+# Restore an old version by copying it over the key.
+old = written["k0"][0]
+s3.copy_object(Bucket="vpy", Key="k0", CopySource={"Bucket": "vpy", "Key": "k0", "VersionId": old})
+assert s3.get_object(Bucket="vpy", Key="k0")["Body"].read() == b"k0 v0"
+
+# Delete marker, then undelete by removing it.
+marker = s3.delete_object(Bucket="vpy", Key="k1")
+assert marker["DeleteMarker"] is True
+try:
+    s3.get_object(Bucket="vpy", Key="k1")
+    raise AssertionError("a deleted key still reads")
+except ClientError as error:
+    assert error.response["Error"]["Code"] == "NoSuchKey"
+s3.delete_object(Bucket="vpy", Key="k1", VersionId=marker["VersionId"])
+assert s3.get_object(Bucket="vpy", Key="k1")["Body"].read() == f"k1 v{1198}".encode()
+
+# The heads extension: headers added with an event hook.
+extra = {}
+def add_headers(request, **kwargs):
+    for name, value in extra.items():
+        request.headers[name] = value
+s3.meta.events.register("before-sign.s3.*", add_headers)
+base = s3.put_object(Bucket="vpy", Key="doc", Body=b"base")["ResponseMetadata"]["HTTPHeaders"]["x-ouroboros-version"]
+extra = {"x-ouroboros-parents": base}
+left = s3.put_object(Bucket="vpy", Key="doc", Body=b"left")["ResponseMetadata"]["HTTPHeaders"]["x-ouroboros-version"]
+right = s3.put_object(Bucket="vpy", Key="doc", Body=b"right")["ResponseMetadata"]["HTTPHeaders"]["x-ouroboros-version"]
+extra = {"x-ouroboros-heads": "1"}
+heads = s3.head_object(Bucket="vpy", Key="doc")["ResponseMetadata"]["HTTPHeaders"]["x-ouroboros-heads"]
+assert sorted(h.split(";")[0] for h in heads.split(",")) == sorted([left, right]), heads
+assert s3.get_object(Bucket="vpy", Key="doc")["Body"].read() == b"right", "plain GET reads the newest head"
+extra = {"x-ouroboros-parents": f"{left},{right}"}
+merged = s3.put_object(Bucket="vpy", Key="doc", Body=b"merged")["ResponseMetadata"]["HTTPHeaders"]["x-ouroboros-version"]
+extra = {"x-ouroboros-heads": "1", "x-ouroboros-children": "1"}
+headers = s3.head_object(Bucket="vpy", Key="doc", VersionId=left)["ResponseMetadata"]["HTTPHeaders"]
+assert headers["x-ouroboros-parents"] == base and headers["x-ouroboros-children"] == merged, headers
+assert headers["x-ouroboros-heads"].split(";")[0] == merged, headers
+print("boto3 versioning ok")
 PY
 
 # --- rclone --------------------------------------------------------------

@@ -39,6 +39,8 @@ pub enum Request {
     },
     /// Forget a version for good; the receiver keeps a tombstone.
     ForgetBlob(Hash),
+    /// The versions written on top of a version.
+    Children(Hash),
     /// An encoded bucket record, kept if newer than the one held.
     PutBucket(Vec<u8>),
     ListBuckets,
@@ -71,6 +73,7 @@ pub enum Response {
     /// An encoded blob, to be verified by the caller.
     Blob(Option<Vec<u8>>),
     Heads(Vec<ObjectSummary>),
+    Hashes(Vec<Hash>),
     Keys(Vec<ObjectSummary>),
     Buckets(Vec<BucketRecord>),
     Row(Option<Vec<u8>>),
@@ -87,6 +90,7 @@ impl Response {
             Response::Chunk(_) => "Chunk",
             Response::Blob(_) => "Blob",
             Response::Heads(_) => "Heads",
+            Response::Hashes(_) => "Hashes",
             Response::Keys(_) => "Keys",
             Response::Buckets(_) => "Buckets",
             Response::Row(_) => "Row",
@@ -147,6 +151,7 @@ pub fn handle_request(store: &LocalStore, request: Request) -> Result<Response, 
         Request::ListVersions { bucket, prefix, start, limit } => {
             Response::Keys(store.list_versions(&bucket, &prefix, &start, limit)?)
         }
+        Request::Children(hash) => Response::Hashes(store.children(&hash)?),
         Request::ForgetBlob(hash) => {
             store.forget_blob(&hash)?;
             Response::Stored

@@ -309,7 +309,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                 let mut newest = 0;
                 for parent in &parents {
                     let blob = self.get_blob(&request.bucket, &request.key, parent).await?;
-                    let blob = blob.ok_or_else(|| EngineError::NoSuchVersion { version: *parent })?;
+                    let blob = blob.ok_or(EngineError::NoSuchVersion { version: *parent })?;
                     newest = newest.max(blob.created);
                 }
                 (parents, newest)
@@ -628,9 +628,23 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         };
         let accept: Accept<Vec<ObjectSummary>> = |r| if let Response::Heads(heads) = r { Ok(heads) } else { Err(r) };
         let mut heads: Vec<ObjectSummary> = self.ask_all(&replicas, ask, accept).await?.into_iter().flatten().collect();
-        heads.sort_by(|a, b| (b.created, b.version).cmp(&(a.created, a.version)));
+        heads.sort_by_key(|h| std::cmp::Reverse((h.created, h.version)));
         heads.dedup_by_key(|h| h.version);
         Ok(heads)
+    }
+
+    /// The versions written on top of `version`: the union over the key's
+    /// reachable replicas.
+    pub async fn children(&self, bucket: &str, key: &str, version: &Hash) -> EngineResult<Vec<Hash>> // PA
+    {
+        let ask =
+            Ask { what: format!("children of {version}"), expected: "Hashes", request: Request::Children(*version) };
+        let accept: Accept<Vec<Hash>> = |r| if let Response::Hashes(hashes) = r { Ok(hashes) } else { Err(r) };
+        let mut children: Vec<Hash> =
+            self.ask_all(&self.object_replicas(bucket, key), ask, accept).await?.into_iter().flatten().collect();
+        children.sort();
+        children.dedup();
+        Ok(children)
     }
 
     /// Forget one version of a key on its replicas (S3's DELETE of a version

@@ -322,6 +322,7 @@ pub struct VersionEntry {
     pub size: u64,
     pub etag: String,
     pub null_version: bool,
+    pub writer: NodeId,
 }
 
 impl VersionEntry {
@@ -333,6 +334,7 @@ impl VersionEntry {
             size: blob.size,
             etag: blob.etag.clone(),
             null_version: blob.null_version,
+            writer: blob.writer,
         }
     }
 }
@@ -347,6 +349,7 @@ pub struct ObjectSummary {
     pub size: u64,
     pub etag: String,
     pub null_version: bool,
+    pub writer: NodeId,
 }
 
 impl ObjectSummary {
@@ -357,8 +360,8 @@ impl ObjectSummary {
 
     pub fn from_entry(key: String, version: Hash, entry: VersionEntry) -> Self // A
     {
-        let VersionEntry { kind, created, size, etag, null_version } = entry;
-        ObjectSummary { key, version, kind, created, size, etag, null_version }
+        let VersionEntry { kind, created, size, etag, null_version, writer } = entry;
+        ObjectSummary { key, version, kind, created, size, etag, null_version, writer }
     }
 
     /// Whether `self` wins over `other` as the key's current version.

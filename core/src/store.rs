@@ -43,6 +43,7 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 pub type Summaries = Vec<ObjectSummary>;
+type Listing = StoreResult<Summaries>;
 
 /// A table row: key and value.
 pub type Row = (Vec<u8>, Vec<u8>);
@@ -534,13 +535,7 @@ impl LocalStore {
 
     /// Up to `max` versions of the keys of `bucket` under `prefix`, keys in
     /// order and each key's versions newest first, from `start`.
-    pub fn list_versions(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        start: &VersionStart,
-        max: usize,
-    ) -> StoreResult<Summaries> // PA
+    pub fn list_versions(&self, bucket: &str, prefix: &str, start: &VersionStart, max: usize) -> Listing // PA
     {
         let scope = object_prefix(bucket, prefix);
         let lower = match start {

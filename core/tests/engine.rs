@@ -342,6 +342,151 @@ mod property {
     }
 }
 
+/// One step of a random history of a few keys.
+#[derive(Debug, Clone)]
+enum Step {
+    Put {
+        key: usize,
+        null: bool,
+    },
+    /// A write whose parent is the second-newest version: a branch.
+    Sibling {
+        key: usize,
+        null: bool,
+    },
+    /// A write naming every head: a merge.
+    Merge {
+        key: usize,
+    },
+    Delete {
+        key: usize,
+        null: bool,
+    },
+    Forget {
+        key: usize,
+        pick: usize,
+    },
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> // A
+{
+    use proptest::prelude::*;
+    prop_oneof![
+        3 => (0..3usize, any::<bool>()).prop_map(|(key, null)| Step::Put { key, null }),
+        1 => (0..3usize, any::<bool>()).prop_map(|(key, null)| Step::Sibling { key, null }),
+        1 => (0..3usize).prop_map(|key| Step::Merge { key }),
+        1 => (0..3usize, any::<bool>()).prop_map(|(key, null)| Step::Delete { key, null }),
+        1 => (0..3usize, any::<usize>()).prop_map(|(key, pick)| Step::Forget { key, pick }),
+    ]
+}
+
+/// Apply a history, then check the DAG and its indexes on every node.
+async fn check_history(steps: Vec<Step>) -> Result<(), String> // A
+{
+    let cluster = Cluster::new(3, small_chunks());
+    let engine = &cluster.engines[0];
+    let mut contents: HashMap<Hash, Vec<u8>> = HashMap::new();
+    for (n, step) in steps.iter().enumerate() {
+        let data = format!("step {n}: {step:?}").into_bytes();
+        let (key, mut request) = match *step {
+            Step::Put { key, null } | Step::Sibling { key, null } | Step::Delete { key, null } => {
+                let mut request = PutRequest::new("b", format!("k{key}"));
+                request.null_version = null;
+                (key, request)
+            }
+            Step::Merge { key } => (key, PutRequest::new("b", format!("k{key}"))),
+            Step::Forget { key, pick } => {
+                let versions = engine.key_versions("b", &format!("k{key}")).await.map_err(|e| e.to_string())?;
+                if let Some(version) = versions.get(pick % versions.len().max(1)) {
+                    engine
+                        .forget_version("b", &format!("k{key}"), &version.version)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    contents.remove(&version.version);
+                }
+                continue;
+            }
+        };
+        let name = format!("k{key}");
+        match step {
+            Step::Sibling { .. } => {
+                let versions = engine.key_versions("b", &name).await.map_err(|e| e.to_string())?;
+                let Some(older) = versions.get(1) else { continue };
+                request.parents = Some(vec![older.version]);
+            }
+            Step::Merge { .. } => {
+                let heads = engine.heads("b", &name).await.map_err(|e| e.to_string())?;
+                request.parents = Some(heads.iter().map(|h| h.version).collect());
+            }
+            Step::Delete { .. } => request.kind = ouroboros_core::BlobKind::DeleteMarker,
+            _ => {}
+        }
+        let body = if request.kind == ouroboros_core::BlobKind::DeleteMarker { Vec::new() } else { data };
+        let stored = engine.put_object(request, futures::stream::iter(vec![Ok(Bytes::from(body.clone()))])).await;
+        let stored = stored.map_err(|e| e.to_string())?;
+        contents.insert(stored.hash, body);
+    }
+    for key in 0..3 {
+        let name = format!("k{key}");
+        let heads = engine.heads("b", &name).await.map_err(|e| e.to_string())?;
+        let versions = engine.key_versions("b", &name).await.map_err(|e| e.to_string())?;
+        for head in &heads {
+            if !versions.iter().any(|v| v.version == head.version) {
+                return Err(format!("{name}: head {} is not a listed version", head.version));
+            }
+            for node in &cluster.nodes {
+                let store = cluster.transport.store(node).unwrap();
+                if !store.children(&head.version).map_err(|e| e.to_string())?.is_empty() {
+                    return Err(format!("{name}: head {} has children", head.version));
+                }
+            }
+        }
+        if let Some(newest) = versions.first() {
+            if !heads.iter().any(|h| h.version == newest.version) {
+                return Err(format!("{name}: the newest version {} is not a head", newest.version));
+            }
+            let latest = engine.latest("b", &name).await.map_err(|e| e.to_string())?;
+            if latest.map(|l| l.hash) != Some(newest.version) {
+                return Err(format!("{name}: reads do not see the newest version"));
+            }
+        } else if !heads.is_empty() {
+            return Err(format!("{name}: heads without versions"));
+        }
+        let newest_null = versions.iter().find(|v| v.null_version).map(|v| v.version);
+        for version in &versions {
+            let is_head = heads.iter().any(|h| h.version == version.version);
+            if version.null_version && Some(version.version) != newest_null && !is_head {
+                return Err(format!("{name}: replaced null version {} is still listed", version.version));
+            }
+            let Some(expected) = contents.get(&version.version) else {
+                return Err(format!("{name}: version {} was forgotten or never written", version.version));
+            };
+            let blob = engine.get_blob("b", &name, &version.version).await.map_err(|e| e.to_string())?;
+            let blob = blob.ok_or_else(|| format!("{name}: listed version {} has no blob", version.version))?;
+            let back: Vec<Bytes> = engine.read(&blob, 0..u64::MAX).try_collect().await.map_err(|e| e.to_string())?;
+            if back.concat() != *expected {
+                return Err(format!("{name}: version {} reads back wrong", version.version));
+            }
+        }
+    }
+    Ok(())
+}
+
+mod history {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+        #[test]
+        fn any_history_of_puts_deletes_merges_and_forgets_keeps_the_dag_consistent(steps in proptest::collection::vec(step(), 1..40)) { // A
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let outcome = runtime.block_on(check_history(steps));
+            prop_assert!(outcome.is_ok(), "{}", outcome.unwrap_err());
+        }
+    }
+}
+
 const CRASH_DIR: &str = "OUROBOROS_CRASH_TEST_DIR";
 
 fn crash_object(i: u64) -> Vec<u8> // A

@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use hyper::header::HeaderValue;
+use hyper::HeaderMap;
 use ouroboros_core::cluster::{ClusterView, Transport};
 use ouroboros_core::store::ListStart;
 use ouroboros_core::{Blob, BlobContent, BlobKind, BodyTap, Engine, EngineError, ObjectSummary, PutRequest};
@@ -15,6 +17,8 @@ use ouroboros_core::{VersionStart, Versioning};
 use s3s::checksum::ChecksumHasher;
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, TrailingHeaders, S3};
+
+use crate::versioning::{named_parents, PARENTS_HEADER, VERSION_HEADER};
 
 /// An S3 operation's request and result, as s3s types them.
 type In<T> = S3Request<T>;
@@ -612,6 +616,7 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
     async fn put_object(&self, req: In<PutObjectInput>) -> Out<PutObjectOutput> // A
     {
         let input = req.input;
+        let parents = named_parents(&req.headers)?;
         check_key(&input.key)?;
         let versioning = self.versioning(&input.bucket).await?;
         if input.content_length.is_some_and(|len| len > MAX_PUT_SIZE) {
@@ -668,9 +673,26 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
         request.user_metadata = user_metadata(input.metadata);
         request.checksums = checksums;
         request.null_version = versioning != Versioning::Enabled;
-        let stored = self.engine.commit(request, written).await.map_err(internal)?;
+        if let Some(parents) = parents {
+            // Naming two or more heads merges them; naming an older version
+            // writes a sibling beside the current heads instead of over them.
+            if parents.len() > 1 {
+                request.kind = BlobKind::Merge;
+            }
+            request.parents = Some(parents);
+        }
+        let stored = match self.engine.commit(request, written).await {
+            Err(EngineError::NoSuchVersion { version }) => {
+                return Err(s3_error!(InvalidArgument, "{PARENTS_HEADER}: version {version} does not exist"))
+            }
+            other => other.map_err(internal)?,
+        };
         let checksum = |name: &str| stored.blob.checksums.get(name).cloned();
-        Ok(S3Response::new(PutObjectOutput {
+        let mut dag = HeaderMap::new();
+        if let Ok(version) = HeaderValue::from_str(&stored.hash.to_hex()) {
+            dag.insert(VERSION_HEADER, version);
+        }
+        let mut response = S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(stored.blob.etag.clone())),
             version_id: Self::written_version_id(versioning, &stored),
             checksum_crc32: checksum("crc32"),
@@ -679,7 +701,9 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
             checksum_sha256: checksum("sha256"),
             checksum_crc64nvme: checksum("crc64nvme"),
             ..Default::default()
-        }))
+        });
+        response.headers = dag;
+        Ok(response)
     }
 
     async fn get_object(&self, req: In<GetObjectInput>) -> Out<GetObjectOutput> // A
@@ -687,6 +711,7 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
         let input = req.input;
         let (stored, versioning) = self.read_target(&input.bucket, &input.key, input.version_id.as_deref()).await?;
         let version_id = Self::read_version_id(versioning, &stored);
+        let dag = self.dag_headers(&req.headers, &stored).await?;
         let blob = stored.blob;
         let read = ReadRequest {
             conditions: Preconditions {
@@ -710,7 +735,7 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
         let length = range.end - range.start;
         let whole_object = content_range.is_none();
         let body = ResponseBody::spawn(self.engine.read(&blob, range));
-        Ok(S3Response::new(GetObjectOutput {
+        let mut response = S3Response::new(GetObjectOutput {
             body: Some(StreamingBlob::wrap(body)),
             content_length: Some(length as i64),
             content_range,
@@ -733,7 +758,9 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
             metadata: headers.metadata,
             version_id,
             ..Default::default()
-        }))
+        });
+        response.headers = dag;
+        Ok(response)
     }
 
     async fn head_object(&self, req: In<HeadObjectInput>) -> Out<HeadObjectOutput> // A
@@ -741,6 +768,7 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
         let input = req.input;
         let (stored, versioning) = self.read_target(&input.bucket, &input.key, input.version_id.as_deref()).await?;
         let version_id = Self::read_version_id(versioning, &stored);
+        let dag = self.dag_headers(&req.headers, &stored).await?;
         let blob = stored.blob;
         let read = ReadRequest {
             conditions: Preconditions {
@@ -762,7 +790,7 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
         };
         let (range, content_range, headers) = prepare_read(&blob, read)?;
         let length = range.end - range.start;
-        Ok(S3Response::new(HeadObjectOutput {
+        let mut response = S3Response::new(HeadObjectOutput {
             content_length: Some(length as i64),
             content_range,
             parts_count: (!blob.part_sizes.is_empty()).then_some(blob.part_sizes.len() as i32),
@@ -784,7 +812,9 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
             metadata: headers.metadata,
             version_id,
             ..Default::default()
-        }))
+        });
+        response.headers = dag;
+        Ok(response)
     }
 
     async fn delete_object(&self, req: In<DeleteObjectInput>) -> Out<DeleteObjectOutput> // A

@@ -267,7 +267,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         };
         let mut entries: Vec<Listed> = Vec::new();
         let mut truncated = false;
-        'pages: while max_keys > 0 {
+        'pages: while max_keys > 0 && entries.len() <= max_keys {
             let want = max_keys - entries.len() + 1;
             let (page, more) =
                 self.engine().list_versions(&input.bucket, &prefix, start.clone(), want).await.map_err(internal)?;
@@ -369,5 +369,70 @@ fn version_string(version: VersionRef) -> String // A
     match version {
         VersionRef::Null => NULL_VERSION_ID.to_string(),
         VersionRef::Id(hash) => hash.to_hex(),
+    }
+}
+
+/// Our extension headers (docs/VERSIONING.md); standard clients ignore them.
+pub(crate) const PARENTS_HEADER: &str = "x-ouroboros-parents";
+pub(crate) const VERSION_HEADER: &str = "x-ouroboros-version";
+pub(crate) const HEADS_HEADER: &str = "x-ouroboros-heads";
+pub(crate) const CHILDREN_HEADER: &str = "x-ouroboros-children";
+
+/// The parents a PUT names in `x-ouroboros-parents` (comma-separated
+/// version hashes), if any.
+pub(crate) fn named_parents(headers: &HeaderMap) -> S3Result<Option<Vec<Hash>>> // A
+{
+    let Some(value) = headers.get(PARENTS_HEADER) else { return Ok(None) };
+    let text = value.to_str().map_err(|_| s3_error!(InvalidArgument, "{PARENTS_HEADER} must be ASCII"))?;
+    let mut parents = Vec::new();
+    for id in text.split(',').map(str::trim).filter(|id| !id.is_empty()) {
+        let hash = id
+            .parse::<Hash>()
+            .map_err(|_| s3_error!(InvalidArgument, "{PARENTS_HEADER}: {id:?} is not a version hash"))?;
+        parents.push(hash);
+    }
+    if parents.is_empty() {
+        return Err(s3_error!(InvalidArgument, "{PARENTS_HEADER} names no version"));
+    }
+    parents.sort();
+    parents.dedup();
+    Ok(Some(parents))
+}
+
+fn insert_header(headers: &mut HeaderMap, name: &'static str, value: String) // A
+{
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(name, value);
+    }
+}
+
+fn join_hashes(hashes: &[Hash]) -> String // A
+{
+    hashes.iter().map(Hash::to_hex).collect::<Vec<_>>().join(",")
+}
+
+impl<T: Transport, V: ClusterView> Gateway<T, V> {
+    /// Headers telling where a version sits in the DAG: always its hash and
+    /// parents; the key's current heads and the version's children when the
+    /// request asks for them.
+    pub(crate) async fn dag_headers(&self, request: &HeaderMap, stored: &StoredBlob) -> S3Result<HeaderMap> // A
+    {
+        let mut headers = HeaderMap::new();
+        insert_header(&mut headers, VERSION_HEADER, stored.hash.to_hex());
+        insert_header(&mut headers, PARENTS_HEADER, join_hashes(&stored.blob.parents));
+        let (bucket, key) = (&stored.blob.bucket, &stored.blob.key);
+        if request.contains_key(HEADS_HEADER) {
+            let heads = self.engine().heads(bucket, key).await.map_err(internal)?;
+            let listed: Vec<String> = heads
+                .iter()
+                .map(|h| format!("{};created={};size={};writer={}", h.version, h.created, h.size, h.writer))
+                .collect();
+            insert_header(&mut headers, HEADS_HEADER, listed.join(","));
+        }
+        if request.contains_key(CHILDREN_HEADER) {
+            let children = self.engine().children(bucket, key, &stored.hash).await.map_err(internal)?;
+            insert_header(&mut headers, CHILDREN_HEADER, join_hashes(&children));
+        }
+        Ok(headers)
     }
 }

@@ -13,7 +13,9 @@ use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, Delete, MetadataDirective, ObjectIdentifier};
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, ChecksumAlgorithm, Delete, MetadataDirective, ObjectIdentifier, VersioningConfiguration,
+};
 use aws_sdk_s3::Client;
 use md5::{Digest, Md5};
 use ouroboros_core::store::{Durability, LocalStore};
@@ -880,4 +882,221 @@ async fn virtual_host_style_requests_reach_their_bucket() // A
     let (status, text) = raw_http(server.addr, request.as_bytes());
     assert_eq!(status, 200, "{text}");
     assert!(text.ends_with("virtual"), "{text}");
+}
+
+async fn enable_versioning(s3: &Client, bucket: &str, status: BucketVersioningStatus) // A
+{
+    let config = VersioningConfiguration::builder().status(status).build();
+    s3.put_bucket_versioning().bucket(bucket).versioning_configuration(config).send().await.unwrap();
+}
+
+async fn put_text(s3: &Client, bucket: &str, key: &str, text: &str) -> Option<String> // A
+{
+    let body = ByteStream::from(text.as_bytes().to_vec());
+    s3.put_object().bucket(bucket).key(key).body(body).send().await.unwrap().version_id
+}
+
+async fn get_version(s3: &Client, bucket: &str, key: &str, version: &str) -> String // A
+{
+    let out = s3.get_object().bucket(bucket).key(key).version_id(version).send().await.unwrap();
+    String::from_utf8(out.body.collect().await.unwrap().into_bytes().to_vec()).unwrap()
+}
+
+type Sent<O, E> = Result<O, SdkError<E, HttpResponse>>;
+
+/// A failed call's S3 error code and the named response header.
+fn error_with_header<O, E: ProvideErrorMetadata>(result: Sent<O, E>, header: &str) -> (String, Option<String>) // A
+{
+    let Err(error) = result else { panic!("expected an error") };
+    let value = error.raw_response().and_then(|raw| raw.headers().get(header)).map(str::to_string);
+    let code = error
+        .code()
+        .map(str::to_string)
+        .or_else(|| error.raw_response().map(|raw| format!("HTTP {}", raw.status().as_u16())))
+        .unwrap_or_default();
+    (code, value)
+}
+
+/// (key, version id, is latest, is delete marker) of every entry, paging
+/// with `page` entries per request, and the number of requests.
+async fn all_versions(s3: &Client, bucket: &str, page: i32) -> (Vec<(String, String, bool, bool)>, usize) // A
+{
+    let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
+    let mut out = Vec::new();
+    let mut requests = 0;
+    loop {
+        let listed = s3
+            .list_object_versions()
+            .bucket(bucket)
+            .max_keys(page)
+            .set_key_marker(key_marker.clone())
+            .set_version_id_marker(version_marker.clone())
+            .send()
+            .await
+            .unwrap();
+        requests += 1;
+        let mut entries: Vec<(String, String, bool, bool, i64)> = Vec::new();
+        for v in listed.versions() {
+            let at = v.last_modified().map_or(0, |t| t.as_nanos() as i64);
+            entries.push((v.key().unwrap().into(), v.version_id().unwrap().into(), v.is_latest().unwrap(), false, at));
+        }
+        for m in listed.delete_markers() {
+            let at = m.last_modified().map_or(0, |t| t.as_nanos() as i64);
+            entries.push((m.key().unwrap().into(), m.version_id().unwrap().into(), m.is_latest().unwrap(), true, at));
+        }
+        // The XML lists markers apart from versions: restore S3's order.
+        entries.sort_by(|a, b| (&a.0, std::cmp::Reverse(a.4)).cmp(&(&b.0, std::cmp::Reverse(b.4))));
+        assert!(entries.len() <= page as usize);
+        out.extend(entries.into_iter().map(|(k, v, l, m, _)| (k, v, l, m)));
+        if listed.is_truncated() != Some(true) {
+            return (out, requests);
+        }
+        key_marker = listed.next_key_marker().map(str::to_string);
+        version_marker = listed.next_version_id_marker().map(str::to_string);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versioned_buckets_keep_every_version_and_delete_markers() // A
+{
+    let server = TestServer::start().await;
+    let s3 = server.client();
+    s3.create_bucket().bucket("ver").send().await.unwrap();
+    let state = s3.get_bucket_versioning().bucket("ver").send().await.unwrap();
+    assert_eq!(state.status(), None, "a new bucket has never had versioning");
+    enable_versioning(&s3, "ver", BucketVersioningStatus::Enabled).await;
+    let state = s3.get_bucket_versioning().bucket("ver").send().await.unwrap();
+    assert_eq!(state.status(), Some(&BucketVersioningStatus::Enabled));
+
+    let v1 = put_text(&s3, "ver", "doc", "first").await.expect("a versioned PUT names its version");
+    let v2 = put_text(&s3, "ver", "doc", "second").await.unwrap();
+    assert_ne!(v1, v2);
+    assert_eq!(v1.len(), 64, "version ids are blob hashes: {v1}");
+    assert_eq!(get_version(&s3, "ver", "doc", &v1).await, "first");
+    assert_eq!(get_version(&s3, "ver", "doc", &v2).await, "second");
+    let head = s3.head_object().bucket("ver").key("doc").send().await.unwrap();
+    assert_eq!(head.version_id(), Some(v2.as_str()));
+    let head = s3.head_object().bucket("ver").key("doc").version_id(&v1).send().await.unwrap();
+    assert_eq!(head.content_length(), Some(5));
+
+    // DELETE writes a marker; the key reads as missing, with the marker's headers.
+    let deleted = s3.delete_object().bucket("ver").key("doc").send().await.unwrap();
+    assert_eq!(deleted.delete_marker(), Some(true));
+    let marker = deleted.version_id().unwrap().to_string();
+    let (missing, header) =
+        error_with_header(s3.get_object().bucket("ver").key("doc").send().await, "x-amz-delete-marker");
+    assert_eq!((missing.as_str(), header.as_deref()), ("NoSuchKey", Some("true")));
+    let named = s3.get_object().bucket("ver").key("doc").version_id(&marker).send().await;
+    let (refused, version) = error_with_header(named, "x-amz-version-id");
+    assert_eq!((refused.as_str(), version.as_deref()), ("MethodNotAllowed", Some(marker.as_str())));
+    assert_eq!(get_version(&s3, "ver", "doc", &v1).await, "first", "old versions stay readable");
+    let listed = s3.list_objects_v2().bucket("ver").send().await.unwrap();
+    assert!(listed.contents().is_empty(), "a deleted key is not listed");
+
+    // Removing the marker undeletes; removing a version exposes the one before.
+    let undo = s3.delete_object().bucket("ver").key("doc").version_id(&marker).send().await.unwrap();
+    assert_eq!((undo.delete_marker(), undo.version_id()), (Some(true), Some(marker.as_str())));
+    assert_eq!(get_bytes(&s3, "ver", "doc").await, b"second");
+    s3.delete_object().bucket("ver").key("doc").version_id(&v2).send().await.unwrap();
+    assert_eq!(get_bytes(&s3, "ver", "doc").await, b"first");
+    assert_eq!(code(s3.get_object().bucket("ver").key("doc").version_id(&v2).send().await), "NoSuchVersion");
+    assert_eq!(code(s3.get_object().bucket("ver").key("doc").version_id("nonsense").send().await), "InvalidArgument");
+
+    // Restore an old version by copying it over the key.
+    let v3 = put_text(&s3, "ver", "doc", "third").await.unwrap();
+    let copied =
+        s3.copy_object().bucket("ver").key("doc").copy_source(format!("ver/doc?versionId={v1}")).send().await.unwrap();
+    assert_eq!(copied.copy_source_version_id(), Some(v1.as_str()));
+    let restored = copied.version_id().unwrap().to_string();
+    assert_eq!(get_bytes(&s3, "ver", "doc").await, b"first");
+    let (versions, _) = all_versions(&s3, "ver", 1000).await;
+    let ids: Vec<&str> = versions.iter().map(|v| v.1.as_str()).collect();
+    assert_eq!(ids, [restored.as_str(), v3.as_str(), v1.as_str()], "newest first");
+    assert_eq!(versions.iter().filter(|v| v.2).count(), 1, "exactly one latest");
+    assert!(versions[0].2);
+
+    let not_empty = s3.delete_bucket().bucket("ver").send().await;
+    assert_eq!(code(not_empty), "BucketNotEmpty");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_listings_page_without_gaps_or_repeats() // A
+{
+    let server = TestServer::start().await;
+    let s3 = server.client();
+    s3.create_bucket().bucket("pages").send().await.unwrap();
+    enable_versioning(&s3, "pages", BucketVersioningStatus::Enabled).await;
+    let mut expected = Vec::new();
+    for key in ["a", "b/x", "b/y", "c"] {
+        let mut ids = Vec::new();
+        for round in 0..7 {
+            ids.push(put_text(&s3, "pages", key, &format!("{key} {round}")).await.unwrap());
+        }
+        if key == "b/y" {
+            let marker = s3.delete_object().bucket("pages").key(key).send().await.unwrap();
+            ids.push(marker.version_id().unwrap().to_string());
+        }
+        ids.reverse();
+        expected.extend(ids.into_iter().enumerate().map(|(i, id)| (key.to_string(), id, i == 0)));
+    }
+    let (whole, _) = all_versions(&s3, "pages", 1000).await;
+    let simple = |v: &Vec<(String, String, bool, bool)>| v.iter().map(|e| (e.0.clone(), e.1.clone(), e.2)).collect();
+    let whole_simple: Vec<(String, String, bool)> = simple(&whole);
+    assert_eq!(whole_simple, expected);
+    assert!(whole.iter().any(|e| e.3 && e.2), "the marker on b/y is its latest version");
+    for page in [1, 2, 3, 5, 8] {
+        let (paged, requests) = all_versions(&s3, "pages", page).await;
+        assert_eq!(paged, whole, "pages of {page}");
+        assert!(requests >= whole.len() / page as usize);
+    }
+
+    // Delimiter: b/ rolls up into one common prefix.
+    let grouped = s3.list_object_versions().bucket("pages").delimiter("/").send().await.unwrap();
+    let prefixes: Vec<_> = grouped.common_prefixes().iter().filter_map(|p| p.prefix()).collect();
+    assert_eq!(prefixes, ["b/"]);
+    assert_eq!(grouped.versions().len(), 14);
+    let bad = s3.list_object_versions().bucket("pages").version_id_marker("null").send().await;
+    assert_eq!(code(bad), "InvalidArgument");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unversioned_and_suspended_buckets_keep_one_null_version() // A
+{
+    let server = TestServer::start().await;
+    let s3 = server.client();
+    s3.create_bucket().bucket("plain").send().await.unwrap();
+    assert_eq!(put_text(&s3, "plain", "k", "one").await, None, "no version id without versioning");
+    put_text(&s3, "plain", "k", "two").await;
+    let (versions, _) = all_versions(&s3, "plain", 1000).await;
+    assert_eq!(
+        versions,
+        [("k".to_string(), "null".to_string(), true, false)],
+        "the overwrite replaced the null version"
+    );
+    assert_eq!(get_version(&s3, "plain", "k", "null").await, "two");
+    let deleted = s3.delete_object().bucket("plain").key("k").send().await.unwrap();
+    assert_eq!((deleted.delete_marker(), deleted.version_id()), (None, None));
+    assert!(all_versions(&s3, "plain", 1000).await.0.is_empty(), "an unversioned delete leaves nothing");
+    s3.delete_bucket().bucket("plain").send().await.unwrap();
+
+    // null → enabled versions → suspended: the new null replaces the old one only.
+    s3.create_bucket().bucket("susp").send().await.unwrap();
+    put_text(&s3, "susp", "k", "null one").await;
+    enable_versioning(&s3, "susp", BucketVersioningStatus::Enabled).await;
+    let kept = put_text(&s3, "susp", "k", "versioned").await.unwrap();
+    enable_versioning(&s3, "susp", BucketVersioningStatus::Suspended).await;
+    put_text(&s3, "susp", "k", "null two").await;
+    let head = s3.head_object().bucket("susp").key("k").send().await.unwrap();
+    assert_eq!(head.version_id(), Some("null"));
+    let (versions, _) = all_versions(&s3, "susp", 1000).await;
+    let ids: Vec<&str> = versions.iter().map(|v| v.1.as_str()).collect();
+    assert_eq!(ids, ["null", kept.as_str()]);
+    assert_eq!(get_version(&s3, "susp", "k", "null").await, "null two");
+    // A suspended DELETE puts a null marker in place of the null version.
+    let deleted = s3.delete_object().bucket("susp").key("k").send().await.unwrap();
+    assert_eq!((deleted.delete_marker(), deleted.version_id()), (Some(true), Some("null")));
+    let (versions, _) = all_versions(&s3, "susp", 1000).await;
+    let shape: Vec<(&str, bool)> = versions.iter().map(|v| (v.1.as_str(), v.3)).collect();
+    assert_eq!(shape, [("null", true), (kept.as_str(), false)]);
+    assert_eq!(get_version(&s3, "susp", "k", &kept).await, "versioned");
 }
