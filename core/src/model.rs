@@ -463,7 +463,7 @@ pub enum RecordError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample_blob() -> Blob // A

@@ -230,7 +230,7 @@ impl LocalStore {
         let keyspace = Config::new(dir.join("meta")).open()?;
         let plain = PartitionCreateOptions::default;
         let slices = SliceLog::open(&dir.join("slices"), keyspace.open_partition("slice_locations", plain())?)?;
-        Ok(LocalStore {
+        let store = LocalStore {
             slices,
             chunks: keyspace.open_partition("chunks", plain())?,
             blobs: keyspace.open_partition("blobs", plain())?,
@@ -247,7 +247,38 @@ impl LocalStore {
             apply_lock: Mutex::new(()),
             writes: AtomicU64::new(0),
             synced: Mutex::new(0),
-        })
+        };
+        store.rebuild_version_indexes()?;
+        Ok(store)
+    }
+
+    /// A store written before the `versions` and `nulls` indexes existed has
+    /// blobs but no entries there: derive them from the blobs once, then
+    /// apply the null-version rule to every key.
+    fn rebuild_version_indexes(&self) -> StoreResult<()> // PA
+    {
+        if !self.versions.is_empty()? || self.blobs.is_empty()? {
+            return Ok(());
+        }
+        let mut objects = std::collections::BTreeSet::new();
+        for entry in self.blobs.iter() {
+            let (hash, bytes) = entry?;
+            let hash = trailing_hash("blobs", &hash)?;
+            let blob = Blob::decode_verified(&hash, &bytes)?;
+            let object = object_index_key(&blob.bucket, &blob.key);
+            let entry = encode_entry(&VersionEntry::of(&blob));
+            self.versions.insert(version_index_key(&object, blob.created, &hash), entry)?;
+            if blob.null_version {
+                self.nulls.insert([object.as_slice(), hash.as_bytes()].concat(), blob.created.to_be_bytes())?;
+            }
+            objects.insert(object);
+        }
+        let _guard = self.apply_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for object in &objects {
+            self.retire_null_versions(object)?;
+        }
+        tracing::info!(objects = objects.len(), "version indexes rebuilt from the stored blobs");
+        self.sync()
     }
 
     /// Make every write done before this call durable (per `Durability`).
@@ -668,6 +699,38 @@ impl LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_indexes_missing_from_an_older_store_are_rebuilt_on_open() // A
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hashes = Vec::new();
+        {
+            let store = LocalStore::open(dir.path(), Durability::Flush).unwrap();
+            let mut blob = crate::model::tests::sample_blob();
+            blob.parents.clear();
+            blob.null_version = true;
+            for (n, created) in [10u64, 20].into_iter().enumerate() {
+                let next = Blob { created, parents: hashes.clone(), etag: format!("e{n}"), ..blob.clone() };
+                let (hash, bytes) = next.encode_with_hash();
+                store.put_blob(&bytes).unwrap();
+                hashes.push(hash);
+            }
+            // What an older build left behind: blobs and heads, no version indexes.
+            for partition in [&store.versions, &store.nulls] {
+                let keys: Vec<_> = partition.iter().map(|e| e.unwrap().0).collect();
+                keys.into_iter().for_each(|k| partition.remove(k).unwrap());
+            }
+            store.tombstones.iter().map(|e| e.unwrap().0).for_each(|k| store.tombstones.remove(k).unwrap());
+            let (first, bytes) = Blob { created: 10, parents: vec![], etag: "e0".into(), ..blob }.encode_with_hash();
+            store.blobs.insert(first.as_bytes(), bytes).unwrap();
+            store.sync().unwrap();
+        }
+        let store = LocalStore::open(dir.path(), Durability::Flush).unwrap();
+        let listed = store.list_versions("photos", "", &VersionStart::Keys(ListStart::Beginning), 10).unwrap();
+        let listed: Vec<Hash> = listed.iter().map(|v| v.version).collect();
+        assert_eq!(listed, [hashes[1]], "the replaced null version is retired, the current one listed");
+    }
 
     #[test]
     fn object_keys_sort_like_raw_keys() // A
