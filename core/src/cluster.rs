@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use crate::codec;
 use crate::hash::Hash;
 use crate::model::{BucketRecord, Chunk, NodeId, ObjectSummary, SealedSlice};
-use crate::store::{ListStart, LocalStore, Row, StoreError, VersionStart};
+use crate::store::{Freed, ListStart, LocalStore, Row, StoreError, VersionStart};
 
 /// A request from one node to another.
 #[derive(Debug, Clone)]
@@ -18,6 +18,21 @@ pub enum Request {
     GetSlice(Hash),
     PutChunk(Chunk),
     GetChunk(Hash),
+    /// The manifest, claimed for a write that deduplicates against it.
+    ClaimChunk(Hash),
+    /// Chunks held by the receiver and last claimed before a time.
+    UnclaimedChunks {
+        claimed_before: u64,
+        after: Option<Hash>,
+        max: usize,
+    },
+    /// Which of these chunks a blob or row held by the receiver references.
+    Referenced(Vec<Hash>),
+    FreeChunk {
+        id: Hash,
+        claimed_before: u64,
+    },
+    RemoveSlice(Hash),
     /// An encoded blob; the receiver verifies and indexes it.
     PutBlob(Vec<u8>),
     GetBlob(Hash),
@@ -48,6 +63,8 @@ pub enum Request {
         table: u8,
         key: Vec<u8>,
         value: Vec<u8>,
+        /// Chunks the row references, spared by garbage collection.
+        chunks: Vec<Hash>,
     },
     GetRow {
         table: u8,
@@ -74,6 +91,7 @@ pub enum Response {
     Blob(Option<Vec<u8>>),
     Heads(Vec<ObjectSummary>),
     Hashes(Vec<Hash>),
+    Freed(Freed),
     Keys(Vec<ObjectSummary>),
     Buckets(Vec<BucketRecord>),
     Row(Option<Vec<u8>>),
@@ -91,6 +109,7 @@ impl Response {
             Response::Blob(_) => "Blob",
             Response::Heads(_) => "Heads",
             Response::Hashes(_) => "Hashes",
+            Response::Freed(_) => "Freed",
             Response::Keys(_) => "Keys",
             Response::Buckets(_) => "Buckets",
             Response::Row(_) => "Row",
@@ -139,6 +158,16 @@ pub fn handle_request(store: &LocalStore, request: Request) -> Result<Response, 
             Response::Stored
         }
         Request::GetChunk(id) => Response::Chunk(store.get_chunk(&id)?),
+        Request::ClaimChunk(id) => Response::Chunk(store.claim_chunk(&id)?),
+        Request::UnclaimedChunks { claimed_before, after, max } => {
+            Response::Hashes(store.unclaimed_chunks(claimed_before, after, max)?)
+        }
+        Request::Referenced(ids) => Response::Hashes(store.referenced(&ids)?),
+        Request::FreeChunk { id, claimed_before } => Response::Freed(store.free_chunk(&id, claimed_before)?),
+        Request::RemoveSlice(hash) => {
+            store.remove_slice(&hash)?;
+            Response::Stored
+        }
         Request::PutBlob(bytes) => {
             store.put_blob(&bytes)?;
             Response::Stored
@@ -163,8 +192,8 @@ pub fn handle_request(store: &LocalStore, request: Request) -> Result<Response, 
             Response::Stored
         }
         Request::ListBuckets => Response::Buckets(store.list_buckets()?),
-        Request::PutRow { table, key, value } => {
-            store.put_row(table, &key, &value)?;
+        Request::PutRow { table, key, value, chunks } => {
+            store.put_row(table, &key, &value, &chunks)?;
             Response::Stored
         }
         Request::GetRow { table, key } => Response::Row(store.get_row(table, &key)?),

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::io;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::stream::{self, Stream, StreamExt, TryStreamExt};
@@ -26,7 +25,7 @@ use crate::model::{
 };
 use crate::placement;
 use crate::seal::{self, SealError, SealParams};
-use crate::store::{ListStart, Row, VersionStart};
+use crate::store::{now_nanos, Freed, ListStart, Row, VersionStart};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -135,6 +134,26 @@ pub struct Home<'a> {
     pub key: &'a str,
 }
 
+/// A row of a small metadata table, and the chunks it references.
+#[derive(Debug, Clone)]
+pub struct TableRow {
+    pub table: u8,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub chunks: Vec<Hash>,
+}
+
+/// What one garbage-collection pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Unreferenced chunks whose manifests and slices were removed.
+    pub chunks_freed: usize,
+    pub slices_removed: usize,
+    /// Unreferenced chunks kept because a write claimed them meanwhile, or
+    /// a replica could not be reached.
+    pub chunks_kept: usize,
+}
+
 /// What a new version holds, however its bytes were written.
 #[derive(Debug, Clone)]
 pub struct BlobContent {
@@ -204,11 +223,6 @@ impl<T, V> Clone for Engine<T, V> {
             read_permits: self.read_permits.clone(),
         }
     }
-}
-
-fn now_nanos() -> u64 // A
-{
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> EngineResult<R> // A
@@ -340,13 +354,15 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     }
 
     /// Set a row of a small metadata table on the replicas of `home`'s key.
-    pub async fn put_row(&self, home: Home<'_>, table: u8, key: Vec<u8>, value: Vec<u8>) -> EngineResult<()> // PA
+    pub async fn put_row(&self, home: Home<'_>, row: TableRow) -> EngineResult<()> // PA
     {
         let replicas = self.object_replicas(home.bucket, home.key);
         let needed = placement::write_quorum(replicas.len());
-        let calls = replicas
-            .iter()
-            .map(|node| self.transport.call(*node, Request::PutRow { table, key: key.clone(), value: value.clone() }));
+        let TableRow { table, key, value, chunks } = row;
+        let calls = replicas.iter().map(|node| {
+            let request = Request::PutRow { table, key: key.clone(), value: value.clone(), chunks: chunks.clone() };
+            self.transport.call(*node, request)
+        });
         self.expect_acks(format!("row of table {table}"), calls, needed).await
     }
 
@@ -486,7 +502,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let dedup_key = self.keys.dedup_key;
         let for_hash = plain.clone();
         let id = blocking(move || Hash::keyed(&dedup_key, &for_hash)).await?;
-        if self.find_chunk(&id).await.is_some() {
+        if self.claim_chunk(&id).await {
             return Ok((id, len));
         }
 
@@ -543,6 +559,17 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// answers `accept` recognises; fails only when no node answered.
     async fn ask_all<R>(&self, nodes: &[NodeId], ask: Ask, accept: Accept<R>) -> EngineResult<Vec<R>> // PA
     {
+        self.ask_many(nodes, ask, accept, false).await
+    }
+
+    /// As `ask_all`, but every node must answer.
+    async fn ask_every<R>(&self, nodes: &[NodeId], ask: Ask, accept: Accept<R>) -> EngineResult<Vec<R>> // PA
+    {
+        self.ask_many(nodes, ask, accept, true).await
+    }
+
+    async fn ask_many<R>(&self, nodes: &[NodeId], ask: Ask, accept: Accept<R>, every: bool) -> EngineResult<Vec<R>> // PA
+    {
         let calls = nodes.iter().map(|node| self.transport.call(*node, ask.request.clone()));
         let results = futures::future::join_all(calls).await;
         let mut answers = Vec::with_capacity(nodes.len());
@@ -558,7 +585,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                 Err(error) => errors.push(error),
             }
         }
-        if answers.is_empty() {
+        if answers.is_empty() || (every && !errors.is_empty()) {
             return Err(EngineError::NoReplica { what: ask.what, errors: join_errors(&errors) });
         }
         if !errors.is_empty() {
@@ -595,10 +622,105 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         placement::partition_replicas(placement::partition_of(bucket, key), &self.view.members())
     }
 
-    /// A chunk's manifest from the first replica that has it.
-    async fn find_chunk(&self, id: &Hash) -> Option<Chunk> // PA
+    /// Whether the cluster holds a chunk; claims it on every replica that
+    /// does, so garbage collection spares it until this write references it.
+    async fn claim_chunk(&self, id: &Hash) -> bool // PA
     {
-        self.fetch_chunk_manifest(id).await.ok()
+        let replicas = placement::partition_replicas(placement::partition_of_hash(id), &self.view.members());
+        let ask = Ask { what: format!("claim of chunk {id}"), expected: "Chunk", request: Request::ClaimChunk(*id) };
+        let accept: Accept<Option<Chunk>> = |r| if let Response::Chunk(chunk) = r { Ok(chunk) } else { Err(r) };
+        match self.ask_all(&replicas, ask, accept).await {
+            Ok(answers) => answers.iter().flatten().any(|chunk| chunk.id == *id),
+            Err(error) => {
+                tracing::warn!(chunk = %id, %error, "chunk claim failed; storing it again");
+                false
+            }
+        }
+    }
+
+    /// One garbage-collection pass over the chunks whose manifests this node
+    /// is the first replica of: a chunk that no blob and no upload part
+    /// references anywhere, and that no write claimed since
+    /// `claimed_before`, loses its manifest on every replica and then its
+    /// slices. Slices are removed only once every replica dropped the
+    /// manifest, so a racing write that claimed it on any replica keeps it.
+    pub async fn collect_garbage(&self, claimed_before: u64) -> EngineResult<GcReport> // PA
+    {
+        let local = self.view.local_node();
+        let members = self.view.members();
+        let mut report = GcReport::default();
+        let mut after = None;
+        loop {
+            let ask = Ask {
+                what: "unclaimed chunks".into(),
+                expected: "Hashes",
+                request: Request::UnclaimedChunks { claimed_before, after, max: 1000 },
+            };
+            let accept: Accept<Vec<Hash>> = |r| if let Response::Hashes(h) = r { Ok(h) } else { Err(r) };
+            let page = self.ask_all(&[local], ask, accept).await?.into_iter().flatten().collect::<Vec<_>>();
+            let Some(last) = page.last().copied() else { break };
+            after = Some(last);
+            let mine: Vec<Hash> = page
+                .into_iter()
+                .filter(|id| {
+                    placement::partition_replicas(placement::partition_of_hash(id), &members).first() == Some(&local)
+                })
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            // Every member must answer: a reference held by a node that is
+            // down would otherwise go unseen.
+            let ask =
+                Ask { what: "chunk references".into(), expected: "Hashes", request: Request::Referenced(mine.clone()) };
+            let referenced: std::collections::HashSet<Hash> =
+                self.ask_every(&members, ask, accept).await?.into_iter().flatten().collect();
+            for id in mine.into_iter().filter(|id| !referenced.contains(id)) {
+                match self.free_chunk(&id, claimed_before, &members).await {
+                    Some(slices) => {
+                        report.chunks_freed += 1;
+                        report.slices_removed += slices;
+                    }
+                    None => report.chunks_kept += 1,
+                }
+            }
+        }
+        if report.chunks_freed > 0 {
+            tracing::info!(freed = report.chunks_freed, slices = report.slices_removed, "garbage collected");
+        }
+        Ok(report)
+    }
+
+    /// Free one unreferenced chunk; the number of slices removed, or `None`
+    /// if a replica kept its manifest.
+    async fn free_chunk(&self, id: &Hash, claimed_before: u64, members: &[NodeId]) -> Option<usize> // PA
+    {
+        let replicas = placement::partition_replicas(placement::partition_of_hash(id), members);
+        let calls =
+            replicas.iter().map(|node| self.transport.call(*node, Request::FreeChunk { id: *id, claimed_before }));
+        let mut manifest = None;
+        for answer in futures::future::join_all(calls).await {
+            match answer {
+                Ok(Response::Freed(Freed::Freed(chunk))) => manifest = Some(chunk),
+                Ok(Response::Freed(Freed::Absent)) => {}
+                Ok(Response::Freed(Freed::Claimed)) => return None,
+                other => {
+                    tracing::warn!(chunk = %id, answer = ?other.map(|r| r.kind()), "chunk kept: a replica did not free it");
+                    return None;
+                }
+            }
+        }
+        let manifest = manifest?;
+        let ranked = placement::rank(id, members);
+        let mut removed = 0;
+        for (index, slice) in manifest.slices.iter().enumerate() {
+            let Some(node) = ranked.get(index % ranked.len().max(1)) else { break };
+            match self.transport.call(*node, Request::RemoveSlice(*slice)).await {
+                Ok(Response::Stored) => removed += 1,
+                other => tracing::warn!(chunk = %id, index, answer = ?other.map(|r| r.kind()), "slice not removed"),
+            }
+        }
+        Some(removed)
     }
 
     async fn fetch_chunk_manifest(&self, id: &Hash) -> EngineResult<Chunk> // PA

@@ -17,7 +17,8 @@ pub mod slicelog;
 pub mod store;
 
 pub use engine::{
-    BlobContent, BodyStream, BodyTap, Engine, EngineConfig, EngineError, Home, PutRequest, StoredBlob, WrittenBody,
+    BlobContent, BodyStream, BodyTap, Engine, EngineConfig, EngineError, GcReport, Home, PutRequest, StoredBlob,
+    TableRow, WrittenBody,
 };
 pub use hash::Hash;
 pub use keys::{ClusterSecret, DataKeyPair, NodeKeys};
@@ -25,4 +26,4 @@ pub use model::{
     Blob, BlobKind, BucketRecord, Chunk, ChunkRef, Erasure, NodeId, ObjectSummary, PartRecord, SealedSlice,
     UploadRecord, VersionEntry, Versioning, NULL_VERSION_ID,
 };
-pub use store::{ListStart, VersionStart};
+pub use store::{now_nanos, ListStart, VersionStart};

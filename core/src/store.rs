@@ -10,6 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 
@@ -70,12 +71,22 @@ pub struct LocalStore {
     tombstones: PartitionHandle,
     children: PartitionHandle,
     chunk_refs: PartitionHandle,
+    /// Chunk id → when it was last stored or claimed by a deduplicating write
+    /// (UTC nanoseconds): garbage collection spares recently claimed chunks.
+    chunk_claims: PartitionHandle,
+    /// Chunk ‖ row id: chunks that table rows (upload parts) reference.
+    row_refs: PartitionHandle,
+    /// Row id → the chunk ids the row references, to drop them with the row.
+    row_chunks: PartitionHandle,
     buckets: PartitionHandle,
     tables: PartitionHandle,
     durability: Durability,
     /// Serialises blob application: deciding whether a blob is a head reads
     /// the children index, which a concurrent apply may be changing.
     apply_lock: Mutex<()>,
+    /// Serialises claiming and freeing chunks, so a claim is never lost to
+    /// a concurrent free.
+    claim_lock: Mutex<()>,
     /// Group commit: writes done so far, and how many of them a finished
     /// sync covered.
     writes: AtomicU64,
@@ -211,6 +222,23 @@ fn trailing_hash(index: &'static str, key: &[u8]) -> StoreResult<Hash> // PA
         .ok_or(StoreError::BadIndexEntry { index, len: key.len() })
 }
 
+/// What freeing a chunk's manifest did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Freed {
+    /// Dropped; the slices it lists are garbage.
+    Freed(Chunk),
+    /// Claimed since the sweep began: kept.
+    Claimed,
+    /// Not held here.
+    Absent,
+}
+
+/// Now, in UTC nanoseconds since the Unix epoch (the time of every record).
+pub fn now_nanos() -> u64 // A
+{
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// The first index entry a listing from `start` may return.
 fn list_lower_bound(bucket: &str, scope: &[u8], start: &ListStart) -> Vec<u8> // PA
 {
@@ -240,11 +268,15 @@ impl LocalStore {
             tombstones: keyspace.open_partition("tombstones", plain())?,
             children: keyspace.open_partition("children", plain())?,
             chunk_refs: keyspace.open_partition("chunk_refs", plain())?,
+            chunk_claims: keyspace.open_partition("chunk_claims", plain())?,
+            row_refs: keyspace.open_partition("row_refs", plain())?,
+            row_chunks: keyspace.open_partition("row_chunks", plain())?,
             buckets: keyspace.open_partition("buckets", plain())?,
             tables: keyspace.open_partition("tables", plain())?,
             keyspace,
             durability,
             apply_lock: Mutex::new(()),
+            claim_lock: Mutex::new(()),
             writes: AtomicU64::new(0),
             synced: Mutex::new(0),
         };
@@ -321,10 +353,87 @@ impl LocalStore {
 
     pub fn put_chunk(&self, chunk: &Chunk) -> StoreResult<()> // PA
     {
-        if !self.chunks.contains_key(chunk.id.as_bytes())? {
-            self.chunks.insert(chunk.id.as_bytes(), codec::encode(chunk))?;
+        {
+            let _guard = self.claim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if !self.chunks.contains_key(chunk.id.as_bytes())? {
+                self.chunks.insert(chunk.id.as_bytes(), codec::encode(chunk))?;
+            }
+            self.chunk_claims.insert(chunk.id.as_bytes(), now_nanos().to_be_bytes())?;
         }
         self.make_durable()
+    }
+
+    /// A chunk's manifest, claimed for a write that will reference it: the
+    /// claim keeps garbage collection away from it for the grace period.
+    pub fn claim_chunk(&self, id: &Hash) -> StoreResult<Option<Chunk>> // PA
+    {
+        let _guard = self.claim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let chunk = self.get_chunk(id)?;
+        if chunk.is_some() {
+            self.chunk_claims.insert(id.as_bytes(), now_nanos().to_be_bytes())?;
+        }
+        Ok(chunk)
+    }
+
+    /// Up to `max` chunks held here, after `after`, last claimed before
+    /// `claimed_before` (chunks stored before claims were kept count as
+    /// never claimed).
+    pub fn unclaimed_chunks(&self, claimed_before: u64, after: Option<Hash>, max: usize) -> StoreResult<Vec<Hash>> // PA
+    {
+        let lower = after.map_or_else(Vec::new, |hash| [hash.as_bytes().as_slice(), &[0]].concat());
+        let mut out = Vec::new();
+        for entry in self.chunks.range(lower..) {
+            let (id, _) = entry?;
+            let id = trailing_hash("chunks", &id)?;
+            if self.claimed_at(&id)? < claimed_before {
+                out.push(id);
+                if out.len() == max {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn claimed_at(&self, id: &Hash) -> StoreResult<u64> // PA
+    {
+        let Some(bytes) = self.chunk_claims.get(id.as_bytes())? else { return Ok(0) };
+        let bytes = <[u8; 8]>::try_from(&bytes[..])
+            .map_err(|_| StoreError::BadIndexEntry { index: "chunk_claims", len: bytes.len() })?;
+        Ok(u64::from_be_bytes(bytes))
+    }
+
+    /// Which of these chunks a blob or a table row held here references.
+    pub fn referenced(&self, ids: &[Hash]) -> StoreResult<Vec<Hash>> // PA
+    {
+        let mut out = Vec::new();
+        for id in ids {
+            let by_blob = self.chunk_refs.prefix(id.as_bytes()).next().transpose()?.is_some();
+            if by_blob || self.row_refs.prefix(id.as_bytes()).next().transpose()?.is_some() {
+                out.push(*id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drop a chunk's manifest unless it was claimed at or after
+    /// `claimed_before`; the caller then removes its slices.
+    pub fn free_chunk(&self, id: &Hash, claimed_before: u64) -> StoreResult<Freed> // PA
+    {
+        let freed = {
+            let _guard = self.claim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let Some(chunk) = self.get_chunk(id)? else { return Ok(Freed::Absent) };
+            if self.claimed_at(id)? >= claimed_before {
+                return Ok(Freed::Claimed);
+            }
+            let mut batch = self.keyspace.batch();
+            batch.remove(&self.chunks, id.as_bytes());
+            batch.remove(&self.chunk_claims, id.as_bytes());
+            batch.commit()?;
+            Freed::Freed(chunk)
+        };
+        self.make_durable()?;
+        Ok(freed)
     }
 
     pub fn get_chunk(&self, id: &Hash) -> StoreResult<Option<Chunk>> // PA
@@ -625,11 +734,41 @@ impl LocalStore {
     }
 
     /// Set a row of a small metadata table (multipart uploads and parts):
-    /// rows are keyed by table id and key, last write wins.
-    pub fn put_row(&self, table: u8, key: &[u8], value: &[u8]) -> StoreResult<()> // PA
+    /// rows are keyed by table id and key, last write wins. `chunks` are the
+    /// chunks the row references (a part's), kept from garbage collection
+    /// until the row is replaced or deleted.
+    pub fn put_row(&self, table: u8, key: &[u8], value: &[u8], chunks: &[Hash]) -> StoreResult<()> // PA
     {
-        self.tables.insert([&[table], key].concat(), value)?;
+        let row = [&[table], key].concat();
+        {
+            let _guard = self.apply_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut batch = self.keyspace.batch();
+            self.drop_row_refs(&mut batch, &row)?;
+            batch.insert(&self.tables, row.as_slice(), value);
+            if !chunks.is_empty() {
+                let id = Hash::of(&row);
+                for chunk in chunks {
+                    batch.insert(&self.row_refs, pair_key(chunk, &id), []);
+                }
+                let list: Vec<u8> = chunks.iter().flat_map(|c| *c.as_bytes()).collect();
+                batch.insert(&self.row_chunks, row.as_slice(), list);
+            }
+            batch.commit()?;
+        }
         self.make_durable()
+    }
+
+    fn drop_row_refs(&self, batch: &mut fjall::Batch, row: &[u8]) -> StoreResult<()> // PA
+    {
+        let Some(list) = self.row_chunks.get(row)? else { return Ok(()) };
+        let id = Hash::of(row);
+        for chunk in list.chunks(32) {
+            let chunk =
+                Hash::from_slice(chunk).ok_or(StoreError::BadIndexEntry { index: "row_chunks", len: list.len() })?;
+            batch.remove(&self.row_refs, pair_key(&chunk, &id));
+        }
+        batch.remove(&self.row_chunks, row);
+        Ok(())
     }
 
     pub fn get_row(&self, table: u8, key: &[u8]) -> StoreResult<Option<Vec<u8>>> // PA
@@ -639,7 +778,14 @@ impl LocalStore {
 
     pub fn delete_row(&self, table: u8, key: &[u8]) -> StoreResult<()> // PA
     {
-        self.tables.remove([&[table], key].concat())?;
+        let row = [&[table], key].concat();
+        {
+            let _guard = self.apply_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut batch = self.keyspace.batch();
+            self.drop_row_refs(&mut batch, &row)?;
+            batch.remove(&self.tables, row.as_slice());
+            batch.commit()?;
+        }
         self.make_durable()
     }
 

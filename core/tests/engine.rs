@@ -342,6 +342,53 @@ mod property {
     }
 }
 
+/// Run a garbage-collection pass on every node; the total freed.
+async fn collect_everywhere(cluster: &Cluster, claimed_before: u64) -> usize // A
+{
+    let mut freed = 0;
+    for engine in &cluster.engines {
+        freed += engine.collect_garbage(claimed_before).await.unwrap().chunks_freed;
+    }
+    freed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_collection_frees_exactly_the_unreferenced_chunks() // A
+{
+    let cluster = Cluster::new(3, small_chunks());
+    let engine = &cluster.engines[0];
+    let shared = random_bytes(1 << 20, 11);
+    let unique = random_bytes(1 << 20, 12);
+    let first = put(engine, "shared-a", &shared).await;
+    put(engine, "shared-b", &shared).await;
+    let gone = put(engine, "unique", &unique).await;
+    let before = cluster.slice_bytes();
+
+    // Nothing is garbage yet.
+    assert_eq!(collect_everywhere(&cluster, ouroboros_core::now_nanos()).await, 0);
+    engine.forget_version("bucket", "shared-a", &first.hash).await.unwrap();
+    engine.forget_version("bucket", "unique", &gone.hash).await.unwrap();
+    // A sweep that began before the chunks were last stored spares them.
+    assert_eq!(collect_everywhere(&cluster, first.blob.created - 1).await, 0);
+    let freed = collect_everywhere(&cluster, ouroboros_core::now_nanos()).await;
+    assert_eq!(freed, gone.blob.chunks.len(), "exactly the chunks only the forgotten object used");
+    let after = cluster.slice_bytes();
+    assert!(before - after >= unique.len() as u64, "{before} → {after}: the unique object's slices are gone");
+    assert_eq!(read_all(engine, "shared-b").await.unwrap(), shared, "a chunk still referenced stays readable");
+
+    // Chunks referenced only by a table row (an upload part) are kept until
+    // the row goes.
+    let (written, ()) = engine.write_body(body(&random_bytes(300_000, 13)), ()).await.unwrap();
+    let home = ouroboros_core::Home { bucket: "bucket", key: "upload" };
+    let chunks = written.chunks.iter().map(|c| c.id).collect();
+    let row = ouroboros_core::TableRow { table: 9, key: b"part".to_vec(), value: b"x".to_vec(), chunks };
+    engine.put_row(home, row).await.unwrap();
+    assert_eq!(collect_everywhere(&cluster, ouroboros_core::now_nanos()).await, 0);
+    engine.delete_row(home, 9, b"part".to_vec()).await.unwrap();
+    assert_eq!(collect_everywhere(&cluster, ouroboros_core::now_nanos()).await, written.chunks.len());
+    assert_eq!(read_all(engine, "shared-b").await.unwrap(), shared);
+}
+
 /// One step of a random history of a few keys.
 #[derive(Debug, Clone)]
 enum Step {

@@ -2,6 +2,7 @@
 //! TOML file over defaults. A node needs none of it to start.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ouroboros_core::store::Durability;
 use serde::Deserialize;
@@ -31,6 +32,13 @@ pub struct FileConfig {
     pub domains: Option<Vec<String>>,
     /// `sync` (fsync before acknowledging, the default) or `flush`.
     pub durability: Option<String>,
+    /// Seconds a chunk stays safe from garbage collection after a write
+    /// stored or reused it (default one day).
+    pub gc_grace_secs: Option<u64>,
+    /// Seconds before an incomplete multipart upload is removed (default 7 days).
+    pub upload_expiry_secs: Option<u64>,
+    /// Seconds between background maintenance passes (default 600).
+    pub maintenance_interval_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -49,6 +57,27 @@ pub struct Config {
     pub region: String,
     pub domains: Vec<String>,
     pub durability: Durability,
+    pub maintenance: Maintenance,
+}
+
+/// The background work a node does: expiring abandoned uploads, then
+/// collecting garbage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Maintenance {
+    pub interval: Duration,
+    pub gc_grace: Duration,
+    pub upload_expiry: Duration,
+}
+
+impl Default for Maintenance {
+    fn default() -> Self // A
+    {
+        Maintenance {
+            interval: Duration::from_secs(600),
+            gc_grace: Duration::from_secs(24 * 3600),
+            upload_expiry: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
 }
 
 /// Flags, already merged with their environment variables by clap.
@@ -62,6 +91,19 @@ pub struct Overrides {
 fn env(name: &str) -> Option<String> // A
 {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// A number of seconds from the environment, else the file, else the default.
+fn seconds(name: &'static str, file: Option<u64>, default: Duration) -> Result<Duration, ConfigError> // A
+{
+    match env(name) {
+        Some(text) => text.parse::<u64>().map(Duration::from_secs).map_err(|_| ConfigError::Invalid {
+            name,
+            value: text,
+            expected: "a whole number of seconds",
+        }),
+        None => Ok(file.map_or(default, Duration::from_secs)),
+    }
 }
 
 impl Config {
@@ -82,12 +124,30 @@ impl Config {
             Some(list) => list.split(',').map(|d| d.trim().to_string()).filter(|d| !d.is_empty()).collect(),
             None => file.domains.unwrap_or_else(|| vec!["localhost".into()]),
         };
+        let defaults = Maintenance::default();
+        let maintenance = Maintenance {
+            interval: seconds(
+                "OUROBOROS_MAINTENANCE_INTERVAL_SECS",
+                file.maintenance_interval_secs,
+                defaults.interval,
+            )?,
+            gc_grace: seconds("OUROBOROS_GC_GRACE_SECS", file.gc_grace_secs, defaults.gc_grace)?,
+            upload_expiry: seconds("OUROBOROS_UPLOAD_EXPIRY_SECS", file.upload_expiry_secs, defaults.upload_expiry)?,
+        };
+        if maintenance.interval.is_zero() {
+            return Err(ConfigError::Invalid {
+                name: "maintenance_interval_secs",
+                value: "0".into(),
+                expected: "at least 1",
+            });
+        }
         Ok(Config {
             data_dir: overrides.data_dir.or(file.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             listen: overrides.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into()),
             region: env("OUROBOROS_REGION").or(file.region).unwrap_or_else(|| DEFAULT_REGION.into()),
             domains,
             durability,
+            maintenance,
         })
     }
 }

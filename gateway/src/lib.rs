@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod credentials;
+pub mod maintenance;
 pub mod multipart;
 pub mod node;
 pub mod s3;

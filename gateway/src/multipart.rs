@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use ouroboros_core::cluster::{ClusterView, Transport};
 use ouroboros_core::codec;
-use ouroboros_core::{Home, PartRecord, PutRequest, UploadRecord, Versioning};
+use ouroboros_core::{now_nanos, Home, PartRecord, PutRequest, TableRow, UploadRecord, Versioning};
 use s3s::dto::*;
 use s3s::{s3_error, S3Result};
 
@@ -39,13 +39,7 @@ fn part_row_key(upload_id: &str, number: u16) -> Vec<u8> // PA
 
 fn new_upload_id() -> String // PA
 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    format!("{now:016x}{}", hex::encode(rand::random::<[u8; 12]>()))
-}
-
-fn now_nanos() -> u64 // A
-{
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    format!("{:016x}{}", now_nanos(), hex::encode(rand::random::<[u8; 12]>()))
 }
 
 fn trim_etag(etag: &str) -> &str // A
@@ -125,7 +119,8 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         };
         let home = Home { bucket: &upload.bucket, key: &upload.key };
         let row = upload_row_key(&upload.bucket, &upload.key, &upload.upload_id);
-        self.engine().put_row(home, UPLOADS, row, codec::encode(&upload)).await.map_err(internal)?;
+        let row = TableRow { table: UPLOADS, key: row, value: codec::encode(&upload), chunks: Vec::new() };
+        self.engine().put_row(home, row).await.map_err(internal)?;
         Ok(CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
@@ -164,7 +159,9 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         let home = Home { bucket: &upload.bucket, key: &upload.key };
         let row = part_row_key(&upload.upload_id, number);
         // A part uploaded again replaces the earlier one.
-        self.engine().put_row(home, PARTS, row, codec::encode(&part)).await.map_err(internal)?;
+        let chunks = part.chunks.iter().map(|c| c.id).collect();
+        let row = TableRow { table: PARTS, key: row, value: codec::encode(&part), chunks };
+        self.engine().put_row(home, row).await.map_err(internal)?;
         let checksum = |name: &str| part.checksums.get(name).cloned();
         Ok(UploadPartOutput {
             e_tag: Some(ETag::Strong(part.etag.clone())),
@@ -278,6 +275,37 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
             owner: Some(crate::s3::owner()),
             ..Default::default()
         })
+    }
+
+    /// Remove every incomplete upload initiated before `initiated_before`
+    /// (like S3's AbortIncompleteMultipartUpload lifecycle rule); returns
+    /// how many were removed. Their parts' chunks become garbage.
+    pub async fn expire_uploads(&self, initiated_before: u64) -> S3Result<usize> // A
+    {
+        let mut expired = 0;
+        let mut after = Vec::new();
+        loop {
+            let rows = self.engine().scan_rows(UPLOADS, &[], &after, MAX_LISTED as usize).await.map_err(internal)?;
+            let Some((last, _)) = rows.last() else { break };
+            after = last.clone();
+            for (_, bytes) in rows {
+                let upload: UploadRecord = match codec::decode(&bytes) {
+                    Ok(upload) => upload,
+                    Err(error) => {
+                        tracing::warn!(%error, "unreadable upload record left in place");
+                        continue;
+                    }
+                };
+                if upload.initiated >= initiated_before {
+                    continue;
+                }
+                let parts = self.parts(&upload.upload_id, 0, MAX_PART_NUMBER as usize).await?;
+                self.forget_upload(&upload, &parts).await?;
+                tracing::info!(bucket = %upload.bucket, key = %upload.key, upload = %upload.upload_id, "incomplete upload expired");
+                expired += 1;
+            }
+        }
+        Ok(expired)
     }
 
     pub(crate) async fn list_uploads(&self, input: ListMultipartUploadsInput) -> S3Result<ListMultipartUploadsOutput> // A

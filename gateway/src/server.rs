@@ -14,7 +14,7 @@ use s3s::host::MultiDomain;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, Maintenance};
 use crate::credentials::{self, KeyRing};
 use crate::node::Node;
 use crate::s3::Gateway;
@@ -43,6 +43,8 @@ pub struct Server {
     listener: TcpListener,
     service: S3Service,
     node: Node,
+    region: String,
+    maintenance: Maintenance,
 }
 
 impl Server {
@@ -77,13 +79,19 @@ impl Server {
             builder.set_host(host);
         }
         let service = builder.build();
-        Ok(Server { listener, service, node })
+        Ok(Server { listener, service, node, region: config.region.clone(), maintenance: config.maintenance })
     }
 
     /// The node's local store (for operators' tools and tests).
     pub fn store(&self) -> std::sync::Arc<ouroboros_core::store::LocalStore> // A
     {
         self.node.store.clone()
+    }
+
+    /// The node's engine (for operators' tools and tests).
+    pub fn engine(&self) -> crate::node::NodeEngine // A
+    {
+        self.node.engine.clone()
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> // A
@@ -95,6 +103,8 @@ impl Server {
     {
         let addr = self.local_addr();
         tracing::info!(?addr, node = %self.node.id, "OuroborosDB is serving S3");
+        let upkeep = Gateway::new(self.node.engine.clone(), self.region.clone());
+        let upkeep = tokio::spawn(crate::maintenance::run(upkeep, self.maintenance));
         let http = ConnBuilder::new(TokioExecutor::new());
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut terminate =
@@ -127,6 +137,7 @@ impl Server {
             () = graceful.shutdown() => tracing::info!("all requests drained"),
             () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out, closing anyway"),
         }
+        upkeep.abort();
         self.node.store.sync()?;
         tracing::info!("store closed cleanly");
         Ok(())

@@ -19,8 +19,11 @@ use aws_sdk_s3::types::{
 use aws_sdk_s3::Client;
 use md5::{Digest, Md5};
 use ouroboros_core::store::{Durability, LocalStore};
-use ouroboros_gateway::config::Config;
+use ouroboros_gateway::config::{Config, Maintenance};
 use ouroboros_gateway::credentials;
+use ouroboros_gateway::maintenance;
+use ouroboros_gateway::node::NodeEngine;
+use ouroboros_gateway::s3::Gateway;
 use ouroboros_gateway::server::Server;
 use rand::{RngCore, SeedableRng};
 
@@ -28,6 +31,7 @@ struct TestServer {
     addr: SocketAddr,
     key: credentials::AccessKey,
     store: Arc<LocalStore>,
+    engine: NodeEngine,
     dir: tempfile::TempDir,
 }
 
@@ -42,12 +46,31 @@ impl TestServer {
             region: "us-east-1".into(),
             domains: vec!["localhost".into()],
             durability: Durability::Flush,
+            maintenance: Maintenance::default(),
         };
         let server = Server::bind(&config).await.unwrap();
         let addr = server.local_addr().unwrap();
         let store = server.store();
+        let engine = server.engine();
         tokio::spawn(server.run());
-        TestServer { addr, key, store, dir }
+        TestServer { addr, key, store, engine, dir }
+    }
+
+    /// One maintenance pass now, with no grace period; incomplete uploads
+    /// expire at any age if `expire_uploads`.
+    async fn maintain(&self, expire_uploads: bool) -> maintenance::PassReport // A
+    {
+        let gateway = Gateway::new(self.engine.clone(), "us-east-1".into());
+        let defaults = Maintenance::default();
+        let upload_expiry = if expire_uploads { Duration::ZERO } else { defaults.upload_expiry };
+        let now = Maintenance { gc_grace: Duration::ZERO, upload_expiry, ..defaults };
+        maintenance::pass(&gateway, now).await
+    }
+
+    /// Live slice bytes in the store.
+    fn slice_bytes(&self) -> u64 // A
+    {
+        self.store.slice_usage().unwrap().0
     }
 
     fn client_with(&self, access_key: &str, secret: &str) -> Client // A
@@ -666,6 +689,7 @@ async fn a_second_server_on_the_same_data_dir_refuses_to_start() // A
         region: "us-east-1".into(),
         domains: vec![],
         durability: Durability::Flush,
+        maintenance: Maintenance::default(),
     };
     let error = Server::bind(&config).await.err().expect("the data directory is locked");
     assert!(error.to_string().contains("already using the data directory"), "{error}");
@@ -1099,4 +1123,74 @@ async fn unversioned_and_suspended_buckets_keep_one_null_version() // A
     let shape: Vec<(&str, bool)> = versions.iter().map(|v| (v.1.as_str(), v.3)).collect();
     assert_eq!(shape, [("null", true), (kept.as_str(), false)]);
     assert_eq!(get_version(&s3, "susp", "k", &kept).await, "versioned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_deleted_and_abandoned_data_gives_its_space_back() // A
+{
+    let server = TestServer::start().await;
+    let s3 = server.client();
+    let size = 3 << 20;
+    s3.create_bucket().bucket("space").send().await.unwrap();
+    let put = |key: &'static str, seed: u64| {
+        let s3 = s3.clone();
+        async move {
+            let body = ByteStream::from(random_bytes(size, seed));
+            s3.put_object().bucket("space").key(key).body(body).send().await.unwrap();
+        }
+    };
+
+    // An overwrite in an unversioned bucket: the old bytes become garbage.
+    put("doc", 1).await;
+    let one_object = server.slice_bytes();
+    assert!(one_object >= size as u64);
+    put("doc", 2).await;
+    assert!(server.slice_bytes() >= 2 * size as u64);
+    let report = server.maintain(false).await;
+    assert!(report.chunks_freed > 0, "{report:?}");
+    let left = server.slice_bytes();
+    assert!(left.abs_diff(one_object) < one_object / 100, "{left} bytes left: the store shrank back to one object");
+    assert_eq!(get_bytes(&s3, "space", "doc").await, random_bytes(size, 2));
+
+    // A copy shares the chunks: deleting the original frees nothing.
+    s3.copy_object().bucket("space").key("copy").copy_source("space/doc").send().await.unwrap();
+    s3.delete_object().bucket("space").key("doc").send().await.unwrap();
+    assert_eq!(server.maintain(false).await.chunks_freed, 0);
+    assert_eq!(get_bytes(&s3, "space", "copy").await, random_bytes(size, 2));
+    s3.delete_object().bucket("space").key("copy").send().await.unwrap();
+    server.maintain(false).await;
+    assert_eq!(server.slice_bytes(), 0, "nothing references any chunk any more");
+    let on_disk = server.store.slice_disk_usage().unwrap();
+    assert!(on_disk < size as u64 / 4, "{on_disk} bytes of segment files still allocated");
+
+    // A deleted version of a versioned key.
+    enable_versioning(&s3, "space", BucketVersioningStatus::Enabled).await;
+    put("doc", 3).await;
+    let keep = server.slice_bytes();
+    put("doc", 4).await;
+    let versions = all_versions(&s3, "space", 1000).await.0;
+    s3.delete_object().bucket("space").key("doc").version_id(&versions[0].1).send().await.unwrap();
+    server.maintain(false).await;
+    assert_eq!(server.slice_bytes(), keep);
+    assert_eq!(get_bytes(&s3, "space", "doc").await, random_bytes(size, 3));
+
+    // An aborted upload, and an abandoned one past its age.
+    for abandon in [false, true] {
+        let upload = s3.create_multipart_upload().bucket("space").key("big").send().await.unwrap();
+        let id = upload.upload_id().unwrap();
+        let part = ByteStream::from(random_bytes(5 << 20, 5));
+        s3.upload_part().bucket("space").key("big").upload_id(id).part_number(1).body(part).send().await.unwrap();
+        // A part uploaded again replaces the first: its bytes are garbage at once.
+        let part = ByteStream::from(random_bytes(5 << 20, 6));
+        s3.upload_part().bucket("space").key("big").upload_id(id).part_number(1).body(part).send().await.unwrap();
+        let report = server.maintain(abandon).await;
+        assert!(report.chunks_freed > 0 && report.uploads_expired == usize::from(abandon), "{report:?}");
+        if !abandon {
+            s3.abort_multipart_upload().bucket("space").key("big").upload_id(id).send().await.unwrap();
+            server.maintain(false).await;
+        }
+        assert_eq!(server.slice_bytes(), keep, "abandon={abandon}");
+        let uploads = s3.list_multipart_uploads().bucket("space").send().await.unwrap();
+        assert!(uploads.uploads().is_empty());
+    }
 }

@@ -1,0 +1,55 @@
+//! A node's background upkeep, every `Maintenance::interval`: incomplete
+//! multipart uploads past their expiry are removed, then chunks that nothing
+//! references and no write claimed within the grace period are collected.
+
+use std::time::Duration;
+
+use ouroboros_core::cluster::{ClusterView, Transport};
+use ouroboros_core::now_nanos;
+
+use crate::config::Maintenance;
+use crate::s3::Gateway;
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    pub uploads_expired: usize,
+    pub chunks_freed: usize,
+    pub slices_removed: usize,
+}
+
+fn nanos_before_now(age: Duration) -> u64 // A
+{
+    now_nanos().saturating_sub(u64::try_from(age.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// One maintenance pass; errors are logged and the pass goes on.
+pub async fn pass<T: Transport, V: ClusterView>(gateway: &Gateway<T, V>, settings: Maintenance) -> PassReport // PA
+{
+    let mut report = PassReport::default();
+    match gateway.expire_uploads(nanos_before_now(settings.upload_expiry)).await {
+        Ok(expired) => report.uploads_expired = expired,
+        Err(error) => tracing::warn!(%error, "expiring incomplete uploads failed"),
+    }
+    match gateway.engine().collect_garbage(nanos_before_now(settings.gc_grace)).await {
+        Ok(gc) => {
+            report.chunks_freed = gc.chunks_freed;
+            report.slices_removed = gc.slices_removed;
+        }
+        Err(error) => tracing::warn!(%error, "garbage collection failed"),
+    }
+    report
+}
+
+/// Run passes forever (the server aborts the task when it stops).
+pub async fn run<T: Transport, V: ClusterView>(gateway: Gateway<T, V>, settings: Maintenance) // PA
+{
+    let mut ticks = tokio::time::interval(settings.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let report = pass(&gateway, settings).await;
+        tracing::debug!(?report, "maintenance pass done");
+    }
+}
