@@ -942,11 +942,14 @@ fn error_with_header<O, E: ProvideErrorMetadata>(result: Sent<O, E>, header: &st
 }
 
 /// (key, version id, is latest, is delete marker) of every entry, paging
-/// with `page` entries per request, and the number of requests.
+/// with `page` entries per request: the versions in listing order, then the
+/// delete markers in listing order (the XML lists them apart, and their
+/// millisecond times cannot restore the interleaving); and the number of
+/// requests.
 async fn all_versions(s3: &Client, bucket: &str, page: i32) -> (Vec<(String, String, bool, bool)>, usize) // A
 {
     let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
-    let mut out = Vec::new();
+    let (mut out, mut markers) = (Vec::new(), Vec::new());
     let mut requests = 0;
     loop {
         let listed = s3
@@ -959,20 +962,15 @@ async fn all_versions(s3: &Client, bucket: &str, page: i32) -> (Vec<(String, Str
             .await
             .unwrap();
         requests += 1;
-        let mut entries: Vec<(String, String, bool, bool, i64)> = Vec::new();
+        assert!(listed.versions().len() + listed.delete_markers().len() <= page as usize);
         for v in listed.versions() {
-            let at = v.last_modified().map_or(0, |t| t.as_nanos() as i64);
-            entries.push((v.key().unwrap().into(), v.version_id().unwrap().into(), v.is_latest().unwrap(), false, at));
+            out.push((v.key().unwrap().into(), v.version_id().unwrap().into(), v.is_latest().unwrap(), false));
         }
         for m in listed.delete_markers() {
-            let at = m.last_modified().map_or(0, |t| t.as_nanos() as i64);
-            entries.push((m.key().unwrap().into(), m.version_id().unwrap().into(), m.is_latest().unwrap(), true, at));
+            markers.push((m.key().unwrap().into(), m.version_id().unwrap().into(), m.is_latest().unwrap(), true));
         }
-        // The XML lists markers apart from versions: restore S3's order.
-        entries.sort_by(|a, b| (&a.0, std::cmp::Reverse(a.4)).cmp(&(&b.0, std::cmp::Reverse(b.4))));
-        assert!(entries.len() <= page as usize);
-        out.extend(entries.into_iter().map(|(k, v, l, m, _)| (k, v, l, m)));
         if listed.is_truncated() != Some(true) {
+            out.extend(markers);
             return (out, requests);
         }
         key_marker = listed.next_key_marker().map(str::to_string);
@@ -1050,24 +1048,23 @@ async fn version_listings_page_without_gaps_or_repeats() // A
     let s3 = server.client();
     s3.create_bucket().bucket("pages").send().await.unwrap();
     enable_versioning(&s3, "pages", BucketVersioningStatus::Enabled).await;
-    let mut expected = Vec::new();
+    let (mut expected, mut markers) = (Vec::new(), Vec::new());
     for key in ["a", "b/x", "b/y", "c"] {
         let mut ids = Vec::new();
         for round in 0..7 {
             ids.push(put_text(&s3, "pages", key, &format!("{key} {round}")).await.unwrap());
         }
-        if key == "b/y" {
-            let marker = s3.delete_object().bucket("pages").key(key).send().await.unwrap();
-            ids.push(marker.version_id().unwrap().to_string());
-        }
         ids.reverse();
-        expected.extend(ids.into_iter().enumerate().map(|(i, id)| (key.to_string(), id, i == 0)));
+        let deleted = key == "b/y";
+        expected.extend(ids.into_iter().enumerate().map(|(i, id)| (key.to_string(), id, i == 0 && !deleted, false)));
+        if deleted {
+            let marker = s3.delete_object().bucket("pages").key(key).send().await.unwrap();
+            markers.push((key.to_string(), marker.version_id().unwrap().to_string(), true, true));
+        }
     }
+    expected.extend(markers);
     let (whole, _) = all_versions(&s3, "pages", 1000).await;
-    let simple = |v: &Vec<(String, String, bool, bool)>| v.iter().map(|e| (e.0.clone(), e.1.clone(), e.2)).collect();
-    let whole_simple: Vec<(String, String, bool)> = simple(&whole);
-    assert_eq!(whole_simple, expected);
-    assert!(whole.iter().any(|e| e.3 && e.2), "the marker on b/y is its latest version");
+    assert_eq!(whole, expected, "keys in order, each newest first; the marker on b/y is its latest version");
     for page in [1, 2, 3, 5, 8] {
         let (paged, requests) = all_versions(&s3, "pages", page).await;
         assert_eq!(paged, whole, "pages of {page}");
@@ -1120,8 +1117,8 @@ async fn unversioned_and_suspended_buckets_keep_one_null_version() // A
     let deleted = s3.delete_object().bucket("susp").key("k").send().await.unwrap();
     assert_eq!((deleted.delete_marker(), deleted.version_id()), (Some(true), Some("null")));
     let (versions, _) = all_versions(&s3, "susp", 1000).await;
-    let shape: Vec<(&str, bool)> = versions.iter().map(|v| (v.1.as_str(), v.3)).collect();
-    assert_eq!(shape, [("null", true), (kept.as_str(), false)]);
+    let shape: Vec<(&str, bool, bool)> = versions.iter().map(|v| (v.1.as_str(), v.2, v.3)).collect();
+    assert_eq!(shape, [(kept.as_str(), false, false), ("null", true, true)], "the null marker is the latest");
     assert_eq!(get_version(&s3, "susp", "k", &kept).await, "versioned");
 }
 
