@@ -4,17 +4,24 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
+use futures::StreamExt;
+use md5::{Digest, Md5};
 use ouroboros_core::cluster::{ClusterView, Transport};
 use ouroboros_core::codec;
-use ouroboros_core::{now_nanos, Home, PartRecord, PutRequest, TableRow, UploadRecord, Versioning};
+use ouroboros_core::{now_nanos, ChunkRef, Home, PartRecord, PutRequest, TableRow, UploadRecord, Versioning};
 use s3s::dto::*;
-use s3s::{s3_error, S3Result};
+use s3s::{s3_error, S3ErrorCode, S3Result};
 
-use crate::s3::{check_key, internal, timestamp, Gateway, Received, SentChecksums, SystemHeaders, Trailers};
+use crate::s3::{
+    check_key, check_preconditions, internal, timestamp, Gateway, Preconditions, Received, SentChecksums,
+    SystemHeaders, Trailers,
+};
 
 type Created = S3Result<CreateMultipartUploadOutput>;
 type Uploaded = S3Result<UploadPartOutput>;
 type Completed = S3Result<CompleteMultipartUploadOutput>;
+type CopiedPart = S3Result<UploadPartCopyOutput>;
 
 /// Table ids of the multipart rows.
 const UPLOADS: u8 = 1;
@@ -40,6 +47,24 @@ fn part_row_key(upload_id: &str, number: u16) -> Vec<u8> // PA
 fn new_upload_id() -> String // PA
 {
     format!("{:016x}{}", now_nanos(), hex::encode(rand::random::<[u8; 12]>()))
+}
+
+/// The byte range of `x-amz-copy-source-range` (`bytes=FIRST-LAST`,
+/// inclusive), or the whole object.
+fn copy_range(header: Option<&str>, size: u64) -> S3Result<std::ops::Range<u64>> // A
+{
+    let Some(header) = header else { return Ok(0..size) };
+    let bad = || s3_error!(InvalidArgument, "The x-amz-copy-source-range value must be of the form bytes=first-last");
+    let (first, last) = header.strip_prefix("bytes=").and_then(|r| r.split_once('-')).ok_or_else(bad)?;
+    let first: u64 = first.trim().parse().map_err(|_| bad())?;
+    let last: u64 = last.trim().parse().map_err(|_| bad())?;
+    if first > last || last >= size {
+        return Err(s3_error!(
+            InvalidRange,
+            "The x-amz-copy-source-range {header} is not satisfiable for an object of {size} bytes"
+        ));
+    }
+    Ok(first..last + 1)
 }
 
 fn trim_etag(etag: &str) -> &str // A
@@ -156,12 +181,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
             chunks: written.chunks,
             checksums,
         };
-        let home = Home { bucket: &upload.bucket, key: &upload.key };
-        let row = part_row_key(&upload.upload_id, number);
-        // A part uploaded again replaces the earlier one.
-        let chunks = part.chunks.iter().map(|c| c.id).collect();
-        let row = TableRow { table: PARTS, key: row, value: codec::encode(&part), chunks };
-        self.engine().put_row(home, row).await.map_err(internal)?;
+        self.store_part(&upload, &part).await?;
         let checksum = |name: &str| part.checksums.get(name).cloned();
         Ok(UploadPartOutput {
             e_tag: Some(ETag::Strong(part.etag.clone())),
@@ -172,6 +192,82 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
             checksum_crc64nvme: checksum("crc64nvme"),
             ..Default::default()
         })
+    }
+
+    /// UploadPartCopy: a part made of a range of another object. Chunks that
+    /// lie wholly inside the range are reused as they are; only the partial
+    /// chunks at its two ends are stored again. The range is read once, for
+    /// the part's MD5 and for those ends.
+    pub(crate) async fn upload_part_copy(&self, input: UploadPartCopyInput) -> CopiedPart // A
+    {
+        let number = part_number(input.part_number)?;
+        let upload = self.upload(&input.bucket, &input.key, &input.upload_id).await?;
+        let CopySource::Bucket { bucket: source_bucket, key: source_key, version_id } = &input.copy_source else {
+            return Err(s3_error!(NotImplemented, "Copy sources other than bucket/key are not supported"));
+        };
+        let (source, versioning) = self.copy_source(source_bucket, source_key, version_id.as_deref()).await?;
+        let conditions = Preconditions {
+            if_match: input.copy_source_if_match.as_ref(),
+            if_none_match: input.copy_source_if_none_match.as_ref(),
+            if_modified_since: input.copy_source_if_modified_since.as_ref(),
+            if_unmodified_since: input.copy_source_if_unmodified_since.as_ref(),
+        };
+        check_preconditions(&source.blob, conditions, S3ErrorCode::PreconditionFailed)?;
+        let range = copy_range(input.copy_source_range.as_deref(), source.blob.size)?;
+        if range.end - range.start > crate::s3::MAX_PUT_SIZE as u64 {
+            return Err(s3_error!(InvalidRequest, "A copied part is at most 5 GiB"));
+        }
+
+        let blob = &source.blob;
+        let overlapping = blob.chunks[blob.chunks_overlapping(range.start, range.end)].to_vec();
+        let mut pieces = std::pin::pin!(self.engine().read(blob, range.clone()));
+        let mut md5 = Md5::new();
+        let mut chunks = Vec::new();
+        let mut size = 0u64;
+        for chunk in overlapping {
+            let Some(piece) = pieces.next().await else {
+                return Err(s3_error!(InternalError, "the copy source ended early"));
+            };
+            let piece = piece.map_err(internal)?;
+            md5.update(&piece);
+            let whole = chunk.offset >= range.start && chunk.offset + chunk.len as u64 <= range.end;
+            if whole {
+                chunks.push(ChunkRef { offset: size, ..chunk });
+            } else {
+                let one = futures::stream::iter([Ok::<Bytes, std::io::Error>(piece.clone())]);
+                let (written, ()) = self.engine().write_body(one, ()).await.map_err(internal)?;
+                chunks.extend(written.chunks.into_iter().map(|c| ChunkRef { offset: size + c.offset, ..c }));
+            }
+            size += piece.len() as u64;
+        }
+        let part = PartRecord {
+            number,
+            etag: hex::encode(md5.finalize()),
+            size,
+            created: now_nanos(),
+            chunks,
+            checksums: BTreeMap::new(),
+        };
+        self.store_part(&upload, &part).await?;
+        Ok(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(ETag::Strong(part.etag.clone())),
+                last_modified: Some(timestamp(part.created)),
+                ..Default::default()
+            }),
+            copy_source_version_id: Self::read_version_id(versioning, &source),
+            ..Default::default()
+        })
+    }
+
+    /// Record a part; a part uploaded again replaces the earlier one.
+    async fn store_part(&self, upload: &UploadRecord, part: &PartRecord) -> S3Result<()> // A
+    {
+        let home = Home { bucket: &upload.bucket, key: &upload.key };
+        let row = part_row_key(&upload.upload_id, part.number);
+        let chunks = part.chunks.iter().map(|c| c.id).collect();
+        let row = TableRow { table: PARTS, key: row, value: codec::encode(part), chunks };
+        self.engine().put_row(home, row).await.map_err(internal)
     }
 
     pub(crate) async fn complete_upload(&self, input: CompleteMultipartUploadInput) -> Completed // A

@@ -154,11 +154,11 @@ fn prepare_read(blob: &Blob, read: ReadRequest<'_>) -> S3Result<(ByteRange, Opti
 }
 
 /// The `If-*` preconditions of a read or of a copy's source.
-struct Preconditions<'a> {
-    if_match: Option<&'a ETagCondition>,
-    if_none_match: Option<&'a ETagCondition>,
-    if_modified_since: Option<&'a Timestamp>,
-    if_unmodified_since: Option<&'a Timestamp>,
+pub(crate) struct Preconditions<'a> {
+    pub if_match: Option<&'a ETagCondition>,
+    pub if_none_match: Option<&'a ETagCondition>,
+    pub if_modified_since: Option<&'a Timestamp>,
+    pub if_unmodified_since: Option<&'a Timestamp>,
 }
 
 /// What GET and HEAD answer with, besides the body.
@@ -223,7 +223,11 @@ impl ObjectHeaders {
 
 /// The preconditions of GET, HEAD and the copy source, in S3's order:
 /// If-Match beats If-Unmodified-Since, If-None-Match beats If-Modified-Since.
-fn check_preconditions(blob: &Blob, conditions: Preconditions<'_>, not_modified: S3ErrorCode) -> S3Result<()> // A
+pub(crate) fn check_preconditions(
+    blob: &Blob,
+    conditions: Preconditions<'_>,
+    not_modified: S3ErrorCode,
+) -> S3Result<()> // A
 {
     let Preconditions { if_match, if_none_match, if_modified_since, if_unmodified_since } = conditions;
     let etag = ETag::Strong(blob.etag.clone());
@@ -874,15 +878,7 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
         };
         check_key(&input.key)?;
         let (source, source_versioning) =
-            match self.read_target(source_bucket, source_key, source_version.as_deref()).await {
-                Err(error) if source_version.is_some() && error.code() == &S3ErrorCode::MethodNotAllowed => {
-                    return Err(s3_error!(
-                        InvalidRequest,
-                        "The source of a copy request may not specifically refer to a delete marker by version id."
-                    ))
-                }
-                other => other?,
-            };
+            self.copy_source(source_bucket, source_key, source_version.as_deref()).await?;
         let versioning = self.versioning(&input.bucket).await?;
         let conditions = Preconditions {
             if_match: input.copy_source_if_match.as_ref(),
@@ -941,6 +937,11 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
     async fn create_multipart_upload(&self, req: In<CreateMultipartUploadInput>) -> Out<CreateMultipartUploadOutput> // A
     {
         Ok(S3Response::new(self.create_upload(req.input).await?))
+    }
+
+    async fn upload_part_copy(&self, req: In<UploadPartCopyInput>) -> Out<UploadPartCopyOutput> // A
+    {
+        Ok(S3Response::new(self.upload_part_copy(req.input).await?))
     }
 
     async fn upload_part(&self, req: In<UploadPartInput>) -> Out<UploadPartOutput> // A

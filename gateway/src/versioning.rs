@@ -136,6 +136,19 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         }
     }
 
+    /// The version a copy reads (CopyObject, UploadPartCopy): as for a GET,
+    /// except that naming a delete marker is an invalid request.
+    pub(crate) async fn copy_source(&self, bucket: &str, key: &str, version: Option<&str>) -> ReadTarget // A
+    {
+        match self.read_target(bucket, key, version).await {
+            Err(error) if version.is_some() && error.code() == &S3ErrorCode::MethodNotAllowed => Err(s3_error!(
+                InvalidRequest,
+                "The source of a copy request may not specifically refer to a delete marker by version id."
+            )),
+            other => other,
+        }
+    }
+
     /// A version of this key, if it exists.
     async fn find_version(&self, bucket: &str, key: &str, version: VersionRef) -> S3Result<Option<StoredBlob>> // A
     {

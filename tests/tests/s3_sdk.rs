@@ -1191,3 +1191,73 @@ async fn replaced_deleted_and_abandoned_data_gives_its_space_back() // A
         assert!(uploads.uploads().is_empty());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_part_copy_reuses_the_chunks_inside_its_range() // A
+{
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let server = TestServer::start().await;
+    let s3 = server.client();
+    s3.create_bucket().bucket("copies").send().await.unwrap();
+    let source = random_bytes(12 << 20, 21);
+    let body = ByteStream::from(source.clone());
+    s3.put_object().bucket("copies").key("source").body(body).send().await.unwrap();
+    let stored = server.slice_bytes();
+
+    let upload = s3.create_multipart_upload().bucket("copies").key("joined").send().await.unwrap();
+    let id = upload.upload_id().unwrap();
+    let split = 5 << 20;
+    let mut parts = Vec::new();
+    for (number, range) in [(1, format!("bytes=0-{}", split - 1)), (2, format!("bytes={split}-{}", source.len() - 1))] {
+        let copied = s3
+            .upload_part_copy()
+            .bucket("copies")
+            .key("joined")
+            .upload_id(id)
+            .part_number(number)
+            .copy_source("copies/source")
+            .copy_source_range(range)
+            .send()
+            .await
+            .unwrap();
+        let etag = copied.copy_part_result().unwrap().e_tag().unwrap().to_string();
+        let expected = if number == 1 { &source[..split] } else { &source[split..] };
+        assert_eq!(etag.trim_matches('"'), md5_hex(expected), "a copied part's ETag is the MD5 of its bytes");
+        parts.push(CompletedPart::builder().part_number(number).e_tag(etag).build());
+    }
+    // Only the chunk cut by the split is stored again (chunks are 4 MiB at most).
+    let added = server.slice_bytes() - stored;
+    assert!(added <= 4 << 20, "{added} bytes stored again");
+    let done = CompletedMultipartUpload::builder().set_parts(Some(parts)).build();
+    s3.complete_multipart_upload()
+        .bucket("copies")
+        .key("joined")
+        .upload_id(id)
+        .multipart_upload(done)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get_bytes(&s3, "copies", "joined").await, source);
+
+    // A whole-object copy as a part adds nothing; bad ranges and uploads are refused.
+    let upload = s3.create_multipart_upload().bucket("copies").key("whole").send().await.unwrap();
+    let id = upload.upload_id().unwrap();
+    let before = server.slice_bytes();
+    let copy = || s3.upload_part_copy().bucket("copies").key("whole").upload_id(id).part_number(1);
+    copy().copy_source("copies/source").send().await.unwrap();
+    assert_eq!(server.slice_bytes(), before);
+    let beyond = copy().copy_source("copies/source").copy_source_range("bytes=0-99999999").send().await;
+    assert_eq!(code(beyond), "InvalidRange");
+    let malformed = copy().copy_source("copies/source").copy_source_range("bytes=a-b").send().await;
+    assert_eq!(code(malformed), "InvalidArgument");
+    let missing = copy().copy_source("copies/nothing").send().await;
+    assert_eq!(code(missing), "NoSuchKey");
+    let no_upload = s3
+        .upload_part_copy()
+        .bucket("copies")
+        .key("whole")
+        .upload_id("nope")
+        .part_number(1)
+        .copy_source("copies/source");
+    assert_eq!(code(no_upload.send().await), "NoSuchUpload");
+}
