@@ -14,7 +14,16 @@ use crate::store::{Freed, ListStart, LocalStore, Row, StoreError, VersionStart};
 /// A request from one node to another.
 #[derive(Debug, Clone)]
 pub enum Request {
-    PutSlice(SealedSlice),
+    PutSlice {
+        chunk: Hash,
+        slice: SealedSlice,
+    },
+    /// Slices held by the receiver and stored before a time, with their chunks.
+    SlicesStoredBefore {
+        stored_before: u64,
+        after: Option<Hash>,
+        max: usize,
+    },
     GetSlice(Hash),
     PutChunk(Chunk),
     GetChunk(Hash),
@@ -92,6 +101,8 @@ pub enum Response {
     Heads(Vec<ObjectSummary>),
     Hashes(Vec<Hash>),
     Freed(Freed),
+    /// (slice hash, chunk id) pairs.
+    SliceOwners(Vec<(Hash, Hash)>),
     Keys(Vec<ObjectSummary>),
     Buckets(Vec<BucketRecord>),
     Row(Option<Vec<u8>>),
@@ -110,6 +121,7 @@ impl Response {
             Response::Heads(_) => "Heads",
             Response::Hashes(_) => "Hashes",
             Response::Freed(_) => "Freed",
+            Response::SliceOwners(_) => "SliceOwners",
             Response::Keys(_) => "Keys",
             Response::Buckets(_) => "Buckets",
             Response::Row(_) => "Row",
@@ -148,8 +160,8 @@ pub trait ClusterView: Send + Sync + 'static {
 pub fn handle_request(store: &LocalStore, request: Request) -> Result<Response, StoreError> // PA
 {
     Ok(match request {
-        Request::PutSlice(slice) => {
-            store.put_slice(&slice)?;
+        Request::PutSlice { chunk, slice } => {
+            store.put_slice(&slice, &chunk)?;
             Response::Stored
         }
         Request::GetSlice(hash) => Response::Slice(store.get_slice(&hash)?),
@@ -163,6 +175,9 @@ pub fn handle_request(store: &LocalStore, request: Request) -> Result<Response, 
             Response::Hashes(store.unclaimed_chunks(claimed_before, after, max)?)
         }
         Request::Referenced(ids) => Response::Hashes(store.referenced(&ids)?),
+        Request::SlicesStoredBefore { stored_before, after, max } => {
+            Response::SliceOwners(store.slices_stored_before(stored_before, after, max)?)
+        }
         Request::FreeChunk { id, claimed_before } => Response::Freed(store.free_chunk(&id, claimed_before)?),
         Request::RemoveSlice(hash) => {
             store.remove_slice(&hash)?;

@@ -152,6 +152,9 @@ pub struct GcReport {
     /// Unreferenced chunks kept because a write claimed them meanwhile, or
     /// a replica could not be reached.
     pub chunks_kept: usize,
+    /// Slices no manifest lists: left by writes cut short between storing
+    /// a chunk's slices and its manifest.
+    pub orphan_slices_removed: usize,
 }
 
 /// What a new version holds, however its bytes were written.
@@ -513,11 +516,9 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let sealed = blocking(move || seal::seal_chunk(id, &plain, params, &recipients)).await??;
 
         let ranked = placement::rank(&id, &members);
-        let calls = sealed
-            .slices
-            .into_iter()
-            .enumerate()
-            .map(|(index, slice)| self.transport.call(ranked[index % ranked.len()], Request::PutSlice(slice)));
+        let calls = sealed.slices.into_iter().enumerate().map(|(index, slice)| {
+            self.transport.call(ranked[index % ranked.len()], Request::PutSlice { chunk: id, slice })
+        });
         // Durable once k+1 slices are down (all of them when there is no parity);
         // missing ones are rebuilt by repair.
         let needed = (erasure.data as usize + 1).min(erasure.total());
@@ -685,10 +686,59 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                 }
             }
         }
-        if report.chunks_freed > 0 {
-            tracing::info!(freed = report.chunks_freed, slices = report.slices_removed, "garbage collected");
+        report.orphan_slices_removed = self.collect_orphan_slices(claimed_before).await?;
+        if report.chunks_freed > 0 || report.orphan_slices_removed > 0 {
+            tracing::info!(
+                freed = report.chunks_freed,
+                slices = report.slices_removed,
+                orphans = report.orphan_slices_removed,
+                "garbage collected"
+            );
         }
         Ok(report)
+    }
+
+    /// Remove this node's slices, stored before `stored_before`, that no
+    /// replica's manifest of their chunk lists; every replica must answer.
+    async fn collect_orphan_slices(&self, stored_before: u64) -> EngineResult<usize> // PA
+    {
+        let local = self.view.local_node();
+        let members = self.view.members();
+        let mut removed = 0;
+        let mut after = None;
+        loop {
+            let ask = Ask {
+                what: "stored slices".into(),
+                expected: "SliceOwners",
+                request: Request::SlicesStoredBefore { stored_before, after, max: 1000 },
+            };
+            let accept: Accept<Vec<(Hash, Hash)>> = |r| if let Response::SliceOwners(o) = r { Ok(o) } else { Err(r) };
+            let page: Vec<(Hash, Hash)> = self.ask_all(&[local], ask, accept).await?.into_iter().flatten().collect();
+            let Some(last) = page.last() else { break };
+            after = Some(last.0);
+            let mut listed: BTreeMap<Hash, Vec<Hash>> = BTreeMap::new();
+            for (slice, chunk) in page {
+                if !listed.contains_key(&chunk) {
+                    let replicas = placement::partition_replicas(placement::partition_of_hash(&chunk), &members);
+                    let ask = Ask {
+                        what: format!("manifest of chunk {chunk}"),
+                        expected: "Chunk",
+                        request: Request::GetChunk(chunk),
+                    };
+                    let accept: Accept<Option<Chunk>> = |r| if let Response::Chunk(c) = r { Ok(c) } else { Err(r) };
+                    let Ok(manifests) = self.ask_every(&replicas, ask, accept).await else { continue };
+                    let slices = manifests.into_iter().flatten().flat_map(|m| m.slices).collect();
+                    listed.insert(chunk, slices);
+                }
+                if listed.get(&chunk).is_some_and(|slices| !slices.contains(&slice)) {
+                    match self.transport.call(local, Request::RemoveSlice(slice)).await {
+                        Ok(Response::Stored) => removed += 1,
+                        other => tracing::warn!(%slice, answer = ?other.map(|r| r.kind()), "orphan slice not removed"),
+                    }
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Free one unreferenced chunk; the number of slices removed, or `None`

@@ -45,6 +45,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 pub type Summaries = Vec<ObjectSummary>;
 type Listing = StoreResult<Summaries>;
+/// (slice hash, chunk id) pairs.
+type SliceOwners = StoreResult<Vec<(Hash, Hash)>>;
 
 /// A table row: key and value.
 pub type Row = (Vec<u8>, Vec<u8>);
@@ -78,6 +80,8 @@ pub struct LocalStore {
     row_refs: PartitionHandle,
     /// Row id → the chunk ids the row references, to drop them with the row.
     row_chunks: PartitionHandle,
+    /// Slice hash → the chunk it belongs to ‖ when it was stored.
+    slice_owners: PartitionHandle,
     buckets: PartitionHandle,
     tables: PartitionHandle,
     durability: Durability,
@@ -271,6 +275,7 @@ impl LocalStore {
             chunk_claims: keyspace.open_partition("chunk_claims", plain())?,
             row_refs: keyspace.open_partition("row_refs", plain())?,
             row_chunks: keyspace.open_partition("row_chunks", plain())?,
+            slice_owners: keyspace.open_partition("slice_owners", plain())?,
             buckets: keyspace.open_partition("buckets", plain())?,
             tables: keyspace.open_partition("tables", plain())?,
             keyspace,
@@ -333,17 +338,43 @@ impl LocalStore {
         Ok(())
     }
 
-    /// Store a slice; durable when this returns.
-    pub fn put_slice(&self, slice: &SealedSlice) -> StoreResult<()> // PA
+    /// Store a slice of `chunk`; durable when this returns. The owner is
+    /// recorded so that a slice whose manifest never got written (a write
+    /// cut short) can be found and collected.
+    pub fn put_slice(&self, slice: &SealedSlice, chunk: &Hash) -> StoreResult<()> // PA
     {
         self.slices.put(slice)?;
+        let owner = [chunk.as_bytes().as_slice(), &now_nanos().to_be_bytes()].concat();
+        self.slice_owners.insert(slice.hash.as_bytes(), owner)?;
         self.make_durable()
+    }
+
+    /// Up to `max` slices held here, after `after`, stored before
+    /// `stored_before`, each with the chunk it belongs to.
+    pub fn slices_stored_before(&self, stored_before: u64, after: Option<Hash>, max: usize) -> SliceOwners // PA
+    {
+        let lower = after.map_or_else(Vec::new, |hash| [hash.as_bytes().as_slice(), &[0]].concat());
+        let mut out = Vec::new();
+        for entry in self.slice_owners.range(lower..) {
+            let (slice, owner) = entry?;
+            let bad = || StoreError::BadIndexEntry { index: "slice_owners", len: owner.len() };
+            let chunk = Hash::from_slice(owner.get(..32).ok_or_else(bad)?).ok_or_else(bad)?;
+            let stored = u64::from_be_bytes(owner.get(32..40).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+            if stored < stored_before {
+                out.push((trailing_hash("slice_owners", &slice)?, chunk));
+                if out.len() == max {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Drop a slice and free its space (garbage collection, repair).
     pub fn remove_slice(&self, hash: &Hash) -> StoreResult<()> // PA
     {
-        self.slices.remove(hash)
+        self.slices.remove(hash)?;
+        Ok(self.slice_owners.remove(hash.as_bytes())?)
     }
 
     pub fn get_slice(&self, hash: &Hash) -> StoreResult<Option<SealedSlice>> // PA

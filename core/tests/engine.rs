@@ -277,7 +277,7 @@ async fn damaged_or_missing_slices_give_errors_that_name_them() // A
     // Bytes flipped on disk: the slice no longer matches its hash.
     slice.payload[7] ^= 0x40;
     store.remove_slice(&slice_hash).unwrap();
-    store.put_slice(&slice).unwrap();
+    store.put_slice(&slice, &chunk).unwrap();
     let error = read_all(engine, "fragile").await.unwrap_err().to_string();
     assert!(error.contains(&slice_hash.to_hex()) || error.contains(&chunk.to_hex()), "{error}");
 
@@ -387,6 +387,15 @@ async fn garbage_collection_frees_exactly_the_unreferenced_chunks() // A
     engine.delete_row(home, 9, b"part".to_vec()).await.unwrap();
     assert_eq!(collect_everywhere(&cluster, ouroboros_core::now_nanos()).await, written.chunks.len());
     assert_eq!(read_all(engine, "shared-b").await.unwrap(), shared);
+
+    // A slice whose manifest never got written (a write cut short) goes too.
+    let store = cluster.transport.store(&cluster.nodes[1]).unwrap();
+    let orphan = ouroboros_core::SealedSlice::new([1; 12], vec![7; 100_000]);
+    store.put_slice(&orphan, &Hash::of(b"a chunk whose manifest never came")).unwrap();
+    let report = cluster.engines[1].collect_garbage(ouroboros_core::now_nanos()).await.unwrap();
+    assert_eq!(report.orphan_slices_removed, 1);
+    assert!(store.get_slice(&orphan.hash).unwrap().is_none());
+    assert_eq!(read_all(engine, "shared-b").await.unwrap(), shared, "slices that manifests list stay");
 }
 
 /// One step of a random history of a few keys.

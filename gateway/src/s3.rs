@@ -223,13 +223,9 @@ impl ObjectHeaders {
 
 /// The preconditions of GET, HEAD and the copy source, in S3's order:
 /// If-Match beats If-Unmodified-Since, If-None-Match beats If-Modified-Since.
-pub(crate) fn check_preconditions(
-    blob: &Blob,
-    conditions: Preconditions<'_>,
-    not_modified: S3ErrorCode,
-) -> S3Result<()> // A
+pub(crate) fn check_preconditions(blob: &Blob, when: Preconditions<'_>, not_modified: S3ErrorCode) -> S3Result<()> // A
 {
-    let Preconditions { if_match, if_none_match, if_modified_since, if_unmodified_since } = conditions;
+    let Preconditions { if_match, if_none_match, if_modified_since, if_unmodified_since } = when;
     let etag = ETag::Strong(blob.etag.clone());
     // HTTP dates have second precision.
     let modified = UNIX_EPOCH + Duration::from_secs(blob.created / 1_000_000_000);

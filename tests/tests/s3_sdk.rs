@@ -39,7 +39,14 @@ impl TestServer {
     async fn start() -> Self // A
     {
         let dir = tempfile::tempdir().unwrap();
-        let key = credentials::create_key(dir.path(), "test").unwrap();
+        credentials::create_key(dir.path(), "test").unwrap();
+        Self::start_in(dir).await
+    }
+
+    /// A server on a data directory that already holds a key named `test`.
+    async fn start_in(dir: tempfile::TempDir) -> Self // A
+    {
+        let key = credentials::load_keys(dir.path()).unwrap().into_iter().find(|k| k.name == "test").unwrap();
         let config = Config {
             data_dir: dir.path().to_path_buf(),
             listen: "127.0.0.1:0".into(),
@@ -75,16 +82,7 @@ impl TestServer {
 
     fn client_with(&self, access_key: &str, secret: &str) -> Client // A
     {
-        let http = aws_smithy_http_client::Builder::new().build_http();
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version_latest()
-            .endpoint_url(format!("http://{}", self.addr))
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(access_key, secret, None, None, "test"))
-            .force_path_style(true)
-            .http_client(http)
-            .build();
-        Client::from_conf(config)
+        sdk_client(self.addr, access_key, secret)
     }
 
     /// A client that names buckets in the host (`bucket.localhost:port`).
@@ -111,6 +109,21 @@ impl TestServer {
     {
         self.client_with(&self.key.access_key_id, &self.key.secret_access_key)
     }
+}
+
+/// The SDK at its default settings, path-style, against `addr`.
+fn sdk_client(addr: SocketAddr, access_key: &str, secret: &str) -> Client // A
+{
+    let http = aws_smithy_http_client::Builder::new().build_http();
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version_latest()
+        .endpoint_url(format!("http://{addr}"))
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(access_key, secret, None, None, "test"))
+        .force_path_style(true)
+        .http_client(http)
+        .build();
+    Client::from_conf(config)
 }
 
 fn random_bytes(len: usize, seed: u64) -> Vec<u8> // A
@@ -1260,4 +1273,112 @@ async fn upload_part_copy_reuses_the_chunks_inside_its_range() // A
         .part_number(1)
         .copy_source("copies/source");
     assert_eq!(code(no_upload.send().await), "NoSuchUpload");
+}
+
+const CHILD_DATA_DIR: &str = "OUROBOROS_TEST_CHILD_DATA_DIR";
+
+/// The server half of the kill -9 test: runs only as a child process, and
+/// prints the address it listens on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "child process of kill_9_mid_upload_then_complete_and_abort_leaks_nothing"]
+async fn server_child() // A
+{
+    let Ok(dir) = std::env::var(CHILD_DATA_DIR) else { return };
+    let config = Config {
+        data_dir: dir.into(),
+        listen: "127.0.0.1:0".into(),
+        region: "us-east-1".into(),
+        domains: vec![],
+        durability: Durability::Sync,
+        maintenance: Maintenance::default(),
+    };
+    let server = Server::bind(&config).await.unwrap();
+    println!("LISTENING {}", server.local_addr().unwrap());
+    server.run().await.unwrap();
+}
+
+/// Start `server_child` on `dir`; the child and the address it serves.
+fn spawn_server(dir: &std::path::Path) -> (std::process::Child, SocketAddr) // A
+{
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "server_child", "--ignored", "--nocapture", "--test-threads", "1"])
+        .env(CHILD_DATA_DIR, dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    while let Some(Ok(line)) = lines.next() {
+        // libtest's "test server_child ... " has no line end of its own.
+        if let Some((_, addr)) = line.split_once("LISTENING ") {
+            // Keep draining, so the child never writes into a closed pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return (child, addr.trim().parse().unwrap());
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the server child exited without listening");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_upload_then_complete_and_abort_leaks_nothing() // A
+{
+    let dir = tempfile::tempdir().unwrap();
+    let key = credentials::create_key(dir.path(), "test").unwrap();
+    let client = |addr: SocketAddr| sdk_client(addr, &key.access_key_id, &key.secret_access_key);
+    let part_one = random_bytes(6 << 20, 31);
+
+    let (mut child, addr) = spawn_server(dir.path());
+    let s3 = client(addr);
+    s3.create_bucket().bucket("crash").send().await.unwrap();
+    let kept = s3.create_multipart_upload().bucket("crash").key("kept").send().await.unwrap();
+    let kept = kept.upload_id().unwrap().to_string();
+    let dropped = s3.create_multipart_upload().bucket("crash").key("dropped").send().await.unwrap();
+    let dropped = dropped.upload_id().unwrap().to_string();
+    let part = |key: &'static str, id: String, number: i32, bytes: Vec<u8>| {
+        let s3 = s3.clone();
+        async move {
+            let body = ByteStream::from(bytes);
+            s3.upload_part().bucket("crash").key(key).upload_id(id).part_number(number).body(body).send().await
+        }
+    };
+    let etag = part("kept", kept.clone(), 1, part_one.clone()).await.unwrap().e_tag.unwrap();
+    part("dropped", dropped.clone(), 1, random_bytes(5 << 20, 32)).await.unwrap();
+    // A large part is under way when the server is killed.
+    let in_flight = tokio::spawn(part("kept", kept.clone(), 2, random_bytes(64 << 20, 33)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let second_acknowledged = in_flight.await.unwrap().is_ok();
+
+    let (mut child, addr) = spawn_server(dir.path());
+    let s3 = client(addr);
+    let listed = s3.list_parts().bucket("crash").key("kept").upload_id(&kept).send().await.unwrap();
+    let numbers: Vec<i32> = listed.parts().iter().filter_map(|p| p.part_number()).collect();
+    assert_eq!(numbers.first(), Some(&1), "the acknowledged part survived");
+    assert_eq!(listed.parts()[0].e_tag(), Some(etag.as_str()));
+    if second_acknowledged {
+        assert_eq!(numbers, [1, 2]);
+    }
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let only_first =
+        CompletedMultipartUpload::builder().parts(CompletedPart::builder().part_number(1).e_tag(&etag).build()).build();
+    let complete = s3.complete_multipart_upload().bucket("crash").key("kept").upload_id(&kept);
+    complete.multipart_upload(only_first).send().await.unwrap();
+    s3.abort_multipart_upload().bucket("crash").key("dropped").upload_id(&dropped).send().await.unwrap();
+    assert_eq!(get_bytes(&s3, "crash", "kept").await, part_one);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Back in this process on the same directory: after garbage collection
+    // only the completed object's bytes remain.
+    let server = TestServer::start_in(dir).await;
+    let report = server.maintain(false).await;
+    assert!(report.chunks_freed > 0, "{report:?}");
+    let left = server.slice_bytes();
+    let expected = part_one.len() as u64;
+    assert!(left >= expected && left < expected + expected / 50, "{left} bytes left for a {expected}-byte object");
+    assert_eq!(get_bytes(&server.client(), "crash", "kept").await, part_one);
 }
