@@ -698,6 +698,18 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         Ok(report)
     }
 
+    /// Every slice the manifests of `chunk` list, over all its replicas;
+    /// `None` unless every replica answered.
+    async fn slices_listed_for(&self, chunk: &Hash, members: &[NodeId]) -> Option<Vec<Hash>> // PA
+    {
+        let replicas = placement::partition_replicas(placement::partition_of_hash(chunk), members);
+        let ask =
+            Ask { what: format!("manifest of chunk {chunk}"), expected: "Chunk", request: Request::GetChunk(*chunk) };
+        let accept: Accept<Option<Chunk>> = |r| if let Response::Chunk(c) = r { Ok(c) } else { Err(r) };
+        let manifests = self.ask_every(&replicas, ask, accept).await.ok()?;
+        Some(manifests.into_iter().flatten().flat_map(|m| m.slices).collect())
+    }
+
     /// Remove this node's slices, stored before `stored_before`, that no
     /// replica's manifest of their chunk lists; every replica must answer.
     async fn collect_orphan_slices(&self, stored_before: u64) -> EngineResult<usize> // PA
@@ -718,17 +730,12 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             after = Some(last.0);
             let mut listed: BTreeMap<Hash, Vec<Hash>> = BTreeMap::new();
             for (slice, chunk) in page {
-                if !listed.contains_key(&chunk) {
-                    let replicas = placement::partition_replicas(placement::partition_of_hash(&chunk), &members);
-                    let ask = Ask {
-                        what: format!("manifest of chunk {chunk}"),
-                        expected: "Chunk",
-                        request: Request::GetChunk(chunk),
+                if let std::collections::btree_map::Entry::Vacant(entry) = listed.entry(chunk) {
+                    match self.slices_listed_for(&chunk, &members).await {
+                        Some(slices) => entry.insert(slices),
+                        // A replica did not answer: nothing is removed.
+                        None => continue,
                     };
-                    let accept: Accept<Option<Chunk>> = |r| if let Response::Chunk(c) = r { Ok(c) } else { Err(r) };
-                    let Ok(manifests) = self.ask_every(&replicas, ask, accept).await else { continue };
-                    let slices = manifests.into_iter().flatten().flat_map(|m| m.slices).collect();
-                    listed.insert(chunk, slices);
                 }
                 if listed.get(&chunk).is_some_and(|slices| !slices.contains(&slice)) {
                     match self.transport.call(local, Request::RemoveSlice(slice)).await {
