@@ -211,6 +211,21 @@ check "rclone cat" bash -c "$RCLONE cat ob:rclone/tree/file-2.txt | cmp - '$WORK
 check "rclone delete" $RCLONE delete ob:rclone/tree/sub
 check "rclone sees the deletion" bash -c "[ \$($RCLONE lsf -R --files-only ob:rclone/tree | wc -l) -eq 134 ]"
 
+# --- large objects through multipart ---------------------------------------
+head -c 1073741824 /dev/urandom >"$WORK/gib.bin"
+check "aws s3 cp 1 GiB up (multipart)" $AWS s3 cp "$WORK/gib.bin" s3://cli/gib.bin
+check "aws s3 cp 1 GiB down" $AWS s3 cp s3://cli/gib.bin "$WORK/gib.back"
+check "1 GiB round trip has the same sha256" bash -c \
+    "[ \"\$(sha256sum <'$WORK/gib.bin')\" = \"\$(sha256sum <'$WORK/gib.back')\" ]"
+rm -f "$WORK/gib.back"
+mkdir -p "$WORK/sizes"
+for size in 0 1 5242879 5242880 104857600; do
+    head -c "$size" /dev/urandom >"$WORK/sizes/size-$size"
+done
+ln "$WORK/gib.bin" "$WORK/sizes/size-1073741824"
+check "rclone copy of 0 B, 1 B, 5 MiB-1, 5 MiB, 100 MiB and 1 GiB" $RCLONE copy "$WORK/sizes" ob:rclone/sizes
+check "rclone check --download of those sizes" $RCLONE check --download "$WORK/sizes" ob:rclone/sizes
+
 # --- s3cmd ---------------------------------------------------------------
 cat >"$WORK/s3cfg" <<EOF
 [default]
