@@ -1382,3 +1382,83 @@ async fn kill_9_mid_upload_then_complete_and_abort_leaks_nothing() // A
     assert!(left >= expected && left < expected + expected / 50, "{left} bytes left for a {expected}-byte object");
     assert_eq!(get_bytes(&server.client(), "crash", "kept").await, part_one);
 }
+
+/// A clock an hour ahead of the server's.
+#[derive(Debug)]
+struct FastClock;
+
+impl aws_smithy_async::time::TimeSource for FastClock {
+    fn now(&self) -> std::time::SystemTime // A
+    {
+        std::time::SystemTime::now() + Duration::from_secs(3600)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skewed_clocks_malformed_bodies_and_huge_headers_get_clear_errors() // A
+{
+    let server = TestServer::start().await;
+    let s3 = server.client();
+    s3.create_bucket().bucket("errors").send().await.unwrap();
+
+    let skewed = aws_sdk_s3::Config::builder()
+        .behavior_version_latest()
+        .endpoint_url(format!("http://{}", server.addr))
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            &server.key.access_key_id,
+            &server.key.secret_access_key,
+            None,
+            None,
+            "t",
+        ))
+        .force_path_style(true)
+        .time_source(FastClock)
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .build();
+    let skewed = Client::from_conf(skewed);
+    assert_eq!(code(skewed.list_buckets().send().await), "RequestTimeTooSkewed");
+
+    // Signed requests whose bodies are not what S3 expects: the body is
+    // swapped before the SDK signs it.
+    for body in ["not xml at all", "<VersioningConfiguration><Status>Sometimes</Status></VersioningConfiguration>"] {
+        let versioning = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+        let sent = s3
+            .put_bucket_versioning()
+            .bucket("errors")
+            .versioning_configuration(versioning)
+            .customize()
+            .mutate_request(move |request| {
+                for name in ["content-md5", "x-amz-checksum-crc32", "x-amz-sdk-checksum-algorithm"] {
+                    request.headers_mut().remove(name);
+                }
+                request.headers_mut().insert("content-length", body.len().to_string());
+                *request.body_mut() = aws_sdk_s3::primitives::SdkBody::from(body);
+            })
+            .send()
+            .await;
+        assert_eq!(code(sent), "MalformedXML", "{body}");
+    }
+    let state = s3.get_bucket_versioning().bucket("errors").send().await.unwrap();
+    assert_eq!(state.status(), None, "a refused configuration changes nothing");
+
+    // Headers past the server's limit are refused before any byte is stored.
+    let presigned = s3
+        .put_object()
+        .bucket("errors")
+        .key("huge-headers")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).unwrap())
+        .await
+        .unwrap();
+    let uri: http_uri::Uri = presigned.uri().parse().unwrap();
+    let request = format!(
+        "PUT {} HTTP/1.1\r\nHost: {}\r\nx-amz-meta-big: {}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+        uri.path_and_query,
+        uri.authority,
+        "a".repeat(1 << 20)
+    );
+    let (status, text) = raw_http(server.addr, request.as_bytes());
+    assert_eq!(status, 431, "{}", &text[..text.len().min(300)]);
+    assert_eq!(code(s3.head_object().bucket("errors").key("huge-headers").send().await), "NotFound");
+}
