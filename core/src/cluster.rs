@@ -45,6 +45,9 @@ pub enum Request {
     /// An encoded blob; the receiver verifies and indexes it.
     PutBlob(Vec<u8>),
     GetBlob(Hash),
+    /// An encoded chunk list of a large blob, sent ahead of the blob.
+    PutChunkList(Vec<u8>),
+    GetChunkList(Hash),
     Heads {
         bucket: String,
         key: String,
@@ -98,6 +101,8 @@ pub enum Response {
     Chunk(Option<Chunk>),
     /// An encoded blob, to be verified by the caller.
     Blob(Option<Vec<u8>>),
+    /// An encoded chunk list, to be verified by the caller.
+    ChunkList(Option<Vec<u8>>),
     Heads(Vec<ObjectSummary>),
     Hashes(Vec<Hash>),
     Freed(Freed),
@@ -118,6 +123,7 @@ impl Response {
             Response::Slice(_) => "Slice",
             Response::Chunk(_) => "Chunk",
             Response::Blob(_) => "Blob",
+            Response::ChunkList(_) => "ChunkList",
             Response::Heads(_) => "Heads",
             Response::Hashes(_) => "Hashes",
             Response::Freed(_) => "Freed",
@@ -188,6 +194,11 @@ pub fn handle_request(store: &LocalStore, request: Request) -> Result<Response, 
             Response::Stored
         }
         Request::GetBlob(hash) => Response::Blob(store.get_blob_bytes(&hash)?),
+        Request::PutChunkList(bytes) => {
+            store.put_chunk_list(&bytes)?;
+            Response::Stored
+        }
+        Request::GetChunkList(hash) => Response::ChunkList(store.get_chunk_list_bytes(&hash)?),
         Request::Heads { bucket, key } => Response::Heads(store.heads(&bucket, &key)?),
         Request::ListKeys { bucket, prefix, start, limit } => {
             Response::Keys(store.list_keys(&bucket, &prefix, &start, limit)?)

@@ -21,6 +21,7 @@ pub enum RecordKind {
     Bucket = 6,
     Upload = 7,
     Part = 8,
+    ChunkList = 9,
 }
 
 /// Why bytes could not be decoded as a record.

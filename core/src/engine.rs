@@ -20,8 +20,8 @@ use crate::codec;
 use crate::hash::Hash;
 use crate::keys::NodeKeys;
 use crate::model::{
-    Blob, BlobKind, BucketRecord, Chunk, ChunkRef, Erasure, NodeId, ObjectSummary, PartRecord, RecordError,
-    SealedSlice, Versioning,
+    Blob, BlobKind, BucketRecord, Chunk, ChunkList, ChunkListRef, ChunkRef, Erasure, NodeId, ObjectSummary, PartRecord,
+    RecordError, SealedSlice, Versioning, CHUNKS_PER_LIST,
 };
 use crate::placement;
 use crate::seal::{self, SealError, SealParams};
@@ -141,6 +141,15 @@ pub struct TableRow {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
     pub chunks: Vec<Hash>,
+}
+
+/// A blob's chunks kept inline and its chunk lists.
+type Split = EngineResult<(Vec<ChunkRef>, Vec<ChunkListRef>)>;
+
+/// Part of a blob's chunk list, as a read walks it.
+enum ChunkRun {
+    Inline(Vec<ChunkRef>),
+    Listed(Hash),
 }
 
 /// What one garbage-collection pass did.
@@ -337,6 +346,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                 (heads.into_iter().map(|h| h.version).collect(), newest)
             }
         };
+        let (chunks, chunk_lists) = self.store_chunk_lists(&request.bucket, &request.key, content.chunks).await?;
         let blob = Blob {
             bucket: request.bucket,
             key: request.key,
@@ -349,11 +359,71 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             system_metadata: request.system_metadata,
             user_metadata: request.user_metadata,
             checksums: request.checksums,
-            chunks: content.chunks,
+            chunks,
             part_sizes: content.part_sizes,
             null_version: request.null_version,
+            chunk_lists,
         };
         self.put_blob(blob).await
+    }
+
+    /// Keep a short chunk list inline; store a long one as `ChunkList`
+    /// records of `CHUNKS_PER_LIST` on the key's replicas, ahead of the blob
+    /// that names them. The split is deterministic, so a copy of a large
+    /// object stores the same records again.
+    async fn store_chunk_lists(&self, bucket: &str, key: &str, chunks: Vec<ChunkRef>) -> Split // PA
+    {
+        if chunks.len() <= CHUNKS_PER_LIST {
+            return Ok((chunks, Vec::new()));
+        }
+        let replicas = self.object_replicas(bucket, key);
+        let needed = placement::write_quorum(replicas.len());
+        let mut lists = Vec::new();
+        for run in chunks.chunks(CHUNKS_PER_LIST) {
+            let (Some(first), Some(last)) = (run.first(), run.last()) else { continue };
+            let offset = first.offset;
+            let len = last.offset + last.len as u64 - offset;
+            let bytes = codec::encode(&ChunkList { chunks: run.to_vec() });
+            let hash = Hash::of(&bytes);
+            let calls = replicas.iter().map(|node| self.transport.call(*node, Request::PutChunkList(bytes.clone())));
+            self.expect_acks(format!("chunk list {hash}"), calls, needed).await?;
+            lists.push(ChunkListRef { hash, offset, len });
+        }
+        Ok((Vec::new(), lists))
+    }
+
+    /// A chunk list of a key's blob, from the first replica that has it intact.
+    async fn fetch_chunk_list(&self, bucket: &str, key: &str, hash: &Hash) -> EngineResult<ChunkList> // PA
+    {
+        let ask =
+            Ask { what: format!("chunk list {hash}"), expected: "ChunkList", request: Request::GetChunkList(*hash) };
+        let accept = |response| match response {
+            Response::ChunkList(Some(bytes)) => match ChunkList::decode_verified(hash, &bytes) {
+                Ok(list) => Ok(Some(list)),
+                Err(error) => {
+                    tracing::warn!(%error, "a replica holds a damaged chunk list; asking the next");
+                    Ok(None)
+                }
+            },
+            Response::ChunkList(None) => Ok(None),
+            other => Err(other),
+        };
+        match self.ask_first(self.object_replicas(bucket, key), ask, accept).await? {
+            Some(list) => Ok(list),
+            None => Err(EngineError::NoReplica { what: format!("chunk list {hash}"), errors: "not found".into() }),
+        }
+    }
+
+    /// The chunks of a blob that overlap `start..end`, in order, whether
+    /// inline or in chunk lists.
+    pub async fn chunks_in(&self, blob: &Blob, start: u64, end: u64) -> EngineResult<Vec<ChunkRef>> // PA
+    {
+        let mut out = blob.chunks[blob.chunks_overlapping(start, end)].to_vec();
+        for list in blob.chunk_lists.iter().filter(|l| l.offset < end && l.offset + l.len > start) {
+            let held = self.fetch_chunk_list(&blob.bucket, &blob.key, &list.hash).await?;
+            out.extend(held.chunks.into_iter().filter(|c| c.offset < end && c.offset + c.len as u64 > start));
+        }
+        Ok(out)
     }
 
     /// Set a row of a small metadata table on the replicas of `home`'s key.
@@ -1061,17 +1131,50 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     }
 
     /// Stream `range` of a blob's bytes (clamped to its size), fetching and
-    /// opening only the chunks that overlap it, `read_ahead` at a time.
+    /// opening only the chunks that overlap it, `read_ahead` at a time. The
+    /// chunk lists of a large blob are fetched one at a time as the read
+    /// reaches them.
     pub fn read(&self, blob: &Blob, range: Range<u64>) -> impl Stream<Item = EngineResult<Bytes>> + Send + 'static // PA
     {
         let end = range.end.min(blob.size);
         let start = range.start.min(end);
-        let wanted: Vec<ChunkRef> = blob.chunks[blob.chunks_overlapping(start, end)].to_vec();
+        let mut runs = vec![ChunkRun::Inline(blob.chunks[blob.chunks_overlapping(start, end)].to_vec())];
+        runs.extend(
+            blob.chunk_lists
+                .iter()
+                .filter(|l| l.offset < end && l.offset + l.len > start)
+                .map(|l| ChunkRun::Listed(l.hash)),
+        );
+        let (bucket, key) = (blob.bucket.clone(), blob.key.clone());
+        let lister = self.clone();
+        let chunks = stream::iter(runs)
+            .then(move |run| {
+                let (engine, bucket, key) = (lister.clone(), bucket.clone(), key.clone());
+                async move {
+                    match run {
+                        ChunkRun::Inline(chunks) => Ok(chunks),
+                        ChunkRun::Listed(hash) => Ok(engine.fetch_chunk_list(&bucket, &key, &hash).await?.chunks),
+                    }
+                }
+            })
+            .map(move |run: EngineResult<Vec<ChunkRef>>| {
+                let chunks: Vec<EngineResult<ChunkRef>> = match run {
+                    Ok(chunks) => chunks
+                        .into_iter()
+                        .filter(|c| c.offset < end && c.offset + c.len as u64 > start)
+                        .map(Ok)
+                        .collect(),
+                    Err(error) => vec![Err(error)],
+                };
+                stream::iter(chunks)
+            })
+            .flatten();
         let engine = self.clone();
-        stream::iter(wanted)
+        chunks
             .map(move |chunk| {
                 let engine = engine.clone();
                 async move {
+                    let chunk = chunk?;
                     let permit = engine.read_permits.clone().acquire_owned().await;
                     let plain = engine.read_chunk(&chunk).await;
                     drop(permit);

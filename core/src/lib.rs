@@ -23,7 +23,7 @@ pub use engine::{
 pub use hash::Hash;
 pub use keys::{ClusterSecret, DataKeyPair, NodeKeys};
 pub use model::{
-    Blob, BlobKind, BucketRecord, Chunk, ChunkRef, Erasure, NodeId, ObjectSummary, PartRecord, SealedSlice,
-    UploadRecord, VersionEntry, Versioning, NULL_VERSION_ID,
+    Blob, BlobKind, BucketRecord, Chunk, ChunkList, ChunkListRef, ChunkRef, Erasure, NodeId, ObjectSummary, PartRecord,
+    SealedSlice, UploadRecord, VersionEntry, Versioning, CHUNKS_PER_LIST, NULL_VERSION_ID,
 };
 pub use store::{now_nanos, ListStart, VersionStart};

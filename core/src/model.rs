@@ -225,12 +225,53 @@ pub struct Blob {
     pub user_metadata: BTreeMap<String, String>,
     /// Algorithm name (`crc32`, `sha256`, ...) → base64 value.
     pub checksums: BTreeMap<String, String>,
+    /// The chunks, in order, when there are few enough to keep inline;
+    /// empty when `chunk_lists` holds them.
     pub chunks: Vec<ChunkRef>,
     /// Sizes of the parts of a multipart upload, in order; empty otherwise.
     pub part_sizes: Vec<u64>,
     /// Written while the bucket was unversioned or suspended: S3 calls it
     /// the key's "null" version, and a newer null version replaces it.
     pub null_version: bool,
+    /// The chunk list in separate records, for objects of more than
+    /// `CHUNKS_PER_LIST` chunks (up to S3's 5 TiB), in order.
+    pub chunk_lists: Vec<ChunkListRef>,
+}
+
+/// Most chunk references a blob keeps inline, and most in one `ChunkList`
+/// record (about 3 MB encoded).
+pub const CHUNKS_PER_LIST: usize = 65_536;
+
+/// Where one `ChunkList` record sits in an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkListRef {
+    /// BLAKE3 of the record's encoding.
+    pub hash: Hash,
+    /// Byte range of the object its chunks cover.
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// A run of a large object's chunk list, with offsets in the object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkList {
+    pub chunks: Vec<ChunkRef>,
+}
+
+impl Record for ChunkList {
+    const KIND: RecordKind = RecordKind::ChunkList;
+}
+
+impl ChunkList {
+    /// Decode stored bytes and check they are the list named `expected`.
+    pub fn decode_verified(expected: &Hash, bytes: &[u8]) -> Result<Self, RecordError> // PA
+    {
+        let actual = Hash::of(bytes);
+        if actual != *expected {
+            return Err(RecordError::HashMismatch { kind: RecordKind::ChunkList, expected: *expected, actual });
+        }
+        codec::decode(bytes).map_err(|source| RecordError::Decode { hash: *expected, source })
+    }
 }
 
 /// Blob layout 1, before `null_version`: every blob then was written to an
@@ -254,14 +295,18 @@ struct BlobV1 {
 
 impl Record for Blob {
     const KIND: RecordKind = RecordKind::Blob;
-    const VERSION: u8 = 2;
+    const VERSION: u8 = 3;
 
+    /// Layout 1 lacks `null_version` and `chunk_lists`; layout 2 lacks
+    /// `chunk_lists`. Postcard writes a struct as its fields in order, so
+    /// layout 2 reads as (layout 1, `null_version`).
     fn decode_older(version: u8, body: &[u8]) -> Result<Self, DecodeError> // PA
     {
-        if version != 1 {
-            return Err(DecodeError::UnknownVersion { kind: Self::KIND, version, newest: Self::VERSION });
-        }
-        let v1: BlobV1 = codec::decode_body(Self::KIND, body)?;
+        let (v1, null_version) = match version {
+            1 => (codec::decode_body::<BlobV1>(Self::KIND, body)?, true),
+            2 => codec::decode_body::<(BlobV1, bool)>(Self::KIND, body)?,
+            _ => return Err(DecodeError::UnknownVersion { kind: Self::KIND, version, newest: Self::VERSION }),
+        };
         Ok(Blob {
             bucket: v1.bucket,
             key: v1.key,
@@ -276,7 +321,8 @@ impl Record for Blob {
             checksums: v1.checksums,
             chunks: v1.chunks,
             part_sizes: v1.part_sizes,
-            null_version: true,
+            null_version,
+            chunk_lists: Vec::new(),
         })
     }
 }
@@ -483,6 +529,7 @@ pub(crate) mod tests {
             chunks: vec![ChunkRef { id: Hash::of(b"c"), offset: 0, len: 3 }],
             part_sizes: vec![],
             null_version: false,
+            chunk_lists: vec![],
         }
     }
 
@@ -528,7 +575,7 @@ pub(crate) mod tests {
         let mut bytes = codec::encode(&sample_blob());
         bytes[2] = 9;
         let error = codec::decode::<Blob>(&bytes).unwrap_err();
-        assert_eq!(error, DecodeError::UnknownVersion { kind: RecordKind::Blob, version: 9, newest: 2 });
+        assert_eq!(error, DecodeError::UnknownVersion { kind: RecordKind::Blob, version: 9, newest: 3 });
     }
 
     #[test]
@@ -554,7 +601,13 @@ pub(crate) mod tests {
         bytes.extend(postcard::to_stdvec(&v1).unwrap());
         let hash = Hash::of(&bytes);
         let decoded = Blob::decode_verified(&hash, &bytes).unwrap();
-        assert_eq!(decoded, Blob { null_version: true, ..blob });
+        assert_eq!(decoded, Blob { null_version: true, ..blob.clone() });
+
+        // Layout 2: layout 1 followed by `null_version`.
+        let mut bytes = codec::envelope(RecordKind::Blob, 2).to_vec();
+        bytes.extend(postcard::to_stdvec(&(&v1, false)).unwrap());
+        let decoded = Blob::decode_verified(&Hash::of(&bytes), &bytes).unwrap();
+        assert_eq!(decoded, Blob { null_version: false, ..blob });
     }
 
     /// The layout-1 field order, as the older build serialised it.

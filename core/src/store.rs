@@ -6,6 +6,7 @@
 //! concurrent writers share one fsync (`Durability::Sync`). Applying a blob is idempotent and commutative, so replicas that receive the
 //! same blobs in any order hold the same indexes.
 
+use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +18,7 @@ use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMo
 use crate::codec::{self, DecodeError};
 use crate::hash::Hash;
 use crate::model::{
-    Blob, BucketRecord, Chunk, ObjectSummary, RecordError, SealedSlice, SliceDecodeError, VersionEntry,
+    Blob, BucketRecord, Chunk, ChunkList, ObjectSummary, RecordError, SealedSlice, SliceDecodeError, VersionEntry,
 };
 use crate::slicelog::SliceLog;
 
@@ -37,6 +38,8 @@ pub enum StoreError {
     Bucket { name: String, source: DecodeError },
     #[error("local store: index entry of {len} bytes in {index} is malformed")]
     BadIndexEntry { index: &'static str, len: usize },
+    #[error("local store: chunk list {list} of blob {blob} is not held here")]
+    MissingChunkList { list: Hash, blob: Hash },
     #[error("local store: index entry value in {index}: {source}")]
     BadIndexValue { index: &'static str, source: DecodeError },
 }
@@ -82,6 +85,10 @@ pub struct LocalStore {
     row_chunks: PartitionHandle,
     /// Slice hash → the chunk it belongs to ‖ when it was stored.
     slice_owners: PartitionHandle,
+    /// Chunk-list records of large blobs, by hash.
+    chunk_lists: PartitionHandle,
+    /// Chunk list ‖ blob: which blobs use a list, to drop it with the last.
+    list_refs: PartitionHandle,
     buckets: PartitionHandle,
     tables: PartitionHandle,
     durability: Durability,
@@ -276,6 +283,8 @@ impl LocalStore {
             row_refs: keyspace.open_partition("row_refs", plain())?,
             row_chunks: keyspace.open_partition("row_chunks", plain())?,
             slice_owners: keyspace.open_partition("slice_owners", plain())?,
+            chunk_lists: keyspace.open_partition("chunk_lists", plain())?,
+            list_refs: keyspace.open_partition("list_refs", plain())?,
             buckets: keyspace.open_partition("buckets", plain())?,
             tables: keyspace.open_partition("tables", plain())?,
             keyspace,
@@ -508,8 +517,11 @@ impl LocalStore {
             if self.children.prefix(hash.as_bytes()).next().is_none() {
                 batch.insert(&self.heads, [object.as_slice(), hash.as_bytes()].concat(), entry.as_slice());
             }
-            for chunk in &blob.chunks {
-                batch.insert(&self.chunk_refs, pair_key(&chunk.id, &hash), []);
+            for chunk in self.blob_chunk_ids(&hash, &blob, true)? {
+                batch.insert(&self.chunk_refs, pair_key(&chunk, &hash), []);
+            }
+            for list in &blob.chunk_lists {
+                batch.insert(&self.list_refs, pair_key(&list.hash, &hash), []);
             }
             batch.commit()?;
             self.retire_null_versions(&object)?;
@@ -610,12 +622,20 @@ impl LocalStore {
                 batch.insert(&self.children, pair_key(parent, child), []);
             }
         }
-        for chunk in &blob.chunks {
-            batch.remove(&self.chunk_refs, pair_key(&chunk.id, hash));
+        for chunk in self.blob_chunk_ids(hash, &blob, false)? {
+            batch.remove(&self.chunk_refs, pair_key(&chunk, hash));
+        }
+        for list in &blob.chunk_lists {
+            batch.remove(&self.list_refs, pair_key(&list.hash, hash));
         }
         let recorded: Vec<u8> = parents.iter().flat_map(|p| *p.as_bytes()).collect();
         batch.insert(&self.tombstones, hash.as_bytes(), recorded);
         batch.commit()?;
+        for list in &blob.chunk_lists {
+            if self.list_refs.prefix(list.hash.as_bytes()).next().is_none() {
+                self.chunk_lists.remove(list.hash.as_bytes())?;
+            }
+        }
         for parent in &parents {
             if !children.is_empty() || self.children.prefix(parent.as_bytes()).next().is_some() {
                 continue;
@@ -626,6 +646,47 @@ impl LocalStore {
             }
         }
         Ok(Some(blob))
+    }
+
+    /// Every distinct chunk a blob references, inline or through its chunk
+    /// lists. A list not held here is an error when `strict`, and skipped
+    /// otherwise (forgetting must not fail on it).
+    fn blob_chunk_ids(&self, hash: &Hash, blob: &Blob, strict: bool) -> StoreResult<BTreeSet<Hash>> // PA
+    {
+        let mut ids: BTreeSet<Hash> = blob.chunks.iter().map(|c| c.id).collect();
+        for list in &blob.chunk_lists {
+            match self.get_chunk_list(&list.hash)? {
+                Some(held) => ids.extend(held.chunks.iter().map(|c| c.id)),
+                None if strict => return Err(StoreError::MissingChunkList { list: list.hash, blob: *hash }),
+                None => tracing::warn!(list = %list.hash, blob = %hash, "chunk list missing; its references stay"),
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Store an encoded chunk list (before the blob that uses it).
+    pub fn put_chunk_list(&self, bytes: &[u8]) -> StoreResult<Hash> // PA
+    {
+        let hash = Hash::of(bytes);
+        ChunkList::decode_verified(&hash, bytes)?;
+        if !self.chunk_lists.contains_key(hash.as_bytes())? {
+            self.chunk_lists.insert(hash.as_bytes(), bytes)?;
+        }
+        self.make_durable()?;
+        Ok(hash)
+    }
+
+    pub fn get_chunk_list_bytes(&self, hash: &Hash) -> StoreResult<Option<Vec<u8>>> // PA
+    {
+        Ok(self.chunk_lists.get(hash.as_bytes())?.map(|bytes| bytes.to_vec()))
+    }
+
+    fn get_chunk_list(&self, hash: &Hash) -> StoreResult<Option<ChunkList>> // PA
+    {
+        match self.chunk_lists.get(hash.as_bytes())? {
+            Some(bytes) => Ok(Some(ChunkList::decode_verified(hash, &bytes)?)),
+            None => Ok(None),
+        }
     }
 
     /// Whether a blob was forgotten here.

@@ -342,6 +342,55 @@ mod property {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_five_tib_object_of_ten_thousand_parts_is_representable() // A
+{
+    use ouroboros_core::{ChunkRef, PartRecord};
+    let cluster = Cluster::new(1, EngineConfig::default());
+    let engine = &cluster.engines[0];
+    // Zeros are cut at the 4 MiB maximum: every chunk is the same chunk, so
+    // terabytes of references cost no storage.
+    let (zeros, ()) = engine.write_body(body(&vec![0u8; 16 << 20]), ()).await.unwrap();
+    let chunk = zeros.chunks[0];
+    assert!(zeros.chunks.iter().all(|c| c.id == chunk.id && c.len == chunk.len), "{:?}", zeros.chunks);
+    let chunk_len = chunk.len as u64;
+    const TIB: u64 = 1 << 40;
+    let parts = 10_000u64;
+    let per_part = 5 * TIB / parts / chunk_len;
+    let part_size = per_part * chunk_len;
+    let records: Vec<PartRecord> = (1..=parts)
+        .map(|number| PartRecord {
+            number: number as u16,
+            etag: "0123456789abcdef0123456789abcdef".into(),
+            size: part_size,
+            created: 0,
+            chunks: (0..per_part).map(|i| ChunkRef { id: chunk.id, offset: i * chunk_len, len: chunk.len }).collect(),
+            checksums: Default::default(),
+        })
+        .collect();
+    let stored = engine.commit_parts(PutRequest::new("bucket", "huge"), records).await.unwrap();
+    let size = parts * part_size;
+    assert!(size > 5 * TIB - 5 * TIB / 100 && size <= 5 * TIB, "{size}");
+    assert_eq!(stored.blob.size, size);
+    assert!(stored.blob.etag.ends_with("-10000"), "{}", stored.blob.etag);
+    assert!(stored.blob.chunks.is_empty() && stored.blob.chunk_lists.len() > 1);
+    let store = cluster.transport.store(&cluster.nodes[0]).unwrap();
+    let record = store.get_blob_bytes(&stored.hash).unwrap().unwrap();
+    assert!(record.len() < 64 << 10, "the blob record is {} bytes", record.len());
+
+    // Bytes anywhere read back: the start, the end, across a part boundary
+    // and across the boundary of two chunk lists.
+    let latest = engine.latest("bucket", "huge").await.unwrap().unwrap();
+    let list_edge = stored.blob.chunk_lists[1].offset;
+    for range in [0..10, size - 10..size, part_size - 5..part_size + 5, list_edge - 7..list_edge + 9] {
+        let back = read_range(engine, &latest, range.clone()).await.unwrap();
+        assert_eq!(back, vec![0u8; (range.end - range.start) as usize], "{range:?}");
+    }
+    assert_eq!(store.chunk_referrers(&chunk.id).unwrap(), vec![stored.hash]);
+    engine.forget_version("bucket", "huge", &stored.hash).await.unwrap();
+    assert!(store.chunk_referrers(&chunk.id).unwrap().is_empty(), "forgetting it drops every reference");
+}
+
 /// Run a garbage-collection pass on every node; the total freed.
 async fn collect_everywhere(cluster: &Cluster, claimed_before: u64) -> usize // A
 {

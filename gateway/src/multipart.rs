@@ -219,7 +219,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         }
 
         let blob = &source.blob;
-        let overlapping = blob.chunks[blob.chunks_overlapping(range.start, range.end)].to_vec();
+        let overlapping = self.engine().chunks_in(blob, range.start, range.end).await.map_err(internal)?;
         let mut pieces = std::pin::pin!(self.engine().read(blob, range.clone()));
         let mut md5 = Md5::new();
         let mut chunks = Vec::new();

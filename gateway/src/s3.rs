@@ -914,7 +914,7 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
         let content = BlobContent {
             size: source.blob.size,
             etag: source.blob.etag.clone(),
-            chunks: source.blob.chunks.clone(),
+            chunks: self.engine.chunks_in(&source.blob, 0, source.blob.size).await.map_err(internal)?,
             part_sizes: source.blob.part_sizes.clone(),
         };
         let stored = self.engine.commit_content(request, content).await.map_err(internal)?;

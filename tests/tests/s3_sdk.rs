@@ -1050,6 +1050,19 @@ async fn versioned_buckets_keep_every_version_and_delete_markers() // A
     assert_eq!(versions.iter().filter(|v| v.2).count(), 1, "exactly one latest");
     assert!(versions[0].2);
 
+    // A completed multipart upload is a version like any other write.
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let upload = s3.create_multipart_upload().bucket("ver").key("doc").send().await.unwrap();
+    let id = upload.upload_id().unwrap();
+    let part = s3.upload_part().bucket("ver").key("doc").upload_id(id).part_number(1);
+    let etag = part.body(ByteStream::from_static(b"multipart")).send().await.unwrap().e_tag.unwrap();
+    let done = CompletedMultipartUpload::builder().parts(CompletedPart::builder().part_number(1).e_tag(etag).build());
+    let complete = s3.complete_multipart_upload().bucket("ver").key("doc").upload_id(id);
+    let completed = complete.multipart_upload(done.build()).send().await.unwrap();
+    let assembled = completed.version_id().expect("a versioned completion names its version").to_string();
+    assert_eq!(get_version(&s3, "ver", "doc", &assembled).await, "multipart");
+    assert_eq!(get_version(&s3, "ver", "doc", &restored).await, "first", "the version before it stays");
+
     let not_empty = s3.delete_bucket().bucket("ver").send().await;
     assert_eq!(code(not_empty), "BucketNotEmpty");
 }
@@ -1333,6 +1346,8 @@ async fn kill_9_mid_upload_then_complete_and_abort_leaks_nothing() // A
     let (mut child, addr) = spawn_server(dir.path());
     let s3 = client(addr);
     s3.create_bucket().bucket("crash").send().await.unwrap();
+    enable_versioning(&s3, "crash", BucketVersioningStatus::Enabled).await;
+    let version = put_text(&s3, "crash", "versioned", "survives").await.unwrap();
     let kept = s3.create_multipart_upload().bucket("crash").key("kept").send().await.unwrap();
     let kept = kept.upload_id().unwrap().to_string();
     let dropped = s3.create_multipart_upload().bucket("crash").key("dropped").send().await.unwrap();
@@ -1369,6 +1384,9 @@ async fn kill_9_mid_upload_then_complete_and_abort_leaks_nothing() // A
     complete.multipart_upload(only_first).send().await.unwrap();
     s3.abort_multipart_upload().bucket("crash").key("dropped").upload_id(&dropped).send().await.unwrap();
     assert_eq!(get_bytes(&s3, "crash", "kept").await, part_one);
+    let head = s3.head_object().bucket("crash").key("versioned").send().await.unwrap();
+    assert_eq!(head.version_id(), Some(version.as_str()), "version ids survive a restart unchanged");
+    assert_eq!(get_version(&s3, "crash", "versioned", &version).await, "survives");
     child.kill().unwrap();
     child.wait().unwrap();
 
