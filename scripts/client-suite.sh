@@ -32,19 +32,9 @@ PORT=$((20000 + RANDOM % 20000))
 ENDPOINT="http://127.0.0.1:$PORT"
 export AWS_ACCESS_KEY_ID=OBCLIENTSUITE0000001 AWS_SECRET_ACCESS_KEY=client-suite-secret-0123456789abcdefghij
 export AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
-OUROBOROS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID OUROBOROS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY \
-    "$BIN" serve --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
-SERVER=$!
-cleanup() {
-    kill "$SERVER" 2>/dev/null
-    wait "$SERVER" 2>/dev/null
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-for _ in $(seq 1 100); do
-    curl -sf "$ENDPOINT/_ouroboros/health" >/dev/null && break
-    sleep 0.1
-done
+# shellcheck source=scripts/node.sh
+source scripts/node.sh
+start_node "$BIN"
 
 PASSED=0
 FAILED=0

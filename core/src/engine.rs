@@ -342,7 +342,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             }
             None => {
                 let heads = self.heads(&request.bucket, &request.key).await?;
-                let newest = heads.iter().map(|h| h.created).max().unwrap_or(0);
+                let newest = heads.iter().map(|h| h.entry.created).max().unwrap_or(0);
                 (heads.into_iter().map(|h| h.version).collect(), newest)
             }
         };
@@ -877,7 +877,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         };
         let accept: Accept<Vec<ObjectSummary>> = |r| if let Response::Heads(heads) = r { Ok(heads) } else { Err(r) };
         let mut heads: Vec<ObjectSummary> = self.ask_all(&replicas, ask, accept).await?.into_iter().flatten().collect();
-        heads.sort_by_key(|h| std::cmp::Reverse((h.created, h.version)));
+        heads.sort_by_key(|h| std::cmp::Reverse((h.entry.created, h.version)));
         heads.dedup_by_key(|h| h.version);
         Ok(heads)
     }
@@ -917,7 +917,11 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             let (page, more) = self.list_versions(bucket, key, start, 1000).await?;
             let done = !more || page.iter().any(|v| v.key != key);
             let Some(last) = page.last() else { break };
-            start = VersionStart::AfterVersion { key: last.key.clone(), created: last.created, version: last.version };
+            start = VersionStart::AfterVersion {
+                key: last.key.clone(),
+                created: last.entry.created,
+                version: last.version,
+            };
             out.extend(page.into_iter().filter(|v| v.key == key));
             if done {
                 break;
@@ -943,7 +947,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             },
         };
         let accept: Accept<Vec<ObjectSummary>> = |r| if let Response::Keys(keys) = r { Ok(keys) } else { Err(r) };
-        let order = |s: &ObjectSummary| (s.key.clone(), std::cmp::Reverse((s.created, s.version)));
+        let order = |s: &ObjectSummary| (s.key.clone(), std::cmp::Reverse((s.entry.created, s.version)));
         let mut merged: BTreeMap<_, ObjectSummary> = BTreeMap::new();
         // As in `list_objects`: a full answer may have stopped short of
         // versions another node sent, so the page ends at the smallest last
@@ -1118,7 +1122,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             let page: Vec<ObjectSummary> =
                 merged.into_values().take_while(|s| cutoff.as_ref().is_none_or(|c| s.key <= *c)).collect();
             let last = page.last().map(|s| s.key.clone());
-            live.extend(page.into_iter().filter(|s| s.kind != BlobKind::DeleteMarker));
+            live.extend(page.into_iter().filter(|s| s.entry.kind != BlobKind::DeleteMarker));
             if live.len() > limit {
                 live.truncate(limit);
                 return Ok((live, true));

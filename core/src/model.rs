@@ -276,7 +276,7 @@ impl ChunkList {
 
 /// Blob layout 1, before `null_version`: every blob then was written to an
 /// unversioned bucket, so it decodes as a null version.
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct BlobV1 {
     bucket: String,
     key: String,
@@ -390,12 +390,7 @@ impl VersionEntry {
 pub struct ObjectSummary {
     pub key: String,
     pub version: Hash,
-    pub kind: BlobKind,
-    pub created: u64,
-    pub size: u64,
-    pub etag: String,
-    pub null_version: bool,
-    pub writer: NodeId,
+    pub entry: VersionEntry,
 }
 
 impl ObjectSummary {
@@ -406,20 +401,19 @@ impl ObjectSummary {
 
     pub fn from_entry(key: String, version: Hash, entry: VersionEntry) -> Self // A
     {
-        let VersionEntry { kind, created, size, etag, null_version, writer } = entry;
-        ObjectSummary { key, version, kind, created, size, etag, null_version, writer }
+        ObjectSummary { key, version, entry }
     }
 
     /// Whether `self` wins over `other` as the key's current version.
     pub fn newer_than(&self, other: &ObjectSummary) -> bool // A
     {
-        (self.created, self.version) > (other.created, other.version)
+        (self.entry.created, self.version) > (other.entry.created, other.version)
     }
 
     /// The S3 version id: the blob hash, or "null".
     pub fn version_id(&self) -> String // A
     {
-        if self.null_version {
+        if self.entry.null_version {
             NULL_VERSION_ID.to_string()
         } else {
             self.version.to_hex()
@@ -582,7 +576,7 @@ pub(crate) mod tests {
     fn a_blob_written_before_null_versions_reads_as_a_null_version() // A
     {
         let blob = sample_blob();
-        let v1 = BlobV1Encoding {
+        let v1 = BlobV1 {
             bucket: blob.bucket.clone(),
             key: blob.key.clone(),
             parents: blob.parents.clone(),
@@ -608,24 +602,6 @@ pub(crate) mod tests {
         bytes.extend(postcard::to_stdvec(&(&v1, false)).unwrap());
         let decoded = Blob::decode_verified(&Hash::of(&bytes), &bytes).unwrap();
         assert_eq!(decoded, Blob { null_version: false, ..blob });
-    }
-
-    /// The layout-1 field order, as the older build serialised it.
-    #[derive(Serialize)]
-    struct BlobV1Encoding {
-        bucket: String,
-        key: String,
-        parents: Vec<Hash>,
-        created: u64,
-        writer: NodeId,
-        kind: BlobKind,
-        size: u64,
-        etag: String,
-        system_metadata: BTreeMap<String, String>,
-        user_metadata: BTreeMap<String, String>,
-        checksums: BTreeMap<String, String>,
-        chunks: Vec<ChunkRef>,
-        part_sizes: Vec<u64>,
     }
 
     #[test]

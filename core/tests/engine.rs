@@ -557,10 +557,10 @@ async fn check_history(steps: Vec<Step>) -> Result<(), String> // A
         } else if !heads.is_empty() {
             return Err(format!("{name}: heads without versions"));
         }
-        let newest_null = versions.iter().find(|v| v.null_version).map(|v| v.version);
+        let newest_null = versions.iter().find(|v| v.entry.null_version).map(|v| v.version);
         for version in &versions {
             let is_head = heads.iter().any(|h| h.version == version.version);
-            if version.null_version && Some(version.version) != newest_null && !is_head {
+            if version.entry.null_version && Some(version.version) != newest_null && !is_head {
                 return Err(format!("{name}: replaced null version {} is still listed", version.version));
             }
             let Some(expected) = contents.get(&version.version) else {

@@ -473,9 +473,9 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
     {
         Object {
             key: Some(if url { url_encode(&summary.key) } else { summary.key.clone() }),
-            e_tag: Some(ETag::Strong(summary.etag.clone())),
-            last_modified: Some(timestamp(summary.created)),
-            size: Some(summary.size as i64),
+            e_tag: Some(ETag::Strong(summary.entry.etag.clone())),
+            last_modified: Some(timestamp(summary.entry.created)),
+            size: Some(summary.entry.size as i64),
             storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
             owner: fetch_owner.then(owner),
             ..Default::default()

@@ -156,7 +156,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
             VersionRef::Id(hash) => hash,
             VersionRef::Null => {
                 let versions = self.engine().key_versions(bucket, key).await.map_err(internal)?;
-                match versions.into_iter().find(|v| v.null_version) {
+                match versions.into_iter().find(|v| v.entry.null_version) {
                     Some(null) => null.version,
                     None => return Ok(None),
                 }
@@ -304,7 +304,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
                 next = Some((
                     VersionStart::AfterVersion {
                         key: summary.key.clone(),
-                        created: summary.created,
+                        created: summary.entry.created,
                         version: summary.version,
                     },
                     false,
@@ -336,22 +336,21 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         for entry in entries {
             match entry {
                 Listed::Prefix(group) => common_prefixes.push(CommonPrefix { prefix: Some(encode(&group)) }),
-                Listed::Version { summary, latest } if summary.kind == BlobKind::DeleteMarker => {
-                    delete_markers.push(DeleteMarkerEntry {
+                Listed::Version { summary, latest } if summary.entry.kind == BlobKind::DeleteMarker => delete_markers
+                    .push(DeleteMarkerEntry {
                         is_latest: Some(latest),
                         key: Some(encode(&summary.key)),
-                        last_modified: Some(timestamp(summary.created)),
+                        last_modified: Some(timestamp(summary.entry.created)),
                         owner: Some(owner()),
                         version_id: Some(summary.version_id()),
-                    })
-                }
+                    }),
                 Listed::Version { summary, latest } => versions.push(ObjectVersion {
-                    e_tag: Some(ETag::Strong(summary.etag.clone())),
+                    e_tag: Some(ETag::Strong(summary.entry.etag.clone())),
                     is_latest: Some(latest),
                     key: Some(encode(&summary.key)),
-                    last_modified: Some(timestamp(summary.created)),
+                    last_modified: Some(timestamp(summary.entry.created)),
                     owner: Some(owner()),
-                    size: Some(summary.size as i64),
+                    size: Some(summary.entry.size as i64),
                     storage_class: Some(ObjectVersionStorageClass::from_static(ObjectVersionStorageClass::STANDARD)),
                     version_id: Some(summary.version_id()),
                     ..Default::default()
@@ -438,7 +437,9 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
             let heads = self.engine().heads(bucket, key).await.map_err(internal)?;
             let listed: Vec<String> = heads
                 .iter()
-                .map(|h| format!("{};created={};size={};writer={}", h.version, h.created, h.size, h.writer))
+                .map(|h| {
+                    format!("{};created={};size={};writer={}", h.version, h.entry.created, h.entry.size, h.entry.writer)
+                })
                 .collect();
             insert_header(&mut headers, HEADS_HEADER, listed.join(","));
         }
