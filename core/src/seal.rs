@@ -2,15 +2,11 @@
 //! (zstd → Reed-Solomon → ChaCha20-Poly1305 per shard, data key wrapped per
 //! recipient); opening reverses it from any k slices and verifies the chunk id.
 
-use chacha20poly1305::aead::{AeadInPlace, Nonce};
-use chacha20poly1305::ChaCha20Poly1305;
 use x25519_dalek::PublicKey;
 
 use crate::hash::Hash;
-use crate::keys::{self, DataKey, NodeKeys, UnwrapError, WrapError};
+use crate::keys::{self, Cipher, DataKey, NodeKeys, UnwrapError, WrapError, TAG_LEN};
 use crate::model::{Chunk, Codec, Erasure, SealedSlice};
-
-const TAG_LEN: usize = 16;
 
 /// What went wrong sealing or opening a chunk; always names the chunk.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -118,9 +114,7 @@ pub fn seal_chunk(id: Hash, plain: &[u8], params: SealParams, to: &[PublicKey]) 
     for (index, mut shard) in shards.into_iter().enumerate() {
         let nonce = nonce_for(index);
         let aad = associated_data(&id, index, erasure, shard_len32);
-        cipher
-            .encrypt_in_place(Nonce::<ChaCha20Poly1305>::from_slice(&nonce), &aad, &mut shard)
-            .map_err(|_| SealError::Encrypt { chunk: id })?;
+        cipher.seal(nonce, &aad, &mut shard).map_err(|_| SealError::Encrypt { chunk: id })?;
         slices.push(SealedSlice::new(nonce, shard));
     }
     let keys = keys::wrap_data_key(&data_key, &id, to).map_err(|source| SealError::Wrap { chunk: id, source })?;
@@ -264,7 +258,7 @@ pub fn open_chunk(manifest: &Chunk, slices: Vec<Option<SealedSlice>>, keys: &Nod
     Ok(plain)
 }
 
-fn open_slice(manifest: &Chunk, index: usize, slice: SealedSlice, cipher: &ChaCha20Poly1305) -> SealResult<Vec<u8>> // PA
+fn open_slice(manifest: &Chunk, index: usize, slice: SealedSlice, cipher: &Cipher) -> SealResult<Vec<u8>> // PA
 {
     let chunk = manifest.id;
     let expected = manifest.slices[index];
@@ -278,9 +272,7 @@ fn open_slice(manifest: &Chunk, index: usize, slice: SealedSlice, cipher: &ChaCh
     }
     let aad = associated_data(&chunk, index, manifest.erasure, manifest.shard_len);
     let mut shard = slice.payload;
-    cipher
-        .decrypt_in_place(Nonce::<ChaCha20Poly1305>::from_slice(&slice.nonce), &aad, &mut shard)
-        .map_err(|_| SealError::SliceAuthentication { chunk, index })?;
+    cipher.open(slice.nonce, &aad, &mut shard).map_err(|_| SealError::SliceAuthentication { chunk, index })?;
     Ok(shard)
 }
 
