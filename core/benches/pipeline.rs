@@ -2,7 +2,10 @@
 //! pipeline on all cores, for incompressible and text-like data, with 1+0 and
 //! 4+2 coding. Run: `cargo bench -p ouroboros-core --bench pipeline`, or
 //! `... -- "text-like 4+2"` for one case, with `PIPELINE_ONLY=1` to skip the
-//! stage measurements (for profiling). Prints markdown for docs/BENCHMARKS.md.
+//! stage measurements (for profiling), `PIPELINE_RUNS=n` for the number of
+//! runs whose median is reported (3), and `PIPELINE_EXTRA_READS=n` to read
+//! each object n more times after the timed read (for profiling reads).
+//! Prints markdown for docs/BENCHMARKS.md.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,9 +86,13 @@ struct Stages {
 fn measure_stages(data: &[u8], erasure: Erasure) -> Stages // A
 {
     let key = [5u8; 32];
+    // In 256 KiB pieces, each chunk dropped as it comes, as a PUT feeds it.
     let cdc = rate(data, |d| {
         let mut chunker = Chunker::new(ChunkerConfig::default());
-        let mut n = chunker.push(d).len();
+        let mut n = 0;
+        for piece in d.chunks(256 << 10) {
+            n += chunker.push(piece).len();
+        }
         n += chunker.finish().len();
         std::hint::black_box(n);
     });
@@ -163,7 +170,35 @@ fn bound(stages: &[(&'static str, f64)], cores: usize) -> f64 // A
     cores as f64 / stages.iter().map(|(_, r)| 1.0 / r).sum::<f64>()
 }
 
-async fn measure_pipeline(shared: Bytes, erasure: Erasure) -> (f64, f64) // A
+/// CPU seconds (user + system) this process has used so far.
+fn cpu_seconds() -> f64 // A
+{
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// One timed phase: MB/s and how many cores it kept busy on average.
+#[derive(Clone, Copy)]
+struct Phase {
+    rate: f64,
+    cores_busy: f64,
+}
+
+/// Time `work` over `bytes`, wall clock and CPU.
+async fn timed<T>(bytes: usize, work: impl std::future::Future<Output = T>) -> (T, Phase) // A
+{
+    let (wall, cpu) = (Instant::now(), cpu_seconds());
+    let out = work.await;
+    let elapsed = wall.elapsed().as_secs_f64();
+    (out, Phase { rate: bytes as f64 / elapsed / 1e6, cores_busy: (cpu_seconds() - cpu) / elapsed })
+}
+
+/// One PUT and one GET of `shared` through a fresh single-node engine (a
+/// fresh dedup key, so nothing is deduplicated against an earlier run).
+async fn measure_pipeline(shared: Bytes, erasure: Erasure) -> (Phase, Phase) // A
 {
     let dir = tempfile::tempdir().unwrap();
     let transport = MemoryCluster::new();
@@ -179,19 +214,42 @@ async fn measure_pipeline(shared: Bytes, erasure: Erasure) -> (f64, f64) // A
         .step_by(256 << 10)
         .map(|at| Ok(shared.slice(at..(at + (256 << 10)).min(shared.len()))))
         .collect();
-    let start = Instant::now();
-    let stored = engine.put_object(PutRequest::new("bench", "object"), futures::stream::iter(pieces)).await.unwrap();
-    let write = shared.len() as f64 / start.elapsed().as_secs_f64() / 1e6;
+    let put = engine.put_object(PutRequest::new("bench", "object"), futures::stream::iter(pieces));
+    let (stored, write) = timed(shared.len(), put).await;
+    let stored = stored.unwrap();
 
-    let start = Instant::now();
-    let mut read_bytes = 0usize;
-    let mut stream = std::pin::pin!(engine.read(&stored.blob, 0..u64::MAX));
-    while let Some(piece) = stream.next().await {
-        read_bytes += piece.unwrap().len();
+    let get = async {
+        let mut read_bytes = 0usize;
+        let mut stream = std::pin::pin!(engine.read(&stored.blob, 0..u64::MAX));
+        while let Some(piece) = stream.next().await {
+            read_bytes += piece.unwrap().len();
+        }
+        read_bytes
+    };
+    let (read_bytes, read) = timed(shared.len(), get).await;
+    // For profiling the read path alone: read it again this many times.
+    let extra_reads: usize = std::env::var("PIPELINE_EXTRA_READS").ok().and_then(|n| n.parse().ok()).unwrap_or(0);
+    for _ in 0..extra_reads {
+        let mut stream = std::pin::pin!(engine.read(&stored.blob, 0..u64::MAX));
+        while let Some(piece) = stream.next().await {
+            std::hint::black_box(piece.unwrap());
+        }
     }
     assert_eq!(read_bytes, shared.len());
-    let read = shared.len() as f64 / start.elapsed().as_secs_f64() / 1e6;
     (write, read)
+}
+
+/// The median run by rate, of `runs` PUT+GET runs.
+fn median_runs(runtime: &tokio::runtime::Runtime, data: &Bytes, erasure: Erasure, runs: usize) -> (Phase, Phase) // A
+{
+    let measured: Vec<(Phase, Phase)> =
+        (0..runs).map(|_| runtime.block_on(measure_pipeline(data.clone(), erasure))).collect();
+    let median = |pick: fn(&(Phase, Phase)) -> Phase| {
+        let mut phases: Vec<Phase> = measured.iter().map(pick).collect();
+        phases.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+        phases[phases.len() / 2]
+    };
+    (median(|m| m.0), median(|m| m.1))
 }
 
 fn main() // A
@@ -203,8 +261,9 @@ fn main() // A
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(cores).enable_all().build().unwrap();
+    let runs: usize = std::env::var("PIPELINE_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3).max(1);
     println!(
-        "cores: {cores}; stage MB/s on one core over {} MiB, pipelines over {} MiB\n",
+        "cores: {cores}; median of {runs} runs; stage MB/s on one core over {} MiB, pipelines over {} MiB\n",
         STAGE_BYTES >> 20,
         PIPELINE_BYTES >> 20
     );
@@ -220,12 +279,15 @@ fn main() // A
                 continue;
             }
             if std::env::var_os("PIPELINE_ONLY").is_some() {
-                let (write, read) = runtime.block_on(measure_pipeline(pipeline_data.clone(), erasure));
-                println!("{case}: write {write:.0} MB/s, read {read:.0} MB/s");
+                let (write, read) = median_runs(&runtime, &pipeline_data, erasure, runs);
+                println!(
+                    "{case}: write {:.0} MB/s ({:.2} cores), read {:.0} MB/s ({:.2} cores)",
+                    write.rate, write.cores_busy, read.rate, read.cores_busy
+                );
                 continue;
             }
             let stages = measure_stages(&stage_data, erasure);
-            let (write, read) = runtime.block_on(measure_pipeline(pipeline_data.clone(), erasure));
+            let (write, read) = median_runs(&runtime, &pipeline_data, erasure, runs);
             let write_bound = bound(&stages.write, cores);
             let read_bound = bound(&stages.read, cores);
             println!("### {name}, {}+{} coding\n", erasure.data, erasure.parity);
@@ -241,12 +303,16 @@ fn main() // A
                 }
             }
             println!(
-                "| **write pipeline** | **{write:.0}** of {write_bound:.0} bound ({:.0}%) |",
-                100.0 * write / write_bound
+                "| **write pipeline** | **{:.0}** of {write_bound:.0} bound ({:.0}%), {:.2} cores busy |",
+                write.rate,
+                100.0 * write.rate / write_bound,
+                write.cores_busy
             );
             println!(
-                "| **read pipeline** | **{read:.0}** of {read_bound:.0} bound ({:.0}%) |\n",
-                100.0 * read / read_bound
+                "| **read pipeline** | **{:.0}** of {read_bound:.0} bound ({:.0}%), {:.2} cores busy |\n",
+                read.rate,
+                100.0 * read.rate / read_bound,
+                read.cores_busy
             );
         }
     }

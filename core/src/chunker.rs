@@ -3,7 +3,14 @@
 //! whole in memory. Cut points depend only on content, so an insert in the
 //! middle of a file changes only the chunks around it.
 
+use std::sync::LazyLock;
+
 use bytes::{Bytes, BytesMut};
+
+type GearTable = Box<[u64; 256]>;
+
+/// fastcdc's gear table and its left-shifted twin (unseeded).
+static GEARS: LazyLock<(GearTable, GearTable)> = LazyLock::new(|| fastcdc::v2020::get_gear_with_seed(0));
 
 /// Chunk size bounds in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,27 +39,54 @@ impl ChunkerConfig {
     }
 }
 
-/// Push-based chunker over a growing buffer.
+/// Bytes copied into the pending chunk between scans: a cut found inside
+/// a step leaves at most this much to move into the next chunk's buffer.
+const STEP: usize = 32 * 1024;
+
+/// Push-based chunker. Each byte is copied once, into the buffer of the
+/// chunk it belongs to, and scanned once: the gear hash resumes where the
+/// last push stopped. Cut points are exactly those of `fastcdc::v2020` over
+/// the whole stream (a cut found before `max` bytes cannot move when more
+/// bytes arrive, because the scan order and masks do not depend on them).
 pub struct Chunker {
     config: ChunkerConfig,
+    /// The bytes of the chunk being assembled; never more than `max`.
     pending: BytesMut,
+    /// Gear hash over `pending` so far, and the next byte pair to scan.
+    hash: u64,
+    pair: usize,
+    mask_s: u64,
+    mask_l: u64,
 }
 
 impl Chunker {
     pub fn new(config: ChunkerConfig) -> Self // A
     {
-        Chunker { config, pending: BytesMut::new() }
+        // fastcdc's normalisation level 1, as `FastCDC::new` uses.
+        let bits = fastcdc::v2020::logarithm2(config.avg.max(2)) as usize;
+        let masks = &fastcdc::v2020::MASKS;
+        Chunker {
+            config,
+            pending: BytesMut::with_capacity(config.max as usize),
+            hash: 0,
+            pair: config.min as usize / 2,
+            mask_s: masks[(bits + 1).min(masks.len() - 1)],
+            mask_l: masks[bits.saturating_sub(1)],
+        }
     }
 
     /// Add bytes; returns every chunk whose cut point is now certain.
-    pub fn push(&mut self, data: &[u8]) -> Vec<Bytes> // A
+    pub fn push(&mut self, mut data: &[u8]) -> Vec<Bytes> // A
     {
-        self.pending.extend_from_slice(data);
+        let max = self.config.max as usize;
         let mut chunks = Vec::new();
-        // With at least `max` bytes pending the next cut cannot move any more.
-        while self.pending.len() >= self.config.max as usize {
-            let len = self.next_cut();
-            chunks.push(self.pending.split_to(len).freeze());
+        while !data.is_empty() {
+            let take = data.len().min(STEP).min(max - self.pending.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            while let Some(cut) = self.scan() {
+                chunks.push(self.cut(cut));
+            }
         }
         chunks
     }
@@ -62,24 +96,61 @@ impl Chunker {
     {
         let mut chunks = Vec::new();
         while !self.pending.is_empty() {
-            let len = self.next_cut();
-            chunks.push(self.pending.split_to(len).freeze());
+            let cut = self.scan().unwrap_or(self.pending.len());
+            chunks.push(self.cut(cut));
         }
         chunks
     }
 
-    fn next_cut(&self) -> usize // A
+    /// Split off the first `len` pending bytes as a chunk; the rest start
+    /// the next chunk in a fresh buffer, so the chunk's own stays unshared.
+    fn cut(&mut self, len: usize) -> Bytes // A
     {
-        let window = &self.pending[..self.pending.len().min(self.config.max as usize)];
-        let cdc = fastcdc::v2020::FastCDC::new(window, self.config.min, self.config.avg, self.config.max);
-        let (_, cut) = cdc.cut(0, window.len());
-        // fastcdc always advances on non-empty input; guard anyway so a bug
-        // there cannot turn into an endless loop here.
-        if cut == 0 {
-            window.len()
-        } else {
-            cut
+        // A cut at 0 cannot happen (the scan starts at `min` ≥ 64); guard
+        // anyway so a bug cannot turn into an endless loop.
+        let len = len.clamp(1, self.pending.len());
+        let chunk = self.pending.split_to(len).freeze();
+        let mut next = BytesMut::with_capacity(self.config.max as usize);
+        next.extend_from_slice(&self.pending);
+        self.pending = next;
+        self.hash = 0;
+        self.pair = self.config.min as usize / 2;
+        chunk
+    }
+
+    /// Continue the gear scan over the pending bytes (fastcdc `cut_gear`
+    /// with `center = avg`, which is what it uses for any window of at
+    /// least `avg`; for a shorter final window its masks agree). Returns
+    /// the cut, `max` when `max` bytes hold none, or `None` when more bytes
+    /// are needed (at the end of the stream: the rest is the last chunk).
+    fn scan(&mut self) -> Option<usize> // A
+    {
+        let (avg, max) = (self.config.avg as usize, self.config.max as usize);
+        let source = &self.pending[..];
+        // A pair is scanned only when both its bytes are here, as fastcdc
+        // does with a window that ends here.
+        let pairs = source.len().min(max) / 2;
+        let (gear, gear_ls) = &*GEARS;
+        let mut hash = self.hash;
+        let mut pair = self.pair;
+        for (end, mask) in [((avg / 2).min(pairs), self.mask_s), (pairs, self.mask_l)] {
+            let mask_ls = mask << 1;
+            while pair < end {
+                let a = pair * 2;
+                hash = (hash << 2).wrapping_add(gear_ls[source[a] as usize]);
+                if hash & mask_ls == 0 {
+                    return Some(a);
+                }
+                hash = hash.wrapping_add(gear[source[a + 1] as usize]);
+                if hash & mask == 0 {
+                    return Some(a + 1);
+                }
+                pair += 1;
+            }
         }
+        self.hash = hash;
+        self.pair = pair;
+        (source.len() >= max).then_some(max)
     }
 }
 
@@ -117,6 +188,28 @@ mod tests {
             for chunk in &whole {
                 prop_assert!(chunk.len() <= 65536);
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn cuts_are_those_of_fastcdc_v2020(seed in any::<u64>(), len in 0usize..300_000, text in any::<bool>()) { // A
+            use rand::{RngCore, SeedableRng};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let data: Vec<u8> = if text {
+                // Few distinct bytes, long runs: cuts land at min, max and in between.
+                (0..len).map(|_| if rng.next_u32() % 50 == 0 { (rng.next_u32() % 4) as u8 } else { 0 }).collect()
+            } else {
+                let mut data = vec![0u8; len];
+                rng.fill_bytes(&mut data);
+                data
+            };
+            let config = small();
+            let ours: Vec<usize> = chunk_all(&data, 7_919, config).iter().map(Bytes::len).collect();
+            let theirs: Vec<usize> = fastcdc::v2020::FastCDC::new(&data, config.min, config.avg, config.max)
+                .map(|chunk| chunk.length)
+                .collect();
+            prop_assert_eq!(ours, theirs);
         }
     }
 

@@ -4,6 +4,8 @@
 //! Membership implements these over the network; `memory` implements them in
 //! one process.
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 
 use crate::codec;
@@ -152,6 +154,15 @@ pub type Call = BoxFuture<'static, Result<Response, TransportError>>;
 /// Carries requests to nodes, the local one included.
 pub trait Transport: Send + Sync + 'static {
     fn call(&self, node: NodeId, request: Request) -> Call;
+
+    /// The store of `node` when it is up and lives in this process. The
+    /// engine then reads and writes the slices of an all-local chunk in the
+    /// same blocking task that seals or opens it, instead of one request
+    /// (and one thread hop) per slice. `None` sends everything as requests.
+    fn local_store(&self, _node: NodeId) -> Option<Arc<LocalStore>> // A
+    {
+        None
+    }
 }
 
 /// Who is in the cluster. Placement is computed over `members`, which keeps

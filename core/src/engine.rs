@@ -25,7 +25,7 @@ use crate::model::{
 };
 use crate::placement;
 use crate::seal::{self, SealError, SealParams};
-use crate::store::{now_nanos, Freed, ListStart, Row, VersionStart};
+use crate::store::{now_nanos, Freed, ListStart, LocalStore, Row, StoreError, VersionStart};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -43,6 +43,8 @@ pub enum EngineError {
     NoReplica { what: String, errors: String },
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error("this node's store: {0}")]
+    Store(#[from] StoreError),
     #[error("chunk {chunk}: opened to {actual} bytes, the object expects {expected}")]
     ChunkLength { chunk: Hash, expected: u32, actual: usize },
     #[error("version {version} does not exist")]
@@ -86,7 +88,7 @@ impl Default for EngineConfig {
         EngineConfig {
             chunking: ChunkerConfig::default(),
             zstd_level: 1,
-            write_parallelism: cores * 2,
+            write_parallelism: cores * 4,
             read_ahead: cores * 4,
             node_write_chunks: cores * 4,
             node_read_chunks: cores * 4,
@@ -235,6 +237,36 @@ impl<T, V> Clone for Engine<T, V> {
             read_permits: self.read_permits.clone(),
         }
     }
+}
+
+/// Whether every slice of chunk `id` and every replica of its manifest
+/// belong to `local`.
+fn chunk_is_local(id: &Hash, erasure: Erasure, members: &[NodeId], local: NodeId) -> bool // PA
+{
+    let ranked = placement::rank(id, members);
+    let replicas = placement::partition_replicas(placement::partition_of_hash(id), members);
+    !ranked.is_empty()
+        && !replicas.is_empty()
+        && (0..erasure.total()).all(|index| ranked[index % ranked.len()] == local)
+        && replicas.iter().all(|node| *node == local)
+}
+
+/// For a chunk that belongs wholly to this node: claim it if stored,
+/// otherwise seal it and store its slices and manifest, all in the calling
+/// (blocking) task.
+fn seal_into(store: &LocalStore, id: Hash, plain: &[u8], params: SealParams, keys: &NodeKeys) -> EngineResult<()> // PA
+{
+    match store.claim_chunk(&id) {
+        Ok(Some(chunk)) if chunk.id == id => return Ok(()),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(chunk = %id, %error, "chunk claim failed; storing it again"),
+    }
+    let sealed = seal::seal_chunk(id, plain, params, &keys.recipients)?;
+    for slice in &sealed.slices {
+        store.put_slice(slice, &id)?;
+    }
+    store.put_chunk(&sealed.manifest)?;
+    Ok(())
 }
 
 async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> EngineResult<R> // A
@@ -488,7 +520,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     {
         // Bounded channels keep memory flat whatever the object size: at most
         // a few pieces and `write_parallelism` chunks are in flight.
-        let (md5_tx, mut md5_rx) = mpsc::channel::<Bytes>(2);
+        let (md5_tx, mut md5_rx) = mpsc::channel::<Bytes>(16);
         let (cdc_tx, mut cdc_rx) = mpsc::channel::<Bytes>(2);
         let (chunk_tx, chunk_rx) = mpsc::channel::<Bytes>(1);
 
@@ -572,18 +604,31 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     async fn store_chunk(&self, plain: Bytes) -> EngineResult<(Hash, u32)> // PA
     {
         let len = u32::try_from(plain.len()).map_err(|_| EngineError::Config("chunk over 4 GiB".into()))?;
-        let dedup_key = self.keys.dedup_key;
+        let local = self.view.local_node();
+        let store = self.transport.local_store(local);
+        let members = self.view.members();
+        let erasure = self.config.erasure.unwrap_or_else(|| Erasure::for_cluster(members.len()));
+        let params = SealParams { erasure, zstd_level: self.config.zstd_level };
+        let keys = self.keys.clone();
         let for_hash = plain.clone();
-        let id = blocking(move || Hash::keyed(&dedup_key, &for_hash)).await?;
+        let (id, stored) = blocking(move || {
+            let id = Hash::keyed(&keys.dedup_key, &for_hash);
+            match store.filter(|_| chunk_is_local(&id, params.erasure, &members, local)) {
+                Some(store) => seal_into(&store, id, &for_hash, params, &keys).map(|()| (id, true)),
+                None => Ok((id, false)),
+            }
+        })
+        .await??;
+        if stored {
+            return Ok((id, len));
+        }
         if self.claim_chunk(&id).await {
             return Ok((id, len));
         }
 
-        let members = self.view.members();
-        let erasure = self.config.erasure.unwrap_or_else(|| Erasure::for_cluster(members.len()));
-        let params = SealParams { erasure, zstd_level: self.config.zstd_level };
         let recipients = self.keys.recipients.clone();
         let sealed = blocking(move || seal::seal_chunk(id, &plain, params, &recipients)).await??;
+        let members = self.view.members();
 
         let ranked = placement::rank(&id, &members);
         let calls = sealed.slices.into_iter().enumerate().map(|(index, slice)| {
@@ -1195,12 +1240,75 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// open it.
     async fn read_chunk(&self, chunk: &ChunkRef) -> EngineResult<Vec<u8>> // PA
     {
-        let manifest = self.fetch_chunk_manifest(&chunk.id).await?;
+        let plain = match self.read_local_chunk(chunk.id).await? {
+            Some(plain) => plain,
+            None => self.fetch_and_open_chunk(chunk.id).await?,
+        };
+        if plain.len() != chunk.len as usize {
+            return Err(EngineError::ChunkLength { chunk: chunk.id, expected: chunk.len, actual: plain.len() });
+        }
+        Ok(plain)
+    }
+
+    /// When this node holds a chunk's manifest and its k data slices, read
+    /// and open them in one blocking task: no request per slice, and the
+    /// slices are decrypted on the core that just read them. `None` when
+    /// any of it is elsewhere or missing; the general path then takes over.
+    async fn read_local_chunk(&self, id: Hash) -> EngineResult<Option<Vec<u8>>> // PA
+    {
+        let local = self.view.local_node();
+        let Some(store) = self.transport.local_store(local) else { return Ok(None) };
+        let members = self.view.members();
+        if !placement::partition_replicas(placement::partition_of_hash(&id), &members).contains(&local) {
+            return Ok(None);
+        }
+        let ranked = placement::rank(&id, &members);
+        let keys = self.keys.clone();
+        let opened = blocking(move || {
+            let manifest = match store.get_chunk(&id) {
+                Ok(Some(manifest)) if manifest.id == id => manifest,
+                _ => return Ok(None),
+            };
+            let k = manifest.erasure.data as usize;
+            if ranked.is_empty() || manifest.slices.len() < k || (0..k).any(|i| ranked[i % ranked.len()] != local) {
+                return Ok(None);
+            }
+            let read = |count: usize| -> Vec<Option<SealedSlice>> {
+                let mut slices = vec![None; manifest.erasure.total()];
+                for (index, hash) in manifest.slices.iter().enumerate().take(count) {
+                    if let Ok(Some(slice)) = store.get_slice(hash) {
+                        slices[index] = Some(slice).filter(|s| s.hash == *hash);
+                    }
+                }
+                slices
+            };
+            let slices = read(k);
+            if slices.iter().flatten().count() < k {
+                return Ok(None);
+            }
+            match seal::open_chunk(&manifest, slices, &keys) {
+                // A damaged data slice: parity on this node may cover it.
+                Err(error) if manifest.erasure.parity > 0 => {
+                    tracing::warn!(chunk = %id, %error, "local slices unusable, reading parity");
+                    seal::open_chunk(&manifest, read(manifest.erasure.total()), &keys).map(Some)
+                }
+                opened => opened.map(Some),
+            }
+        });
+        Ok(opened.await??)
+    }
+
+    /// The general read path: the manifest from its replicas, then k slices
+    /// from the nodes that hold them, parity only when data slices are
+    /// missing.
+    async fn fetch_and_open_chunk(&self, id: Hash) -> EngineResult<Vec<u8>> // PA
+    {
+        let manifest = self.fetch_chunk_manifest(&id).await?;
         let k = manifest.erasure.data as usize;
         let total = manifest.erasure.total();
-        let ranked = placement::rank(&chunk.id, &self.view.members());
+        let ranked = placement::rank(&id, &self.view.members());
         if ranked.is_empty() {
-            return Err(EngineError::NoReplica { what: format!("chunk {}", chunk.id), errors: "no members".into() });
+            return Err(EngineError::NoReplica { what: format!("chunk {}", id), errors: "no members".into() });
         }
         let mut slices: Vec<Option<SealedSlice>> = vec![None; total];
         let mut errors = Vec::new();
@@ -1223,7 +1331,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                     }
                     Ok(Response::Slice(_)) => errors.push(TransportError::Remote {
                         node,
-                        message: format!("slice {index} of chunk {} missing", chunk.id),
+                        message: format!("slice {index} of chunk {} missing", id),
                     }),
                     Ok(other) => {
                         errors.push(TransportError::UnexpectedResponse { node, expected: "Slice", got: other.kind() })
@@ -1233,13 +1341,9 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             }
         }
         if !errors.is_empty() {
-            tracing::warn!(chunk = %chunk.id, errors = %join_errors(&errors), "slices missing, reading parity");
+            tracing::warn!(chunk = %id, errors = %join_errors(&errors), "slices missing, reading parity");
         }
         let keys = self.keys.clone();
-        let plain = blocking(move || seal::open_chunk(&manifest, slices, &keys)).await??;
-        if plain.len() != chunk.len as usize {
-            return Err(EngineError::ChunkLength { chunk: chunk.id, expected: chunk.len, actual: plain.len() });
-        }
-        Ok(plain)
+        Ok(blocking(move || seal::open_chunk(&manifest, slices, &keys)).await??)
     }
 }

@@ -71,14 +71,7 @@ impl MemoryCluster {
 impl Transport for MemoryCluster {
     fn call(&self, node: NodeId, request: Request) -> Call // PA
     {
-        let store = {
-            let nodes = self.read();
-            if nodes.down.contains(&node) {
-                None
-            } else {
-                nodes.stores.get(&node).cloned()
-            }
-        };
+        let store = self.local_store(node);
         async move {
             let store = store.ok_or(TransportError::Unreachable(node))?;
             // The store blocks (disk, fsync): keep it off the async threads.
@@ -88,6 +81,16 @@ impl Transport for MemoryCluster {
                 .map_err(|error| TransportError::Remote { node, message: error.to_string() })
         }
         .boxed()
+    }
+
+    fn local_store(&self, node: NodeId) -> Option<Arc<LocalStore>> // PA
+    {
+        let nodes = self.read();
+        if nodes.down.contains(&node) {
+            None
+        } else {
+            nodes.stores.get(&node).cloned()
+        }
     }
 }
 

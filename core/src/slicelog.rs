@@ -178,8 +178,7 @@ impl SliceLog {
         let header_len = (location.len as usize).min(SealedSlice::HEADER_LEN);
         let mut header = [0u8; SealedSlice::HEADER_LEN];
         file.read_exact_at(&mut header[..header_len], location.offset).map_err(file_error("reading", &path()))?;
-        let mut payload = vec![0u8; location.len as usize - header_len];
-        file.read_exact_at(&mut payload, location.offset + header_len as u64)
+        let payload = read_uninit_at(&file, location.len as usize - header_len, location.offset + header_len as u64)
             .map_err(file_error("reading", &path()))?;
         Ok(Some(SealedSlice::decode_parts(hash, &header[..header_len], payload)?))
     }
@@ -218,6 +217,38 @@ impl SliceLog {
         }
         Ok(total)
     }
+}
+
+/// Read exactly `len` bytes at `offset` into a fresh buffer that is never
+/// zeroed first: zeroing a megabyte cost as much as the read itself.
+fn read_uninit_at(file: &File, len: usize, offset: u64) -> std::io::Result<Vec<u8>> // PA
+{
+    use std::os::fd::AsRawFd;
+    let mut buffer: Vec<u8> = Vec::with_capacity(len);
+    let mut filled = 0usize;
+    while filled < len {
+        let at = libc::off_t::try_from(offset + filled as u64).map_err(|_| std::io::Error::other("beyond off_t"))?;
+        let spare = &mut buffer.spare_capacity_mut()[..len - filled];
+        // SAFETY: the descriptor belongs to `file`, which outlives the call,
+        // and pread writes at most `spare.len()` bytes into `spare`, which
+        // is capacity this vector owns.
+        let read = unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), at) };
+        match read {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n if n > 0 => {
+                filled += n as usize;
+                // SAFETY: pread initialised the first `filled` bytes.
+                unsafe { buffer.set_len(filled) };
+            }
+            _ => {
+                let error = std::io::Error::last_os_error();
+                if error.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+        }
+    }
+    Ok(buffer)
 }
 
 #[cfg(target_os = "linux")]

@@ -298,6 +298,26 @@ async fn damaged_or_missing_slices_give_errors_that_name_them() // A
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_with_parity_reads_past_a_damaged_slice() // A
+{
+    let cluster = Cluster::new(1, EngineConfig { erasure: Some(Erasure::new(4, 2)), ..small_chunks() });
+    let engine = &cluster.engines[0];
+    let data = random_bytes(100_000, 10);
+    let stored = put(engine, "rotted", &data).await;
+    let store = cluster.transport.store(&cluster.nodes[0]).unwrap();
+    let chunk = stored.blob.chunks[0].id;
+    let manifest = store.get_chunk(&chunk).unwrap().unwrap();
+    for index in [1, 3] {
+        let hash = manifest.slices[index];
+        let mut slice = store.get_slice(&hash).unwrap().unwrap();
+        slice.payload[11] ^= 0x01;
+        store.remove_slice(&hash).unwrap();
+        store.put_slice(&slice, &chunk).unwrap();
+    }
+    assert_eq!(read_all(engine, "rotted").await.unwrap(), data, "two damaged data slices, two parity slices");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_from_one_head_become_two_heads() // A
 {
     let cluster = Cluster::new(1, small_chunks());
