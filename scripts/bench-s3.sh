@@ -40,7 +40,7 @@ trap cleanup EXIT
 
 AK=OBBENCHKEY0000000001
 SK=bench-secret-0123456789abcdefghijklmnopq
-declare -A ENDPOINT KEY SECRET
+declare -A ENDPOINT KEY SECRET PID
 
 wait_port() {
     for _ in $(seq 1 300); do
@@ -56,6 +56,7 @@ start_ouroboros() {
         target/release/ouroboros serve --data-dir "$WORK/ouroboros" --listen 127.0.0.1:9301 &
     PIDS+=($!)
     OUROBOROS_PID=$!
+    PID[ouroboros]=$!
     wait_port 9301
     ENDPOINT[ouroboros]=http://127.0.0.1:9301 KEY[ouroboros]=$AK SECRET[ouroboros]=$SK
 }
@@ -64,6 +65,7 @@ start_s3s_fs() {
     mkdir -p "$WORK/s3s-fs"
     s3s-fs --host 127.0.0.1 --port 9302 --access-key "$AK" --secret-key "$SK" "$WORK/s3s-fs" >/dev/null 2>&1 &
     PIDS+=($!)
+    PID[s3s-fs]=$!
     wait_port 9302
     ENDPOINT[s3s-fs]=http://127.0.0.1:9302 KEY[s3s-fs]=$AK SECRET[s3s-fs]=$SK
 }
@@ -85,6 +87,7 @@ EOF
     local g="garage -c $dir/garage.toml"
     $g server >"$dir/log" 2>&1 &
     PIDS+=($!)
+    PID[garage]=$!
     wait_port 9303
     sleep 1
     local node
@@ -128,14 +131,9 @@ rc() { # SERVER ARGS...
         RCLONE_CONFIG_B_SECRET_ACCESS_KEY="${SECRET[$s]}" RCLONE_CONFIG_B_REGION="$(region "$s")" \
         rclone --s3-upload-concurrency 4 "$@"
 }
-seconds() { # COMMAND... -> elapsed seconds
-    local start end
-    start=$(date +%s.%N)
-    "$@" >/dev/null 2>&1
-    end=$(date +%s.%N)
-    echo "$end - $start" | bc -l
+cpu_ticks() { # PID -> user + system clock ticks so far
+    awk '{print $14 + $15}' "/proc/$1/stat"
 }
-
 head -c 1073741824 /dev/urandom >"$WORK/1g.bin"
 mkdir -p "$WORK/small"
 for i in $(seq 1 2000); do head -c 4096 /dev/urandom >"$WORK/small/$i"; done
@@ -145,26 +143,31 @@ export AWS_CONFIG_FILE=$WORK/aws-config
 
 declare -A RESULT
 add() { RESULT[$1]="${RESULT[$1]:-} $2"; }
+measure() { # SERVER WORKLOAD AMOUNT COMMAND...: AMOUNT (MB or objects) per second, and the server's busy cores
+    local s=$1 w=$2 amount=$3 pid=${PID[$1]} start end before t
+    shift 3
+    before=$(cpu_ticks "$pid")
+    start=$(date +%s.%N)
+    "$@" >/dev/null 2>&1
+    end=$(date +%s.%N)
+    t=$(echo "$end - $start" | bc -l)
+    add "$s:$w" "$(echo "$amount / $t" | bc -l)"
+    add "$s:$w:cpu" "$(echo "($(cpu_ticks "$pid") - $before) / $(getconf CLK_TCK) / $t" | bc -l)"
+}
 for s in "${SERVERS[@]}"; do make_bucket "$s" bench; done
 
+GIB=1073.741824
 for round in $(seq 1 "$ROUNDS"); do
     for s in "${SERVERS[@]}"; do
-        t=$(seconds rc "$s" copyto "$WORK/1g.bin" "b:bench/r$round-rclone.bin")
-        add "$s:1GiB PUT rclone MB/s" "$(echo "1073.741824 / $t" | bc -l)"
-        t=$(seconds rc "$s" copyto "b:bench/r$round-rclone.bin" "$WORK/get-$s.bin")
-        add "$s:1GiB GET rclone MB/s" "$(echo "1073.741824 / $t" | bc -l)"
-        t=$(seconds awscli "$s" s3 cp --only-show-errors "$WORK/1g.bin" "s3://bench/r$round-aws.bin")
-        add "$s:1GiB PUT aws MB/s" "$(echo "1073.741824 / $t" | bc -l)"
-        t=$(seconds awscli "$s" s3 cp --only-show-errors "s3://bench/r$round-aws.bin" "$WORK/get-$s.bin")
-        add "$s:1GiB GET aws MB/s" "$(echo "1073.741824 / $t" | bc -l)"
+        measure "$s" "1GiB PUT rclone MB/s" $GIB rc "$s" copyto "$WORK/1g.bin" "b:bench/r$round-rclone.bin"
+        measure "$s" "1GiB GET rclone MB/s" $GIB rc "$s" copyto "b:bench/r$round-rclone.bin" "$WORK/get-$s.bin"
+        measure "$s" "1GiB PUT aws MB/s" $GIB awscli "$s" s3 cp --only-show-errors "$WORK/1g.bin" "s3://bench/r$round-aws.bin"
+        measure "$s" "1GiB GET aws MB/s" $GIB awscli "$s" s3 cp --only-show-errors "s3://bench/r$round-aws.bin" "$WORK/get-$s.bin"
         rm -f "$WORK/get-$s.bin"
-        t=$(seconds rc "$s" copy --transfers 16 "$WORK/small" "b:bench/r$round-small")
-        add "$s:4KiB PUT x2000 obj/s" "$(echo "2000 / $t" | bc -l)"
-        t=$(seconds rc "$s" copy --transfers 16 "b:bench/r$round-small" "$WORK/small-$s")
-        add "$s:4KiB GET x2000 obj/s" "$(echo "2000 / $t" | bc -l)"
+        measure "$s" "4KiB PUT x2000 obj/s" 2000 rc "$s" copy --transfers 16 "$WORK/small" "b:bench/r$round-small"
+        measure "$s" "4KiB GET x2000 obj/s" 2000 rc "$s" copy --transfers 16 "b:bench/r$round-small" "$WORK/small-$s"
         rm -rf "$WORK/small-$s"
-        t=$(seconds rc "$s" lsf "b:bench/r$round-small")
-        add "$s:LIST 2000 obj/s" "$(echo "2000 / $t" | bc -l)"
+        measure "$s" "LIST 2000 obj/s" 2000 rc "$s" lsf "b:bench/r$round-small"
     done
 done
 
@@ -182,6 +185,15 @@ for w in "1GiB PUT rclone MB/s" "1GiB GET rclone MB/s" "1GiB PUT aws MB/s" "1GiB
         printf '%14.1f' "${M[$s]}"
     done
     for s in "${SERVERS[@]:1}"; do printf '%15.2fx' "$(echo "${M[ouroboros]} / ${M[$s]}" | bc -l)"; done
+    echo
+done
+printf '\nserver CPU, cores busy during the workload (median)\n%-22s' workload
+for s in "${SERVERS[@]}"; do printf '%14s' "$s"; done
+echo
+for w in "1GiB PUT rclone MB/s" "1GiB GET rclone MB/s" "1GiB PUT aws MB/s" "1GiB GET aws MB/s" \
+    "4KiB PUT x2000 obj/s" "4KiB GET x2000 obj/s" "LIST 2000 obj/s"; do
+    printf '%-22s' "$w"
+    for s in "${SERVERS[@]}"; do printf '%14.2f' "$(echo "${RESULT[$s:$w:cpu]}" | median)"; done
     echo
 done
 echo "(median of $ROUNDS rounds)"
