@@ -2,6 +2,8 @@
 //! (zstd → Reed-Solomon → ChaCha20-Poly1305 per shard, data key wrapped per
 //! recipient); opening reverses it from any k slices and verifies the chunk id.
 
+use std::cell::RefCell;
+
 use x25519_dalek::PublicKey;
 
 use crate::hash::Hash;
@@ -140,12 +142,45 @@ pub fn compress(plain: &[u8], level: i32) -> Option<Vec<u8>> // A
     if plain.len() >= 4 * SAMPLE {
         let middle = plain.len() / 2;
         let sample = &plain[middle - SAMPLE / 2..middle + SAMPLE / 2];
-        let probe = zstd::bulk::compress(sample, level).ok()?;
+        let probe = zstd_compress(sample, level)?;
         if probe.len() * 100 > sample.len() * 97 {
             return None;
         }
     }
-    zstd::bulk::compress(plain, level).ok().filter(|c| c.len() < plain.len())
+    zstd_compress(plain, level).filter(|c| c.len() < plain.len())
+}
+
+thread_local! {
+    // One zstd context per sealing thread, reused: creating one per chunk
+    // cost more than compressing a 64 KiB sample.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn zstd_compress(data: &[u8], level: i32) -> Option<Vec<u8>> // A
+{
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if !matches!(&*slot, Some((current, _)) if *current == level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        slot.as_mut()?.1.compress(data).ok()
+    })
+}
+
+/// Decompress into at most `capacity` bytes.
+pub fn decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> // PA
+{
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(decompressor) => decompressor.decompress(data, capacity),
+            None => Err(std::io::Error::other("no zstd context")),
+        }
+    })
 }
 
 fn check_manifest(manifest: &Chunk) -> Result<(), SealError> // PA
@@ -240,7 +275,7 @@ pub fn open_chunk(manifest: &Chunk, slices: Vec<Option<SealedSlice>>, keys: &Nod
     let plain = match manifest.codec {
         Codec::Stored => stored,
         Codec::Zstd => {
-            let plain = zstd::bulk::decompress(&stored, manifest.plain_len as usize)
+            let plain = decompress(&stored, manifest.plain_len as usize)
                 .map_err(|e| SealError::Decompress { chunk, reason: e.to_string() })?;
             if plain.len() != manifest.plain_len as usize {
                 return Err(SealError::Decompress {
