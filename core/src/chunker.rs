@@ -5,8 +5,6 @@
 
 use std::sync::LazyLock;
 
-use bytes::{Bytes, BytesMut};
-
 type GearTable = Box<[u64; 256]>;
 
 /// fastcdc's gear table and its left-shifted twin (unseeded).
@@ -43,15 +41,19 @@ impl ChunkerConfig {
 /// a step leaves at most this much to move into the next chunk's buffer.
 const STEP: usize = 32 * 1024;
 
+/// Spare capacity past `max` in every chunk's buffer, so sealing can
+/// append its authentication tag in place instead of copying the chunk.
+pub const SEAL_ROOM: usize = 64;
+
 /// Push-based chunker. Each byte is copied once, into the buffer of the
-/// chunk it belongs to, and scanned once: the gear hash resumes where the
+/// chunk it belongs to (a `Vec` the chunk then owns), and scanned once: the gear hash resumes where the
 /// last push stopped. Cut points are exactly those of `fastcdc::v2020` over
 /// the whole stream (a cut found before `max` bytes cannot move when more
 /// bytes arrive, because the scan order and masks do not depend on them).
 pub struct Chunker {
     config: ChunkerConfig,
     /// The bytes of the chunk being assembled; never more than `max`.
-    pending: BytesMut,
+    pending: Vec<u8>,
     /// Gear hash over `pending` so far, and the next byte pair to scan.
     hash: u64,
     pair: usize,
@@ -67,7 +69,7 @@ impl Chunker {
         let masks = &fastcdc::v2020::MASKS;
         Chunker {
             config,
-            pending: BytesMut::with_capacity(config.max as usize),
+            pending: Vec::with_capacity(config.max as usize + SEAL_ROOM),
             hash: 0,
             pair: config.min as usize / 2,
             mask_s: masks[(bits + 1).min(masks.len() - 1)],
@@ -76,7 +78,7 @@ impl Chunker {
     }
 
     /// Add bytes; returns every chunk whose cut point is now certain.
-    pub fn push(&mut self, mut data: &[u8]) -> Vec<Bytes> // A
+    pub fn push(&mut self, mut data: &[u8]) -> Vec<Vec<u8>> // A
     {
         let max = self.config.max as usize;
         let mut chunks = Vec::new();
@@ -92,7 +94,7 @@ impl Chunker {
     }
 
     /// The chunks left at the end of the stream (none for an empty stream).
-    pub fn finish(mut self) -> Vec<Bytes> // A
+    pub fn finish(mut self) -> Vec<Vec<u8>> // A
     {
         let mut chunks = Vec::new();
         while !self.pending.is_empty() {
@@ -102,17 +104,17 @@ impl Chunker {
         chunks
     }
 
-    /// Split off the first `len` pending bytes as a chunk; the rest start
-    /// the next chunk in a fresh buffer, so the chunk's own stays unshared.
-    fn cut(&mut self, len: usize) -> Bytes // A
+    /// The first `len` pending bytes become a chunk; the rest start the
+    /// next chunk in a fresh buffer.
+    fn cut(&mut self, len: usize) -> Vec<u8> // A
     {
         // A cut at 0 cannot happen (the scan starts at `min` ≥ 64); guard
         // anyway so a bug cannot turn into an endless loop.
         let len = len.clamp(1, self.pending.len());
-        let chunk = self.pending.split_to(len).freeze();
-        let mut next = BytesMut::with_capacity(self.config.max as usize);
-        next.extend_from_slice(&self.pending);
-        self.pending = next;
+        let mut next = Vec::with_capacity(self.config.max as usize + SEAL_ROOM);
+        next.extend_from_slice(&self.pending[len..]);
+        let mut chunk = std::mem::replace(&mut self.pending, next);
+        chunk.truncate(len);
         self.hash = 0;
         self.pair = self.config.min as usize / 2;
         chunk
@@ -164,7 +166,7 @@ mod tests {
         ChunkerConfig { min: 4096, avg: 16384, max: 65536 }
     }
 
-    fn chunk_all(data: &[u8], piece: usize, config: ChunkerConfig) -> Vec<Bytes> // A
+    fn chunk_all(data: &[u8], piece: usize, config: ChunkerConfig) -> Vec<Vec<u8>> // A
     {
         let mut chunker = Chunker::new(config);
         let mut out = Vec::new();
@@ -205,7 +207,7 @@ mod tests {
                 data
             };
             let config = small();
-            let ours: Vec<usize> = chunk_all(&data, 7_919, config).iter().map(Bytes::len).collect();
+            let ours: Vec<usize> = chunk_all(&data, 7_919, config).iter().map(Vec::len).collect();
             let theirs: Vec<usize> = fastcdc::v2020::FastCDC::new(&data, config.min, config.avg, config.max)
                 .map(|chunk| chunk.length)
                 .collect();

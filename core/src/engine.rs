@@ -254,7 +254,7 @@ fn chunk_is_local(id: &Hash, erasure: Erasure, members: &[NodeId], local: NodeId
 /// For a chunk that belongs wholly to this node: claim it if stored,
 /// otherwise seal it and store its slices and manifest, all in the calling
 /// (blocking) task.
-fn seal_into(store: &LocalStore, id: Hash, plain: &[u8], params: SealParams, keys: &NodeKeys) -> EngineResult<()> // PA
+fn seal_into(store: &LocalStore, id: Hash, plain: Vec<u8>, params: SealParams, keys: &NodeKeys) -> EngineResult<()> // PA
 {
     match store.claim_chunk(&id) {
         Ok(Some(chunk)) if chunk.id == id => return Ok(()),
@@ -522,7 +522,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         // a few pieces and `write_parallelism` chunks are in flight.
         let (md5_tx, mut md5_rx) = mpsc::channel::<Bytes>(16);
         let (cdc_tx, mut cdc_rx) = mpsc::channel::<Bytes>(2);
-        let (chunk_tx, chunk_rx) = mpsc::channel::<Bytes>(1);
+        let (chunk_tx, chunk_rx) = mpsc::channel::<Vec<u8>>(1);
 
         let md5_task = tokio::task::spawn_blocking(move || {
             let mut md5 = Md5::new();
@@ -601,7 +601,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     }
 
     /// Store one chunk unless the cluster already has it; returns (id, length).
-    async fn store_chunk(&self, plain: Bytes) -> EngineResult<(Hash, u32)> // PA
+    async fn store_chunk(&self, plain: Vec<u8>) -> EngineResult<(Hash, u32)> // PA
     {
         let len = u32::try_from(plain.len()).map_err(|_| EngineError::Config("chunk over 4 GiB".into()))?;
         let local = self.view.local_node();
@@ -610,24 +610,22 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let erasure = self.config.erasure.unwrap_or_else(|| Erasure::for_cluster(members.len()));
         let params = SealParams { erasure, zstd_level: self.config.zstd_level };
         let keys = self.keys.clone();
-        let for_hash = plain.clone();
-        let (id, stored) = blocking(move || {
-            let id = Hash::keyed(&keys.dedup_key, &for_hash);
+        // The chunk comes back only when it is not all this node's.
+        let (id, plain) = blocking(move || {
+            let id = Hash::keyed(&keys.dedup_key, &plain);
             match store.filter(|_| chunk_is_local(&id, params.erasure, &members, local)) {
-                Some(store) => seal_into(&store, id, &for_hash, params, &keys).map(|()| (id, true)),
-                None => Ok((id, false)),
+                Some(store) => seal_into(&store, id, plain, params, &keys).map(|()| (id, None)),
+                None => Ok((id, Some(plain))),
             }
         })
         .await??;
-        if stored {
-            return Ok((id, len));
-        }
+        let Some(plain) = plain else { return Ok((id, len)) };
         if self.claim_chunk(&id).await {
             return Ok((id, len));
         }
 
         let recipients = self.keys.recipients.clone();
-        let sealed = blocking(move || seal::seal_chunk(id, &plain, params, &recipients)).await??;
+        let sealed = blocking(move || seal::seal_chunk(id, plain, params, &recipients)).await??;
         let members = self.view.members();
 
         let ranked = placement::rank(&id, &members);

@@ -73,7 +73,10 @@ fn associated_data(chunk: &Hash, index: usize, erasure: Erasure, shard_len: u32)
 }
 
 /// Compress, code and encrypt one chunk whose id (keyed BLAKE3) is `id`.
-pub fn seal_chunk(id: Hash, plain: &[u8], params: SealParams, to: &[PublicKey]) -> SealResult<SealedChunk> // PA
+/// With one data shard the chunk's own buffer (or the compressed one)
+/// becomes the slice and is encrypted in place: the chunker leaves room
+/// for the tag, so an incompressible chunk is never copied.
+pub fn seal_chunk(id: Hash, plain: Vec<u8>, params: SealParams, to: &[PublicKey]) -> SealResult<SealedChunk> // PA
 {
     let erasure = params.erasure;
     let bad = |reason: &str| SealError::BadManifest { chunk: id, reason: reason.to_string() };
@@ -82,24 +85,31 @@ pub fn seal_chunk(id: Hash, plain: &[u8], params: SealParams, to: &[PublicKey]) 
     }
     let plain_len = u32::try_from(plain.len()).map_err(|_| bad("chunk larger than 4 GiB"))?;
 
-    let compressed = compress(plain, params.zstd_level);
-    let (codec, stored): (Codec, &[u8]) = match &compressed {
-        Some(c) => (Codec::Zstd, c),
+    let (codec, stored) = match compress(&plain, params.zstd_level) {
+        Some(compressed) => (Codec::Zstd, compressed),
         None => (Codec::Stored, plain),
     };
+    let stored_len = stored.len() as u32;
     let k = erasure.data as usize;
     // Reed-Solomon needs equal, even, non-empty shards.
     let shard_len = stored.len().div_ceil(k).max(2).next_multiple_of(2);
-    let mut shards: Vec<Vec<u8>> = (0..k)
-        .map(|i| {
-            let mut shard = Vec::with_capacity(shard_len + TAG_LEN);
-            let start = (i * shard_len).min(stored.len());
-            let end = ((i + 1) * shard_len).min(stored.len());
-            shard.extend_from_slice(&stored[start..end]);
-            shard.resize(shard_len, 0);
-            shard
-        })
-        .collect();
+    let mut shards: Vec<Vec<u8>> = if k == 1 {
+        let mut shard = stored;
+        shard.resize(shard_len, 0);
+        shard.reserve_exact(TAG_LEN);
+        vec![shard]
+    } else {
+        (0..k)
+            .map(|i| {
+                let mut shard = Vec::with_capacity(shard_len + TAG_LEN);
+                let start = (i * shard_len).min(stored.len());
+                let end = ((i + 1) * shard_len).min(stored.len());
+                shard.extend_from_slice(&stored[start..end]);
+                shard.resize(shard_len, 0);
+                shard
+            })
+            .collect()
+    };
     if erasure.parity > 0 {
         let parity = reed_solomon_simd::encode(k, erasure.parity as usize, &shards)
             .map_err(|e| SealError::Erasure { chunk: id, reason: e.to_string() })?;
@@ -124,7 +134,7 @@ pub fn seal_chunk(id: Hash, plain: &[u8], params: SealParams, to: &[PublicKey]) 
         id,
         plain_len,
         codec,
-        stored_len: stored.len() as u32,
+        stored_len,
         erasure,
         shard_len: shard_len32,
         slices: slices.iter().map(|s| s.hash).collect(),
@@ -326,7 +336,7 @@ mod tests {
     fn seal(f: &NodeKeys, plain: &[u8], erasure: Erasure) -> SealedChunk // A
     {
         let id = Hash::keyed(&f.dedup_key, plain);
-        seal_chunk(id, plain, SealParams { erasure, zstd_level: 1 }, &f.recipients).unwrap()
+        seal_chunk(id, plain.to_vec(), SealParams { erasure, zstd_level: 1 }, &f.recipients).unwrap()
     }
 
     fn noise(len: usize, seed: u64) -> Vec<u8> // A
