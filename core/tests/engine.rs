@@ -261,6 +261,19 @@ async fn no_plaintext_window_reaches_the_disk() // A
     }
 }
 
+/// Damage slice `index` of `chunk` as bit rot would, keeping its hash;
+/// returns that hash.
+fn flip_a_bit(store: &LocalStore, chunk: &Hash, index: usize) -> Hash // A
+{
+    let manifest = store.get_chunk(chunk).unwrap().unwrap();
+    let hash = manifest.slices[index];
+    let mut slice = store.get_slice(&hash).unwrap().unwrap();
+    slice.payload[7] ^= 0x40;
+    store.remove_slice(&hash).unwrap();
+    store.put_slice(&slice, chunk).unwrap();
+    hash
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_or_missing_slices_give_errors_that_name_them() // A
 {
@@ -270,14 +283,9 @@ async fn damaged_or_missing_slices_give_errors_that_name_them() // A
     let stored = put(engine, "fragile", &data).await;
     let store = cluster.transport.store(&cluster.nodes[0]).unwrap();
     let chunk = stored.blob.chunks[0].id;
-    let manifest = store.get_chunk(&chunk).unwrap().unwrap();
-    let slice_hash = manifest.slices[0];
-    let mut slice = store.get_slice(&slice_hash).unwrap().unwrap();
 
     // Bytes flipped on disk: the slice no longer matches its hash.
-    slice.payload[7] ^= 0x40;
-    store.remove_slice(&slice_hash).unwrap();
-    store.put_slice(&slice, &chunk).unwrap();
+    let slice_hash = flip_a_bit(&store, &chunk, 0);
     let error = read_all(engine, "fragile").await.unwrap_err().to_string();
     assert!(error.contains(&slice_hash.to_hex()) || error.contains(&chunk.to_hex()), "{error}");
 
@@ -306,13 +314,8 @@ async fn one_node_with_parity_reads_past_a_damaged_slice() // A
     let stored = put(engine, "rotted", &data).await;
     let store = cluster.transport.store(&cluster.nodes[0]).unwrap();
     let chunk = stored.blob.chunks[0].id;
-    let manifest = store.get_chunk(&chunk).unwrap().unwrap();
     for index in [1, 3] {
-        let hash = manifest.slices[index];
-        let mut slice = store.get_slice(&hash).unwrap().unwrap();
-        slice.payload[11] ^= 0x01;
-        store.remove_slice(&hash).unwrap();
-        store.put_slice(&slice, &chunk).unwrap();
+        flip_a_bit(&store, &chunk, index);
     }
     assert_eq!(read_all(engine, "rotted").await.unwrap(), data, "two damaged data slices, two parity slices");
 }
