@@ -98,8 +98,10 @@ impl Chunker {
     {
         let mut chunks = Vec::new();
         while !self.pending.is_empty() {
-            let cut = self.scan().unwrap_or(self.pending.len());
-            chunks.push(self.cut(cut));
+            match self.scan() {
+                Some(cut) => chunks.push(self.cut(cut)),
+                None => chunks.push(std::mem::take(&mut self.pending)),
+            }
         }
         chunks
     }

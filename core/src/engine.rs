@@ -21,7 +21,7 @@ use crate::hash::Hash;
 use crate::keys::NodeKeys;
 use crate::model::{
     Blob, BlobKind, BucketRecord, Chunk, ChunkList, ChunkListRef, ChunkRef, Erasure, NodeId, ObjectSummary, PartRecord,
-    RecordError, SealedSlice, Versioning, CHUNKS_PER_LIST,
+    RecordError, SealedSlice, SliceSeal, Versioning, CHUNKS_PER_LIST,
 };
 use crate::placement;
 use crate::seal::{self, SealError, SealParams};
@@ -267,6 +267,31 @@ fn seal_into(store: &LocalStore, id: Hash, plain: Vec<u8>, params: SealParams, k
     }
     store.put_chunk(&sealed.manifest)?;
     Ok(())
+}
+
+/// Read the k data slices of a chunk held by this node straight into one
+/// buffer, shard i at i × shard_len (not zeroed first), with their nonces
+/// and tags. `None` when any is missing or not the manifest's length, or
+/// the manifest claims more than a chunk can hold.
+fn gather_data_shards(store: &LocalStore, manifest: &Chunk) -> Option<(Vec<u8>, Vec<SliceSeal>)> // PA
+{
+    let k = manifest.erasure.data as usize;
+    let shard_len = manifest.shard_len as usize;
+    let total = k.checked_mul(shard_len)?;
+    // A chunk is at most fastcdc's largest maximum; a manifest saying more
+    // is damaged, and must not make us allocate what it says.
+    if shard_len == 0 || total > fastcdc::v2020::MAXIMUM_MAX as usize + 4 * k || manifest.slices.len() < k {
+        return None;
+    }
+    let mut stored: Vec<u8> = Vec::with_capacity(total);
+    let mut seals = Vec::with_capacity(k);
+    for (region, hash) in stored.spare_capacity_mut()[..total].chunks_exact_mut(shard_len).zip(&manifest.slices) {
+        seals.push(store.read_slice_parts(hash, region).ok()??);
+    }
+    // SAFETY: read_slice_parts returned a seal for each of the k regions,
+    // which it does only after filling its region completely.
+    unsafe { stored.set_len(total) };
+    Some((stored, seals))
 }
 
 async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> EngineResult<R> // A
@@ -1270,6 +1295,16 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             let k = manifest.erasure.data as usize;
             if ranked.is_empty() || manifest.slices.len() < k || (0..k).any(|i| ranked[i % ranked.len()] != local) {
                 return Ok(None);
+            }
+            if k > 1 {
+                if let Some((stored, seals)) = gather_data_shards(&store, &manifest) {
+                    match seal::open_gathered(&manifest, stored, &seals, &keys) {
+                        Ok(plain) => return Ok(Some(plain)),
+                        Err(error) => {
+                            tracing::warn!(chunk = %id, %error, "gathered slices unusable, opening one by one")
+                        }
+                    }
+                }
             }
             let read = |count: usize| -> Vec<Option<SealedSlice>> {
                 let mut slices = vec![None; manifest.erasure.total()];

@@ -3,12 +3,12 @@
 //! chunk's data key for each recipient.
 
 use rand::RngCore;
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, CHACHA20_POLY1305};
 use x25519_dalek::{EphemeralSecret, PublicKey, StaticSecret};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::hash::Hash;
-use crate::model::{KeyIndex, WrappedKey};
+use crate::model::{KeyIndex, SliceSeal, WrappedKey};
 
 const DEDUP_KEY_CONTEXT: &str = "ouroboros 2026-11 chunk dedup key v1";
 const KEY_WRAP_CONTEXT: &str = "ouroboros 2026-11 data key wrap v1";
@@ -84,6 +84,13 @@ impl Cipher {
             .len();
         buf.truncate(plain_len);
         Ok(())
+    }
+
+    /// Verify and decrypt `buf` in place against a tag kept apart from it.
+    pub fn open_detached(&self, seal: &SliceSeal, aad: &[u8], buf: &mut [u8]) -> Result<(), AeadError> // PA
+    {
+        let (nonce, tag) = (Nonce::assume_unique_for_key(seal.nonce), Tag::from(seal.tag));
+        self.0.open_in_place_separate_tag(nonce, Aad::from(aad), tag, buf, 0..).map(|_| ()).map_err(|_| AeadError)
     }
 }
 

@@ -11,6 +11,14 @@ use crate::hash::Hash;
 /// A node's id: BLAKE3 of its public key.
 pub type NodeId = Hash;
 
+/// A slice's nonce and Poly1305 tag, for a reader that reads the
+/// ciphertext into a buffer of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SliceSeal {
+    pub nonce: [u8; 12],
+    pub tag: [u8; 16],
+}
+
 /// One erasure-coded, encrypted shard of a chunk. `hash` = BLAKE3(nonce ‖
 /// payload), so any node can check a slice's integrity without any key.
 #[derive(Clone, PartialEq, Eq)]
@@ -67,6 +75,16 @@ impl SealedSlice {
     /// payload never has to move within its buffer.
     pub fn decode_parts(hash: &Hash, header: &[u8], payload: Vec<u8>) -> Result<Self, SliceDecodeError> // PA
     {
+        let nonce = Self::decode_header(hash, header)?;
+        if payload.len() < 16 {
+            return Err(SliceDecodeError::Truncated { hash: *hash, len: header.len() + payload.len() });
+        }
+        Ok(SealedSlice { hash: *hash, nonce, payload })
+    }
+
+    /// The nonce from a slice's header (envelope and nonce).
+    pub fn decode_header(hash: &Hash, header: &[u8]) -> Result<[u8; 12], SliceDecodeError> // PA
+    {
         let (version, body) = codec::open_envelope(RecordKind::Slice, header)
             .map_err(|source| SliceDecodeError::Envelope { hash: *hash, source })?;
         if version != Self::VERSION {
@@ -75,12 +93,12 @@ impl SealedSlice {
                 source: DecodeError::UnknownVersion { kind: RecordKind::Slice, version, newest: Self::VERSION },
             });
         }
-        if body.len() < 12 || payload.len() < 16 {
-            return Err(SliceDecodeError::Truncated { hash: *hash, len: body.len() + payload.len() });
-        }
         let mut nonce = [0u8; 12];
-        nonce.copy_from_slice(&body[..12]);
-        Ok(SealedSlice { hash: *hash, nonce, payload })
+        match body.get(..12) {
+            Some(bytes) => nonce.copy_from_slice(bytes),
+            None => return Err(SliceDecodeError::Truncated { hash: *hash, len: body.len() }),
+        }
+        Ok(nonce)
     }
 
     /// Decode a slice and check that its content hashes to `expected`.

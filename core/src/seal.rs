@@ -8,7 +8,7 @@ use x25519_dalek::PublicKey;
 
 use crate::hash::Hash;
 use crate::keys::{self, Cipher, DataKey, NodeKeys, UnwrapError, WrapError, TAG_LEN};
-use crate::model::{Chunk, Codec, Erasure, SealedSlice};
+use crate::model::{Chunk, Codec, Erasure, SealedSlice, SliceSeal};
 
 /// What went wrong sealing or opening a chunk; always names the chunk.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -255,7 +255,7 @@ pub fn open_chunk(manifest: &Chunk, slices: Vec<Option<SealedSlice>>, keys: &Nod
         });
     }
 
-    let mut stored = if opened[..k].iter().all(Option::is_some) {
+    let stored = if opened[..k].iter().all(Option::is_some) {
         if k == 1 {
             // One data shard: it already is the stored bytes.
             opened[0].take().unwrap_or_default()
@@ -280,6 +280,37 @@ pub fn open_chunk(manifest: &Chunk, slices: Vec<Option<SealedSlice>>, keys: &Nod
         }
         stored
     };
+    finish_open(manifest, stored, keys)
+}
+
+/// Open a chunk whose k data shards were read straight into one buffer
+/// (shard i at i × shard_len), with each slice's nonce and tag kept apart:
+/// each shard is decrypted where it lies, so nothing is concatenated.
+pub fn open_gathered(manifest: &Chunk, data: Vec<u8>, seals: &[SliceSeal], keys: &NodeKeys) -> SealResult<Vec<u8>> // PA
+{
+    let mut stored = data;
+    check_manifest(manifest)?;
+    let chunk = manifest.id;
+    let k = manifest.erasure.data as usize;
+    let shard_len = manifest.shard_len as usize;
+    if seals.len() != k || stored.len() != k * shard_len {
+        let reason = format!("{} seals and {} bytes gathered for {k} shards of {shard_len}", seals.len(), stored.len());
+        return Err(SealError::BadManifest { chunk, reason });
+    }
+    let data_key = keys::unwrap_data_key(&manifest.keys, &chunk, &keys.data_pair)
+        .map_err(|source| SealError::Key { chunk, source })?;
+    let cipher = data_key.cipher();
+    for (index, (shard, seal)) in stored.chunks_exact_mut(shard_len).zip(seals).enumerate() {
+        let aad = associated_data(&chunk, index, manifest.erasure, manifest.shard_len);
+        cipher.open_detached(seal, &aad, shard).map_err(|_| SealError::SliceAuthentication { chunk, index })?;
+    }
+    finish_open(manifest, stored, keys)
+}
+
+/// From the decrypted, decoded stored bytes to the verified plaintext.
+fn finish_open(manifest: &Chunk, mut stored: Vec<u8>, keys: &NodeKeys) -> SealResult<Vec<u8>> // PA
+{
+    let chunk = manifest.id;
     stored.truncate(manifest.stored_len as usize);
 
     let plain = match manifest.codec {

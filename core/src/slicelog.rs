@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
+use std::mem::MaybeUninit;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -13,7 +14,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use fjall::PartitionHandle;
 
 use crate::hash::Hash;
-use crate::model::SealedSlice;
+use crate::keys::TAG_LEN;
+use crate::model::{SealedSlice, SliceSeal};
 use crate::store::{file_error, StoreError, StoreResult};
 
 /// Segments are closed at this size and a new one is started.
@@ -183,6 +185,30 @@ impl SliceLog {
         Ok(Some(SealedSlice::decode_parts(hash, &header[..header_len], payload)?))
     }
 
+    /// Read a slice's ciphertext into `ciphertext`, which must be exactly
+    /// its length, and return the slice's nonce and tag, so a reader can
+    /// gather several slices into one buffer. `None` when the slice is not
+    /// stored or is not that long.
+    pub fn read_parts(&self, hash: &Hash, ciphertext: &mut [MaybeUninit<u8>]) -> StoreResult<Option<SliceSeal>> // PA
+    {
+        let Some(bytes) = self.index.get(hash.as_bytes())? else { return Ok(None) };
+        let location = Location::decode(&bytes)?;
+        let header_len = SealedSlice::HEADER_LEN;
+        if location.len as usize != header_len + ciphertext.len() + TAG_LEN {
+            return Ok(None);
+        }
+        let file = self.segment(location.segment)?;
+        let path = || segment_path(&self.dir, location.segment);
+        let mut header = [0u8; SealedSlice::HEADER_LEN];
+        file.read_exact_at(&mut header, location.offset).map_err(file_error("reading", &path()))?;
+        let nonce = SealedSlice::decode_header(hash, &header)?;
+        let at = location.offset + header_len as u64;
+        pread_exact(&file, ciphertext, at).map_err(file_error("reading", &path()))?;
+        let mut tag = [0u8; TAG_LEN];
+        file.read_exact_at(&mut tag, at + ciphertext.len() as u64).map_err(file_error("reading", &path()))?;
+        Ok(Some(SliceSeal { nonce, tag }))
+    }
+
     /// Forget a slice and give its disk space back.
     pub fn remove(&self, hash: &Hash) -> StoreResult<()> // PA
     {
@@ -223,23 +249,28 @@ impl SliceLog {
 /// zeroed first: zeroing a megabyte cost as much as the read itself.
 fn read_uninit_at(file: &File, len: usize, offset: u64) -> std::io::Result<Vec<u8>> // PA
 {
-    use std::os::fd::AsRawFd;
     let mut buffer: Vec<u8> = Vec::with_capacity(len);
+    pread_exact(file, &mut buffer.spare_capacity_mut()[..len], offset)?;
+    // SAFETY: pread_exact returned Ok, so it initialised all `len` bytes.
+    unsafe { buffer.set_len(len) };
+    Ok(buffer)
+}
+
+/// Fill all of `dst` from `offset`, or fail.
+fn pread_exact(file: &File, dst: &mut [MaybeUninit<u8>], offset: u64) -> std::io::Result<()> // PA
+{
+    use std::os::fd::AsRawFd;
     let mut filled = 0usize;
-    while filled < len {
+    while filled < dst.len() {
         let at = libc::off_t::try_from(offset + filled as u64).map_err(|_| std::io::Error::other("beyond off_t"))?;
-        let spare = &mut buffer.spare_capacity_mut()[..len - filled];
+        let rest = &mut dst[filled..];
         // SAFETY: the descriptor belongs to `file`, which outlives the call,
-        // and pread writes at most `spare.len()` bytes into `spare`, which
-        // is capacity this vector owns.
-        let read = unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), at) };
+        // and pread writes at most `rest.len()` bytes into `rest`, memory we
+        // hold exclusively.
+        let read = unsafe { libc::pread(file.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len(), at) };
         match read {
             0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            n if n > 0 => {
-                filled += n as usize;
-                // SAFETY: pread initialised the first `filled` bytes.
-                unsafe { buffer.set_len(filled) };
-            }
+            n if n > 0 => filled += n as usize,
             _ => {
                 let error = std::io::Error::last_os_error();
                 if error.kind() != std::io::ErrorKind::Interrupted {
@@ -248,7 +279,7 @@ fn read_uninit_at(file: &File, len: usize, offset: u64) -> std::io::Result<Vec<u
             }
         }
     }
-    Ok(buffer)
+    Ok(())
 }
 
 #[cfg(target_os = "linux")]

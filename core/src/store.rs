@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::io;
+use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -18,7 +19,8 @@ use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMo
 use crate::codec::{self, DecodeError};
 use crate::hash::Hash;
 use crate::model::{
-    Blob, BucketRecord, Chunk, ChunkList, ObjectSummary, RecordError, SealedSlice, SliceDecodeError, VersionEntry,
+    Blob, BucketRecord, Chunk, ChunkList, ObjectSummary, RecordError, SealedSlice, SliceDecodeError, SliceSeal,
+    VersionEntry,
 };
 use crate::slicelog::SliceLog;
 
@@ -389,6 +391,13 @@ impl LocalStore {
     pub fn get_slice(&self, hash: &Hash) -> StoreResult<Option<SealedSlice>> // PA
     {
         self.slices.get(hash)
+    }
+
+    /// A slice's ciphertext into `ciphertext` (exactly its length), and its
+    /// nonce and tag; `None` when not stored or not that long.
+    pub fn read_slice_parts(&self, hash: &Hash, ciphertext: &mut [MaybeUninit<u8>]) -> StoreResult<Option<SliceSeal>> // PA
+    {
+        self.slices.read_parts(hash, ciphertext)
     }
 
     pub fn put_chunk(&self, chunk: &Chunk) -> StoreResult<()> // PA

@@ -312,6 +312,7 @@ async fn one_node_with_parity_reads_past_a_damaged_slice() // A
     let engine = &cluster.engines[0];
     let data = random_bytes(100_000, 10);
     let stored = put(engine, "rotted", &data).await;
+    assert_eq!(read_all(engine, "rotted").await.unwrap(), data, "all four data slices read into one buffer");
     let store = cluster.transport.store(&cluster.nodes[0]).unwrap();
     let chunk = stored.blob.chunks[0].id;
     for index in [1, 3] {
