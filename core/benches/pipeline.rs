@@ -66,16 +66,23 @@ fn text_bytes(len: usize, seed: u64) -> Vec<u8> // A
     out
 }
 
-/// MB/s of `work` over `data`, repeated for at least a second.
+/// MB/s of `work` over `data`: the median of three passes of at least a
+/// second each (one pass swung by up to 50% on a shared machine).
 fn rate(data: &[u8], mut work: impl FnMut(&[u8])) -> f64 // A
 {
-    let start = Instant::now();
-    let mut bytes = 0usize;
-    while start.elapsed() < Duration::from_secs(1) {
-        work(data);
-        bytes += data.len();
-    }
-    bytes as f64 / start.elapsed().as_secs_f64() / 1e6
+    let mut passes: Vec<f64> = (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            let mut bytes = 0usize;
+            while start.elapsed() < Duration::from_secs(1) {
+                work(data);
+                bytes += data.len();
+            }
+            bytes as f64 / start.elapsed().as_secs_f64() / 1e6
+        })
+        .collect();
+    passes.sort_by(f64::total_cmp);
+    passes[1]
 }
 
 struct Stages {
