@@ -46,8 +46,8 @@ const STEP: usize = 32 * 1024;
 pub const SEAL_ROOM: usize = 64;
 
 /// Push-based chunker. Each byte is copied once, into the buffer of the
-/// chunk it belongs to (a `Vec` the chunk then owns), and scanned once: the gear hash resumes where the
-/// last push stopped. Cut points are exactly those of `fastcdc::v2020` over
+/// chunk it belongs to (a `Vec` the chunk then owns), and scanned once:
+/// the gear hash resumes where the last push stopped. Cut points are exactly those of `fastcdc::v2020` over
 /// the whole stream (a cut found before `max` bytes cannot move when more
 /// bytes arrive, because the scan order and masks do not depend on them).
 pub struct Chunker {

@@ -635,10 +635,11 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let erasure = self.config.erasure.unwrap_or_else(|| Erasure::for_cluster(members.len()));
         let params = SealParams { erasure, zstd_level: self.config.zstd_level };
         let keys = self.keys.clone();
+        let placed_on = members.clone();
         // The chunk comes back only when it is not all this node's.
         let (id, plain) = blocking(move || {
             let id = Hash::keyed(&keys.dedup_key, &plain);
-            match store.filter(|_| chunk_is_local(&id, params.erasure, &members, local)) {
+            match store.filter(|_| chunk_is_local(&id, params.erasure, &placed_on, local)) {
                 Some(store) => seal_into(&store, id, plain, params, &keys).map(|()| (id, None)),
                 None => Ok((id, Some(plain))),
             }
@@ -651,7 +652,6 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
 
         let recipients = self.keys.recipients.clone();
         let sealed = blocking(move || seal::seal_chunk(id, plain, params, &recipients)).await??;
-        let members = self.view.members();
 
         let ranked = placement::rank(&id, &members);
         let calls = sealed.slices.into_iter().enumerate().map(|(index, slice)| {

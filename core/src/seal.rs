@@ -171,10 +171,11 @@ fn zstd_compress(data: &[u8], level: i32) -> Option<Vec<u8>> // A
 {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
-        if !matches!(&*slot, Some((current, _)) if *current == level) {
-            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
-        }
-        slot.as_mut()?.1.compress(data).ok()
+        let compressor = match &mut *slot {
+            Some((current, compressor)) if *current == level => compressor,
+            slot => &mut slot.insert((level, zstd::bulk::Compressor::new(level).ok()?)).1,
+        };
+        compressor.compress(data).ok()
     })
 }
 
@@ -183,13 +184,11 @@ pub fn decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> // P
 {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(zstd::bulk::Decompressor::new()?);
-        }
-        match slot.as_mut() {
-            Some(decompressor) => decompressor.decompress(data, capacity),
-            None => Err(std::io::Error::other("no zstd context")),
-        }
+        let decompressor = match &mut *slot {
+            Some(decompressor) => decompressor,
+            empty => empty.insert(zstd::bulk::Decompressor::new()?),
+        };
+        decompressor.decompress(data, capacity)
     })
 }
 

@@ -171,10 +171,18 @@ impl SliceLog {
         Ok(file)
     }
 
+    /// Where a slice is stored, if it is.
+    fn location(&self, hash: &Hash) -> StoreResult<Option<Location>> // PA
+    {
+        match self.index.get(hash.as_bytes())? {
+            Some(bytes) => Ok(Some(Location::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
     pub fn get(&self, hash: &Hash) -> StoreResult<Option<SealedSlice>> // PA
     {
-        let Some(bytes) = self.index.get(hash.as_bytes())? else { return Ok(None) };
-        let location = Location::decode(&bytes)?;
+        let Some(location) = self.location(hash)? else { return Ok(None) };
         let file = self.segment(location.segment)?;
         let path = || segment_path(&self.dir, location.segment);
         let header_len = (location.len as usize).min(SealedSlice::HEADER_LEN);
@@ -191,8 +199,7 @@ impl SliceLog {
     /// stored or is not that long.
     pub fn read_parts(&self, hash: &Hash, ciphertext: &mut [MaybeUninit<u8>]) -> StoreResult<Option<SliceSeal>> // PA
     {
-        let Some(bytes) = self.index.get(hash.as_bytes())? else { return Ok(None) };
-        let location = Location::decode(&bytes)?;
+        let Some(location) = self.location(hash)? else { return Ok(None) };
         let header_len = SealedSlice::HEADER_LEN;
         if location.len as usize != header_len + ciphertext.len() + TAG_LEN {
             return Ok(None);
@@ -212,8 +219,7 @@ impl SliceLog {
     /// Forget a slice and give its disk space back.
     pub fn remove(&self, hash: &Hash) -> StoreResult<()> // PA
     {
-        let Some(bytes) = self.index.get(hash.as_bytes())? else { return Ok(()) };
-        let location = Location::decode(&bytes)?;
+        let Some(location) = self.location(hash)? else { return Ok(()) };
         self.index.remove(hash.as_bytes())?;
         let file = self.segment(location.segment)?;
         punch_hole(&file, location.offset, location.len as u64)
