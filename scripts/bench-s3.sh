@@ -10,7 +10,8 @@
 #
 # Peers are built once into a cache outside the repository:
 #   BUILD_PEERS=1 scripts/bench-s3.sh     (Garage takes about 30 minutes here)
-# Settings: BENCH_CACHE (default ~/.cache/ouroboros-bench), ROUNDS (default 3).
+# Settings: BENCH_CACHE (default ~/.cache/ouroboros-bench), ROUNDS (default 3),
+# LISTS (listings per LIST round, default 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -146,6 +147,9 @@ add() { RESULT[$1]="${RESULT[$1]:-} $2"; }
 measure() { # SERVER WORKLOAD AMOUNT COMMAND...: AMOUNT (MB or objects) per second, and the server's busy cores
     local s=$1 w=$2 amount=$3 pid=${PID[$1]} start end before t
     shift 3
+    # Dirty pages of the previous workload are written back now, not inside
+    # this one's window.
+    sync
     before=$(cpu_ticks "$pid")
     start=$(date +%s.%N)
     "$@" >/dev/null 2>&1
@@ -155,19 +159,30 @@ measure() { # SERVER WORKLOAD AMOUNT COMMAND...: AMOUNT (MB or objects) per seco
     add "$s:$w:cpu" "$(echo "($(cpu_ticks "$pid") - $before) / $(getconf CLK_TCK) / $t" | bc -l)"
 }
 for s in "${SERVERS[@]}"; do make_bucket "$s" bench; done
+# One listing of 2000 keys takes about 0.2 s, most of it rclone starting, so
+# a round lists LISTS times in one window to measure more than start-up noise
+# (s3s-fs, which takes a minute per listing, lists once).
+LISTS=${LISTS:-5}
+lists() { if [ "$1" = s3s-fs ]; then echo 1; else echo "$LISTS"; fi; }
+list_repeatedly() { # SERVER REMOTE
+    for _ in $(seq 1 "$(lists "$1")"); do rc "$1" lsf "$2" >/dev/null; done
+}
 
 GIB=1073.741824
 for round in $(seq 1 "$ROUNDS"); do
     for s in "${SERVERS[@]}"; do
         measure "$s" "1GiB PUT rclone MB/s" $GIB rc "$s" copyto "$WORK/1g.bin" "b:bench/r$round-rclone.bin"
         measure "$s" "1GiB GET rclone MB/s" $GIB rc "$s" copyto "b:bench/r$round-rclone.bin" "$WORK/get-$s.bin"
+        # A download renamed over an existing file makes ext4 write the whole
+        # new file back at once, inside the timed window: start from no file.
+        rm -f "$WORK/get-$s.bin"
         measure "$s" "1GiB PUT aws MB/s" $GIB awscli "$s" s3 cp --only-show-errors "$WORK/1g.bin" "s3://bench/r$round-aws.bin"
         measure "$s" "1GiB GET aws MB/s" $GIB awscli "$s" s3 cp --only-show-errors "s3://bench/r$round-aws.bin" "$WORK/get-$s.bin"
         rm -f "$WORK/get-$s.bin"
         measure "$s" "4KiB PUT x2000 obj/s" 2000 rc "$s" copy --transfers 16 "$WORK/small" "b:bench/r$round-small"
         measure "$s" "4KiB GET x2000 obj/s" 2000 rc "$s" copy --transfers 16 "b:bench/r$round-small" "$WORK/small-$s"
         rm -rf "$WORK/small-$s"
-        measure "$s" "LIST 2000 obj/s" 2000 rc "$s" lsf "b:bench/r$round-small"
+        measure "$s" "LIST 2000 obj/s" $((2000 * $(lists "$s"))) list_repeatedly "$s" "b:bench/r$round-small"
     done
 done
 

@@ -598,24 +598,28 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             let permit = permits.clone().acquire_owned().await.ok()?;
             Some(((chunk, permit), (rx, permits)))
         });
+        // Chunks are stored in whatever order they finish: in order, one slow
+        // chunk would hold back the next ones and leave cores idle.
         let store = chunks
-            .map(|(chunk, permit)| async move {
+            .enumerate()
+            .map(|(index, (chunk, permit))| async move {
                 let stored = self.store_chunk(chunk).await;
                 drop(permit);
-                stored
+                stored.map(|stored| (index, stored))
             })
-            .buffered(self.config.write_parallelism)
-            .try_collect::<Vec<(Hash, u32)>>();
+            .buffer_unordered(self.config.write_parallelism)
+            .try_collect::<Vec<(usize, (Hash, u32))>>();
         let (fed, stored) = futures::join!(feed, store);
-        let stored = stored?;
+        let mut stored = stored?;
         fed?;
+        stored.sort_unstable_by_key(|(index, _)| *index);
         cdc_task.await.map_err(|error| EngineError::Task(error.to_string()))?;
         let (md5, size, tap) = md5_task.await.map_err(|error| EngineError::Task(error.to_string()))?;
 
         let mut offset = 0u64;
         let chunks = stored
             .into_iter()
-            .map(|(id, len)| {
+            .map(|(_, (id, len))| {
                 let chunk = ChunkRef { id, offset, len };
                 offset += len as u64;
                 chunk

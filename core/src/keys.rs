@@ -2,10 +2,14 @@
 //! the cluster's X25519 data key pair, and the key encapsulation that wraps a
 //! chunk's data key for each recipient.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
 use rand::RngCore;
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, CHACHA20_POLY1305};
-use x25519_dalek::{EphemeralSecret, PublicKey, StaticSecret};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::hash::Hash;
 use crate::model::{KeyIndex, SliceSeal, WrappedKey};
@@ -113,11 +117,22 @@ impl DataKey {
 }
 
 /// The X25519 key pair whose public half receives every chunk's data key.
+/// Clones share its cache of key-encryption keys.
 #[derive(Clone)]
 pub struct DataKeyPair {
     secret: StaticSecret,
     public: PublicKey,
+    /// Key-encryption keys by sender ephemeral key: a sender wraps many
+    /// chunks under one ephemeral key, and one X25519 agreement serves them.
+    keks: Arc<Mutex<VecDeque<Kek>>>,
 }
+
+/// A key-encryption key and the sender ephemeral key (or, for a sender, the
+/// recipient key) it was agreed with.
+type Kek = ([u8; 32], Zeroizing<[u8; 32]>);
+
+/// Sender ephemeral keys whose key-encryption keys a pair keeps.
+const CACHED_KEKS: usize = 64;
 
 impl DataKeyPair {
     pub fn generate() -> Self // PA
@@ -129,7 +144,36 @@ impl DataKeyPair {
     {
         let secret = StaticSecret::from(bytes);
         let public = PublicKey::from(&secret);
-        DataKeyPair { secret, public }
+        DataKeyPair { secret, public, keks: Arc::default() }
+    }
+
+    /// The key-encryption key agreed with a sender's ephemeral key.
+    fn kek_from(&self, ephemeral: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>, UnwrapError> // PA
+    {
+        let shared = self.secret.diffie_hellman(&PublicKey::from(*ephemeral));
+        if !shared.was_contributory() {
+            return Err(UnwrapError::Degenerate(self.recipient_id()));
+        }
+        Ok(derive_kek(shared.as_bytes(), ephemeral, self.public.as_bytes()))
+    }
+
+    /// `kek_from`, remembered for the last `CACHED_KEKS` sender keys.
+    fn cached_kek_from(&self, ephemeral: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>, UnwrapError> // PA
+    {
+        let cached =
+            |keks: &VecDeque<Kek>| keks.iter().find(|(sender, _)| sender == ephemeral).map(|(_, kek)| kek.clone());
+        if let Some(kek) = cached(&self.keks.lock().unwrap_or_else(PoisonError::into_inner)) {
+            return Ok(kek);
+        }
+        let kek = self.kek_from(ephemeral)?;
+        let mut keks = self.keks.lock().unwrap_or_else(PoisonError::into_inner);
+        if cached(&keks).is_none() {
+            if keks.len() == CACHED_KEKS {
+                keks.pop_front();
+            }
+            keks.push_back((*ephemeral, kek.clone()));
+        }
+        Ok(kek)
     }
 
     pub fn secret_bytes(&self) -> [u8; 32] // PA
@@ -181,51 +225,109 @@ pub enum UnwrapError {
     Degenerate(Hash),
 }
 
-fn key_encryption_cipher(shared: &[u8; 32], ephemeral: &[u8; 32], recipient: &[u8; 32]) -> Cipher // PA
+fn derive_kek(shared: &[u8; 32], ephemeral: &[u8; 32], recipient: &[u8; 32]) -> Zeroizing<[u8; 32]> // PA
 {
-    let mut material = [0u8; 96];
+    let mut material = Zeroizing::new([0u8; 96]);
     material[..32].copy_from_slice(shared);
     material[32..64].copy_from_slice(ephemeral);
     material[64..].copy_from_slice(recipient);
-    let mut kek = blake3::derive_key(KEY_WRAP_CONTEXT, &material);
-    material.zeroize();
-    let cipher = Cipher::new(&kek);
-    kek.zeroize();
-    cipher
+    Zeroizing::new(blake3::derive_key(KEY_WRAP_CONTEXT, &material[..]))
 }
 
-/// Wrap `data_key` once for each recipient. The key-encryption key is used
-/// exactly once (fresh ephemeral key), so a zero nonce is safe.
+/// A wrapped key as first written: one fresh ephemeral key per wrap, so the
+/// key-encryption key was used once and the nonce is zero.
+const WRAPPED_ONCE_LEN: usize = 32 + TAG_LEN;
+/// A wrapped key under a shared sender key: a random nonce, then the sealed key.
+const WRAPPED_WITH_NONCE_LEN: usize = NONCE_LEN + 32 + TAG_LEN;
+const NONCE_LEN: usize = 12;
+
+/// A sender draws a fresh ephemeral key after this many wraps or this long,
+/// whichever comes first. With random 96-bit nonces a key-encryption key
+/// could take 2^32 wraps; the limits keep an ephemeral secret short-lived.
+const SENDER_KEY_WRAPS: u32 = 1 << 16;
+const SENDER_KEY_LIFETIME: Duration = Duration::from_secs(60);
+
+/// This process's current ephemeral key and the key-encryption keys it has
+/// agreed with each recipient. Sharing one ephemeral key over many chunks
+/// saves two X25519 operations per chunk when sealing and, through
+/// `DataKeyPair`'s cache, one when opening.
+struct SenderKey {
+    secret: StaticSecret,
+    public: PublicKey,
+    keks: Vec<Kek>,
+    wraps: u32,
+    born: Instant,
+}
+
+static SENDER_KEY: Mutex<Option<SenderKey>> = Mutex::new(None);
+
+/// The current sender ephemeral key and its key-encryption key for `recipient`.
+fn sender_kek(recipient: &PublicKey) -> Result<([u8; 32], Zeroizing<[u8; 32]>), WrapError> // PA
+{
+    let mut slot = SENDER_KEY.lock().unwrap_or_else(PoisonError::into_inner);
+    let sender = match &mut *slot {
+        Some(sender) if sender.wraps < SENDER_KEY_WRAPS && sender.born.elapsed() < SENDER_KEY_LIFETIME => sender,
+        stale => {
+            let secret = StaticSecret::random_from_rng(rand::rngs::OsRng);
+            let public = PublicKey::from(&secret);
+            stale.insert(SenderKey { secret, public, keks: Vec::new(), wraps: 0, born: Instant::now() })
+        }
+    };
+    sender.wraps += 1;
+    let ephemeral = *sender.public.as_bytes();
+    if let Some((_, kek)) = sender.keks.iter().find(|(to, _)| to == recipient.as_bytes()) {
+        return Ok((ephemeral, kek.clone()));
+    }
+    let shared = sender.secret.diffie_hellman(recipient);
+    // A low-order recipient key would make the shared secret public.
+    if !shared.was_contributory() {
+        return Err(WrapError);
+    }
+    let kek = derive_kek(shared.as_bytes(), &ephemeral, recipient.as_bytes());
+    sender.keks.push((*recipient.as_bytes(), kek.clone()));
+    Ok((ephemeral, kek))
+}
+
+/// Wrap `data_key` once for each recipient, under this process's current
+/// ephemeral key with a random nonce; the chunk id is the associated data.
 pub fn wrap_data_key(data_key: &DataKey, chunk_id: &Hash, recipients: &[PublicKey]) -> Result<KeyIndex, WrapError> // PA
 {
     let wrapped: Result<Vec<_>, WrapError> = recipients
         .iter()
         .map(|recipient| {
-            let ephemeral_secret = EphemeralSecret::random_from_rng(rand::rngs::OsRng);
-            let ephemeral = PublicKey::from(&ephemeral_secret);
-            let shared = ephemeral_secret.diffie_hellman(recipient);
-            let cipher = key_encryption_cipher(shared.as_bytes(), ephemeral.as_bytes(), recipient.as_bytes());
-            let mut sealed_key = data_key.0.to_vec();
-            cipher.seal([0; 12], chunk_id.as_bytes(), &mut sealed_key).map_err(|_| WrapError)?;
-            Ok(WrappedKey { recipient: recipient_id(recipient), ephemeral: *ephemeral.as_bytes(), sealed_key })
+            let (ephemeral, kek) = sender_kek(recipient)?;
+            let mut nonce = [0u8; NONCE_LEN];
+            rand::thread_rng().fill_bytes(&mut nonce);
+            let mut sealed = data_key.0.to_vec();
+            Cipher::new(&kek).seal(nonce, chunk_id.as_bytes(), &mut sealed).map_err(|_| WrapError)?;
+            let mut sealed_key = Vec::with_capacity(WRAPPED_WITH_NONCE_LEN);
+            sealed_key.extend_from_slice(&nonce);
+            sealed_key.extend_from_slice(&sealed);
+            sealed.zeroize();
+            Ok(WrappedKey { recipient: recipient_id(recipient), ephemeral, sealed_key })
         })
         .collect();
     Ok(KeyIndex(wrapped?))
 }
 
-/// Recover the data key from the key index with this node's key pair.
+/// Recover the data key from the key index with this node's key pair. Reads
+/// both wrapping forms: the first (one ephemeral key per wrap, zero nonce)
+/// and the current (shared ephemeral key, nonce first).
 pub fn unwrap_data_key(index: &KeyIndex, chunk_id: &Hash, pair: &DataKeyPair) -> Result<DataKey, UnwrapError> // PA
 {
     let me = pair.recipient_id();
     let wrapped = index.0.iter().find(|w| w.recipient == me).ok_or(UnwrapError::NoKeyForRecipient(me))?;
-    let ephemeral = PublicKey::from(wrapped.ephemeral);
-    let shared = pair.secret.diffie_hellman(&ephemeral);
-    if !shared.was_contributory() {
-        return Err(UnwrapError::Degenerate(me));
-    }
-    let cipher = key_encryption_cipher(shared.as_bytes(), &wrapped.ephemeral, pair.public.as_bytes());
-    let mut plain = wrapped.sealed_key.clone();
-    cipher.open([0; 12], chunk_id.as_bytes(), &mut plain).map_err(|_| UnwrapError::Authentication(me))?;
+    let (kek, nonce, sealed) = match wrapped.sealed_key.len() {
+        WRAPPED_ONCE_LEN => (pair.kek_from(&wrapped.ephemeral)?, [0; NONCE_LEN], &wrapped.sealed_key[..]),
+        WRAPPED_WITH_NONCE_LEN => {
+            let (nonce, sealed) = wrapped.sealed_key.split_at(NONCE_LEN);
+            let nonce = <[u8; NONCE_LEN]>::try_from(nonce).map_err(|_| UnwrapError::Authentication(me))?;
+            (pair.cached_kek_from(&wrapped.ephemeral)?, nonce, sealed)
+        }
+        _ => return Err(UnwrapError::Authentication(me)),
+    };
+    let mut plain = sealed.to_vec();
+    Cipher::new(&kek).open(nonce, chunk_id.as_bytes(), &mut plain).map_err(|_| UnwrapError::Authentication(me))?;
     let key = <[u8; 32]>::try_from(plain.as_slice()).map_err(|_| UnwrapError::Authentication(me));
     plain.zeroize();
     key.map(DataKey)
@@ -252,6 +354,43 @@ mod tests {
         );
         // Bound to its chunk: replaying the wrapped key for another chunk fails.
         assert!(matches!(unwrap_data_key(&index, &Hash::of(b"other"), &alice), Err(UnwrapError::Authentication(_))));
+    }
+
+    #[test]
+    fn keys_wrapped_one_ephemeral_per_wrap_still_unwrap() // A
+    {
+        // The first form: a fresh ephemeral key per wrap and a zero nonce.
+        let alice = DataKeyPair::generate();
+        let chunk = Hash::of(b"written by an older build");
+        let key = DataKey::generate();
+        let ephemeral_secret = StaticSecret::random_from_rng(rand::rngs::OsRng);
+        let ephemeral = *PublicKey::from(&ephemeral_secret).as_bytes();
+        let shared = ephemeral_secret.diffie_hellman(&alice.public());
+        let kek = derive_kek(shared.as_bytes(), &ephemeral, alice.public().as_bytes());
+        let mut sealed_key = key.0.to_vec();
+        Cipher::new(&kek).seal([0; 12], chunk.as_bytes(), &mut sealed_key).unwrap();
+        assert_eq!(sealed_key.len(), WRAPPED_ONCE_LEN);
+        let index = KeyIndex(vec![WrappedKey { recipient: alice.recipient_id(), ephemeral, sealed_key }]);
+        assert_eq!(unwrap_data_key(&index, &chunk, &alice).unwrap().0, key.0);
+        assert!(matches!(unwrap_data_key(&index, &Hash::of(b"other"), &alice), Err(UnwrapError::Authentication(_))));
+    }
+
+    #[test]
+    fn a_shared_sender_key_never_repeats_a_nonce() // A
+    {
+        let alice = DataKeyPair::generate();
+        let chunk = Hash::of(b"sealed twice");
+        let (first, second) = (DataKey::generate(), DataKey::generate());
+        let a = wrap_data_key(&first, &chunk, &[alice.public()]).unwrap();
+        let b = wrap_data_key(&second, &chunk, &[alice.public()]).unwrap();
+        // Same chunk, usually the same ephemeral key: the nonces still differ.
+        assert_ne!(a.0[0].sealed_key[..NONCE_LEN], b.0[0].sealed_key[..NONCE_LEN]);
+        assert_eq!(unwrap_data_key(&a, &chunk, &alice).unwrap().0, first.0);
+        assert_eq!(unwrap_data_key(&b, &chunk, &alice).unwrap().0, second.0);
+        // A nonce changed in storage fails authentication, cached key or not.
+        let mut tampered = a.clone();
+        tampered.0[0].sealed_key[0] ^= 1;
+        assert!(matches!(unwrap_data_key(&tampered, &chunk, &alice), Err(UnwrapError::Authentication(_))));
     }
 
     #[test]

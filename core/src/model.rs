@@ -177,9 +177,12 @@ impl Erasure {
 pub struct WrappedKey {
     /// BLAKE3 of the recipient's public key.
     pub recipient: Hash,
-    /// The sender's ephemeral X25519 public key.
+    /// The sender's ephemeral X25519 public key, shared by the chunks one
+    /// process seals within a minute.
     pub ephemeral: [u8; 32],
-    /// The data key sealed with the derived key-encryption key (32 + 16 bytes).
+    /// The data key sealed with the derived key-encryption key: a 12-byte
+    /// random nonce, then 32 + 16 bytes. Records of the first form, one
+    /// ephemeral key per wrap, have no nonce (48 bytes; the nonce was zero).
     pub sealed_key: Vec<u8>,
 }
 
