@@ -72,19 +72,26 @@ fn text_bytes(len: usize, seed: u64) -> Vec<u8> // A
 /// second each (one pass swung by up to 50% on a shared machine).
 fn rate(data: &[u8], mut work: impl FnMut(&[u8])) -> f64 // A
 {
-    let mut passes: Vec<f64> = (0..3)
-        .map(|_| {
-            let start = Instant::now();
-            let mut bytes = 0usize;
-            while start.elapsed() < Duration::from_secs(1) {
-                work(data);
-                bytes += data.len();
-            }
-            bytes as f64 / start.elapsed().as_secs_f64() / 1e6
-        })
-        .collect();
-    passes.sort_by(f64::total_cmp);
-    passes[1]
+    median(
+        (0..3)
+            .map(|_| {
+                let start = Instant::now();
+                let mut bytes = 0usize;
+                while start.elapsed() < Duration::from_secs(1) {
+                    work(data);
+                    bytes += data.len();
+                }
+                bytes as f64 / start.elapsed().as_secs_f64() / 1e6
+            })
+            .collect(),
+    )
+}
+
+/// The middle value (the upper middle of an even count).
+fn median(mut values: Vec<f64>) -> f64 // A
+{
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 struct Stages {
@@ -307,31 +314,22 @@ fn main() // A
                 .collect();
             println!("### {name}, {}+{} coding\n", erasure.data, erasure.parity);
             println!("| stage | MB/s (one core, median of the runs) |\n|---|---|");
-            let median_stage = |pick: fn(&Stages) -> &Vec<(&'static str, f64)>, index: usize| {
-                let mut rates: Vec<f64> = measured.iter().map(|(stages, _, _)| pick(stages)[index].1).collect();
-                rates.sort_by(f64::total_cmp);
-                rates[rates.len() / 2]
-            };
-            for (direction, pick) in
-                [("write", (|s| &s.write) as fn(&Stages) -> &Vec<(&'static str, f64)>), ("read", |s| &s.read)]
-            {
-                for (index, (stage, _)) in pick(&measured[0].0).iter().enumerate() {
-                    let r = median_stage(pick, index);
+            let directions = |stages: &Stages| [("write", stages.write.clone()), ("read", stages.read.clone())];
+            for (d, (direction, names)) in directions(&measured[0].0).into_iter().enumerate() {
+                for (index, (stage, _)) in names.iter().enumerate() {
+                    let r = median(measured.iter().map(|(stages, ..)| directions(stages)[d].1[index].1).collect());
                     if r.is_finite() {
                         println!("| {direction}: {stage} | {r:.0} |");
                     }
                 }
             }
-            for (direction, pick) in [
-                ("write", (|m| (&m.0.write, m.1)) as fn(&(Stages, Phase, Phase)) -> (&Vec<(&'static str, f64)>, Phase)),
-                ("read", |m| (&m.0.read, m.2)),
-            ] {
+            for (d, direction) in ["write", "read"].into_iter().enumerate() {
                 // (percent of its own bound, rate, bound, cores busy) per run, by percent.
                 let mut runs: Vec<(f64, f64, f64, f64)> = measured
                     .iter()
-                    .map(|m| {
-                        let (stages, phase) = pick(m);
-                        let bound = bound(stages, cores);
+                    .map(|(stages, write, read)| {
+                        let phase = [write, read][d];
+                        let bound = bound(&directions(stages)[d].1, cores);
                         (100.0 * phase.rate / bound, phase.rate, bound, phase.cores_busy)
                     })
                     .collect();

@@ -298,12 +298,12 @@ pub fn wrap_data_key(data_key: &DataKey, chunk_id: &Hash, recipients: &[PublicKe
             let (ephemeral, kek) = sender_kek(recipient)?;
             let mut nonce = [0u8; NONCE_LEN];
             rand::thread_rng().fill_bytes(&mut nonce);
-            let mut sealed = data_key.0.to_vec();
+            // Room for the tag up front: growing the vector would leave a
+            // copy of the plaintext key behind in freed memory.
+            let mut sealed = Zeroizing::new(Vec::with_capacity(WRAPPED_ONCE_LEN));
+            sealed.extend_from_slice(&data_key.0);
             Cipher::new(&kek).seal(nonce, chunk_id.as_bytes(), &mut sealed).map_err(|_| WrapError)?;
-            let mut sealed_key = Vec::with_capacity(WRAPPED_WITH_NONCE_LEN);
-            sealed_key.extend_from_slice(&nonce);
-            sealed_key.extend_from_slice(&sealed);
-            sealed.zeroize();
+            let sealed_key = [&nonce[..], &sealed[..]].concat();
             Ok(WrappedKey { recipient: recipient_id(recipient), ephemeral, sealed_key })
         })
         .collect();
