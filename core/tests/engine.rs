@@ -133,6 +133,23 @@ async fn objects_round_trip_at_edge_sizes() // A
     }
 }
 
+/// The PUT queues count bytes: a piece larger than any queue must still pass,
+/// and thousands of tiny pieces must not be held to a few at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_in_one_huge_piece_then_tiny_ones_round_trips() // A
+{
+    let cluster = Cluster::new(1, EngineConfig::default());
+    let engine = &cluster.engines[0];
+    let data = random_bytes((20 << 20) + 5000, 7);
+    let mut pieces: Vec<Result<Bytes, std::io::Error>> = vec![Ok(Bytes::copy_from_slice(&data[..20 << 20]))];
+    pieces.extend(data[20 << 20..].chunks(1).map(|byte| Ok(Bytes::copy_from_slice(byte))));
+    let stored = engine.put_object(PutRequest::new("bucket", "huge-then-tiny"), futures::stream::iter(pieces)).await;
+    let stored = stored.unwrap();
+    assert_eq!(stored.blob.size, data.len() as u64);
+    assert_eq!(stored.blob.etag, md5_hex(&data), "ETag is the MD5 of the body");
+    assert!(read_all(engine, "huge-then-tiny").await.unwrap() == data, "the body differs after the round trip");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_mib_object_round_trips_and_ranges_touch_only_their_chunks() // A
 {
