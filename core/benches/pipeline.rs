@@ -99,6 +99,14 @@ struct Stages {
     read: Vec<(&'static str, f64)>,
 }
 
+impl Stages {
+    /// The write stages, then the read stages.
+    fn by_direction(&self) -> [&[(&'static str, f64)]; 2] // A
+    {
+        [&self.write, &self.read]
+    }
+}
+
 fn measure_stages(data: &[u8], erasure: Erasure) -> Stages // A
 {
     let key = [5u8; 32];
@@ -319,10 +327,9 @@ fn main() // A
                 .collect();
             println!("### {name}, {}+{} coding\n", erasure.data, erasure.parity);
             println!("| stage | MB/s (one core, median of the runs) |\n|---|---|");
-            let directions = |stages: &Stages| [("write", stages.write.clone()), ("read", stages.read.clone())];
-            for (d, (direction, names)) in directions(&measured[0].0).into_iter().enumerate() {
-                for (index, (stage, _)) in names.iter().enumerate() {
-                    let r = median(measured.iter().map(|(stages, ..)| directions(stages)[d].1[index].1).collect());
+            for (d, direction) in ["write", "read"].into_iter().enumerate() {
+                for (index, (stage, _)) in measured[0].0.by_direction()[d].iter().enumerate() {
+                    let r = median(measured.iter().map(|(stages, ..)| stages.by_direction()[d][index].1).collect());
                     if r.is_finite() {
                         println!("| {direction}: {stage} | {r:.0} |");
                     }
@@ -334,7 +341,7 @@ fn main() // A
                     .iter()
                     .map(|(stages, write, read)| {
                         let phase = [write, read][d];
-                        let bound = bound(&directions(stages)[d].1, cores);
+                        let bound = bound(stages.by_direction()[d], cores);
                         (100.0 * phase.rate / bound, phase.rate, bound, phase.cores_busy)
                     })
                     .collect();
