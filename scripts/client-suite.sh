@@ -126,6 +126,14 @@ keys = []
 for page in s3.get_paginator("list_objects_v2").paginate(Bucket="boto", Prefix="page/", PaginationConfig={"PageSize": 25}):
     keys += [o["Key"] for o in page.get("Contents", [])]
 assert keys == [f"page/{i:04d}" for i in range(120)], keys[:5]
+# Presigned URLs as boto3 makes them by default (SigV2 query strings in
+# us-east-1): an object, and a bucket listing, which SigV2 signs as "/boto/".
+import urllib.request
+url = s3.generate_presigned_url("get_object", Params={"Bucket": "boto", "Key": "small.bin"})
+assert urllib.request.urlopen(url).read() == body, "presigned GET differs"
+url = s3.generate_presigned_url("list_objects", Params={"Bucket": "boto", "Prefix": "page/", "MaxKeys": 3})
+listing = urllib.request.urlopen(url).read().decode()
+assert "<Key>page/0000</Key>" in listing and "<Key>page/0003</Key>" not in listing, listing[:300]
 print("boto3 ok")
 PY
 
