@@ -17,13 +17,31 @@ ensure_tools() {
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
-    if ! python3 -c "import boto3" 2>/dev/null; then
-        echo "== installing boto3"
-        python3 -m pip install --quiet boto3
+}
+
+# boto3 at its latest release, in a folder of the suite's own: the system's
+# Python (and the aws CLI built on its botocore) stays as it is. Where PyPI is
+# out of reach, the installed boto3 is used and its version printed.
+BOTO3_DIR=$PWD/target/client-suite/python
+ensure_latest_boto3() {
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        echo "== installing pip"
+        apt-get install -y -qq python3-pip >/dev/null
     fi
+    if python3 -m pip install --quiet --disable-pip-version-check --upgrade --target "$BOTO3_DIR" boto3 >/dev/null 2>&1; then
+        BOTO3_PATH=$BOTO3_DIR
+    elif python3 -c "import boto3" 2>/dev/null; then
+        echo "== PyPI out of reach: using the installed boto3"
+        BOTO3_PATH=
+    else
+        echo "boto3 is neither installable nor installed" >&2
+        exit 1
+    fi
+    echo "== boto3 $(PYTHONPATH=$BOTO3_PATH python3 -c 'import boto3; print(boto3.__version__)')"
 }
 
 ensure_tools
+ensure_latest_boto3
 cargo build --quiet -p ouroboros-gateway --bin ouroboros
 BIN=target/debug/ouroboros
 
@@ -102,7 +120,7 @@ check "aws s3api versioned puts, delete marker, get by version" bash -c '
     [ "$('"$AWS"' s3api list-object-versions --bucket vcli --query "DeleteMarkers[0].IsLatest" --output text)" = True ]'
 
 # --- boto3 at default settings -------------------------------------------
-check "boto3 put/get, upload_file/download_file, paging" python3 - "$ENDPOINT" "$WORK" <<'PY'
+check "boto3 put/get, upload_file/download_file, paging" env PYTHONPATH="$BOTO3_PATH" python3 - "$ENDPOINT" "$WORK" <<'PY'
 import hashlib, os, sys
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -137,7 +155,7 @@ assert "<Key>page/0000</Key>" in listing and "<Key>page/0003</Key>" not in listi
 print("boto3 ok")
 PY
 
-check "boto3 versioning: 1200 versions paged, restore by copy, heads and merges" python3 - "$ENDPOINT" <<'PY'
+check "boto3 versioning: 1200 versions paged, restore by copy, heads and merges" env PYTHONPATH="$BOTO3_PATH" python3 - "$ENDPOINT" <<'PY'
 import sys
 import boto3
 from botocore.exceptions import ClientError
