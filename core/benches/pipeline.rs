@@ -5,8 +5,8 @@
 //! stage measurements (for profiling), `PIPELINE_RUNS=n` for the number of
 //! runs (5; each times the stages, then the pipeline, and the run whose
 //! pipeline is the median percentage of its own bound is reported), and
-//! `PIPELINE_EXTRA_READS=n` to read each object n more times after the timed
-//! read (for profiling reads).
+//! `PIPELINE_READS=n` for how many times the timed GET reads the object (3;
+//! more for profiling reads).
 //! Prints markdown for docs/BENCHMARKS.md.
 
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use ouroboros_core::seal;
 use ouroboros_core::store::{Durability, LocalStore};
 use ouroboros_core::{DataKeyPair, Engine, EngineConfig, Erasure, Hash, NodeKeys, PutRequest};
 use rand::{RngCore, SeedableRng};
+use tokio::runtime::Runtime;
 
 const STAGE_BYTES: usize = 64 << 20;
 const PIPELINE_BYTES: usize = 512 << 20;
@@ -222,7 +223,7 @@ async fn timed<T>(bytes: usize, work: impl std::future::Future<Output = T>) -> (
 
 /// One PUT and one GET of `shared` through a fresh single-node engine (a
 /// fresh dedup key, so nothing is deduplicated against an earlier run).
-async fn measure_pipeline(shared: Bytes, erasure: Erasure) -> (Phase, Phase) // A
+async fn measure_pipeline(shared: Bytes, erasure: Erasure, reads: usize) -> (Phase, Phase) // A
 {
     let dir = tempfile::tempdir().unwrap();
     let transport = MemoryCluster::new();
@@ -247,32 +248,29 @@ async fn measure_pipeline(shared: Bytes, erasure: Erasure) -> (Phase, Phase) // 
     // SAFETY: sync takes no arguments and cannot fail.
     unsafe { libc::sync() };
 
+    // The GET reads the object `reads` times in one timed phase: one read of
+    // 512 MiB lasts about a third of a second, in which filling the
+    // read-ahead and draining it are a visible share.
     let get = async {
         let mut read_bytes = 0usize;
-        let mut stream = std::pin::pin!(engine.read(&stored.blob, 0..u64::MAX));
-        while let Some(piece) = stream.next().await {
-            read_bytes += piece.unwrap().len();
+        for _ in 0..reads {
+            let mut stream = std::pin::pin!(engine.read(&stored.blob, 0..u64::MAX));
+            while let Some(piece) = stream.next().await {
+                read_bytes += piece.unwrap().len();
+            }
         }
         read_bytes
     };
-    let (read_bytes, read) = timed(shared.len(), get).await;
-    // For profiling the read path alone: read it again this many times.
-    let extra_reads: usize = std::env::var("PIPELINE_EXTRA_READS").ok().and_then(|n| n.parse().ok()).unwrap_or(0);
-    for _ in 0..extra_reads {
-        let mut stream = std::pin::pin!(engine.read(&stored.blob, 0..u64::MAX));
-        while let Some(piece) = stream.next().await {
-            std::hint::black_box(piece.unwrap());
-        }
-    }
-    assert_eq!(read_bytes, shared.len());
+    let (read_bytes, read) = timed(shared.len() * reads, get).await;
+    assert_eq!(read_bytes, shared.len() * reads);
     (write, read)
 }
 
 /// The median run by rate, of `runs` PUT+GET runs.
-fn median_runs(runtime: &tokio::runtime::Runtime, data: &Bytes, erasure: Erasure, runs: usize) -> (Phase, Phase) // A
+fn median_runs(runtime: &Runtime, data: &Bytes, erasure: Erasure, runs: usize, reads: usize) -> (Phase, Phase) // A
 {
     let measured: Vec<(Phase, Phase)> =
-        (0..runs).map(|_| runtime.block_on(measure_pipeline(data.clone(), erasure))).collect();
+        (0..runs).map(|_| runtime.block_on(measure_pipeline(data.clone(), erasure, reads))).collect();
     let median = |pick: fn(&(Phase, Phase)) -> Phase| {
         let mut phases: Vec<Phase> = measured.iter().map(pick).collect();
         phases.sort_by(|a, b| a.rate.total_cmp(&b.rate));
@@ -291,8 +289,10 @@ fn main() // A
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(cores).enable_all().build().unwrap();
     let runs: usize = std::env::var("PIPELINE_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(5).max(1);
+    let reads: usize = std::env::var("PIPELINE_READS").ok().and_then(|r| r.parse().ok()).unwrap_or(3).max(1);
     println!(
-        "cores: {cores}; median of {runs} runs; stage MB/s on one core over {} MiB, pipelines over {} MiB\n",
+        "cores: {cores}; median of {runs} runs; stage MB/s on one core over {} MiB, pipelines over {} MiB \
+         (written once, read {reads} times)\n",
         STAGE_BYTES >> 20,
         PIPELINE_BYTES >> 20
     );
@@ -308,7 +308,7 @@ fn main() // A
                 continue;
             }
             if std::env::var_os("PIPELINE_ONLY").is_some() {
-                let (write, read) = median_runs(&runtime, &pipeline_data, erasure, runs);
+                let (write, read) = median_runs(&runtime, &pipeline_data, erasure, runs, reads);
                 println!(
                     "{case}: write {:.0} MB/s ({:.2} cores), read {:.0} MB/s ({:.2} cores)",
                     write.rate, write.cores_busy, read.rate, read.cores_busy
@@ -321,7 +321,7 @@ fn main() // A
             let measured: Vec<(Stages, Phase, Phase)> = (0..runs)
                 .map(|_| {
                     let stages = measure_stages(&stage_data, erasure);
-                    let (write, read) = runtime.block_on(measure_pipeline(pipeline_data.clone(), erasure));
+                    let (write, read) = runtime.block_on(measure_pipeline(pipeline_data.clone(), erasure, reads));
                     (stages, write, read)
                 })
                 .collect();

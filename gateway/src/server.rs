@@ -139,8 +139,10 @@ impl Server {
             }
             let service = self.service.clone();
             let domains = self.domains.clone();
-            let handler =
-                hyper::service::service_fn(move |request| handle(service.clone(), domains.clone(), peer, request));
+            let handler = hyper::service::service_fn(move |mut request| {
+                sign_v2_bucket_path(&mut request, &domains);
+                handle(service.clone(), peer, request)
+            });
             let connection = http.serve_connection_with_upgrades(TokioIo::new(socket), handler);
             let connection = graceful.watch(connection.into_owned());
             tokio::spawn(async move {
@@ -244,14 +246,8 @@ fn sign_v2_bucket_path<B>(request: &mut Request<B>, domains: &[String]) // PA
     }
 }
 
-async fn handle(
-    service: S3Service,
-    domains: Arc<[String]>,
-    peer: SocketAddr,
-    mut request: Request<Incoming>,
-) -> HttpResult // A
+async fn handle(service: S3Service, peer: SocketAddr, request: Request<Incoming>) -> HttpResult // A
 {
-    sign_v2_bucket_path(&mut request, &domains);
     let id = request_id();
     let started = Instant::now();
     let method = request.method().clone();
