@@ -207,29 +207,26 @@ fn is_virtual_hosted<B>(request: &Request<B>, domains: &[String]) -> bool // A
     domains.iter().any(|domain| host.strip_suffix(domain.as_str()).is_some_and(|rest| rest.ends_with('.')))
 }
 
-/// Whether the request is signed with AWS Signature Version 2, in a header
-/// (`AWS id:signature`) or a presigned query string.
-fn is_sigv2<B>(request: &Request<B>) -> bool // PA
+/// Whether the request is a presigned URL of AWS Signature Version 2
+/// (`AWSAccessKeyId`, `Signature` and `Expires` in the query).
+fn is_sigv2_presigned<B>(request: &Request<B>) -> bool // PA
 {
-    let header = request.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if let Some(header) = header {
-        return header.starts_with("AWS ");
-    }
     let query = request.uri().query().unwrap_or("");
     let has = |name: &str| query.split('&').any(|pair| pair.split('=').next() == Some(name));
     has("AWSAccessKeyId") && has("Signature")
 }
 
-/// SigV2 signs a path-style request for a bucket over `/bucket/`, as AWS
-/// defines it and botocore and s3cmd compute it, even when the URL says
-/// `/bucket`; s3s checks the signature over the path as sent, and so
+/// A SigV2 presigned URL for a path-style bucket request is signed over
+/// `/bucket/`, as AWS defines it and botocore computes it, even when the URL
+/// says `/bucket`; s3s checks the signature over the path as sent, and so
 /// refused boto3's default presigned URL for a listing. Such a request is
 /// given the path it was signed over, which names the same bucket.
+/// SigV2 in headers is left alone: rclone signs the path as sent there.
 fn sign_v2_bucket_path<B>(request: &mut Request<B>, domains: &[String]) // PA
 {
     let path = request.uri().path();
     let names_one_bucket = path.len() > 1 && !path[1..].contains('/');
-    if !names_one_bucket || !is_sigv2(request) || is_virtual_hosted(request, domains) {
+    if !names_one_bucket || !is_sigv2_presigned(request) || is_virtual_hosted(request, domains) {
         return;
     }
     let path_and_query = match request.uri().query() {
@@ -312,23 +309,23 @@ mod tests {
     }
 
     #[test]
-    fn a_sigv2_path_style_bucket_request_gets_the_path_it_was_signed_over() // A
+    fn a_sigv2_presigned_bucket_url_gets_the_path_it_was_signed_over() // A
     {
         let presigned = "/b?encoding-type=url&AWSAccessKeyId=K&Signature=S&Expires=1";
         assert_eq!(
             signed_path(presigned, "127.0.0.1:9000", None),
             "/b/?encoding-type=url&AWSAccessKeyId=K&Signature=S&Expires=1"
         );
-        assert_eq!(signed_path("/b", "127.0.0.1:9000", Some("AWS K:S")), "/b/");
     }
 
     #[test]
-    fn objects_virtual_hosted_buckets_and_sigv4_keep_their_path() // A
+    fn objects_virtual_hosted_buckets_sigv2_headers_and_sigv4_keep_their_path() // A
     {
-        let v2 = Some("AWS K:S");
-        assert_eq!(signed_path("/b/key", "127.0.0.1:9000", v2), "/b/key");
-        assert_eq!(signed_path("/", "127.0.0.1:9000", v2), "/");
-        assert_eq!(signed_path("/key", "b.localhost:9000", v2), "/key");
+        let v2 = "AWSAccessKeyId=K&Signature=S&Expires=1";
+        assert_eq!(signed_path(&format!("/b/key?{v2}"), "127.0.0.1:9000", None), format!("/b/key?{v2}"));
+        assert_eq!(signed_path(&format!("/?{v2}"), "127.0.0.1:9000", None), format!("/?{v2}"));
+        assert_eq!(signed_path(&format!("/key?{v2}"), "b.localhost:9000", None), format!("/key?{v2}"));
+        assert_eq!(signed_path("/b", "127.0.0.1:9000", Some("AWS K:S")), "/b");
         assert_eq!(signed_path("/b", "127.0.0.1:9000", Some("AWS4-HMAC-SHA256 Credential=K/...")), "/b");
         assert_eq!(
             signed_path("/b?X-Amz-Signature=S&X-Amz-Credential=K", "127.0.0.1:9000", None),
