@@ -208,7 +208,7 @@ fn is_virtual_hosted<B>(request: &Request<B>, domains: &[String]) -> bool // A
 }
 
 /// Whether the request is a presigned URL of AWS Signature Version 2
-/// (`AWSAccessKeyId`, `Signature` and `Expires` in the query).
+/// (`AWSAccessKeyId` and `Signature` in the query).
 fn is_sigv2_presigned<B>(request: &Request<B>) -> bool // PA
 {
     let query = request.uri().query().unwrap_or("");
