@@ -279,6 +279,12 @@ fn median_runs(runtime: &Runtime, data: &Bytes, erasure: Erasure, runs: usize, r
     (median(|m| m.0), median(|m| m.1))
 }
 
+/// A count from the environment, at least 1; `default` when unset or not a number.
+fn env_count(name: &str, default: usize) -> usize // A
+{
+    std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default).max(1)
+}
+
 fn main() // A
 {
     if std::env::args().any(|a| a == "--list") {
@@ -288,8 +294,8 @@ fn main() // A
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(cores).enable_all().build().unwrap();
-    let runs: usize = std::env::var("PIPELINE_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(5).max(1);
-    let reads: usize = std::env::var("PIPELINE_READS").ok().and_then(|r| r.parse().ok()).unwrap_or(3).max(1);
+    let runs = env_count("PIPELINE_RUNS", 5);
+    let reads = env_count("PIPELINE_READS", 3);
     println!(
         "cores: {cores}; median of {runs} runs; stage MB/s on one core over {} MiB, pipelines over {} MiB \
          (written once, read {reads} times)\n",

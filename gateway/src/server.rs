@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
-use s3s::host::MultiDomain;
+use s3s::host::{MultiDomain, S3Host};
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 
@@ -46,8 +46,8 @@ pub struct Server {
     node: Node,
     region: String,
     maintenance: Maintenance,
-    /// Host names under which a request is virtual-hosted (`bucket.domain`).
-    domains: Arc<[String]>,
+    /// The virtual-host domains s3s routes by, to see a request as s3s will.
+    hosts: Option<Arc<MultiDomain>>,
 }
 
 impl Server {
@@ -76,20 +76,18 @@ impl Server {
             .iter()
             .flat_map(|d| if d.contains(':') { vec![d.clone()] } else { vec![d.clone(), format!("{d}:{port}")] })
             .collect();
-        if !domains.is_empty() {
-            let host = MultiDomain::new(&domains)
-                .map_err(|e| ServeError::Domains { domains: domains.clone(), reason: e.to_string() })?;
-            builder.set_host(host);
-        }
+        let hosts = if domains.is_empty() {
+            None
+        } else {
+            let hosts = || {
+                MultiDomain::new(&domains)
+                    .map_err(|e| ServeError::Domains { domains: domains.clone(), reason: e.to_string() })
+            };
+            builder.set_host(hosts()?);
+            Some(Arc::new(hosts()?))
+        };
         let service = builder.build();
-        Ok(Server {
-            listener,
-            service,
-            node,
-            region: config.region.clone(),
-            maintenance: config.maintenance,
-            domains: domains.into(),
-        })
+        Ok(Server { listener, service, node, region: config.region.clone(), maintenance: config.maintenance, hosts })
     }
 
     /// The node's local store (for operators' tools and tests).
@@ -138,9 +136,9 @@ impl Server {
                 tracing::debug!(%error, %peer, "could not turn off Nagle's algorithm");
             }
             let service = self.service.clone();
-            let domains = self.domains.clone();
+            let hosts = self.hosts.clone();
             let handler = hyper::service::service_fn(move |mut request| {
-                sign_v2_bucket_path(&mut request, &domains);
+                sign_v2_bucket_path(&mut request, hosts.as_deref());
                 handle(service.clone(), peer, request)
             });
             let connection = http.serve_connection_with_upgrades(TokioIo::new(socket), handler);
@@ -196,15 +194,18 @@ fn bucket_and_key(path: &str) -> (&str, &str) // A
     path.split_once('/').unwrap_or((path, ""))
 }
 
-/// Whether the request names its bucket in the Host header (`bucket.domain`).
-fn is_virtual_hosted<B>(request: &Request<B>, domains: &[String]) -> bool // A
+/// Whether s3s takes this request's bucket from its Host header, decided as
+/// s3s decides it: domains are configured, the host is no IP address, and it
+/// names a bucket (`bucket.domain`, or any other host name as a CNAME).
+fn is_virtual_hosted<B>(request: &Request<B>, hosts: Option<&MultiDomain>) -> bool // A
 {
-    let host = request.uri().host().map(str::to_owned).or_else(|| {
-        let header = request.headers().get(hyper::header::HOST)?;
-        header.to_str().ok().map(str::to_owned)
-    });
-    let Some(host) = host else { return false };
-    domains.iter().any(|domain| host.strip_suffix(domain.as_str()).is_some_and(|rest| rest.ends_with('.')))
+    let Some(hosts) = hosts else { return false };
+    let header = request.headers().get(hyper::header::HOST).and_then(|v| v.to_str().ok());
+    let Some(host) = header.or_else(|| request.uri().authority().map(|a| a.as_str())) else { return false };
+    if host.parse::<SocketAddr>().is_ok() || host.parse::<std::net::IpAddr>().is_ok() {
+        return false;
+    }
+    hosts.parse_host_header(host).is_ok_and(|virtual_host| virtual_host.bucket().is_some())
 }
 
 /// Whether the request is a presigned URL of AWS Signature Version 2
@@ -222,11 +223,11 @@ fn is_sigv2_presigned<B>(request: &Request<B>) -> bool // PA
 /// refused boto3's default presigned URL for a listing. Such a request is
 /// given the path it was signed over, which names the same bucket.
 /// SigV2 in headers is left alone: rclone signs the path as sent there.
-fn sign_v2_bucket_path<B>(request: &mut Request<B>, domains: &[String]) // PA
+fn sign_v2_bucket_path<B>(request: &mut Request<B>, hosts: Option<&MultiDomain>) // PA
 {
     let path = request.uri().path();
     let names_one_bucket = path.len() > 1 && !path[1..].contains('/');
-    if !names_one_bucket || !is_sigv2_presigned(request) || is_virtual_hosted(request, domains) {
+    if !names_one_bucket || !is_sigv2_presigned(request) || is_virtual_hosted(request, hosts) {
         return;
     }
     let path_and_query = match request.uri().query() {
@@ -302,9 +303,9 @@ mod tests {
 
     fn signed_path(uri: &str, host: &str, authorization: Option<&str>) -> String // A
     {
-        let domains: Vec<String> = vec!["localhost".into(), "localhost:9000".into()];
+        let hosts = MultiDomain::new(["localhost", "localhost:9000"]).unwrap_or_else(|e| panic!("test domains: {e}"));
         let mut request = request(uri, host, authorization);
-        sign_v2_bucket_path(&mut request, &domains);
+        sign_v2_bucket_path(&mut request, Some(&hosts));
         request.uri().to_string()
     }
 
@@ -325,6 +326,7 @@ mod tests {
         assert_eq!(signed_path(&format!("/b/key?{v2}"), "127.0.0.1:9000", None), format!("/b/key?{v2}"));
         assert_eq!(signed_path(&format!("/?{v2}"), "127.0.0.1:9000", None), format!("/?{v2}"));
         assert_eq!(signed_path(&format!("/key?{v2}"), "b.localhost:9000", None), format!("/key?{v2}"));
+        assert_eq!(signed_path(&format!("/key?{v2}"), "files.example.com", None), format!("/key?{v2}"));
         assert_eq!(signed_path("/b", "127.0.0.1:9000", Some("AWS K:S")), "/b");
         assert_eq!(signed_path("/b", "127.0.0.1:9000", Some("AWS4-HMAC-SHA256 Credential=K/...")), "/b");
         assert_eq!(
