@@ -480,6 +480,11 @@ async fn listings_page_by_prefix_delimiter_and_tokens() // A
     let v1 = s3.list_objects().bucket("list").marker("c/03.txt").send().await.unwrap();
     let names: Vec<_> = v1.contents().iter().filter_map(|o| o.key.clone()).collect();
     assert_eq!(names, ["c/04.txt", "top1", "top2"]);
+    let entry = &v1.contents()[0];
+    assert_eq!(entry.size(), Some(1));
+    assert_eq!(entry.e_tag(), Some("\"9dd4e461268c8034f5c8564e155c67a6\""));
+    assert!(entry.last_modified().is_some());
+    assert_eq!(entry.storage_class().map(|c| c.as_str()), Some("STANDARD"));
     let v1 = s3.list_objects().bucket("list").delimiter("/").max_keys(2).send().await.unwrap();
     assert_eq!(v1.is_truncated(), Some(true));
     assert_eq!(v1.next_marker(), Some("b/"));
