@@ -251,19 +251,35 @@ fn chunk_is_local(id: &Hash, erasure: Erasure, members: &[NodeId], local: NodeId
         && replicas.iter().all(|node| *node == local)
 }
 
-/// For a chunk that belongs wholly to this node: claim it if stored,
-/// otherwise seal it and store its slices and manifest, all in the calling
-/// (blocking) task.
-fn seal_into(store: &LocalStore, id: Hash, plain: Vec<u8>, params: SealParams, keys: &NodeKeys) -> EngineResult<()> // PA
+/// For a chunk that belongs wholly to this node: claim it if stored (`None`),
+/// otherwise seal it for `store_sealed`.
+fn claim_or_seal(store: &LocalStore, id: Hash, plain: Vec<u8>, params: SealParams, keys: &NodeKeys) -> Sealing // PA
 {
     match store.claim_chunk(&id) {
-        Ok(Some(chunk)) if chunk.id == id => return Ok(()),
+        Ok(Some(chunk)) if chunk.id == id => return Ok(None),
         Ok(_) => {}
         Err(error) => tracing::warn!(chunk = %id, %error, "chunk claim failed; storing it again"),
     }
-    let sealed = seal::seal_chunk(id, plain, params, &keys.recipients)?;
+    Ok(Some(seal::seal_chunk(id, plain, params, &keys.recipients)?))
+}
+
+/// A sealed chunk to store, or `None` when it was already stored.
+type Sealing = EngineResult<Option<seal::SealedChunk>>;
+
+/// Where a new chunk stands after hashing: already stored here, sealed for
+/// this node's store, or to be sealed for other nodes (its plaintext).
+enum Prepared {
+    Stored,
+    SealedHere(Arc<LocalStore>, seal::SealedChunk),
+    Elsewhere(Vec<u8>),
+}
+
+/// Store a sealed chunk's slices, then its manifest, on this node (each
+/// durable per the store's durability when written).
+fn store_sealed(store: &LocalStore, sealed: &seal::SealedChunk) -> EngineResult<()> // PA
+{
     for slice in &sealed.slices {
-        store.put_slice(slice, &id)?;
+        store.put_slice(slice, &sealed.manifest.id)?;
     }
     store.put_chunk(&sealed.manifest)?;
     Ok(())
@@ -292,6 +308,35 @@ fn gather_data_shards(store: &LocalStore, manifest: &Chunk) -> Option<(Vec<u8>, 
     // which it does only after filling its region completely.
     unsafe { stored.set_len(total) };
     Some((stored, seals))
+}
+
+/// Open a chunk held here from its slices read one at a time (a slice
+/// missing or damaged in the gathered read): the data slices, then parity
+/// too if they do not open. `None` when fewer than k slices are here.
+fn open_slice_by_slice(store: &LocalStore, manifest: &Chunk, keys: &NodeKeys) -> EngineResult<Option<Vec<u8>>> // PA
+{
+    let k = manifest.erasure.data as usize;
+    let read = |count: usize| -> Vec<Option<SealedSlice>> {
+        let mut slices = vec![None; manifest.erasure.total()];
+        for (index, hash) in manifest.slices.iter().enumerate().take(count) {
+            if let Ok(Some(slice)) = store.get_slice(hash) {
+                slices[index] = Some(slice).filter(|s| s.hash == *hash);
+            }
+        }
+        slices
+    };
+    let slices = read(k);
+    if slices.iter().flatten().count() < k {
+        return Ok(None);
+    }
+    match seal::open_chunk(manifest, slices, keys) {
+        // A damaged data slice: parity on this node may cover it.
+        Err(error) if manifest.erasure.parity > 0 => {
+            tracing::warn!(chunk = %manifest.id, %error, "local slices unusable, reading parity");
+            Ok(Some(seal::open_chunk(manifest, read(manifest.erasure.total()), keys)?))
+        }
+        opened => Ok(Some(opened?)),
+    }
 }
 
 /// How far the serial MD5 pass may fall behind chunking, in body bytes. MD5
@@ -338,9 +383,16 @@ impl PieceSender {
     }
 }
 
+/// Run work that may wait on the disk on tokio's blocking pool.
 async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> EngineResult<R> // A
 {
     tokio::task::spawn_blocking(work).await.map_err(|error| EngineError::Task(error.to_string()))
+}
+
+/// Run CPU-bound work (sealing, opening) on the process's per-core workers.
+async fn compute<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> EngineResult<R> // A
+{
+    crate::compute::run(work).await.map_err(|error| EngineError::Task(error.to_string()))
 }
 
 fn join_errors(errors: &[TransportError]) -> String // A
@@ -685,22 +737,34 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let params = SealParams { erasure, zstd_level: self.config.zstd_level };
         let keys = self.keys.clone();
         let placed_on = members.clone();
-        // The chunk comes back only when it is not all this node's.
-        let (id, plain) = blocking(move || {
+        // A chunk wholly this node's is claimed or sealed in one step, and
+        // stored apart from the workers, as storing may wait on an fsync.
+        let (id, prepared) = compute(move || {
             let id = Hash::keyed(&keys.dedup_key, &plain);
-            match store.filter(|_| chunk_is_local(&id, params.erasure, &placed_on, local)) {
-                Some(store) => seal_into(&store, id, plain, params, &keys).map(|()| (id, None)),
-                None => Ok((id, Some(plain))),
-            }
+            let prepared = match store.filter(|_| chunk_is_local(&id, params.erasure, &placed_on, local)) {
+                Some(store) => match claim_or_seal(&store, id, plain, params, &keys)? {
+                    None => Prepared::Stored,
+                    Some(sealed) => Prepared::SealedHere(store, sealed),
+                },
+                None => Prepared::Elsewhere(plain),
+            };
+            Ok::<_, EngineError>((id, prepared))
         })
         .await??;
-        let Some(plain) = plain else { return Ok((id, len)) };
+        let plain = match prepared {
+            Prepared::Stored => return Ok((id, len)),
+            Prepared::SealedHere(store, sealed) => {
+                blocking(move || store_sealed(&store, &sealed)).await??;
+                return Ok((id, len));
+            }
+            Prepared::Elsewhere(plain) => plain,
+        };
         if self.claim_chunk(&id).await {
             return Ok((id, len));
         }
 
         let recipients = self.keys.recipients.clone();
-        let sealed = blocking(move || seal::seal_chunk(id, plain, params, &recipients)).await??;
+        let sealed = compute(move || seal::seal_chunk(id, plain, params, &recipients)).await??;
 
         let ranked = placement::rank(&id, &members);
         let calls = sealed.slices.into_iter().enumerate().map(|(index, slice)| {
@@ -1323,9 +1387,10 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     }
 
     /// When this node holds a chunk's manifest and its k data slices, read
-    /// and open them in one blocking task: no request per slice, and the
-    /// slices are decrypted on the core that just read them. `None` when
-    /// any of it is elsewhere or missing; the general path then takes over.
+    /// and open them in one job on a CPU worker, so the slices are still in
+    /// that core's cache when they are decrypted, and no request is made per
+    /// slice. `None` when any of it is elsewhere or missing; the general path
+    /// then takes over.
     async fn read_local_chunk(&self, id: Hash) -> EngineResult<Option<Vec<u8>>> // PA
     {
         let local = self.view.local_node();
@@ -1336,48 +1401,30 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         }
         let ranked = placement::rank(&id, &members);
         let keys = self.keys.clone();
-        let opened = blocking(move || {
-            let manifest = match store.get_chunk(&id) {
+        let (reader, opener) = (store.clone(), keys.clone());
+        let opened = compute(move || {
+            let manifest = match reader.get_chunk(&id) {
                 Ok(Some(manifest)) if manifest.id == id => manifest,
-                _ => return Ok(None),
+                _ => return None,
             };
             let k = manifest.erasure.data as usize;
             if ranked.is_empty() || manifest.slices.len() < k || (0..k).any(|i| ranked[i % ranked.len()] != local) {
-                return Ok(None);
+                return None;
             }
-            if k > 1 {
-                if let Some((stored, seals)) = gather_data_shards(&store, &manifest) {
-                    match seal::open_gathered(&manifest, stored, &seals, &keys) {
-                        Ok(plain) => return Ok(Some(plain)),
-                        Err(error) => {
-                            tracing::warn!(chunk = %id, %error, "gathered slices unusable, opening one by one")
-                        }
-                    }
-                }
-            }
-            let read = |count: usize| -> Vec<Option<SealedSlice>> {
-                let mut slices = vec![None; manifest.erasure.total()];
-                for (index, hash) in manifest.slices.iter().enumerate().take(count) {
-                    if let Ok(Some(slice)) = store.get_slice(hash) {
-                        slices[index] = Some(slice).filter(|s| s.hash == *hash);
-                    }
-                }
-                slices
-            };
-            let slices = read(k);
-            if slices.iter().flatten().count() < k {
-                return Ok(None);
-            }
-            match seal::open_chunk(&manifest, slices, &keys) {
-                // A damaged data slice: parity on this node may cover it.
-                Err(error) if manifest.erasure.parity > 0 => {
-                    tracing::warn!(chunk = %id, %error, "local slices unusable, reading parity");
-                    seal::open_chunk(&manifest, read(manifest.erasure.total()), &keys).map(Some)
-                }
-                opened => opened.map(Some),
-            }
-        });
-        Ok(opened.await??)
+            let opened = gather_data_shards(&reader, &manifest).map(|(stored, seals)| {
+                seal::open_gathered(&manifest, stored, &seals, &opener).inspect_err(
+                    |error| tracing::warn!(chunk = %id, %error, "gathered slices unusable, opening one by one"),
+                )
+            });
+            Some((manifest, opened))
+        })
+        .await?;
+        let manifest = match opened {
+            None => return Ok(None),
+            Some((_, Some(Ok(plain)))) => return Ok(Some(plain)),
+            Some((manifest, _)) => manifest,
+        };
+        blocking(move || open_slice_by_slice(&store, &manifest, &keys)).await?
     }
 
     /// The general read path: the manifest from its replicas, then k slices
@@ -1426,6 +1473,6 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             tracing::warn!(chunk = %id, errors = %join_errors(&errors), "slices missing, reading parity");
         }
         let keys = self.keys.clone();
-        Ok(blocking(move || seal::open_chunk(&manifest, slices, &keys)).await??)
+        Ok(compute(move || seal::open_chunk(&manifest, slices, &keys)).await??)
     }
 }

@@ -6,6 +6,7 @@
 pub mod chunker;
 pub mod cluster;
 pub mod codec;
+pub mod compute;
 pub mod engine;
 pub mod hash;
 pub mod keys;
