@@ -144,8 +144,23 @@ pub enum TransportError {
     Unreachable(NodeId),
     #[error("node {node:?} failed the request: {message}")]
     Remote { node: NodeId, message: String },
+    #[error("node {node:?} has no space left: {message}")]
+    StorageFull { node: NodeId, message: String },
     #[error("node {node:?} answered {got} to a {expected} request")]
     UnexpectedResponse { node: NodeId, expected: &'static str, got: &'static str },
+}
+
+impl TransportError {
+    /// A store's failure to answer, as the node that asked sees it.
+    pub fn from_store(node: NodeId, error: &StoreError) -> Self // PA
+    {
+        let message = error.to_string();
+        if crate::store::is_storage_full(error) {
+            TransportError::StorageFull { node, message }
+        } else {
+            TransportError::Remote { node, message }
+        }
+    }
 }
 
 /// A request under way.

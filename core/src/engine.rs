@@ -37,10 +37,10 @@ pub enum EngineError {
     Record(#[from] RecordError),
     #[error("chunk {0}: manifest not found on any reachable replica")]
     ChunkNotFound(Hash),
-    #[error("{what}: {acked} of the {needed} acknowledgements needed ({errors})")]
-    Quorum { what: String, acked: usize, needed: usize, errors: String },
-    #[error("{what}: no replica reachable ({errors})")]
-    NoReplica { what: String, errors: String },
+    #[error("{what}: {acked} of the {needed} acknowledgements needed ({})", join_errors(errors))]
+    Quorum { what: String, acked: usize, needed: usize, errors: Vec<TransportError> },
+    #[error("{what}: no replica reachable ({})", join_errors(errors))]
+    NoReplica { what: String, errors: Vec<TransportError> },
     #[error(transparent)]
     Transport(#[from] TransportError),
     #[error("this node's store: {0}")]
@@ -56,6 +56,37 @@ pub enum EngineError {
 }
 
 pub type EngineResult<T> = Result<T, EngineError>;
+
+/// What a failure means to a client, whatever caused it: the gateway turns
+/// each class into one S3 answer and keeps the cause for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// A disk that was to hold the data has no space left.
+    StorageFull,
+    /// Too few nodes answered; the same request may succeed later.
+    Unavailable,
+    /// A fault of this server or of the data it holds.
+    Internal,
+}
+
+impl EngineError {
+    pub fn class(&self) -> FailureClass // A
+    {
+        let of_transport = |errors: &[TransportError]| {
+            if errors.iter().any(|e| matches!(e, TransportError::StorageFull { .. })) {
+                FailureClass::StorageFull
+            } else {
+                FailureClass::Unavailable
+            }
+        };
+        match self {
+            EngineError::Quorum { errors, .. } | EngineError::NoReplica { errors, .. } => of_transport(errors),
+            EngineError::Transport(error) => of_transport(std::slice::from_ref(error)),
+            other if crate::store::is_storage_full(other) => FailureClass::StorageFull,
+            _ => FailureClass::Internal,
+        }
+    }
+}
 
 /// A page of a listing and whether more follow.
 pub type Listed = EngineResult<(Vec<ObjectSummary>, bool)>;
@@ -563,7 +594,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         };
         match self.ask_first(self.object_replicas(bucket, key), ask, accept).await? {
             Some(list) => Ok(list),
-            None => Err(EngineError::NoReplica { what: format!("chunk list {hash}"), errors: "not found".into() }),
+            None => Err(EngineError::NoReplica { what: format!("chunk list {hash} (not found)"), errors: Vec::new() }),
         }
     }
 
@@ -799,7 +830,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             }
         }
         if acked < needed {
-            return Err(EngineError::Quorum { what, acked, needed, errors: join_errors(&errors) });
+            return Err(EngineError::Quorum { what, acked, needed, errors });
         }
         if !errors.is_empty() {
             tracing::warn!(%what, acked, errors = %join_errors(&errors), "write acknowledged with nodes missing");
@@ -838,7 +869,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             }
         }
         if answers.is_empty() || (every && !errors.is_empty()) {
-            return Err(EngineError::NoReplica { what: ask.what, errors: join_errors(&errors) });
+            return Err(EngineError::NoReplica { what: ask.what, errors });
         }
         if !errors.is_empty() {
             tracing::warn!(what = %ask.what, errors = %join_errors(&errors), "some nodes did not answer");
@@ -865,7 +896,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         if answered {
             Ok(None)
         } else {
-            Err(EngineError::NoReplica { what: ask.what, errors: join_errors(&errors) })
+            Err(EngineError::NoReplica { what: ask.what, errors })
         }
     }
 
@@ -1437,7 +1468,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let total = manifest.erasure.total();
         let ranked = placement::rank(&id, &self.view.members());
         if ranked.is_empty() {
-            return Err(EngineError::NoReplica { what: format!("chunk {}", id), errors: "no members".into() });
+            return Err(EngineError::NoReplica { what: format!("chunk {id} (no members)"), errors: Vec::new() });
         }
         let mut slices: Vec<Option<SealedSlice>> = vec![None; total];
         let mut errors = Vec::new();

@@ -18,8 +18,8 @@ pub mod slicelog;
 pub mod store;
 
 pub use engine::{
-    BlobContent, BodyStream, BodyTap, Engine, EngineConfig, EngineError, GcReport, Home, PutRequest, StoredBlob,
-    TableRow, WrittenBody,
+    BlobContent, BodyStream, BodyTap, Engine, EngineConfig, EngineError, FailureClass, GcReport, Home, PutRequest,
+    StoredBlob, TableRow, WrittenBody,
 };
 pub use hash::Hash;
 pub use keys::{ClusterSecret, DataKeyPair, NodeKeys};

@@ -78,7 +78,7 @@ impl Transport for MemoryCluster {
             tokio::task::spawn_blocking(move || handle_request(&store, request))
                 .await
                 .map_err(|error| TransportError::Remote { node, message: error.to_string() })?
-                .map_err(|error| TransportError::Remote { node, message: error.to_string() })
+                .map_err(|error| TransportError::from_store(node, &error))
         }
         .boxed()
     }

@@ -48,6 +48,23 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Whether an error, or any error under it, is a disk out of space (or out
+/// of quota): the one failure a client should hear about as such, and one
+/// the store recovers from once space comes back.
+pub fn is_storage_full(error: &(dyn std::error::Error + 'static)) -> bool // A
+{
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(io) = error.downcast_ref::<io::Error>() {
+            if matches!(io.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded) {
+                return true;
+            }
+        }
+        next = error.source();
+    }
+    false
+}
+
 pub type Summaries = Vec<ObjectSummary>;
 type Listing = StoreResult<Summaries>;
 /// (slice hash, chunk id) pairs.

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ouroboros_core::store::Durability;
+
+use crate::connection::ConnectionLimits;
 use serde::Deserialize;
 
 pub const DEFAULT_DATA_DIR: &str = "./ouroboros-data";
@@ -39,6 +41,16 @@ pub struct FileConfig {
     pub upload_expiry_secs: Option<u64>,
     /// Seconds between background maintenance passes (default 600).
     pub maintenance_interval_secs: Option<u64>,
+    /// Seconds a connection has to send a complete request head, from
+    /// opening or from its previous response (default 30; also closes idle
+    /// keep-alive connections).
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds a request body or a response may go without a byte moving
+    /// before its connection ends (default 60).
+    pub stall_timeout_secs: Option<u64>,
+    /// Client connections served at once (default 4096, fewer when the
+    /// process may not open that many files).
+    pub max_connections: Option<u64>,
 }
 
 impl FileConfig {
@@ -58,6 +70,7 @@ pub struct Config {
     pub domains: Vec<String>,
     pub durability: Durability,
     pub maintenance: Maintenance,
+    pub connections: ConnectionLimits,
 }
 
 /// The background work a node does: expiring abandoned uploads, then
@@ -93,17 +106,21 @@ fn env(name: &str) -> Option<String> // A
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// A whole number from the environment, else the file, else the default.
+fn number(name: &'static str, file: Option<u64>, default: u64) -> Result<u64, ConfigError> // A
+{
+    match env(name) {
+        Some(text) => {
+            text.parse::<u64>().map_err(|_| ConfigError::Invalid { name, value: text, expected: "a whole number" })
+        }
+        None => Ok(file.unwrap_or(default)),
+    }
+}
+
 /// A number of seconds from the environment, else the file, else the default.
 fn seconds(name: &'static str, file: Option<u64>, default: Duration) -> Result<Duration, ConfigError> // A
 {
-    match env(name) {
-        Some(text) => text.parse::<u64>().map(Duration::from_secs).map_err(|_| ConfigError::Invalid {
-            name,
-            value: text,
-            expected: "a whole number of seconds",
-        }),
-        None => Ok(file.map_or(default, Duration::from_secs)),
-    }
+    number(name, file, default.as_secs()).map(Duration::from_secs)
 }
 
 impl Config {
@@ -134,6 +151,22 @@ impl Config {
             gc_grace: seconds("OUROBOROS_GC_GRACE_SECS", file.gc_grace_secs, defaults.gc_grace)?,
             upload_expiry: seconds("OUROBOROS_UPLOAD_EXPIRY_SECS", file.upload_expiry_secs, defaults.upload_expiry)?,
         };
+        let limits = ConnectionLimits::default();
+        let connections = ConnectionLimits {
+            header_timeout: seconds("OUROBOROS_HEADER_TIMEOUT_SECS", file.header_timeout_secs, limits.header_timeout)?,
+            stall_timeout: seconds("OUROBOROS_STALL_TIMEOUT_SECS", file.stall_timeout_secs, limits.stall_timeout)?,
+            max_connections: number("OUROBOROS_MAX_CONNECTIONS", file.max_connections, limits.max_connections as u64)?
+                as usize,
+        };
+        for (name, zero) in [
+            ("header_timeout_secs", connections.header_timeout.is_zero()),
+            ("stall_timeout_secs", connections.stall_timeout.is_zero()),
+            ("max_connections", connections.max_connections == 0),
+        ] {
+            if zero {
+                return Err(ConfigError::Invalid { name, value: "0".into(), expected: "at least 1" });
+            }
+        }
         if maintenance.interval.is_zero() {
             return Err(ConfigError::Invalid {
                 name: "maintenance_interval_secs",
@@ -148,6 +181,7 @@ impl Config {
             domains,
             durability,
             maintenance,
+            connections,
         })
     }
 }

@@ -2,7 +2,9 @@
 //! keys, opening a node, the S3 operations (s3s) and the HTTP server (hyper).
 
 pub mod config;
+pub mod connection;
 pub mod credentials;
+pub mod front_door;
 pub mod maintenance;
 pub mod multipart;
 pub mod node;

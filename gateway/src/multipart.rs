@@ -14,8 +14,8 @@ use s3s::dto::*;
 use s3s::{s3_error, S3ErrorCode, S3Result};
 
 use crate::s3::{
-    check_key, check_preconditions, internal, timestamp, Gateway, Preconditions, Received, SentChecksums,
-    SystemHeaders, Trailers,
+    check_key, check_preconditions, engine_failure, internal_fault, timestamp, Gateway, Preconditions, Received,
+    SentChecksums, SystemHeaders, Trailers,
 };
 
 type Created = S3Result<CreateMultipartUploadOutput>;
@@ -86,12 +86,18 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
     {
         self.require_bucket(bucket).await?;
         let home = Home { bucket, key };
-        let row =
-            self.engine().get_row(home, UPLOADS, upload_row_key(bucket, key, upload_id)).await.map_err(internal)?;
+        let row = self
+            .engine()
+            .get_row(home, UPLOADS, upload_row_key(bucket, key, upload_id))
+            .await
+            .map_err(engine_failure)?;
         let Some(bytes) = row else {
             return Err(s3_error!(NoSuchUpload, "The specified multipart upload does not exist: {upload_id}"));
         };
-        codec::decode(&bytes).map_err(|error| s3_error!(InternalError, "upload record {upload_id}: {error}"))
+        codec::decode(&bytes).map_err(|error| {
+            tracing::error!(%error, upload_id, "damaged upload record");
+            internal_fault()
+        })
     }
 
     /// Every part row of an upload, by part number.
@@ -99,10 +105,13 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
     {
         let prefix = [upload_id.as_bytes(), &[0]].concat();
         let after = if after == 0 { Vec::new() } else { part_row_key(upload_id, after) };
-        let rows = self.engine().scan_rows(PARTS, &prefix, &after, max).await.map_err(internal)?;
+        let rows = self.engine().scan_rows(PARTS, &prefix, &after, max).await.map_err(engine_failure)?;
         rows.into_iter()
             .map(|(_, bytes)| {
-                codec::decode(&bytes).map_err(|error| s3_error!(InternalError, "part of upload {upload_id}: {error}"))
+                codec::decode(&bytes).map_err(|error| {
+                    tracing::error!(%error, upload_id, "damaged part record");
+                    internal_fault()
+                })
             })
             .collect()
     }
@@ -114,10 +123,10 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
             self.engine()
                 .delete_row(home, PARTS, part_row_key(&upload.upload_id, part.number))
                 .await
-                .map_err(internal)?;
+                .map_err(engine_failure)?;
         }
         let row = upload_row_key(&upload.bucket, &upload.key, &upload.upload_id);
-        self.engine().delete_row(home, UPLOADS, row).await.map_err(internal)
+        self.engine().delete_row(home, UPLOADS, row).await.map_err(engine_failure)
     }
 
     pub(crate) async fn create_upload(&self, input: CreateMultipartUploadInput) -> Created // A
@@ -145,7 +154,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         let home = Home { bucket: &upload.bucket, key: &upload.key };
         let row = upload_row_key(&upload.bucket, &upload.key, &upload.upload_id);
         let row = TableRow { table: UPLOADS, key: row, value: codec::encode(&upload), chunks: Vec::new() };
-        self.engine().put_row(home, row).await.map_err(internal)?;
+        self.engine().put_row(home, row).await.map_err(engine_failure)?;
         Ok(CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
@@ -219,23 +228,24 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         }
 
         let blob = &source.blob;
-        let overlapping = self.engine().chunks_in(blob, range.start, range.end).await.map_err(internal)?;
+        let overlapping = self.engine().chunks_in(blob, range.start, range.end).await.map_err(engine_failure)?;
         let mut pieces = std::pin::pin!(self.engine().read(blob, range.clone()));
         let mut md5 = Md5::new();
         let mut chunks = Vec::new();
         let mut size = 0u64;
         for chunk in overlapping {
             let Some(piece) = pieces.next().await else {
-                return Err(s3_error!(InternalError, "the copy source ended early"));
+                tracing::error!("the copy source ended before its last chunk");
+                return Err(internal_fault());
             };
-            let piece = piece.map_err(internal)?;
+            let piece = piece.map_err(engine_failure)?;
             md5.update(&piece);
             let whole = chunk.offset >= range.start && chunk.offset + chunk.len as u64 <= range.end;
             if whole {
                 chunks.push(ChunkRef { offset: size, ..chunk });
             } else {
                 let one = futures::stream::iter([Ok::<Bytes, std::io::Error>(piece.clone())]);
-                let (written, ()) = self.engine().write_body(one, ()).await.map_err(internal)?;
+                let (written, ()) = self.engine().write_body(one, ()).await.map_err(engine_failure)?;
                 chunks.extend(written.chunks.into_iter().map(|c| ChunkRef { offset: size + c.offset, ..c }));
             }
             size += piece.len() as u64;
@@ -267,7 +277,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         let row = part_row_key(&upload.upload_id, part.number);
         let chunks = part.chunks.iter().map(|c| c.id).collect();
         let row = TableRow { table: PARTS, key: row, value: codec::encode(part), chunks };
-        self.engine().put_row(home, row).await.map_err(internal)
+        self.engine().put_row(home, row).await.map_err(engine_failure)
     }
 
     pub(crate) async fn complete_upload(&self, input: CompleteMultipartUploadInput) -> Completed // A
@@ -315,7 +325,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         request.system_metadata = upload.system_metadata.clone();
         request.user_metadata = upload.user_metadata.clone();
         request.null_version = versioning != Versioning::Enabled;
-        let blob = self.engine().commit_parts(request, chosen).await.map_err(internal)?;
+        let blob = self.engine().commit_parts(request, chosen).await.map_err(engine_failure)?;
         let all: Vec<PartRecord> = stored.into_values().collect();
         self.forget_upload(&upload, &all).await?;
         Ok(CompleteMultipartUploadOutput {
@@ -381,7 +391,8 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         let mut expired = 0;
         let mut after = Vec::new();
         loop {
-            let rows = self.engine().scan_rows(UPLOADS, &[], &after, MAX_LISTED as usize).await.map_err(internal)?;
+            let rows =
+                self.engine().scan_rows(UPLOADS, &[], &after, MAX_LISTED as usize).await.map_err(engine_failure)?;
             let Some((last, _)) = rows.last() else { break };
             after = last.clone();
             for (_, bytes) in rows {
@@ -417,10 +428,15 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
             (Some(key), _) if !key.is_empty() => [input.bucket.as_bytes(), &[0], key.as_bytes(), &[1]].concat(),
             _ => Vec::new(),
         };
-        let rows = self.engine().scan_rows(UPLOADS, &scope, &after, max + 1).await.map_err(internal)?;
+        let rows = self.engine().scan_rows(UPLOADS, &scope, &after, max + 1).await.map_err(engine_failure)?;
         let mut uploads: Vec<UploadRecord> = rows
             .into_iter()
-            .map(|(_, bytes)| codec::decode(&bytes).map_err(|error| s3_error!(InternalError, "upload record: {error}")))
+            .map(|(_, bytes)| {
+                codec::decode(&bytes).map_err(|error| {
+                    tracing::error!(%error, "damaged upload record");
+                    internal_fault()
+                })
+            })
             .collect::<S3Result<_>>()?;
         let truncated = uploads.len() > max;
         uploads.truncate(max);

@@ -12,12 +12,15 @@ use hyper::header::HeaderValue;
 use hyper::HeaderMap;
 use ouroboros_core::cluster::{ClusterView, Transport};
 use ouroboros_core::store::ListStart;
-use ouroboros_core::{Blob, BlobContent, BlobKind, BodyTap, Engine, EngineError, ObjectSummary, PutRequest};
+use ouroboros_core::{
+    Blob, BlobContent, BlobKind, BodyTap, Engine, EngineError, FailureClass, ObjectSummary, PutRequest,
+};
 use ouroboros_core::{VersionStart, Versioning};
 use s3s::checksum::ChecksumHasher;
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, TrailingHeaders, S3};
 
+use crate::front_door::check_body_verdict;
 use crate::versioning::{named_parents, PARENTS_HEADER, VERSION_HEADER};
 
 /// An S3 operation's request and result, as s3s types them.
@@ -58,10 +61,31 @@ impl<T, V> Gateway<T, V> {
     }
 }
 
-pub(crate) fn internal(error: EngineError) -> S3Error // A
+/// The S3 answer to an engine failure. The cause (paths, node ids, what
+/// failed) goes to the log, under the request's id; the client hears only
+/// what the failure means to it.
+pub(crate) fn engine_failure(error: EngineError) -> S3Error // A
 {
     tracing::error!(%error, "engine failure");
-    s3_error!(InternalError, "{error}")
+    match error.class() {
+        FailureClass::StorageFull => {
+            let mut answer = S3Error::with_message(
+                S3ErrorCode::Custom("InsufficientStorage".into()),
+                "The server has no space left to store this data.",
+            );
+            answer.set_status_code(hyper::StatusCode::INSUFFICIENT_STORAGE);
+            answer
+        }
+        FailureClass::Unavailable => s3_error!(ServiceUnavailable, "Too few storage nodes answered. Please try again."),
+        FailureClass::Internal => internal_fault(),
+    }
+}
+
+/// S3's answer to a fault of the server or its data, with nothing about
+/// the cause: the caller logs that.
+pub(crate) fn internal_fault() -> S3Error // A
+{
+    s3_error!(InternalError, "We encountered an internal error. Please try again.")
 }
 
 pub(crate) fn timestamp(nanos: u64) -> Timestamp // A
@@ -294,7 +318,7 @@ impl ResponseBody {
     fn spawn(chunks: impl futures::Stream<Item = Result<Bytes, EngineError>> + Send + 'static) -> Self // A
     {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(async move {
+        let task = async move {
             let mut chunks = std::pin::pin!(chunks);
             while let Some(piece) = chunks.next().await {
                 let piece = piece.map_err(|error| {
@@ -307,7 +331,9 @@ impl ResponseBody {
                     break;
                 }
             }
-        });
+        };
+        // The read's log lines keep the request's id.
+        tokio::spawn(tracing::Instrument::in_current_span(task));
         ResponseBody(rx)
     }
 }
@@ -398,8 +424,17 @@ fn byte_range(blob: &Blob, range: Option<&Range>, part: Option<i32>) -> S3Result
             Ok((part, header))
         }
         (Some(range), None) => {
-            let range = range.check(blob.size).map_err(|_| {
-                s3_error!(InvalidRange, "The requested range is not satisfiable (object is {} bytes)", blob.size)
+            // No range of an empty object is satisfiable (RFC 9110 14.1.2):
+            // `bytes=-1` would otherwise name byte 0 of nothing.
+            let range = range.check(blob.size).ok().filter(|r| !r.is_empty()).ok_or_else(|| {
+                let mut error =
+                    s3_error!(InvalidRange, "The requested range is not satisfiable (object is {} bytes)", blob.size);
+                let mut headers = HeaderMap::new();
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{}", blob.size)) {
+                    headers.insert(hyper::header::CONTENT_RANGE, value);
+                }
+                error.set_headers(headers);
+                error
             })?;
             let header = content_range(&range);
             Ok((range, Some(header)))
@@ -429,7 +464,7 @@ pub(crate) fn owner() -> Owner // A
 impl<T: Transport, V: ClusterView> Gateway<T, V> {
     pub(crate) async fn require_bucket(&self, bucket: &str) -> S3Result<()> // A
     {
-        match self.engine.bucket(bucket).await.map_err(internal)? {
+        match self.engine.bucket(bucket).await.map_err(engine_failure)? {
             Some(_) => Ok(()),
             None => Err(s3_error!(NoSuchBucket, "The specified bucket does not exist: {bucket}")),
         }
@@ -444,7 +479,8 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         let delimiter = delimiter.filter(|d| !d.is_empty());
         while listing.objects.len() + listing.prefixes.len() < max_keys {
             let room = max_keys - listing.objects.len() - listing.prefixes.len();
-            let (page, more) = self.engine.list_objects(bucket, prefix, start.clone(), room).await.map_err(internal)?;
+            let (page, more) =
+                self.engine.list_objects(bucket, prefix, start.clone(), room).await.map_err(engine_failure)?;
             let mut regrouped = false;
             for object in page {
                 let rest = &object.key[prefix.len()..];
@@ -464,7 +500,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
             }
         }
         // Full page: truncated only if anything follows.
-        let (after, _) = self.engine.list_objects(bucket, prefix, start.clone(), 1).await.map_err(internal)?;
+        let (after, _) = self.engine.list_objects(bucket, prefix, start.clone(), 1).await.map_err(engine_failure)?;
         if !after.is_empty() {
             listing.next = Some(start);
         }
@@ -520,7 +556,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         let (written, Checksums(hasher)) =
             self.engine.write_body(body, Checksums(hasher)).await.map_err(|error| match error {
                 EngineError::Body(cause) => s3_error!(IncompleteBody, "The request body ended early: {cause}"),
-                other => internal(other),
+                other => engine_failure(other),
             })?;
         if content_length.is_some_and(|len| len != written.size as i64) {
             return Err(s3_error!(IncompleteBody, "The body is {} bytes, Content-Length said otherwise", written.size));
@@ -566,7 +602,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
 impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
     async fn list_buckets(&self, _req: In<ListBucketsInput>) -> Out<ListBucketsOutput> // A
     {
-        let buckets = self.engine.list_buckets().await.map_err(internal)?;
+        let buckets = self.engine.list_buckets().await.map_err(engine_failure)?;
         let buckets = buckets
             .into_iter()
             .map(|b| Bucket { name: Some(b.name), creation_date: Some(timestamp(b.created)), bucket_region: None })
@@ -576,8 +612,9 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
 
     async fn create_bucket(&self, req: In<CreateBucketInput>) -> Out<CreateBucketOutput> // A
     {
+        check_body_verdict(&req.extensions)?;
         let bucket = req.input.bucket;
-        if !self.engine.create_bucket(&bucket).await.map_err(internal)? {
+        if !self.engine.create_bucket(&bucket).await.map_err(engine_failure)? {
             return Err(s3_error!(BucketAlreadyOwnedByYou, "You already own bucket {bucket}"));
         }
         tracing::info!(%bucket, "bucket created");
@@ -602,21 +639,31 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
     async fn delete_bucket(&self, req: In<DeleteBucketInput>) -> Out<DeleteBucketOutput> // A
     {
         let bucket = req.input.bucket;
-        let Some(record) = self.engine.bucket(&bucket).await.map_err(internal)? else {
+        let Some(record) = self.engine.bucket(&bucket).await.map_err(engine_failure)? else {
             return Err(s3_error!(NoSuchBucket, "The specified bucket does not exist: {bucket}"));
         };
         let anything = VersionStart::Keys(ListStart::Beginning);
-        let (versions, _) = self.engine.list_versions(&bucket, "", anything, 1).await.map_err(internal)?;
+        let (versions, _) = self.engine.list_versions(&bucket, "", anything, 1).await.map_err(engine_failure)?;
         if !versions.is_empty() {
             return Err(s3_error!(BucketNotEmpty, "The bucket you tried to delete is not empty"));
         }
-        self.engine.delete_bucket(record).await.map_err(internal)?;
+        self.engine.delete_bucket(record).await.map_err(engine_failure)?;
         tracing::info!(%bucket, "bucket deleted");
         Ok(S3Response::new(DeleteBucketOutput {}))
     }
 
     async fn put_object(&self, req: In<PutObjectInput>) -> Out<PutObjectOutput> // A
     {
+        // A browser form (POST policy) reaches here signed with a scope the
+        // front door could not see: its region is checked now.
+        if let Some(region) = req.region.as_ref().filter(|r| r.as_str() != self.region) {
+            return Err(s3_error!(
+                AuthorizationHeaderMalformed,
+                "The authorization is malformed; the region '{}' is wrong; expecting '{}'",
+                region.as_str(),
+                self.region
+            ));
+        }
         let input = req.input;
         let parents = named_parents(&req.headers)?;
         check_key(&input.key)?;
@@ -627,7 +674,7 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
         let Some(body) = input.body else { return Err(s3_error!(IncompleteBody)) };
 
         if input.if_none_match.is_some() || input.if_match.is_some() {
-            let current = self.engine.latest(&input.bucket, &input.key).await.map_err(internal)?;
+            let current = self.engine.latest(&input.bucket, &input.key).await.map_err(engine_failure)?;
             let current = current.filter(|c| c.blob.kind != BlobKind::DeleteMarker);
             if input.if_none_match.as_ref().is_some_and(ETagCondition::is_any) && current.is_some() {
                 return Err(s3_error!(
@@ -687,7 +734,7 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
             Err(EngineError::NoSuchVersion { version }) => {
                 return Err(s3_error!(InvalidArgument, "{PARENTS_HEADER}: version {version} does not exist"))
             }
-            other => other.map_err(internal)?,
+            other => other.map_err(engine_failure)?,
         };
         let checksum = |name: &str| stored.blob.checksums.get(name).cloned();
         let mut dag = HeaderMap::new();
@@ -832,6 +879,7 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
 
     async fn delete_objects(&self, req: In<DeleteObjectsInput>) -> Out<DeleteObjectsOutput> // A
     {
+        check_body_verdict(&req.extensions)?;
         let input = req.input;
         self.require_bucket(&input.bucket).await?;
         if input.delete.objects.len() > 1000 {
@@ -916,10 +964,10 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
         let content = BlobContent {
             size: source.blob.size,
             etag: source.blob.etag.clone(),
-            chunks: self.engine.chunks_in(&source.blob, 0, source.blob.size).await.map_err(internal)?,
+            chunks: self.engine.chunks_in(&source.blob, 0, source.blob.size).await.map_err(engine_failure)?,
             part_sizes: source.blob.part_sizes.clone(),
         };
-        let stored = self.engine.commit_content(request, content).await.map_err(internal)?;
+        let stored = self.engine.commit_content(request, content).await.map_err(engine_failure)?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(ETag::Strong(stored.blob.etag.clone())),
@@ -949,6 +997,7 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
 
     async fn complete_multipart_upload(&self, req: In<CompleteMultipartUploadInput>) -> Out<Completion> // A
     {
+        check_body_verdict(&req.extensions)?;
         Ok(S3Response::new(self.complete_upload(req.input).await?))
     }
 
@@ -969,6 +1018,7 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
 
     async fn put_bucket_versioning(&self, req: In<PutBucketVersioningInput>) -> Out<PutBucketVersioningOutput> // A
     {
+        check_body_verdict(&req.extensions)?;
         Ok(S3Response::new(self.put_versioning(req.input).await?))
     }
 

@@ -9,14 +9,17 @@ use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::host::{MultiDomain, S3Host};
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use crate::config::{Config, Maintenance};
+use crate::connection::{self, ConnectionLimits, StallGuard, StallTimedBody};
 use crate::credentials::{self, KeyRing};
+use crate::front_door;
 use crate::node::Node;
 use crate::s3::Gateway;
 
@@ -24,6 +27,9 @@ type HttpResult = Result<Response<s3s::Body>, Infallible>;
 
 pub const HEALTH_PATH: &str = "/_ouroboros/health";
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// A browser form upload (POST policy) is held in memory while s3s checks
+/// its policy, so it is kept far below S3's 5 GiB; larger files go by PUT.
+pub const MAX_POST_OBJECT: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -46,6 +52,7 @@ pub struct Server {
     node: Node,
     region: String,
     maintenance: Maintenance,
+    connections: ConnectionLimits,
     /// The virtual-host domains s3s routes by, to see a request as s3s will.
     hosts: Option<Arc<MultiDomain>>,
 }
@@ -68,6 +75,11 @@ impl Server {
             .map_err(|source| ServeError::Bind { addr: config.listen.clone(), source })?;
         let mut builder = S3ServiceBuilder::new(Gateway::new(node.engine.clone(), config.region.clone()));
         builder.set_auth(keys);
+        let mut limits = s3s::config::S3Config::default();
+        limits.xml_max_body_size = front_door::MAX_PARSED_BODY;
+        limits.post_object_max_file_size = MAX_POST_OBJECT;
+        limits.presigned_url_max_skew_time_secs = front_door::MAX_CLOCK_SKEW.as_secs() as u32;
+        builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(limits))));
         // Clients send `bucket.domain:port` in Host: accept each domain with
         // and without the port we listen on.
         let port = listener.local_addr().map_or(0, |a| a.port());
@@ -87,7 +99,25 @@ impl Server {
             Some(Arc::new(hosts()?))
         };
         let service = builder.build();
-        Ok(Server { listener, service, node, region: config.region.clone(), maintenance: config.maintenance, hosts })
+        let mut connections = config.connections;
+        connections.max_connections =
+            connection::connection_cap(connections.max_connections, connection::raise_descriptor_limit());
+        if connections.max_connections < config.connections.max_connections {
+            tracing::warn!(
+                wanted = config.connections.max_connections,
+                cap = connections.max_connections,
+                "the open-file limit caps client connections"
+            );
+        }
+        Ok(Server {
+            listener,
+            service,
+            node,
+            region: config.region.clone(),
+            maintenance: config.maintenance,
+            connections,
+            hosts,
+        })
     }
 
     /// The node's local store (for operators' tools and tests).
@@ -113,17 +143,34 @@ impl Server {
         tracing::info!(?addr, node = %self.node.id, "OuroborosDB is serving S3");
         let upkeep = Gateway::new(self.node.engine.clone(), self.region.clone());
         let upkeep = tokio::spawn(crate::maintenance::run(upkeep, self.maintenance));
-        let http = ConnBuilder::new(TokioExecutor::new());
+        let limits = self.connections;
+        let mut http = ConnBuilder::new(TokioExecutor::new());
+        http.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+        http.http2().timer(TokioTimer::new()).keep_alive_interval(limits.header_timeout);
+        let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+        let region: Arc<str> = self.region.clone().into();
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(ServeError::Signal)?;
         let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
         loop {
+            // At the cap, new connections wait in the listen backlog until
+            // one closes; the timeouts make sure one does.
+            let permit = tokio::select! {
+                permit = open.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                _ = ctrl_c.as_mut() => break,
+                _ = terminate.recv() => break,
+            };
             let (socket, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok(connection) => connection,
                     Err(error) => {
                         tracing::warn!(%error, "accept failed");
+                        // Out of descriptors, say: give the others a moment to close.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 },
@@ -137,16 +184,21 @@ impl Server {
             }
             let service = self.service.clone();
             let hosts = self.hosts.clone();
-            let handler = hyper::service::service_fn(move |mut request| {
+            let region = region.clone();
+            let handler = hyper::service::service_fn(move |mut request: Request<Incoming>| {
                 sign_v2_bucket_path(&mut request, hosts.as_deref());
-                handle(service.clone(), peer, request)
+                let virtual_hosted = is_virtual_hosted(&request, hosts.as_deref());
+                let request = request.map(|body| StallTimedBody::new(body, limits.stall_timeout));
+                handle(service.clone(), S3Call { region: region.clone(), virtual_hosted, peer }, request)
             });
-            let connection = http.serve_connection_with_upgrades(TokioIo::new(socket), handler);
+            let socket = TokioIo::new(StallGuard::new(socket, limits.stall_timeout));
+            let connection = http.serve_connection_with_upgrades(socket, handler);
             let connection = graceful.watch(connection.into_owned());
             tokio::spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::debug!(%error, %peer, "connection ended with an error");
                 }
+                drop(permit);
             });
         }
         tracing::info!("shutting down: draining in-flight requests");
@@ -244,24 +296,27 @@ fn sign_v2_bucket_path<B>(request: &mut Request<B>, hosts: Option<&MultiDomain>)
     }
 }
 
-async fn handle(service: S3Service, peer: SocketAddr, request: Request<Incoming>) -> HttpResult // A
+type ClientBody = StallTimedBody<Incoming>;
+
+/// What the server knows of a request besides the request itself.
+struct S3Call {
+    region: Arc<str>,
+    /// The bucket is named in the Host header, not the path.
+    virtual_hosted: bool,
+    peer: SocketAddr,
+}
+
+async fn handle(service: S3Service, call: S3Call, request: Request<ClientBody>) -> HttpResult // A
 {
     let id = request_id();
+    let span = tracing::info_span!("request", request_id = %id);
     let started = Instant::now();
     let method = request.method().clone();
     let uri = request.uri().clone();
     let mut response = if uri.path() == HEALTH_PATH {
         Response::new(s3s::Body::from("ok\n".to_string()))
     } else {
-        match service.call(request.map(s3s::Body::from)).await {
-            Ok(response) => response,
-            Err(error) => {
-                tracing::error!(?error, "request failed before an S3 answer");
-                let mut response = Response::new(s3s::Body::from("internal error\n".to_string()));
-                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                response
-            }
-        }
+        serve_s3(service, &call, request).instrument(span.clone()).await
     };
     if let Ok(value) = hyper::header::HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-amz-request-id", value);
@@ -273,8 +328,8 @@ async fn handle(service: S3Service, peer: SocketAddr, request: Request<Incoming>
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
     let (bucket, key) = bucket_and_key(uri.path());
+    let _entered = span.enter();
     tracing::info!(
-        request_id = %id,
         %method,
         bucket,
         key,
@@ -282,10 +337,31 @@ async fn handle(service: S3Service, peer: SocketAddr, request: Request<Incoming>
         status = response.status().as_u16(),
         bytes,
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        %peer,
+        peer = %call.peer,
         "request"
     );
     Ok(response)
+}
+
+/// An S3 request through the front door, then s3s.
+async fn serve_s3(service: S3Service, call: &S3Call, request: Request<ClientBody>) -> Response<s3s::Body> // A
+{
+    let request = match front_door::admit(request.map(s3s::Body::http_body), &call.region, call.virtual_hosted) {
+        Ok(request) => request,
+        Err(refused) => {
+            tracing::debug!(code = refused.code().as_str(), message = refused.message(), "refused at the front door");
+            return front_door::error_response(&refused);
+        }
+    };
+    match service.call(request).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::error!(?error, "request failed before an S3 answer");
+            let mut response = Response::new(s3s::Body::from("internal error\n".to_string()));
+            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            response
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use s3s::dto::*;
 use s3s::header::{X_AMZ_DELETE_MARKER, X_AMZ_VERSION_ID};
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Result};
 
-use crate::s3::{internal, owner, timestamp, url_encode, Gateway, MAX_KEYS};
+use crate::s3::{engine_failure, owner, timestamp, url_encode, Gateway, MAX_KEYS};
 
 /// A version a request names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +87,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         self.engine()
             .bucket(bucket)
             .await
-            .map_err(internal)?
+            .map_err(engine_failure)?
             .ok_or_else(|| s3_error!(NoSuchBucket, "The specified bucket does not exist: {bucket}"))
     }
 
@@ -116,7 +116,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
     {
         let versioning = self.versioning(bucket).await?;
         let Some(version) = version else {
-            return match self.engine().latest(bucket, key).await.map_err(internal)? {
+            return match self.engine().latest(bucket, key).await.map_err(engine_failure)? {
                 Some(stored) if stored.blob.kind == BlobKind::DeleteMarker => {
                     Err(delete_marker_error(S3ErrorCode::NoSuchKey, "The specified key does not exist.", &stored))
                 }
@@ -155,14 +155,14 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         let hash = match version {
             VersionRef::Id(hash) => hash,
             VersionRef::Null => {
-                let versions = self.engine().key_versions(bucket, key).await.map_err(internal)?;
+                let versions = self.engine().key_versions(bucket, key).await.map_err(engine_failure)?;
                 match versions.into_iter().find(|v| v.entry.null_version) {
                     Some(null) => null.version,
                     None => return Ok(None),
                 }
             }
         };
-        let blob = self.engine().get_blob(bucket, key, &hash).await.map_err(internal)?;
+        let blob = self.engine().get_blob(bucket, key, &hash).await.map_err(engine_failure)?;
         Ok(blob.filter(|b| b.bucket == bucket && b.key == key).map(|blob| StoredBlob { hash, blob }))
     }
 
@@ -175,7 +175,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
             let Some(target) = self.find_version(bucket, key, version).await? else {
                 return Ok(Deleted { version_id: Some(version_string(version)), delete_marker: false });
             };
-            self.engine().forget_version(bucket, key, &target.hash).await.map_err(internal)?;
+            self.engine().forget_version(bucket, key, &target.hash).await.map_err(engine_failure)?;
             return Ok(Deleted {
                 version_id: Some(version_id(&target.hash, &target.blob)),
                 delete_marker: target.blob.kind == BlobKind::DeleteMarker,
@@ -184,8 +184,8 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         match versioning {
             // Versioning off: the object goes, and nothing marks where it was.
             Versioning::Unversioned => {
-                for version in self.engine().key_versions(bucket, key).await.map_err(internal)? {
-                    self.engine().forget_version(bucket, key, &version.version).await.map_err(internal)?;
+                for version in self.engine().key_versions(bucket, key).await.map_err(engine_failure)? {
+                    self.engine().forget_version(bucket, key, &version.version).await.map_err(engine_failure)?;
                 }
                 Ok(Deleted::default())
             }
@@ -203,8 +203,8 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         marker.kind = BlobKind::DeleteMarker;
         marker.null_version = null_version;
         let nothing = futures::stream::empty::<std::io::Result<Bytes>>();
-        let (empty, ()) = self.engine().write_body(nothing, ()).await.map_err(internal)?;
-        self.engine().commit(marker, empty).await.map_err(internal)
+        let (empty, ()) = self.engine().write_body(nothing, ()).await.map_err(engine_failure)?;
+        self.engine().commit(marker, empty).await.map_err(engine_failure)
     }
 
     pub(crate) async fn put_versioning(&self, input: PutBucketVersioningInput) -> S3Result<PutBucketVersioningOutput> // A
@@ -220,7 +220,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
             return Err(s3_error!(NotImplemented, "MFA delete is not supported"));
         }
         if record.versioning != versioning {
-            self.engine().set_versioning(record, versioning).await.map_err(internal)?;
+            self.engine().set_versioning(record, versioning).await.map_err(engine_failure)?;
         }
         Ok(PutBucketVersioningOutput {})
     }
@@ -282,8 +282,11 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         let mut truncated = false;
         'pages: while max_keys > 0 && entries.len() <= max_keys {
             let want = max_keys - entries.len() + 1;
-            let (page, more) =
-                self.engine().list_versions(&input.bucket, &prefix, start.clone(), want).await.map_err(internal)?;
+            let (page, more) = self
+                .engine()
+                .list_versions(&input.bucket, &prefix, start.clone(), want)
+                .await
+                .map_err(engine_failure)?;
             let mut next = None;
             for summary in page {
                 if entries.len() == max_keys {
@@ -434,7 +437,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         insert_header(&mut headers, PARENTS_HEADER, join_hashes(&stored.blob.parents));
         let (bucket, key) = (&stored.blob.bucket, &stored.blob.key);
         if request.contains_key(HEADS_HEADER) {
-            let heads = self.engine().heads(bucket, key).await.map_err(internal)?;
+            let heads = self.engine().heads(bucket, key).await.map_err(engine_failure)?;
             let listed: Vec<String> = heads
                 .iter()
                 .map(|h| {
@@ -444,7 +447,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
             insert_header(&mut headers, HEADS_HEADER, listed.join(","));
         }
         if request.contains_key(CHILDREN_HEADER) {
-            let children = self.engine().children(bucket, key, &stored.hash).await.map_err(internal)?;
+            let children = self.engine().children(bucket, key, &stored.hash).await.map_err(engine_failure)?;
             insert_header(&mut headers, CHILDREN_HEADER, join_hashes(&children));
         }
         Ok(headers)

@@ -20,12 +20,16 @@ use aws_sdk_s3::Client;
 use md5::{Digest, Md5};
 use ouroboros_core::store::{Durability, LocalStore};
 use ouroboros_gateway::config::{Config, Maintenance};
+use ouroboros_gateway::connection::ConnectionLimits;
 use ouroboros_gateway::credentials;
 use ouroboros_gateway::maintenance;
 use ouroboros_gateway::node::NodeEngine;
 use ouroboros_gateway::s3::Gateway;
 use ouroboros_gateway::server::Server;
 use rand::{RngCore, SeedableRng};
+
+#[path = "s3_sdk/front_door.rs"]
+mod front_door;
 
 struct TestServer {
     addr: SocketAddr,
@@ -46,6 +50,11 @@ impl TestServer {
     /// A server on a data directory that already holds a key named `test`.
     async fn start_in(dir: tempfile::TempDir) -> Self // A
     {
+        Self::start_limited(dir, ConnectionLimits::default()).await
+    }
+
+    async fn start_limited(dir: tempfile::TempDir, connections: ConnectionLimits) -> Self // A
+    {
         let key = credentials::load_keys(dir.path()).unwrap().into_iter().find(|k| k.name == "test").unwrap();
         let config = Config {
             data_dir: dir.path().to_path_buf(),
@@ -54,6 +63,7 @@ impl TestServer {
             domains: vec!["localhost".into()],
             durability: Durability::Flush,
             maintenance: Maintenance::default(),
+            connections,
         };
         let server = Server::bind(&config).await.unwrap();
         let addr = server.local_addr().unwrap();
@@ -708,6 +718,7 @@ async fn a_second_server_on_the_same_data_dir_refuses_to_start() // A
         domains: vec![],
         durability: Durability::Flush,
         maintenance: Maintenance::default(),
+        connections: ConnectionLimits::default(),
     };
     let error = Server::bind(&config).await.err().expect("the data directory is locked");
     assert!(error.to_string().contains("already using the data directory"), "{error}");
@@ -1309,6 +1320,7 @@ async fn server_child() // A
         domains: vec![],
         durability: Durability::Sync,
         maintenance: Maintenance::default(),
+        connections: ConnectionLimits::default(),
     };
     let server = Server::bind(&config).await.unwrap();
     println!("LISTENING {}", server.local_addr().unwrap());
