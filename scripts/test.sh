@@ -15,6 +15,11 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== tests"
+# The cluster tests start real `ouroboros serve` processes: build the binary
+# of this very tree first (the same profile as the tests, so nothing builds twice).
+cargo build -p ouroboros-gateway --bin ouroboros
 cargo nextest run --workspace --no-fail-fast
 echo "== real-client suite (aws CLI, boto3, rclone, s3cmd)"
 ./scripts/client-suite.sh
+echo "== fuzz smoke (each target ${FUZZ_SECONDS:-10}s; longer runs: scripts/fuzz.sh SECONDS)"
+./scripts/fuzz.sh "${FUZZ_SECONDS:-10}"

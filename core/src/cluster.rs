@@ -7,14 +7,15 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 
-use crate::codec;
+use crate::codec::{self, Record, RecordKind};
 use crate::hash::Hash;
 use crate::model::{BucketRecord, Chunk, NodeId, ObjectSummary, SealedSlice};
 use crate::store::{Freed, ListStart, LocalStore, Row, StoreError, VersionStart};
 
 /// A request from one node to another.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
     PutSlice {
         chunk: Hash,
@@ -96,7 +97,7 @@ pub enum Request {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
     Stored,
     Slice(Option<SealedSlice>),
@@ -114,6 +115,47 @@ pub enum Response {
     Buckets(Vec<BucketRecord>),
     Row(Option<Vec<u8>>),
     Rows(Vec<Row>),
+}
+
+/// Requests and responses cross the network in the record envelope, so a
+/// node refuses a message of another format version by name.
+impl Record for Request {
+    const KIND: RecordKind = RecordKind::Request;
+}
+
+/// A response as it crosses the network: the answer, or why the remote
+/// store could not give one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Reply {
+    Answer(Response),
+    Failed { storage_full: bool, message: String },
+}
+
+impl Record for Reply {
+    const KIND: RecordKind = RecordKind::Response;
+}
+
+impl Reply {
+    /// What the local store made of a request, to send back.
+    pub fn of(result: Result<Response, StoreError>) -> Self // PA
+    {
+        match result {
+            Ok(response) => Reply::Answer(response),
+            Err(error) => {
+                Reply::Failed { storage_full: crate::store::is_storage_full(&error), message: error.to_string() }
+            }
+        }
+    }
+
+    /// The reply as the caller of `node` sees it.
+    pub fn into_result(self, node: NodeId) -> Result<Response, TransportError> // PA
+    {
+        match self {
+            Reply::Answer(response) => Ok(response),
+            Reply::Failed { storage_full: true, message } => Err(TransportError::StorageFull { node, message }),
+            Reply::Failed { storage_full: false, message } => Err(TransportError::Remote { node, message }),
+        }
+    }
 }
 
 impl Response {
@@ -185,6 +227,14 @@ pub trait Transport: Send + Sync + 'static {
 pub trait ClusterView: Send + Sync + 'static {
     fn local_node(&self) -> NodeId;
     fn members(&self) -> Vec<NodeId>;
+
+    /// Whether the failure detector sees `node` down now. Never moves
+    /// placement; only lets a writer hand a slice off without waiting on
+    /// a node known to be away.
+    fn is_down(&self, _node: NodeId) -> bool // A
+    {
+        false
+    }
 }
 
 /// Answer a request from this node's store. Blocking: run it off the async

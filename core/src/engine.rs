@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{self, Stream, StreamExt, TryStreamExt};
+use futures::FutureExt;
 use md5::{Digest, Md5};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
@@ -268,6 +269,20 @@ impl<T, V> Clone for Engine<T, V> {
             read_permits: self.read_permits.clone(),
         }
     }
+}
+
+/// Where slice `index` of a chunk goes, or is looked for: its home (the
+/// `index`-th ranked node) first, then the nodes after it in rank order;
+/// nodes seen down go last, so nobody waits on them first.
+fn handoff_order(index: usize, ranked: &[NodeId], is_down: impl Fn(NodeId) -> bool) -> Vec<NodeId> // PA
+{
+    if ranked.is_empty() {
+        return Vec::new();
+    }
+    let n = ranked.len();
+    let rotated = (0..n).map(|step| ranked[(index + step) % n]);
+    let (up, down): (Vec<NodeId>, Vec<NodeId>) = rotated.partition(|node| !is_down(*node));
+    up.into_iter().chain(down).collect()
 }
 
 /// Whether every slice of chunk `id` and every replica of its manifest
@@ -798,9 +813,8 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let sealed = compute(move || seal::seal_chunk(id, plain, params, &recipients)).await??;
 
         let ranked = placement::rank(&id, &members);
-        let calls = sealed.slices.into_iter().enumerate().map(|(index, slice)| {
-            self.transport.call(ranked[index % ranked.len()], Request::PutSlice { chunk: id, slice })
-        });
+        let calls =
+            sealed.slices.into_iter().enumerate().map(|(index, slice)| self.put_slice(id, index, slice, &ranked));
         // Durable once k+1 slices are down (all of them when there is no parity);
         // missing ones are rebuilt by repair.
         let needed = (erasure.data as usize + 1).min(erasure.total());
@@ -811,6 +825,31 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let calls = replicas.iter().map(|node| self.transport.call(*node, Request::PutChunk(sealed.manifest.clone())));
         self.expect_acks(format!("manifest of chunk {id}"), calls, needed).await?;
         Ok((id, len))
+    }
+
+    /// Store slice `index` of a chunk on its home node, the `index`-th
+    /// ranked; when the home is down or fails, hand it to the next ranked
+    /// node that takes it, so a write goes on while a node is away. A node
+    /// SWIM sees down is not waited for. A handed-off slice stays findable:
+    /// readers ask the other nodes for a slice missing from its home.
+    fn put_slice(&self, chunk: Hash, index: usize, slice: SealedSlice, ranked: &[NodeId]) -> Call // PA
+    {
+        let candidates = handoff_order(index, ranked, |node| self.view.is_down(node));
+        let transport = self.transport.clone();
+        async move {
+            let mut last = None;
+            for node in candidates {
+                match transport.call(node, Request::PutSlice { chunk, slice: slice.clone() }).await {
+                    Ok(Response::Stored) => return Ok(Response::Stored),
+                    Ok(other) => {
+                        last = Some(TransportError::UnexpectedResponse { node, expected: "Stored", got: other.kind() })
+                    }
+                    Err(error) => last = Some(error),
+                }
+            }
+            Err(last.unwrap_or(TransportError::Unreachable(NodeId::default())))
+        }
+        .boxed()
     }
 
     async fn expect_acks(&self, what: String, calls: impl Iterator<Item = Call>, needed: usize) -> EngineResult<()> // PA
@@ -1499,6 +1538,27 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                     Err(error) => errors.push(error),
                 }
             }
+        }
+        // Too few at home (nodes away, slices handed off): ask the other
+        // nodes, in the order a writer hands slices off.
+        let mut index = 0;
+        while have < k && index < total {
+            if slices[index].is_none() {
+                let home = ranked[index % ranked.len()];
+                let hash = manifest.slices[index];
+                for node in
+                    handoff_order(index, &ranked, |node| self.view.is_down(node)).into_iter().filter(|n| *n != home)
+                {
+                    if let Ok(Response::Slice(Some(slice))) = self.transport.call(node, Request::GetSlice(hash)).await {
+                        if slice.hash == hash {
+                            slices[index] = Some(slice);
+                            have += 1;
+                            break;
+                        }
+                    }
+                }
+            }
+            index += 1;
         }
         if !errors.is_empty() {
             tracing::warn!(chunk = %id, errors = %join_errors(&errors), "slices missing, reading parity");

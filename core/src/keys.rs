@@ -16,6 +16,8 @@ use crate::model::{KeyIndex, SliceSeal, WrappedKey};
 
 const DEDUP_KEY_CONTEXT: &str = "ouroboros 2026-11 chunk dedup key v1";
 const KEY_WRAP_CONTEXT: &str = "ouroboros 2026-11 data key wrap v1";
+const GOSSIP_KEY_CONTEXT: &str = "ouroboros 2026-11 gossip packet key v1";
+const TRANSPORT_PSK_CONTEXT: &str = "ouroboros 2026-11 node transport psk v1";
 
 /// The shared secret of a cluster: authenticates members and derives the
 /// dedup key. Never leaves the cluster.
@@ -45,6 +47,20 @@ impl ClusterSecret {
     pub fn dedup_key(&self) -> [u8; 32] // PA
     {
         blake3::derive_key(DEDUP_KEY_CONTEXT, &self.0)
+    }
+
+    /// The key that seals every gossip packet (ChaCha20-Poly1305): a packet
+    /// from outside the cluster does not open and is never parsed.
+    pub fn gossip_key(&self) -> [u8; 32] // PA
+    {
+        blake3::derive_key(GOSSIP_KEY_CONTEXT, &self.0)
+    }
+
+    /// The pre-shared key of every Noise handshake between nodes: a peer
+    /// without the secret cannot finish one.
+    pub fn transport_psk(&self) -> [u8; 32] // PA
+    {
+        blake3::derive_key(TRANSPORT_PSK_CONTEXT, &self.0)
     }
 }
 

@@ -111,4 +111,9 @@ impl ClusterView for MemoryView {
     {
         self.cluster.read().stores.keys().copied().collect()
     }
+
+    fn is_down(&self, node: NodeId) -> bool // A
+    {
+        self.cluster.read().down.contains(&node)
+    }
 }

@@ -29,6 +29,36 @@ pub struct SealedSlice {
     pub payload: Vec<u8>,
 }
 
+/// On the wire a slice is its own encoding as one byte string; the hash is
+/// recomputed from the bytes, never taken from the sender.
+impl Serialize for SealedSlice {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> // PA
+    {
+        serializer.serialize_bytes(&self.encode())
+    }
+}
+
+impl<'de> Deserialize<'de> for SealedSlice {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> // PA
+    {
+        struct SliceBytes;
+        impl<'de> serde::de::Visitor<'de> for SliceBytes {
+            type Value = SealedSlice;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result // A
+            {
+                f.write_str("an encoded slice")
+            }
+
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<SealedSlice, E> // PA
+            {
+                SealedSlice::decode_received(bytes).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_bytes(SliceBytes)
+    }
+}
+
 impl std::fmt::Debug for SealedSlice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result // A
     {
@@ -99,6 +129,19 @@ impl SealedSlice {
             None => return Err(SliceDecodeError::Truncated { hash: *hash, len: body.len() }),
         }
         Ok(nonce)
+    }
+
+    /// Decode a slice that arrived with no name: its hash is computed here.
+    pub fn decode_received(bytes: &[u8]) -> Result<Self, SliceDecodeError> // PA
+    {
+        let header = bytes.get(..Self::HEADER_LEN).unwrap_or(bytes);
+        let payload = bytes.get(Self::HEADER_LEN..).unwrap_or_default();
+        let unnamed = Hash::of(&[]);
+        let nonce = Self::decode_header(&unnamed, header)?;
+        if payload.len() < 16 {
+            return Err(SliceDecodeError::Truncated { hash: unnamed, len: bytes.len() });
+        }
+        Ok(SealedSlice::new(nonce, payload.to_vec()))
     }
 
     /// Decode a slice and check that its content hashes to `expected`.
@@ -407,7 +450,7 @@ impl VersionEntry {
 }
 
 /// One version of a key as listings show it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectSummary {
     pub key: String,
     pub version: Hash,

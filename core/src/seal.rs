@@ -37,6 +37,10 @@ pub enum SealError {
 
 pub type SealResult<T> = Result<T, SealError>;
 
+/// No chunker cuts a longer chunk (FastCDC's largest maximum), so no
+/// manifest may claim one: it bounds what a reader allocates for a chunk.
+pub const MAX_CHUNK_LEN: u32 = fastcdc::v2020::MAXIMUM_MAX;
+
 /// How chunks are compressed and coded.
 #[derive(Debug, Clone, Copy)]
 pub struct SealParams {
@@ -83,7 +87,10 @@ pub fn seal_chunk(id: Hash, plain: Vec<u8>, params: SealParams, to: &[PublicKey]
     if erasure.data == 0 {
         return Err(bad("zero data shards"));
     }
-    let plain_len = u32::try_from(plain.len()).map_err(|_| bad("chunk larger than 4 GiB"))?;
+    let plain_len = u32::try_from(plain.len())
+        .ok()
+        .filter(|len| *len <= MAX_CHUNK_LEN)
+        .ok_or_else(|| bad("chunk larger than the largest chunk a chunker cuts"))?;
 
     let (codec, stored) = match compress(&plain, params.zstd_level) {
         Some(compressed) => (Codec::Zstd, compressed),
@@ -204,6 +211,9 @@ fn check_manifest(manifest: &Chunk) -> Result<(), SealError> // PA
     }
     if manifest.shard_len == 0 || !manifest.shard_len.is_multiple_of(2) {
         return bad(format!("shard length {} is not a positive even number", manifest.shard_len));
+    }
+    if manifest.plain_len > MAX_CHUNK_LEN {
+        return bad(format!("plain length {} exceeds the largest chunk, {MAX_CHUNK_LEN}", manifest.plain_len));
     }
     if manifest.stored_len as u64 > manifest.shard_len as u64 * k as u64 {
         return bad(format!("stored length {} exceeds {k} shards of {}", manifest.stored_len, manifest.shard_len));
@@ -468,6 +478,11 @@ mod tests {
         assert!(matches!(open_chunk(&manifest, slices.clone(), &f), Err(SealError::BadManifest { .. })));
         let mut manifest = sealed.manifest.clone();
         manifest.erasure = Erasure::new(0, 3);
+        assert!(matches!(open_chunk(&manifest, slices.clone(), &f), Err(SealError::BadManifest { .. })));
+        // A forged manifest (any node can wrap a key to the public data key)
+        // must not make the reader reserve gigabytes to decompress into.
+        let mut manifest = sealed.manifest.clone();
+        manifest.plain_len = u32::MAX;
         assert!(matches!(open_chunk(&manifest, slices.clone(), &f), Err(SealError::BadManifest { .. })));
     }
 }

@@ -59,6 +59,13 @@ impl Location {
     }
 }
 
+/// Decode a slice-index entry, for the fuzz targets in `fuzz/`.
+#[cfg(fuzzing)]
+pub fn decode_location(bytes: &[u8]) -> StoreResult<(u32, u64, u32)> // PA
+{
+    Location::decode(bytes).map(|l| (l.segment, l.offset, l.len))
+}
+
 struct Active {
     id: u32,
     file: Arc<File>,

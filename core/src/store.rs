@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
+use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, DecodeError};
 use crate::hash::Hash;
@@ -156,7 +157,7 @@ pub(crate) fn file_error(what: &'static str, path: &Path) -> impl FnOnce(io::Err
 }
 
 /// Where a listing starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ListStart {
     /// At the first key of the prefix.
     Beginning,
@@ -225,7 +226,7 @@ fn encode_entry(entry: &VersionEntry) -> Vec<u8> // PA
 }
 
 /// Where a version listing starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VersionStart {
     Keys(ListStart),
     /// After this version of this key: its place in the listing order.
@@ -253,7 +254,7 @@ fn trailing_hash(index: &'static str, key: &[u8]) -> StoreResult<Hash> // PA
 }
 
 /// What freeing a chunk's manifest did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Freed {
     /// Dropped; the slices it lists are garbage.
     Freed(Chunk),

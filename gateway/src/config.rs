@@ -1,6 +1,7 @@
 //! Configuration: command-line flags over environment variables over the
 //! TOML file over defaults. A node needs none of it to start.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -51,6 +52,17 @@ pub struct FileConfig {
     /// Client connections served at once (default 4096, fewer when the
     /// process may not open that many files).
     pub max_connections: Option<u64>,
+    /// `ADDR:PORT` where the node takes gossip (UDP) and node requests
+    /// (TCP). Unset: a single node that takes no cluster traffic.
+    pub cluster_listen: Option<String>,
+    /// `ADDR:PORT` other nodes dial (default: `cluster_listen`).
+    pub cluster_advertise: Option<String>,
+    /// Addresses (`HOST:PORT`) of live members to join through.
+    pub join: Option<Vec<String>>,
+    /// A file holding the cluster secret (64 hex digits).
+    pub cluster_secret_file: Option<PathBuf>,
+    /// A file holding the data private key (64 hex digits).
+    pub data_key_file: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -71,6 +83,21 @@ pub struct Config {
     pub durability: Durability,
     pub maintenance: Maintenance,
     pub connections: ConnectionLimits,
+    pub cluster: ClusterSettings,
+}
+
+/// How a node takes part in a cluster.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterSettings {
+    /// Unset: a single node with no cluster port.
+    pub listen: Option<SocketAddr>,
+    pub advertise: Option<SocketAddr>,
+    pub join: Vec<String>,
+    /// The cluster secret as given (from the environment or a file); a
+    /// first node without one makes one.
+    pub secret: Option<[u8; 32]>,
+    /// The data private key as given; a first node without one makes one.
+    pub data_key: Option<[u8; 32]>,
 }
 
 /// The background work a node does: expiring abandoned uploads, then
@@ -99,6 +126,12 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<String>,
     pub config: Option<PathBuf>,
+    pub cluster_listen: Option<String>,
+    pub cluster_advertise: Option<String>,
+    /// Every `--join`, and `OUROBOROS_JOIN` split at commas.
+    pub join: Vec<String>,
+    pub cluster_secret_file: Option<PathBuf>,
+    pub data_key_file: Option<PathBuf>,
 }
 
 fn env(name: &str) -> Option<String> // A
@@ -121,6 +154,38 @@ fn number(name: &'static str, file: Option<u64>, default: u64) -> Result<u64, Co
 fn seconds(name: &'static str, file: Option<u64>, default: Duration) -> Result<Duration, ConfigError> // A
 {
     number(name, file, default.as_secs()).map(Duration::from_secs)
+}
+
+fn socket_address(name: &'static str, value: Option<String>) -> Result<Option<SocketAddr>, ConfigError> // A
+{
+    match value {
+        None => Ok(None),
+        Some(text) => match text.to_socket_addrs().map(|mut addrs| addrs.next()) {
+            Ok(Some(addr)) => Ok(Some(addr)),
+            _ => Err(ConfigError::Invalid { name, value: text, expected: "ADDR:PORT" }),
+        },
+    }
+}
+
+/// A 32-byte secret from the environment (hex) or else from a file (hex).
+fn secret(name: &'static str, env_name: &str, file: Option<PathBuf>) -> Result<Option<[u8; 32]>, ConfigError> // PA
+{
+    let (text, from) = match (env(env_name), file) {
+        (Some(text), _) => (text, env_name.to_string()),
+        (None, Some(path)) => {
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            (text, path.display().to_string())
+        }
+        (None, None) => return Ok(None),
+    };
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut out).map_err(|_| ConfigError::Invalid {
+        name,
+        value: format!("(the value in {from}, not shown)"),
+        expected: "64 hex digits",
+    })?;
+    Ok(Some(out))
 }
 
 impl Config {
@@ -174,6 +239,25 @@ impl Config {
                 expected: "at least 1",
             });
         }
+        let join = if !overrides.join.is_empty() { overrides.join } else { file.join.unwrap_or_default() };
+        let cluster = ClusterSettings {
+            listen: socket_address("cluster_listen", overrides.cluster_listen.or(file.cluster_listen))?,
+            advertise: socket_address("cluster_advertise", overrides.cluster_advertise.or(file.cluster_advertise))?,
+            join: join.into_iter().map(|j| j.trim().to_string()).filter(|j| !j.is_empty()).collect(),
+            secret: secret(
+                "cluster secret",
+                "OUROBOROS_CLUSTER_SECRET",
+                overrides.cluster_secret_file.or(file.cluster_secret_file),
+            )?,
+            data_key: secret("data key", "OUROBOROS_DATA_KEY", overrides.data_key_file.or(file.data_key_file))?,
+        };
+        if cluster.listen.is_none() && (!cluster.join.is_empty() || cluster.advertise.is_some()) {
+            return Err(ConfigError::Invalid {
+                name: "cluster_listen",
+                value: "(unset)".into(),
+                expected: "an ADDR:PORT, which --join and --cluster-advertise need",
+            });
+        }
         Ok(Config {
             data_dir: overrides.data_dir.or(file.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             listen: overrides.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into()),
@@ -182,6 +266,7 @@ impl Config {
             durability,
             maintenance,
             connections,
+            cluster,
         })
     }
 }

@@ -28,6 +28,8 @@ use hyper::{HeaderMap, Method, Request, Response, Uri};
 use s3s::dto::{Timestamp, TimestampFormat};
 use s3s::{s3_error, S3Error, S3ErrorCode};
 
+use crate::checksums::{checksum_of, Algorithm, ALGORITHMS};
+
 /// How far a signed request's date may be from the server's clock.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 /// The longest a presigned URL or POST policy may stay valid, as AWS.
@@ -40,13 +42,6 @@ pub const MAX_PRESIGNED_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const MAX_PARSED_BODY: usize = 8 * 1024 * 1024;
 
 const SIGV4: &str = "AWS4-HMAC-SHA256";
-const CHECKSUM_HEADERS: [&str; 5] = [
-    "x-amz-checksum-crc32",
-    "x-amz-checksum-crc32c",
-    "x-amz-checksum-sha1",
-    "x-amz-checksum-sha256",
-    "x-amz-checksum-crc64nvme",
-];
 
 /// How a request says it is signed.
 #[derive(Debug, PartialEq, Eq)]
@@ -261,8 +256,8 @@ fn too_large() -> S3Error // A
 /// A digest a request names for its body, decoded.
 enum NamedDigest {
     Md5(Vec<u8>),
-    /// An `x-amz-checksum-*` header and its base64 value.
-    Checksum(&'static str, String),
+    /// An `x-amz-checksum-*` algorithm and the base64 value sent for it.
+    Checksum(&'static Algorithm, String),
 }
 
 /// The digests a request names for a body that is to be parsed, with the
@@ -280,9 +275,9 @@ fn named_digests(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Vec<
             .ok_or_else(|| s3_error!(InvalidDigest, "The Content-MD5 you specified is not valid."))?;
         named.push(NamedDigest::Md5(digest));
     }
-    for name in CHECKSUM_HEADERS {
-        if let Some(sent) = header(headers, name) {
-            named.push(NamedDigest::Checksum(name, sent.trim().to_string()));
+    for algorithm in &ALGORITHMS {
+        if let Some(sent) = header(headers, algorithm.header) {
+            named.push(NamedDigest::Checksum(algorithm, sent.trim().to_string()));
         }
     }
     let trailer_checksum = header(headers, "x-amz-trailer").is_some_and(|t| t.starts_with("x-amz-checksum-"));
@@ -294,24 +289,6 @@ fn named_digests(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Vec<
         ));
     }
     Ok(named)
-}
-
-fn checksum_of(name: &str, body: &[u8]) -> Option<String> // PA
-{
-    let mut hasher = s3s::checksum::ChecksumHasher::default();
-    match name {
-        "x-amz-checksum-crc32" => hasher.crc32 = Some(Default::default()),
-        "x-amz-checksum-crc32c" => hasher.crc32c = Some(Default::default()),
-        "x-amz-checksum-sha1" => hasher.sha1 = Some(Default::default()),
-        "x-amz-checksum-sha256" => hasher.sha256 = Some(Default::default()),
-        _ => hasher.crc64nvme = Some(Default::default()),
-    }
-    hasher.update(body);
-    let sum = hasher.finalize();
-    [sum.checksum_crc32, sum.checksum_crc32c, sum.checksum_sha1, sum.checksum_sha256, sum.checksum_crc64nvme]
-        .into_iter()
-        .flatten()
-        .next()
 }
 
 /// Whether a whole parsed body matches the digests its request named; the
@@ -326,9 +303,10 @@ fn verdict_on(named: &[NamedDigest], body: &[u8]) -> Result<(), String> // PA
                     return Err("The Content-MD5 you specified did not match what we received.".into());
                 }
             }
-            NamedDigest::Checksum(name, sent) => {
-                if checksum_of(name, body).as_deref() != Some(sent) {
-                    return Err(format!("The {name} you specified did not match the calculated checksum."));
+            NamedDigest::Checksum(algorithm, sent) => {
+                if checksum_of(algorithm, body).as_deref() != Some(sent) {
+                    let header = algorithm.header;
+                    return Err(format!("The {header} you specified did not match the calculated checksum."));
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! The S3 gateway and the `ouroboros` binary's pieces: configuration, access
 //! keys, opening a node, the S3 operations (s3s) and the HTTP server (hyper).
 
+mod checksums;
 pub mod config;
 pub mod connection;
 pub mod credentials;

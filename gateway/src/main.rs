@@ -32,6 +32,8 @@ enum Command {
         /// TOML file with further settings (region, domains, durability).
         #[arg(long, env = "OUROBOROS_CONFIG")]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: ClusterFlags,
     },
     /// Manage S3 access keys.
     Key {
@@ -41,6 +43,26 @@ enum Command {
         #[arg(long, env = "OUROBOROS_DATA_DIR", default_value = DEFAULT_DATA_DIR, global = true)]
         data_dir: PathBuf,
     },
+}
+
+/// How `serve` joins a cluster; with none of these the node runs alone.
+#[derive(clap::Args)]
+struct ClusterFlags {
+    /// ADDR:PORT for cluster traffic: gossip on UDP and node requests on TCP.
+    #[arg(long, env = "OUROBOROS_CLUSTER_LISTEN")]
+    cluster_listen: Option<String>,
+    /// ADDR:PORT other nodes reach this one at (containers, NAT); defaults to --cluster-listen.
+    #[arg(long, env = "OUROBOROS_CLUSTER_ADVERTISE")]
+    cluster_advertise: Option<String>,
+    /// HOST:PORT of any live member to join through (repeatable).
+    #[arg(long = "join", env = "OUROBOROS_JOIN", value_delimiter = ',')]
+    join: Vec<String>,
+    /// File with the cluster secret (64 hex digits); or set OUROBOROS_CLUSTER_SECRET.
+    #[arg(long)]
+    cluster_secret_file: Option<PathBuf>,
+    /// File with the data private key (64 hex digits); or set OUROBOROS_DATA_KEY.
+    #[arg(long)]
+    data_key_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -64,9 +86,19 @@ fn main() -> ExitCode // A
 {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { data_dir, listen, config } => {
+        Command::Serve { data_dir, listen, config, cluster } => {
             init_logging();
-            let config = match Config::resolve(Overrides { data_dir, listen, config }) {
+            let overrides = Overrides {
+                data_dir,
+                listen,
+                config,
+                cluster_listen: cluster.cluster_listen,
+                cluster_advertise: cluster.cluster_advertise,
+                join: cluster.join,
+                cluster_secret_file: cluster.cluster_secret_file,
+                data_key_file: cluster.data_key_file,
+            };
+            let config = match Config::resolve(overrides) {
                 Ok(config) => config,
                 Err(error) => {
                     eprintln!("ouroboros: {error}");

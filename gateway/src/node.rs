@@ -2,18 +2,27 @@
 //! server out, the node's key material, the local store and the engine.
 
 use std::fs::File;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use ouroboros_core::memory::{MemoryCluster, MemoryView};
-use ouroboros_core::store::{Durability, LocalStore, StoreError};
+use ouroboros_core::store::{LocalStore, StoreError};
 use ouroboros_core::{ClusterSecret, DataKeyPair, Engine, EngineConfig, EngineError, Hash, NodeKeys};
+use ouroboros_membership::{
+    node_id_of_secret, short_id, Cluster, ClusterConfig, ClusterError, Members, MembersView, NetTransport, NoiseKeys,
+    Peer, Role,
+};
 use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
 
 pub const LOCK_FILE: &str = "LOCK";
 pub const IDENTITY_FILE: &str = "identity.toml";
+/// How long a new node waits for the members it was told to join.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub type NodeEngine = Engine<MemoryCluster, MemoryView>;
+pub type NodeEngine = Engine<NetTransport, MembersView>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -23,6 +32,17 @@ pub enum NodeError {
     Locked(PathBuf),
     #[error("identity file {path} is damaged: {reason}")]
     Identity { path: PathBuf, reason: String },
+    #[error(
+        "the {what} given differs from the one this data directory was created with ({path}); \
+         a node's data belongs to one cluster"
+    )]
+    OtherCluster { what: &'static str, path: PathBuf },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(
+        "no member answered at {join:?} within {timeout:?}; is the address right, and the cluster secret the same?"
+    )]
+    JoinFailed { join: Vec<String>, timeout: Duration },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -35,14 +55,20 @@ struct Identity {
     /// X25519 secret of this node; its public key names the node.
     node_secret: String,
     /// Shared by the cluster: authenticates members, derives the dedup key.
-    cluster_secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cluster_secret: Option<String>,
     /// X25519 secret of the cluster's data key pair.
-    data_secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    data_secret: Option<String>,
 }
 
-fn random_hex() -> String // PA
-{
-    hex::encode(rand::random::<[u8; 32]>())
+/// The secrets a node runs with, from its identity file and its settings.
+struct Secrets {
+    node: [u8; 32],
+    cluster: [u8; 32],
+    data: [u8; 32],
+    /// Made on this start: this is the first node of a new cluster.
+    new_cluster: bool,
 }
 
 fn parse_secret(path: &Path, name: &str, value: &str) -> Result<[u8; 32], NodeError> // PA
@@ -53,35 +79,70 @@ fn parse_secret(path: &Path, name: &str, value: &str) -> Result<[u8; 32], NodeEr
     Ok(out)
 }
 
-fn load_identity(data_dir: &Path) -> Result<Identity, NodeError> // PA
+/// A secret given in the settings, else the stored one, else a new one
+/// (recorded). A given secret that differs from the stored one is refused.
+/// A secret and whether it was made just now.
+type Settled = Result<([u8; 32], bool), NodeError>;
+
+fn settle(path: &Path, what: &'static str, given: Option<[u8; 32]>, stored: &mut Option<String>) -> Settled // PA
+{
+    let kept = match stored.as_deref() {
+        Some(text) => Some(parse_secret(path, what, text)?),
+        None => None,
+    };
+    match (given, kept) {
+        (Some(given), Some(kept)) if given != kept => Err(NodeError::OtherCluster { what, path: path.into() }),
+        (Some(given), Some(_)) => Ok((given, false)),
+        (Some(given), None) => {
+            *stored = Some(hex::encode(given));
+            Ok((given, false))
+        }
+        (None, Some(kept)) => Ok((kept, false)),
+        (None, None) => {
+            let made: [u8; 32] = rand::random();
+            *stored = Some(hex::encode(made));
+            Ok((made, true))
+        }
+    }
+}
+
+fn load_secrets(data_dir: &Path, config: &Config) -> Result<Secrets, NodeError> // PA
 {
     let path = data_dir.join(IDENTITY_FILE);
     let io = |source| NodeError::Io { path: path.clone(), source };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            toml::from_str(&text).map_err(|e| NodeError::Identity { path: path.clone(), reason: e.to_string() })
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let identity =
-                Identity { node_secret: random_hex(), cluster_secret: random_hex(), data_secret: random_hex() };
-            let text = toml::to_string(&identity).map_err(|e| io(std::io::Error::other(e)))?;
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let tmp = path.with_extension("toml.tmp");
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io)?;
-            file.write_all(text.as_bytes()).map_err(io)?;
-            file.sync_all().map_err(io)?;
-            std::fs::rename(&tmp, &path).map_err(io)?;
-            Ok(identity)
-        }
-        Err(source) => Err(io(source)),
+    let (mut identity, existed) = match std::fs::read_to_string(&path) {
+        Ok(text) => (
+            toml::from_str::<Identity>(&text)
+                .map_err(|e| NodeError::Identity { path: path.clone(), reason: e.to_string() })?,
+            true,
+        ),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => (
+            Identity { node_secret: hex::encode(rand::random::<[u8; 32]>()), cluster_secret: None, data_secret: None },
+            false,
+        ),
+        Err(source) => return Err(io(source)),
+    };
+    let before = (identity.cluster_secret.clone(), identity.data_secret.clone());
+    let node = parse_secret(&path, "node_secret", &identity.node_secret)?;
+    let (cluster, new_cluster) = settle(&path, "cluster secret", config.cluster.secret, &mut identity.cluster_secret)?;
+    let (data, _) = settle(&path, "data key", config.cluster.data_key, &mut identity.data_secret)?;
+    if !existed || before != (identity.cluster_secret.clone(), identity.data_secret.clone()) {
+        let text = toml::to_string(&identity).map_err(|e| io(std::io::Error::other(e)))?;
+        write_private(&path, text.as_bytes()).map_err(io)?;
     }
+    Ok(Secrets { node, cluster, data, new_cluster })
+}
+
+/// Write a file only its owner can read, atomically.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> // PA
+{
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("toml.tmp");
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// An open node: keep it alive as long as the server runs.
@@ -89,12 +150,16 @@ pub struct Node {
     pub engine: NodeEngine,
     pub store: Arc<LocalStore>,
     pub id: Hash,
+    pub members: Arc<Members>,
+    /// The running membership and transport; `None` for a node alone.
+    pub cluster: Option<Cluster>,
     _lock: File,
 }
 
 impl Node {
-    pub fn open(data_dir: &Path, durability: Durability) -> Result<Self, NodeError> // PA
+    pub async fn open(config: &Config) -> Result<Self, NodeError> // PA
     {
+        let data_dir = config.data_dir.as_path();
         let io = |source| NodeError::Io { path: data_dir.to_path_buf(), source };
         std::fs::create_dir_all(data_dir).map_err(io)?;
         let lock = File::create(data_dir.join(LOCK_FILE)).map_err(io)?;
@@ -103,19 +168,106 @@ impl Node {
             Err(std::fs::TryLockError::WouldBlock) => return Err(NodeError::Locked(data_dir.to_path_buf())),
             Err(std::fs::TryLockError::Error(error)) => return Err(io(error)),
         }
-        let identity = load_identity(data_dir)?;
-        let path = data_dir.join(IDENTITY_FILE);
-        let node_pair = DataKeyPair::from_secret_bytes(parse_secret(&path, "node_secret", &identity.node_secret)?);
-        let cluster = ClusterSecret::from_bytes(parse_secret(&path, "cluster_secret", &identity.cluster_secret)?);
-        let data_pair = DataKeyPair::from_secret_bytes(parse_secret(&path, "data_secret", &identity.data_secret)?);
-        let id = Hash::of(node_pair.public().as_bytes());
+        let secrets = load_secrets(data_dir, config)?;
+        let cluster_secret = ClusterSecret::from_bytes(secrets.cluster);
+        let data_pair = DataKeyPair::from_secret_bytes(secrets.data);
+        let id = node_id_of_secret(&secrets.node);
 
-        let store = Arc::new(LocalStore::open(&data_dir.join("store"), durability)?);
-        let transport = MemoryCluster::new();
-        transport.add_node(id, store.clone());
-        let view = Arc::new(transport.view(id));
-        let keys = NodeKeys { dedup_key: cluster.dedup_key(), recipients: vec![data_pair.public()], data_pair };
+        let store = Arc::new(LocalStore::open(&data_dir.join("store"), config.durability)?);
+        let (transport, members, cluster) = match config.cluster.listen {
+            Some(listen) => {
+                let settings = ClusterConfig {
+                    data_dir: data_dir.to_path_buf(),
+                    listen,
+                    advertise: config.cluster.advertise,
+                    join: config.cluster.join.clone(),
+                    role: Role::Gateway,
+                    secret: cluster_secret.clone(),
+                    node_secret: secrets.node,
+                    gossip: Default::default(),
+                    transport: Default::default(),
+                };
+                let cluster = Cluster::start(settings, store.clone()).await?;
+                (cluster.transport.clone(), cluster.members.clone(), Some(cluster))
+            }
+            None => {
+                // Alone: the same engine over a transport that only ever
+                // calls this node, and no port for others.
+                let generation = ouroboros_membership::next_generation(data_dir).map_err(io)?;
+                let peer = Peer { id, addr: SocketAddr::from(([0, 0, 0, 0], 0)), generation, role: Role::Gateway };
+                let members = Members::load(peer, data_dir).map_err(io)?;
+                let keys = NoiseKeys { static_secret: secrets.node, psk: cluster_secret.transport_psk() };
+                (NetTransport::new(store.clone(), members.clone(), keys, Default::default()), members, None)
+            }
+        };
+        if let Some(cluster) = &cluster {
+            if secrets.new_cluster && config.cluster.join.is_empty() {
+                print_new_cluster(config, cluster.members.local(), &secrets);
+            }
+            wait_for_join(config, &cluster.members).await?;
+        }
+        let keys = NodeKeys { dedup_key: cluster_secret.dedup_key(), recipients: vec![data_pair.public()], data_pair };
+        let view = Arc::new(MembersView(members.clone()));
         let engine = Engine::new(Arc::new(transport), view, keys, EngineConfig::default())?;
-        Ok(Node { engine, store, id, _lock: lock })
+        Ok(Node { engine, store, id, members, cluster, _lock: lock })
     }
+
+    /// Leave the cluster (others mark this node down at once) and stop.
+    pub async fn leave(&self) // A
+    {
+        if let Some(cluster) = &self.cluster {
+            cluster.leave().await;
+        }
+    }
+}
+
+/// A node told to join that knows no other member yet waits until one
+/// answers: placing data over itself alone would put it where the cluster
+/// will not look. A node that knew members before starts at once.
+async fn wait_for_join(config: &Config, members: &Members) -> Result<(), NodeError> // PA
+{
+    if config.cluster.join.is_empty() || members.snapshot().len() > 1 {
+        return Ok(());
+    }
+    tracing::info!(join = ?config.cluster.join, "waiting to join the cluster");
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    while tokio::time::Instant::now() < deadline {
+        if members.alive() > 1 {
+            tracing::info!(members = members.alive(), "joined the cluster");
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(NodeError::JoinFailed { join: config.cluster.join.clone(), timeout: JOIN_TIMEOUT })
+}
+
+fn print_new_cluster(config: &Config, local: &Peer, secrets: &Secrets) // A
+{
+    let root = match crate::credentials::root_from_env() {
+        Ok(Some(_)) => String::new(),
+        _ => match crate::credentials::load_keys(&config.data_dir) {
+            Ok(keys) => keys
+                .first()
+                .map(|key| {
+                    format!(
+                        "{}={} {}={} ",
+                        crate::credentials::ROOT_ID_ENV,
+                        key.access_key_id,
+                        crate::credentials::ROOT_SECRET_ENV,
+                        key.secret_access_key
+                    )
+                })
+                .unwrap_or_default(),
+            Err(_) => String::new(),
+        },
+    };
+    println!(
+        "\nThis is node {} of a new cluster (cluster address {}). To add a node, run on it:\n\n  \
+         OUROBOROS_CLUSTER_SECRET={} OUROBOROS_DATA_KEY={} {root}ouroboros serve --cluster-listen ADDR:PORT --join {}\n",
+        short_id(&local.id),
+        local.addr,
+        hex::encode(secrets.cluster),
+        hex::encode(secrets.data),
+        local.addr,
+    );
 }

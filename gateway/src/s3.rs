@@ -20,6 +20,7 @@ use s3s::checksum::ChecksumHasher;
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, TrailingHeaders, S3};
 
+use crate::checksums::{Algorithm, ALGORITHMS};
 use crate::front_door::check_body_verdict;
 use crate::versioning::{named_parents, PARENTS_HEADER, VERSION_HEADER};
 
@@ -372,7 +373,7 @@ fn encode_token(start: &ListStart) -> String // A
     }
 }
 
-fn decode_token(token: &str) -> S3Result<ListStart> // A
+pub fn decode_continuation_token(token: &str) -> S3Result<ListStart> // A
 {
     let invalid = || s3_error!(InvalidArgument, "The continuation token provided is incorrect");
     let (kind, body) = token.split_at_checked(1).ok_or_else(invalid)?;
@@ -526,29 +527,18 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
     {
         let Received { content_length, content_md5, sent } = received;
         let mut hasher = ChecksumHasher::default();
-        let mut wanted: Vec<(&str, Option<String>)> = Vec::new();
-        let algorithm = sent.algorithm.as_ref().map(|a| a.as_str().to_ascii_uppercase());
-        for (name, sent) in [
-            (ChecksumAlgorithm::CRC32, sent.crc32),
-            (ChecksumAlgorithm::CRC32C, sent.crc32c),
-            (ChecksumAlgorithm::SHA1, sent.sha1),
-            (ChecksumAlgorithm::SHA256, sent.sha256),
-            (ChecksumAlgorithm::CRC64NVME, sent.crc64nvme),
-        ] {
-            if sent.is_some() || algorithm.as_deref() == Some(name) {
-                match name {
-                    ChecksumAlgorithm::CRC32 => hasher.crc32 = Some(Default::default()),
-                    ChecksumAlgorithm::CRC32C => hasher.crc32c = Some(Default::default()),
-                    ChecksumAlgorithm::SHA1 => hasher.sha1 = Some(Default::default()),
-                    ChecksumAlgorithm::SHA256 => hasher.sha256 = Some(Default::default()),
-                    _ => hasher.crc64nvme = Some(Default::default()),
-                }
-                wanted.push((name, sent));
+        let SentChecksums { algorithm, crc32, crc32c, sha1, sha256, crc64nvme } = sent;
+        let announced = algorithm.as_ref().map(|a| a.as_str().to_ascii_uppercase());
+        let mut wanted: Vec<(&Algorithm, Option<String>)> = Vec::new();
+        for (algorithm, sent) in ALGORITHMS.iter().zip([crc32, crc32c, sha1, sha256, crc64nvme]) {
+            if sent.is_some() || announced.as_deref() == Some(algorithm.name) {
+                algorithm.enable(&mut hasher);
+                wanted.push((algorithm, sent));
             }
         }
-        if let Some(algorithm) = &algorithm {
-            if !wanted.iter().any(|(name, _)| name == algorithm) {
-                return Err(s3_error!(InvalidRequest, "Unsupported checksum algorithm {algorithm}"));
+        if let Some(announced) = &announced {
+            if !wanted.iter().any(|(algorithm, _)| algorithm.name == announced) {
+                return Err(s3_error!(InvalidRequest, "Unsupported checksum algorithm {announced}"));
             }
         }
 
@@ -575,24 +565,19 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         let trailers = trailers.and_then(|t| t.take());
         let computed = hasher.finalize();
         let mut checksums = BTreeMap::new();
-        for (name, sent) in wanted {
-            let (computed, header) = match name {
-                ChecksumAlgorithm::CRC32 => (&computed.checksum_crc32, "x-amz-checksum-crc32"),
-                ChecksumAlgorithm::CRC32C => (&computed.checksum_crc32c, "x-amz-checksum-crc32c"),
-                ChecksumAlgorithm::SHA1 => (&computed.checksum_sha1, "x-amz-checksum-sha1"),
-                ChecksumAlgorithm::SHA256 => (&computed.checksum_sha256, "x-amz-checksum-sha256"),
-                _ => (&computed.checksum_crc64nvme, "x-amz-checksum-crc64nvme"),
-            };
+        for (algorithm, sent) in wanted {
             let sent = sent.or_else(|| {
-                trailers.as_ref().and_then(|t| t.get(header)).and_then(|v| v.to_str().ok()).map(str::to_string)
+                let trailer = trailers.as_ref().and_then(|t| t.get(algorithm.header));
+                trailer.and_then(|v| v.to_str().ok()).map(str::to_string)
             });
-            let Some(computed) = computed.clone() else { continue };
+            let Some(computed) = algorithm.sum(&computed).cloned() else { continue };
             if let Some(sent) = sent {
                 if sent != computed {
+                    let name = algorithm.name;
                     return Err(s3_error!(BadDigest, "The {name} you specified did not match the calculated checksum"));
                 }
             }
-            checksums.insert(name.to_ascii_lowercase(), computed);
+            checksums.insert(algorithm.key(), computed);
         }
         Ok((written, checksums))
     }
@@ -1041,7 +1026,7 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
         }
         let prefix = input.prefix.clone().unwrap_or_default();
         let start = match (&input.continuation_token, &input.start_after) {
-            (Some(token), _) => decode_token(token)?,
+            (Some(token), _) => decode_continuation_token(token)?,
             (None, Some(after)) if !after.is_empty() => ListStart::After(after.clone()),
             _ => ListStart::Beginning,
         };

@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use ouroboros_membership::Members;
 use s3s::host::{MultiDomain, S3Host};
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
@@ -62,11 +63,19 @@ impl Server {
     /// the environment, a root key is made and printed once.
     pub async fn bind(config: &Config) -> Result<Self, ServeError> // A
     {
-        let node = Node::open(&config.data_dir, config.durability)?;
+        // The root key exists before the node opens, so a new cluster's
+        // first node can hand it on in the command that adds the next node.
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| crate::node::NodeError::Io { path: config.data_dir.clone(), source })?;
         let root = credentials::root_from_env()?;
-        if root.is_none() && credentials::load_keys(&config.data_dir)?.is_empty() {
-            let key = credentials::create_key(&config.data_dir, "root")?;
-            print_first_start(config, &key);
+        let first_key = if root.is_none() && credentials::load_keys(&config.data_dir)?.is_empty() {
+            Some(credentials::create_key(&config.data_dir, "root")?)
+        } else {
+            None
+        };
+        let node = Node::open(config).await?;
+        if let Some(key) = &first_key {
+            print_first_start(config, key);
         }
         let keys = KeyRing::open(&config.data_dir, root)?;
 
@@ -185,11 +194,13 @@ impl Server {
             let service = self.service.clone();
             let hosts = self.hosts.clone();
             let region = region.clone();
+            let members = self.node.members.clone();
             let handler = hyper::service::service_fn(move |mut request: Request<Incoming>| {
                 sign_v2_bucket_path(&mut request, hosts.as_deref());
                 let virtual_hosted = is_virtual_hosted(&request, hosts.as_deref());
                 let request = request.map(|body| StallTimedBody::new(body, limits.stall_timeout));
-                handle(service.clone(), S3Call { region: region.clone(), virtual_hosted, peer }, request)
+                let call = S3Call { region: region.clone(), members: members.clone(), virtual_hosted, peer };
+                handle(service.clone(), call, request)
             });
             let socket = TokioIo::new(StallGuard::new(socket, limits.stall_timeout));
             let connection = http.serve_connection_with_upgrades(socket, handler);
@@ -207,6 +218,7 @@ impl Server {
             () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out, closing anyway"),
         }
         upkeep.abort();
+        self.node.leave().await;
         self.node.store.sync()?;
         tracing::info!("store closed cleanly");
         Ok(())
@@ -232,6 +244,28 @@ fn print_first_start(config: &Config, key: &credentials::AccessKey) // A
         key.secret_access_key,
         config.region,
     );
+}
+
+/// `/_ouroboros/health`: 200 while this node sees a majority of the known
+/// members alive (itself included), else 503; the body says what it sees.
+fn health(members: &Members) -> Response<s3s::Body> // A
+{
+    let known = members.snapshot().len();
+    let alive = members.alive();
+    let quorum = alive > known / 2;
+    let body = format!(
+        "{{\"status\":\"{}\",\"node\":\"{}\",\"members\":{known},\"alive\":{alive},\"quorum\":{quorum}}}\n",
+        if quorum { "ok" } else { "degraded" },
+        ouroboros_membership::short_id(&members.local().id),
+    );
+    let mut response = Response::new(s3s::Body::from(body));
+    if !quorum {
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    response
 }
 
 fn request_id() -> String // A
@@ -301,6 +335,7 @@ type ClientBody = StallTimedBody<Incoming>;
 /// What the server knows of a request besides the request itself.
 struct S3Call {
     region: Arc<str>,
+    members: Arc<Members>,
     /// The bucket is named in the Host header, not the path.
     virtual_hosted: bool,
     peer: SocketAddr,
@@ -314,7 +349,7 @@ async fn handle(service: S3Service, call: S3Call, request: Request<ClientBody>) 
     let method = request.method().clone();
     let uri = request.uri().clone();
     let mut response = if uri.path() == HEALTH_PATH {
-        Response::new(s3s::Body::from("ok\n".to_string()))
+        health(&call.members)
     } else {
         serve_s3(service, &call, request).instrument(span.clone()).await
     };

@@ -28,6 +28,8 @@ use ouroboros_gateway::s3::Gateway;
 use ouroboros_gateway::server::Server;
 use rand::{RngCore, SeedableRng};
 
+#[path = "s3_sdk/cluster.rs"]
+mod cluster;
 #[path = "s3_sdk/front_door.rs"]
 mod front_door;
 
@@ -64,6 +66,7 @@ impl TestServer {
             durability: Durability::Flush,
             maintenance: Maintenance::default(),
             connections,
+            cluster: Default::default(),
         };
         let server = Server::bind(&config).await.unwrap();
         let addr = server.local_addr().unwrap();
@@ -719,6 +722,7 @@ async fn a_second_server_on_the_same_data_dir_refuses_to_start() // A
         durability: Durability::Flush,
         maintenance: Maintenance::default(),
         connections: ConnectionLimits::default(),
+        cluster: Default::default(),
     };
     let error = Server::bind(&config).await.err().expect("the data directory is locked");
     assert!(error.to_string().contains("already using the data directory"), "{error}");
@@ -1321,6 +1325,7 @@ async fn server_child() // A
         durability: Durability::Sync,
         maintenance: Maintenance::default(),
         connections: ConnectionLimits::default(),
+        cluster: Default::default(),
     };
     let server = Server::bind(&config).await.unwrap();
     println!("LISTENING {}", server.local_addr().unwrap());

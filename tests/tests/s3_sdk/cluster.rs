@@ -1,0 +1,341 @@
+//! Real clusters: `ouroboros serve` processes on 127.0.0.1, each with its own
+//! S3 and cluster ports and data directory, joined with `--join`, driven by
+//! the SDK through any node. Faults are real: a node is killed with SIGKILL
+//! and restarted from its data directory. Every process is killed when the
+//! test ends, passed or failed.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use super::*;
+
+/// The `ouroboros` binary of this build: `OUROBOROS_BIN`, else the one
+/// beside this test's directory (`scripts/test.sh` builds it first).
+fn ouroboros_binary() -> PathBuf // A
+{
+    if let Some(path) = std::env::var_os("OUROBOROS_BIN") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
+    let binary = profile_dir.join("ouroboros");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p ouroboros-gateway --bin ouroboros` first (scripts/test.sh does)",
+        binary.display()
+    );
+    binary
+}
+
+/// A loopback address whose port is free for TCP and UDP alike.
+fn free_address() -> SocketAddr // A
+{
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = tcp.local_addr().expect("address");
+        if std::net::UdpSocket::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+}
+
+struct ClusterNode {
+    dir: tempfile::TempDir,
+    s3: SocketAddr,
+    cluster: SocketAddr,
+    child: Option<Child>,
+}
+
+/// Nodes of one cluster, sharing its secret, data key and root access key.
+struct TestCluster {
+    nodes: Vec<ClusterNode>,
+    secret: String,
+    data_key: String,
+    access_key: String,
+    secret_key: String,
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) // A
+    {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// What `/_ouroboros/health` says.
+#[derive(Debug)]
+struct Health {
+    status: u16,
+    node: String,
+    alive: usize,
+    members: usize,
+}
+
+fn health(s3: SocketAddr) -> Option<Health> // A
+{
+    let mut stream = std::net::TcpStream::connect(s3).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(b"GET /_ouroboros/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let field = |name: &str| -> Option<String> {
+        let start = text.find(&format!("\"{name}\":"))? + name.len() + 3;
+        let rest = &text[start..];
+        let end = rest.find([',', '}'])?;
+        Some(rest[..end].trim_matches('"').to_string())
+    };
+    Some(Health {
+        status,
+        node: field("node")?,
+        alive: field("alive")?.parse().ok()?,
+        members: field("members")?.parse().ok()?,
+    })
+}
+
+impl TestCluster {
+    /// `size` nodes: the first alone, the others joining it; returns once
+    /// every node sees all of them alive.
+    async fn start(size: usize) -> Self // A
+    {
+        let mut cluster = TestCluster {
+            nodes: Vec::new(),
+            secret: hex::encode(rand::random::<[u8; 32]>()),
+            data_key: hex::encode(rand::random::<[u8; 32]>()),
+            access_key: "GKCLUSTERTEST0000001".into(),
+            secret_key: hex::encode(rand::random::<[u8; 20]>()),
+        };
+        for index in 0..size {
+            cluster.nodes.push(ClusterNode {
+                dir: tempfile::tempdir().expect("tempdir"),
+                s3: free_address(),
+                cluster: free_address(),
+                child: None,
+            });
+            cluster.spawn(index);
+        }
+        for index in 0..size {
+            cluster.wait_alive(index, size).await;
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, index: usize) // A
+    {
+        let seed = self.nodes[0].cluster;
+        let node = &mut self.nodes[index];
+        let log = std::fs::File::create(node.dir.path().with_extension("log")).expect("log file");
+        let mut command = Command::new(ouroboros_binary());
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(node.dir.path())
+            .arg("--listen")
+            .arg(node.s3.to_string())
+            .arg("--cluster-listen")
+            .arg(node.cluster.to_string())
+            .env("OUROBOROS_CLUSTER_SECRET", &self.secret)
+            .env("OUROBOROS_DATA_KEY", &self.data_key)
+            .env("OUROBOROS_ACCESS_KEY_ID", &self.access_key)
+            .env("OUROBOROS_SECRET_ACCESS_KEY", &self.secret_key)
+            .env("OUROBOROS_DURABILITY", "flush")
+            .env("OUROBOROS_LOG", "info,s3s::ops=off,ouroboros_gateway::server=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if index > 0 {
+            command.arg("--join").arg(seed.to_string());
+        }
+        node.child = Some(command.spawn().expect("start ouroboros"));
+    }
+
+    /// SIGKILL: no goodbye, no flush beyond what was acknowledged.
+    fn kill(&mut self, index: usize) // A
+    {
+        if let Some(mut child) = self.nodes[index].child.take() {
+            child.kill().expect("kill");
+            child.wait().expect("reap");
+        }
+    }
+
+    fn log(&self, index: usize) -> String // A
+    {
+        std::fs::read_to_string(self.nodes[index].dir.path().with_extension("log")).unwrap_or_default()
+    }
+
+    /// Until node `index` answers its health check seeing `alive` nodes alive.
+    async fn wait_alive(&mut self, index: usize, alive: usize) // A
+    {
+        for _ in 0..600 {
+            if let Some(child) = self.nodes[index].child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("node {index} exited ({status}):\n{}", self.log(index));
+                }
+            }
+            if health(self.nodes[index].s3).is_some_and(|h| h.alive == alive && h.status == 200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("node {index} never saw {alive} nodes alive: {:?}\n{}", health(self.nodes[index].s3), self.log(index));
+    }
+
+    fn client(&self, index: usize) -> Client // A
+    {
+        sdk_client(self.nodes[index].s3, &self.access_key, &self.secret_key)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_serve_every_request_from_any_node() // A
+{
+    let cluster = TestCluster::start(3).await;
+    let clients: Vec<Client> = (0..3).map(|i| cluster.client(i)).collect();
+    clients[0].create_bucket().bucket("spread").send().await.unwrap();
+
+    // Each node writes; both others read every byte back.
+    let mut objects = Vec::new();
+    for (writer, size) in [(0, 1024), (1, 3 << 20), (2, 9 << 20)] {
+        let key = format!("from-{writer}");
+        let body = random_bytes(size, writer as u64 + 40);
+        clients[writer]
+            .put_object()
+            .bucket("spread")
+            .key(&key)
+            .body(ByteStream::from(body.clone()))
+            .send()
+            .await
+            .unwrap();
+        objects.push((key, body));
+    }
+    for (key, body) in &objects {
+        for (reader, client) in clients.iter().enumerate() {
+            let got = get_bytes(client, "spread", key).await;
+            assert!(got == *body, "{key} read through node {reader} differs ({} bytes)", got.len());
+        }
+    }
+
+    // Listings are the same, and complete, from every node.
+    for client in &clients {
+        let listed = client.list_objects_v2().bucket("spread").send().await.unwrap();
+        let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+        assert_eq!(keys, ["from-0", "from-1", "from-2"]);
+    }
+
+    // Versions written through different nodes list in order from a third.
+    enable_versioning(&clients[0], "spread", BucketVersioningStatus::Enabled).await;
+    let first = put_text(&clients[1], "spread", "doc", "one").await.unwrap();
+    let second = put_text(&clients[2], "spread", "doc", "two").await.unwrap();
+    let versions = clients[0].list_object_versions().bucket("spread").prefix("doc").send().await.unwrap();
+    let ids: Vec<&str> = versions.versions().iter().filter_map(|v| v.version_id()).collect();
+    assert_eq!(ids, [second.as_str(), first.as_str()], "newest first");
+    let old = clients[0].get_object().bucket("spread").key("doc").version_id(&first).send().await.unwrap();
+    assert_eq!(old.body.collect().await.unwrap().into_bytes().as_ref(), b"one");
+
+    // A multipart upload started on one node, fed through another, completed on a third.
+    let upload = clients[0].create_multipart_upload().bucket("spread").key("parts").send().await.unwrap();
+    let upload_id = upload.upload_id().unwrap().to_string();
+    let parts = [random_bytes(5 << 20, 50), random_bytes(1 << 20, 51)];
+    let mut completed = Vec::new();
+    for (number, part) in parts.iter().enumerate() {
+        let number = number as i32 + 1;
+        let out = clients[1]
+            .upload_part()
+            .bucket("spread")
+            .key("parts")
+            .upload_id(&upload_id)
+            .part_number(number)
+            .body(ByteStream::from(part.clone()))
+            .send()
+            .await
+            .unwrap();
+        completed
+            .push(aws_sdk_s3::types::CompletedPart::builder().part_number(number).e_tag(out.e_tag().unwrap()).build());
+    }
+    clients[2]
+        .complete_multipart_upload()
+        .bucket("spread")
+        .key("parts")
+        .upload_id(&upload_id)
+        .multipart_upload(aws_sdk_s3::types::CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
+        .send()
+        .await
+        .unwrap();
+    assert!(get_bytes(&clients[0], "spread", "parts").await == parts.concat(), "multipart object differs");
+
+    // A delete through one node holds on the others.
+    clients[2].delete_object().bucket("spread").key("from-0").send().await.unwrap();
+    for client in &clients {
+        let gone = client.get_object().bucket("spread").key("from-0").send().await;
+        assert_eq!(code(gone), "NoSuchKey");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_loses_nothing_and_rejoins_under_its_id() // A
+{
+    let mut cluster = TestCluster::start(3).await;
+    let first = cluster.client(0);
+    first.create_bucket().bucket("survive").send().await.unwrap();
+    let mut objects = Vec::new();
+    for n in 0..12 {
+        let body = random_bytes(if n % 3 == 0 { 2 << 20 } else { 10_000 + n * 100 }, 100 + n as u64);
+        let key = format!("object-{n:02}");
+        cluster
+            .client(n % 3)
+            .put_object()
+            .bucket("survive")
+            .key(&key)
+            .body(ByteStream::from(body.clone()))
+            .send()
+            .await
+            .unwrap();
+        objects.push((key, body));
+    }
+    let id_before = health(cluster.nodes[2].s3).expect("health").node;
+
+    cluster.kill(2);
+    // Every acknowledged object reads through both survivors.
+    for survivor in [0, 1] {
+        let client = cluster.client(survivor);
+        for (key, body) in &objects {
+            assert!(get_bytes(&client, "survive", key).await == *body, "{key} through node {survivor}");
+        }
+    }
+    // New writes succeed, and listings are complete.
+    for n in 12..16 {
+        let body = random_bytes(50_000, 100 + n as u64);
+        let key = format!("object-{n:02}");
+        cluster
+            .client(n % 2)
+            .put_object()
+            .bucket("survive")
+            .key(&key)
+            .body(ByteStream::from(body.clone()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PUT {key} with a node down: {e:?}"));
+        objects.push((key, body));
+    }
+    let listed = cluster.client(1).list_objects_v2().bucket("survive").send().await.unwrap();
+    assert_eq!(listed.contents().len(), objects.len(), "a listing with a node down is incomplete");
+
+    // Restarted from its data directory: the same id, seen alive by all,
+    // and it serves everything, including what was written while it was down.
+    cluster.spawn(2);
+    for index in 0..3 {
+        cluster.wait_alive(index, 3).await;
+    }
+    let after = health(cluster.nodes[2].s3).expect("health");
+    assert_eq!(after.node, id_before, "the node came back under another id");
+    assert_eq!(after.members, 3);
+    let back = cluster.client(2);
+    for (key, body) in &objects {
+        assert!(get_bytes(&back, "survive", key).await == *body, "{key} through the restarted node");
+    }
+}
