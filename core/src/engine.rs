@@ -818,12 +818,12 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         // Durable once k+1 slices are down (all of them when there is no parity);
         // missing ones are rebuilt by repair.
         let needed = (erasure.data as usize + 1).min(erasure.total());
-        self.expect_acks(format!("slices of chunk {id}"), calls, needed).await?;
+        self.expect_quorum(format!("slices of chunk {id}"), calls, needed).await?;
 
         let replicas = placement::partition_replicas(placement::partition_of_hash(&id), &members);
         let needed = placement::write_quorum(replicas.len());
         let calls = replicas.iter().map(|node| self.transport.call(*node, Request::PutChunk(sealed.manifest.clone())));
-        self.expect_acks(format!("manifest of chunk {id}"), calls, needed).await?;
+        self.expect_quorum(format!("manifest of chunk {id}"), calls, needed).await?;
         Ok((id, len))
     }
 
@@ -852,6 +852,10 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         .boxed()
     }
 
+    /// Wait for every call's answer (each has a deadline, and a node seen
+    /// down fails at once) and require `needed` acknowledgements. Metadata
+    /// writes use this: until reads take a quorum, a replica left behind in
+    /// the background could answer a read with what was just replaced.
     async fn expect_acks(&self, what: String, calls: impl Iterator<Item = Call>, needed: usize) -> EngineResult<()> // PA
     {
         let results = futures::future::join_all(calls).await;
@@ -873,6 +877,58 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         }
         if !errors.is_empty() {
             tracing::warn!(%what, acked, errors = %join_errors(&errors), "write acknowledged with nodes missing");
+        }
+        Ok(())
+    }
+
+    /// Wait for `needed` acknowledgements and return: the calls still under
+    /// way finish in the background instead of holding the client for the
+    /// slowest node. Only for content-addressed records (slices, chunk
+    /// manifests), which readers look for until they find them, so a copy
+    /// still on its way is never mistaken for an older one. Fails as soon as
+    /// too many calls have failed for the quorum.
+    async fn expect_quorum(&self, what: String, calls: impl Iterator<Item = Call>, needed: usize) -> EngineResult<()> // PA
+    {
+        let mut pending: futures::stream::FuturesUnordered<Call> = calls.collect();
+        let total = pending.len();
+        let mut errors = Vec::new();
+        let mut acked = 0;
+        while acked < needed && total - errors.len() >= needed {
+            match pending.next().await {
+                Some(Ok(Response::Stored)) => acked += 1,
+                Some(Ok(other)) => errors.push(TransportError::UnexpectedResponse {
+                    node: Hash::default(),
+                    expected: "Stored",
+                    got: other.kind(),
+                }),
+                Some(Err(error)) => errors.push(error),
+                None => break,
+            }
+        }
+        if acked < needed {
+            return Err(EngineError::Quorum { what, acked, needed, errors });
+        }
+        if !errors.is_empty() {
+            tracing::warn!(%what, acked, errors = %join_errors(&errors), "write acknowledged with nodes missing");
+        }
+        if !pending.is_empty() {
+            tokio::spawn(async move {
+                let mut missed = Vec::new();
+                while let Some(result) = pending.next().await {
+                    match result {
+                        Ok(Response::Stored) => {}
+                        Ok(other) => missed.push(TransportError::UnexpectedResponse {
+                            node: Hash::default(),
+                            expected: "Stored",
+                            got: other.kind(),
+                        }),
+                        Err(error) => missed.push(error),
+                    }
+                }
+                if !missed.is_empty() {
+                    tracing::warn!(%what, errors = %join_errors(&missed), "copies beyond the quorum not written");
+                }
+            });
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! ranking from the same member list, with no coordination.
 
 use crate::hash::Hash;
-use crate::model::NodeId;
+use crate::model::{Erasure, NodeId};
 
 /// Number of metadata partitions.
 pub const PARTITIONS: usize = 256;
@@ -33,10 +33,23 @@ pub fn partition_of_hash(hash: &Hash) -> u8 // PA
     hash.0[0]
 }
 
-/// How many replicas hold each metadata partition.
+/// How many replicas hold each metadata partition: 2m+1 for the parity m
+/// the cluster's size codes chunks with, capped at the cluster size. With
+/// majority quorums, metadata then survives the m lost nodes the slices
+/// survive, and a read quorum always meets the last write's (W + R > N).
+///
+/// | nodes | coding | replicas | write and read quorum | nodes that may be lost |
+/// |---|---|---|---|---|
+/// | 1 | 1+0 | 1 | 1 | 0 |
+/// | 2 | 1+1 | 2 | 2 | 0 for writes, 1 for reads |
+/// | 3 | 2+1 | 3 | 2 | 1 |
+/// | 4 | 2+2 | 4 | 3 | 1 for writes, 2 for reads of what is stored |
+/// | 5 | 2+2 | 5 | 3 | 2 |
+/// | 6+ | 4+2 | 5 | 3 | 2 |
 pub fn replication_factor(members: usize) -> usize // PA
 {
-    members.clamp(1, 3)
+    let parity = Erasure::for_cluster(members).parity as usize;
+    (2 * parity + 1).clamp(1, members.max(1))
 }
 
 /// The replicas of a metadata partition, best first.
@@ -101,9 +114,20 @@ mod tests {
     {
         assert_eq!(partition_replicas(7, &nodes(1)).len(), 1);
         assert_eq!(partition_replicas(7, &nodes(2)).len(), 2);
-        assert_eq!(partition_replicas(7, &nodes(6)).len(), 3);
+        assert_eq!(partition_replicas(7, &nodes(3)).len(), 3);
+        assert_eq!(partition_replicas(7, &nodes(4)).len(), 4);
+        assert_eq!(partition_replicas(7, &nodes(5)).len(), 5);
+        assert_eq!(partition_replicas(7, &nodes(6)).len(), 5);
+        assert_eq!(partition_replicas(7, &nodes(20)).len(), 5);
         assert_eq!(write_quorum(1), 1);
         assert_eq!(write_quorum(2), 2);
         assert_eq!(write_quorum(3), 2);
+        assert_eq!(write_quorum(5), 3);
+        // Metadata survives as many lost nodes as the coding does, from 3 nodes on.
+        for n in [3, 5, 6, 9] {
+            let replicas = replication_factor(n);
+            let parity = Erasure::for_cluster(n).parity as usize;
+            assert!(replicas - write_quorum(replicas) >= parity, "{n} nodes");
+        }
     }
 }

@@ -77,7 +77,14 @@ pub(crate) fn engine_failure(error: EngineError) -> S3Error // A
             answer.set_status_code(hyper::StatusCode::INSUFFICIENT_STORAGE);
             answer
         }
-        FailureClass::Unavailable => s3_error!(ServiceUnavailable, "Too few storage nodes answered. Please try again."),
+        FailureClass::Unavailable => {
+            let mut answer = s3_error!(ServiceUnavailable, "Too few storage nodes answered. Please try again.");
+            // Long enough for the failure detector to settle which nodes are away.
+            let mut headers = hyper::HeaderMap::new();
+            headers.insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("2"));
+            answer.set_headers(headers);
+            answer
+        }
         FailureClass::Internal => internal_fault(),
     }
 }

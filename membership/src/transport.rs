@@ -18,7 +18,7 @@ use ouroboros_core::NodeId;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::members::Members;
+use crate::members::{Liveness, Members};
 use crate::noise::{NoiseError, NoiseKeys, NoiseStream};
 
 /// The transport's clocks and limits.
@@ -57,6 +57,8 @@ pub struct TransportCounters {
 
 /// Idle connections kept per peer; more in flight at once are closed after use.
 const POOLED_PER_PEER: usize = 16;
+/// How often a call under way checks whether its node was seen down.
+const DOWN_POLL: Duration = Duration::from_millis(200);
 /// Inbound connections served at once.
 const MAX_INBOUND: usize = 1024;
 
@@ -169,6 +171,21 @@ impl Inner {
         }
     }
 
+    fn is_down(&self, node: NodeId) -> bool // A
+    {
+        self.members.get(&node).is_some_and(|m| m.liveness == Liveness::Down)
+    }
+
+    async fn until_down(&self, node: NodeId) // A
+    {
+        loop {
+            tokio::time::sleep(DOWN_POLL).await;
+            if self.is_down(node) {
+                return;
+            }
+        }
+    }
+
     fn refuse(&self, from: SocketAddr, error: &NoiseError) // PA
     {
         self.counters.refused_handshakes.fetch_add(1, Ordering::Relaxed);
@@ -238,15 +255,28 @@ impl Inner {
                 .map_err(|error| TransportError::Remote { node, message: error.to_string() })?
                 .map_err(|error| TransportError::from_store(node, &error));
         }
+        // A node the failure detector sees down is not dialled, and a call
+        // under way ends when it is seen down: nobody waits out the deadline
+        // on a node that is known to be away.
+        if self.is_down(node) {
+            return Err(TransportError::Unreachable(node));
+        }
         let bytes = codec::encode(&request);
-        let reply = match tokio::time::timeout(self.timing.call_timeout, self.remote(node, bytes)).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(error)) => {
-                tracing::debug!(node = %node, %error, "node request failed");
-                return Err(TransportError::Unreachable(node));
-            }
-            Err(_) => {
-                tracing::debug!(node = %node, timeout = ?self.timing.call_timeout, "node request timed out");
+        let call = tokio::time::timeout(self.timing.call_timeout, self.remote(node, bytes));
+        let reply = tokio::select! {
+            result = call => match result {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(error)) => {
+                    tracing::debug!(node = %node, %error, "node request failed");
+                    return Err(TransportError::Unreachable(node));
+                }
+                Err(_) => {
+                    tracing::debug!(node = %node, timeout = ?self.timing.call_timeout, "node request timed out");
+                    return Err(TransportError::Unreachable(node));
+                }
+            },
+            () = self.until_down(node) => {
+                tracing::debug!(node = %node, "node seen down during a request");
                 return Err(TransportError::Unreachable(node));
             }
         };

@@ -283,8 +283,8 @@ async fn a_killed_node_loses_nothing_and_rejoins_under_its_id() // A
     let first = cluster.client(0);
     first.create_bucket().bucket("survive").send().await.unwrap();
     let mut objects = Vec::new();
-    for n in 0..12 {
-        let body = random_bytes(if n % 3 == 0 { 2 << 20 } else { 10_000 + n * 100 }, 100 + n as u64);
+    for n in 0..12usize {
+        let body = random_bytes(if n.is_multiple_of(3) { 2 << 20 } else { 10_000 + n * 100 }, 100 + n as u64);
         let key = format!("object-{n:02}");
         cluster
             .client(n % 3)
@@ -337,5 +337,125 @@ async fn a_killed_node_loses_nothing_and_rejoins_under_its_id() // A
     let back = cluster.client(2);
     for (key, body) in &objects {
         assert!(get_bytes(&back, "survive", key).await == *body, "{key} through the restarted node");
+    }
+}
+
+/// SIGSTOP or SIGCONT to a node: it stops answering without closing a
+/// single connection, as a hung machine or `docker pause` does.
+fn signal(cluster: &TestCluster, index: usize, signal: libc::c_int) // A
+{
+    let pid = cluster.nodes[index].child.as_ref().expect("node is running").id();
+    // SAFETY: kill(2) on our own child's pid has no memory effects.
+    let sent = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(sent, 0, "signal {signal} to node {index}");
+}
+
+/// The SDK with a whole-operation timeout, as a user's tool has one.
+fn impatient_client(cluster: &TestCluster, index: usize, timeout: Duration) -> Client // A
+{
+    let base = cluster.client(index);
+    let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder().operation_timeout(timeout).build();
+    Client::from_conf(base.config().to_builder().timeout_config(timeouts).build())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_holds_up_no_client_of_the_others_and_serves_after_it_resumes() // A
+{
+    let mut cluster = TestCluster::start(3).await;
+    cluster.client(0).create_bucket().bucket("paused").send().await.unwrap();
+    let clients = [0, 1].map(|i| impatient_client(&cluster, i, Duration::from_secs(15)));
+    let mut objects = Vec::new();
+    let mut write_and_cross_read = |n: usize| {
+        let (writer, reader) = (clients[n % 2].clone(), clients[(n + 1) % 2].clone());
+        let body = random_bytes(if n.is_multiple_of(4) { 3 << 20 } else { 20_000 }, 300 + n as u64);
+        let key = format!("object-{n:02}");
+        objects.push((key.clone(), body.clone()));
+        async move {
+            let put = writer.put_object().bucket("paused").key(&key).body(ByteStream::from(body.clone())).send().await;
+            put.unwrap_or_else(|e| panic!("PUT {key} with a node paused: {e:?}"));
+            let got = reader.get_object().bucket("paused").key(&key).send().await;
+            let got = got.unwrap_or_else(|e| panic!("GET {key} with a node paused: {e:?}"));
+            assert!(got.body.collect().await.unwrap().into_bytes() == body, "{key} read back differs");
+        }
+    };
+    write_and_cross_read(0).await;
+
+    // Paused: first only suspected, then seen down. Requests through the
+    // other two keep succeeding within the client's timeout all along.
+    signal(&cluster, 2, libc::SIGSTOP);
+    for n in 1..6 {
+        write_and_cross_read(n).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    cluster.wait_alive(0, 2).await;
+    for n in 6..10 {
+        write_and_cross_read(n).await;
+    }
+    let listed = clients[1].list_objects_v2().bucket("paused").send().await.unwrap();
+    assert_eq!(listed.contents().len(), 10);
+
+    // Resumed: alive again everywhere, and it serves what was written meanwhile.
+    signal(&cluster, 2, libc::SIGCONT);
+    for index in 0..3 {
+        cluster.wait_alive(index, 3).await;
+    }
+    let back = impatient_client(&cluster, 2, Duration::from_secs(15));
+    for (key, body) in &objects {
+        assert!(get_bytes(&back, "paused", key).await == *body, "{key} through the resumed node");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_nodes_at_4_2_read_everything_with_any_two_killed() // A
+{
+    let mut cluster = TestCluster::start(6).await;
+    let first = cluster.client(0);
+    first.create_bucket().bucket("wide").send().await.unwrap();
+    let mut objects = Vec::new();
+    for n in 0..12usize {
+        let body = random_bytes(if n.is_multiple_of(3) { 6 << 20 } else { 30_000 + n }, 500 + n as u64);
+        let key = format!("object-{n:02}");
+        let client = cluster.client(n % 6);
+        client.put_object().bucket("wide").key(&key).body(ByteStream::from(body.clone())).send().await.unwrap();
+        objects.push((key, body));
+    }
+    // Two nodes other than the first, drawn anew each run (printed, so a
+    // failure can be replayed by hand).
+    let mut victims: Vec<usize> = (1..6).collect();
+    let draw = rand::random::<usize>();
+    let one = victims.remove(draw % victims.len());
+    let two = victims.remove((draw / 7) % victims.len());
+    println!("killing nodes {one} and {two}");
+    cluster.kill(one);
+    cluster.kill(two);
+    for reader in (0..6).filter(|i| *i != one && *i != two) {
+        let client = cluster.client(reader);
+        for (key, body) in &objects {
+            assert!(
+                get_bytes(&client, "wide", key).await == *body,
+                "{key} through node {reader} (killed {one}, {two})"
+            );
+        }
+        let listed = client.list_objects_v2().bucket("wide").send().await.unwrap();
+        assert_eq!(listed.contents().len(), 12, "listing through node {reader}");
+    }
+    // Metadata is kept on five of the six with a quorum of three: writes go
+    // on with two nodes lost, and read back through every survivor.
+    let survivors: Vec<usize> = (0..6).filter(|i| *i != one && *i != two).collect();
+    for (n, writer) in survivors.iter().enumerate() {
+        let body = random_bytes(if n.is_multiple_of(2) { 5 << 20 } else { 40_000 }, 600 + n as u64);
+        let key = format!("after-{n}");
+        let put = cluster.client(*writer).put_object().bucket("wide").key(&key).body(ByteStream::from(body.clone()));
+        put.send().await.unwrap_or_else(|e| panic!("PUT {key} through node {writer} (killed {one}, {two}): {e:?}"));
+        objects.push((key, body));
+    }
+    for reader in &survivors {
+        let client = cluster.client(*reader);
+        for (key, body) in &objects[12..] {
+            assert!(
+                get_bytes(&client, "wide", key).await == *body,
+                "{key} through node {reader} (killed {one}, {two})"
+            );
+        }
     }
 }
