@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # S3 benchmark against peers on one machine (not a test, not in CI).
 #
-# Starts OuroborosDB (release build) and, where their binaries are cached,
-# Garage 2.5.0 (single node, replication factor 1) and s3s-fs 0.14.1. Runs
+# Starts OuroborosDB (release build) alone and as a three-node cluster on
+# loopback (`cluster3`, measured through its first node; BENCH_CLUSTER=0 leaves
+# it out) and, where their binaries are cached, Garage 2.5.0 (single node,
+# replication factor 1) and s3s-fs 0.14.1. Runs
 # the same workloads against each, rounds alternating between servers:
 #   - one 1 GiB incompressible object: PUT and GET, with rclone and the aws CLI
 #   - 2000 objects of 4 KiB: PUT, GET and LIST with 16 parallel transfers (rclone)
@@ -62,6 +64,39 @@ start_ouroboros() {
     ENDPOINT[ouroboros]=http://127.0.0.1:9301 KEY[ouroboros]=$AK SECRET[ouroboros]=$SK
 }
 
+# Three nodes on one machine: node 1 answers the clients, all three store.
+start_ouroboros_cluster() {
+    local secret data_key i join
+    secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    data_key=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    CLUSTER_PORTS=()
+    for i in 1 2 3; do
+        join=()
+        [ "$i" -gt 1 ] && join=(--join 127.0.0.1:9331)
+        OUROBOROS_ACCESS_KEY_ID=$AK OUROBOROS_SECRET_ACCESS_KEY=$SK OUROBOROS_LOG=warn \
+            OUROBOROS_CLUSTER_SECRET=$secret OUROBOROS_DATA_KEY=$data_key \
+            target/release/ouroboros serve --data-dir "$WORK/cluster-$i" --listen "127.0.0.1:932$i" \
+            --cluster-listen "127.0.0.1:933$i" "${join[@]}" &
+        PIDS+=($!)
+        [ "$i" -eq 1 ] && PID[cluster3]=$!
+        CLUSTER_PORTS+=("932$i")
+        wait_port "932$i"
+    done
+    for port in "${CLUSTER_PORTS[@]}"; do
+        for _ in $(seq 1 100); do
+            curl -sf "http://127.0.0.1:$port/_ouroboros/health" | grep -q '"alive":3,' && break
+            sleep 0.1
+        done
+    done
+    ENDPOINT[cluster3]=http://127.0.0.1:9321 KEY[cluster3]=$AK SECRET[cluster3]=$SK
+}
+# Message bytes the cluster's nodes have sent each other so far.
+cluster_bytes() {
+    for port in "${CLUSTER_PORTS[@]}"; do
+        curl -sf "http://127.0.0.1:$port/_ouroboros/metrics"
+    done | awk '/^ouroboros_cluster_sent_bytes_total/ {s += $2} END {printf "%.0f", s}'
+}
+
 start_s3s_fs() {
     mkdir -p "$WORK/s3s-fs"
     s3s-fs --host 127.0.0.1 --port 9302 --access-key "$AK" --secret-key "$SK" "$WORK/s3s-fs" >/dev/null 2>&1 &
@@ -105,6 +140,7 @@ EOF
 
 SERVERS=(ouroboros)
 start_ouroboros
+if [ "${BENCH_CLUSTER:-1}" = 1 ]; then start_ouroboros_cluster && SERVERS+=(cluster3); fi
 if command -v garage >/dev/null; then start_garage && SERVERS+=(garage); fi
 if command -v s3s-fs >/dev/null; then start_s3s_fs && SERVERS+=(s3s-fs); fi
 echo "servers: ${SERVERS[*]} ($(nproc) cores, client and servers on one machine)"
@@ -212,4 +248,15 @@ for w in "1GiB PUT rclone MB/s" "1GiB GET rclone MB/s" "1GiB PUT aws MB/s" "1GiB
     echo
 done
 echo "(median of $ROUNDS rounds)"
+if [ -n "${PID[cluster3]:-}" ]; then
+    before=$(cluster_bytes)
+    awscli cluster3 s3 cp --only-show-errors "$WORK/1g.bin" s3://bench/traffic.bin
+    after=$(cluster_bytes)
+    echo "cluster3: bytes between nodes per byte stored (1 GiB PUT through node 1): $(echo "($after - $before) / 1073741824" | bc -l | cut -c1-5)"
+    before=$after
+    awscli cluster3 s3 cp --only-show-errors s3://bench/traffic.bin "$WORK/traffic.back"
+    after=$(cluster_bytes)
+    rm -f "$WORK/traffic.back"
+    echo "cluster3: bytes between nodes per byte read (the same object read back through node 1): $(echo "($after - $before) / 1073741824" | bc -l | cut -c1-5)"
+fi
 echo "ouroboros peak resident memory: $(awk '/VmHWM/ {print $2, $3}' "/proc/$OUROBOROS_PID/status")"

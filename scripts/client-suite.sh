@@ -3,6 +3,8 @@
 # with a fresh data directory and drives it with the aws CLI, boto3, rclone and
 # s3cmd at their default settings. Every download is compared byte for byte.
 # Installs the clients when they are missing (Debian packages, boto3 from PyPI).
+# CLUSTER_SIZE=3 runs it against a cluster of three nodes instead, each client
+# on another node, and reads what one client wrote through every node.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,7 +54,21 @@ export AWS_ACCESS_KEY_ID=OBCLIENTSUITE0000001 AWS_SECRET_ACCESS_KEY=client-suite
 export AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 # shellcheck source=scripts/node.sh
 source scripts/node.sh
-start_node "$BIN"
+CLUSTER_SIZE=${CLUSTER_SIZE:-1}
+if [ "$CLUSTER_SIZE" -gt 1 ]; then
+    start_cluster "$BIN" "$CLUSTER_SIZE"
+    echo "== a cluster of $CLUSTER_SIZE nodes: aws CLI, boto3, rclone and s3cmd each on another"
+else
+    start_node "$BIN"
+    ENDPOINTS=("$ENDPOINT")
+    LOGS=("$WORK/server.log")
+fi
+# Each client on its own node (all on the one node when alone).
+endpoint_of() { echo "${ENDPOINTS[$(($1 % ${#ENDPOINTS[@]}))]}"; }
+ENDPOINT_AWS=$(endpoint_of 0)
+ENDPOINT_BOTO3=$(endpoint_of 1)
+ENDPOINT_RCLONE=$(endpoint_of 2)
+ENDPOINT_S3CMD=$(endpoint_of 4)
 
 PASSED=0
 FAILED=0
@@ -70,7 +86,7 @@ check() {
     fi
 }
 
-AWS="aws --endpoint-url $ENDPOINT"
+AWS="aws --endpoint-url $ENDPOINT_AWS"
 head -c 52428800 /dev/urandom >"$WORK/big.bin"
 mkdir -p "$WORK/tree/sub"
 for i in $(seq 1 200); do
@@ -84,6 +100,10 @@ check "aws s3 mb" $AWS s3 mb s3://cli
 check "aws s3 cp 50 MiB up (multipart)" $AWS s3 cp "$WORK/big.bin" s3://cli/big.bin
 check "aws s3 cp 50 MiB down" $AWS s3 cp s3://cli/big.bin "$WORK/big.back"
 check "50 MiB round trip is byte-exact" cmp "$WORK/big.bin" "$WORK/big.back"
+for endpoint in "${ENDPOINTS[@]}"; do
+    check "50 MiB read back byte-exact through $endpoint" bash -c \
+        "aws --endpoint-url $endpoint s3 cp s3://cli/big.bin - | cmp - '$WORK/big.bin'"
+done
 check "aws s3 sync 200 files up" $AWS s3 sync "$WORK/tree" s3://cli/tree
 check "aws s3 sync 200 files down" $AWS s3 sync s3://cli/tree "$WORK/tree.back"
 check "synced tree is byte-exact" diff -r "$WORK/tree" "$WORK/tree.back"
@@ -120,7 +140,7 @@ check "aws s3api versioned puts, delete marker, get by version" bash -c '
     [ "$('"$AWS"' s3api list-object-versions --bucket vcli --query "DeleteMarkers[0].IsLatest" --output text)" = True ]'
 
 # --- boto3 at default settings -------------------------------------------
-check "boto3 put/get, upload_file/download_file, paging" env PYTHONPATH="$BOTO3_PATH" python3 - "$ENDPOINT" "$WORK" <<'PY'
+check "boto3 put/get, upload_file/download_file, paging" env PYTHONPATH="$BOTO3_PATH" python3 - "$ENDPOINT_BOTO3" "$WORK" <<'PY'
 import hashlib, os, sys
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -155,7 +175,7 @@ assert "<Key>page/0000</Key>" in listing and "<Key>page/0003</Key>" not in listi
 print("boto3 ok")
 PY
 
-check "boto3 versioning: 1200 versions paged, restore by copy, heads and merges" env PYTHONPATH="$BOTO3_PATH" python3 - "$ENDPOINT" <<'PY'
+check "boto3 versioning: 1200 versions paged, restore by copy, heads and merges" env PYTHONPATH="$BOTO3_PATH" python3 - "$ENDPOINT_BOTO3" <<'PY'
 import sys
 import boto3
 from botocore.exceptions import ClientError
@@ -214,7 +234,7 @@ print("boto3 versioning ok")
 PY
 
 # --- rclone --------------------------------------------------------------
-export RCLONE_CONFIG_OB_TYPE=s3 RCLONE_CONFIG_OB_PROVIDER=Other RCLONE_CONFIG_OB_ENDPOINT=$ENDPOINT
+export RCLONE_CONFIG_OB_TYPE=s3 RCLONE_CONFIG_OB_PROVIDER=Other RCLONE_CONFIG_OB_ENDPOINT=$ENDPOINT_RCLONE
 export RCLONE_CONFIG_OB_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID RCLONE_CONFIG_OB_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY
 export RCLONE_CONFIG_OB_REGION=us-east-1
 # Plain HTTP on loopback: a CA bundle from the environment only trips rclone's SDK.
@@ -251,8 +271,8 @@ cat >"$WORK/s3cfg" <<EOF
 [default]
 access_key = $AWS_ACCESS_KEY_ID
 secret_key = $AWS_SECRET_ACCESS_KEY
-host_base = 127.0.0.1:$PORT
-host_bucket = 127.0.0.1:$PORT
+host_base = ${ENDPOINT_S3CMD#http://}
+host_bucket = ${ENDPOINT_S3CMD#http://}
 use_https = False
 signature_v2 = False
 bucket_location = us-east-1
@@ -270,7 +290,9 @@ check "s3cmd sees the deletion" bash -c "! $S3CMD ls s3://s3cmd | grep -q file-7
 echo
 echo "clients: $PASSED passed, $FAILED failed"
 if [ "$FAILED" -gt 0 ]; then
-    echo "--- server log (tail)"
-    tail -40 "$WORK/server.log"
+    for log in "${LOGS[@]}"; do
+        echo "--- $log (tail)"
+        tail -40 "$log"
+    done
     exit 1
 fi

@@ -16,3 +16,45 @@ start_node() {
     cat "$WORK/server.log" >&2
     return 1
 }
+
+# start_cluster BIN SIZE: SIZE nodes of one cluster on loopback, node i
+# (from 1) with S3 on $PORT+i-1, cluster traffic on $PORT+100+i-1 and data in
+# $WORK/node-i; the others join node 1. Sets ENDPOINTS (one per node) and
+# LOGS, stops every node and removes $WORK on exit, and returns once every
+# node sees all SIZE alive.
+start_cluster() {
+    local bin=$1 size=$2 i
+    local secret data_key
+    secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    data_key=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    SERVERS=()
+    ENDPOINTS=()
+    LOGS=()
+    trap 'for pid in "${SERVERS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
+    for i in $(seq 1 "$size"); do
+        local s3=$((PORT + i - 1)) cluster=$((PORT + 100 + i - 1)) join=()
+        [ "$i" -gt 1 ] && join=(--join "127.0.0.1:$((PORT + 100))")
+        OUROBOROS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID OUROBOROS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY \
+            OUROBOROS_CLUSTER_SECRET=$secret OUROBOROS_DATA_KEY=$data_key \
+            "$bin" serve --data-dir "$WORK/node-$i" --listen "127.0.0.1:$s3" \
+            --cluster-listen "127.0.0.1:$cluster" "${join[@]}" >"$WORK/node-$i.log" 2>&1 &
+        SERVERS+=($!)
+        ENDPOINTS+=("http://127.0.0.1:$s3")
+        LOGS+=("$WORK/node-$i.log")
+    done
+    for i in $(seq 1 "$size"); do
+        local ready=0
+        for _ in $(seq 1 300); do
+            if curl -sf "${ENDPOINTS[$((i - 1))]}/_ouroboros/health" | grep -q "\"alive\":$size,"; then
+                ready=1
+                break
+            fi
+            sleep 0.1
+        done
+        if [ "$ready" -eq 0 ]; then
+            echo "node $i did not see $size nodes alive; its log:" >&2
+            cat "${LOGS[$((i - 1))]}" >&2
+            return 1
+        fi
+    done
+}

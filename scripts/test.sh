@@ -21,5 +21,7 @@ cargo build -p ouroboros-gateway --bin ouroboros
 cargo nextest run --workspace --no-fail-fast
 echo "== real-client suite (aws CLI, boto3, rclone, s3cmd)"
 ./scripts/client-suite.sh
+echo "== real-client suite against a three-node cluster"
+CLUSTER_SIZE=3 ./scripts/client-suite.sh
 echo "== fuzz smoke (each target ${FUZZ_SECONDS:-10}s; longer runs: scripts/fuzz.sh SECONDS)"
 ./scripts/fuzz.sh "${FUZZ_SECONDS:-10}"

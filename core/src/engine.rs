@@ -1333,10 +1333,37 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         Ok(self.bucket_records().await?.into_values().filter(|b| !b.deleted).collect())
     }
 
-    /// A live bucket's record.
-    pub async fn bucket(&self, name: &str) -> EngineResult<Option<BucketRecord>> // A
+    /// A live bucket's record, from this node's copy: every node keeps every
+    /// bucket record, so the hot path asks no other node. A bucket this node
+    /// has not heard of is asked of every member, and kept. A node that
+    /// missed an update catches up at the next `sync_buckets`.
+    pub async fn bucket(&self, name: &str) -> EngineResult<Option<BucketRecord>> // PA
     {
-        Ok(self.bucket_records().await?.remove(name).filter(|b| !b.deleted))
+        let store = self.transport.local_store(self.view.local_node());
+        if let Some(store) = store.clone() {
+            let wanted = name.to_string();
+            if let Some(record) = blocking(move || store.get_bucket(&wanted)).await?? {
+                return Ok((!record.deleted).then_some(record));
+            }
+        }
+        let record = self.bucket_records().await?.remove(name);
+        if let (Some(record), Some(store)) = (record.clone(), store) {
+            blocking(move || store.put_bucket(&record)).await??;
+        }
+        Ok(record.filter(|b| !b.deleted))
+    }
+
+    /// Bring this node's copy of every bucket record up to date with what
+    /// the reachable members hold (newest wins); returns how many records
+    /// were asked about. Run at start and every little while.
+    pub async fn sync_buckets(&self) -> EngineResult<usize> // PA
+    {
+        let merged = self.bucket_records().await?;
+        let count = merged.len();
+        if let Some(store) = self.transport.local_store(self.view.local_node()) {
+            blocking(move || merged.values().try_for_each(|record| store.put_bucket(record))).await??;
+        }
+        Ok(count)
     }
 
     /// Write a bucket record to every member; a majority must take it.

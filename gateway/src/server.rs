@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
-use ouroboros_membership::Members;
+use ouroboros_membership::{GossipCounters, Members, TransportCounters};
 use s3s::host::{MultiDomain, S3Host};
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
@@ -27,6 +27,7 @@ use crate::s3::Gateway;
 type HttpResult = Result<Response<s3s::Body>, Infallible>;
 
 pub const HEALTH_PATH: &str = "/_ouroboros/health";
+pub const METRICS_PATH: &str = "/_ouroboros/metrics";
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A browser form upload (POST policy) is held in memory while s3s checks
 /// its policy, so it is kept far below S3's 5 GiB; larger files go by PUT.
@@ -152,12 +153,22 @@ impl Server {
         tracing::info!(?addr, node = %self.node.id, "OuroborosDB is serving S3");
         let upkeep = Gateway::new(self.node.engine.clone(), self.region.clone());
         let upkeep = tokio::spawn(crate::maintenance::run(upkeep, self.maintenance));
+        let bucket_sync = self
+            .node
+            .cluster
+            .as_ref()
+            .map(|_| tokio::spawn(keep_buckets_in_sync(self.node.engine.clone(), self.node.members.clone())));
         let limits = self.connections;
         let mut http = ConnBuilder::new(TokioExecutor::new());
         http.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
         http.http2().timer(TokioTimer::new()).keep_alive_interval(limits.header_timeout);
         let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
         let region: Arc<str> = self.region.clone().into();
+        let status = Arc::new(NodeStatus {
+            members: self.node.members.clone(),
+            transport: self.node.cluster.as_ref().map(|c| c.transport.counters()),
+            gossip: self.node.cluster.as_ref().map(|c| c.gossip.counters.clone()),
+        });
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(ServeError::Signal)?;
@@ -194,12 +205,12 @@ impl Server {
             let service = self.service.clone();
             let hosts = self.hosts.clone();
             let region = region.clone();
-            let members = self.node.members.clone();
+            let status = status.clone();
             let handler = hyper::service::service_fn(move |mut request: Request<Incoming>| {
                 sign_v2_bucket_path(&mut request, hosts.as_deref());
                 let virtual_hosted = is_virtual_hosted(&request, hosts.as_deref());
                 let request = request.map(|body| StallTimedBody::new(body, limits.stall_timeout));
-                let call = S3Call { region: region.clone(), members: members.clone(), virtual_hosted, peer };
+                let call = S3Call { region: region.clone(), status: status.clone(), virtual_hosted, peer };
                 handle(service.clone(), call, request)
             });
             let socket = TokioIo::new(StallGuard::new(socket, limits.stall_timeout));
@@ -218,6 +229,9 @@ impl Server {
             () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out, closing anyway"),
         }
         upkeep.abort();
+        if let Some(task) = bucket_sync {
+            task.abort();
+        }
         self.node.leave().await;
         self.node.store.sync()?;
         tracing::info!("store closed cleanly");
@@ -244,6 +258,104 @@ fn print_first_start(config: &Config, key: &credentials::AccessKey) // A
         key.secret_access_key,
         config.region,
     );
+}
+
+/// How often a cluster node brings its copy of the bucket records up to
+/// date (it reads them locally on every request).
+const BUCKET_SYNC_INTERVAL: Duration = Duration::from_secs(30);
+
+async fn keep_buckets_in_sync(engine: crate::node::NodeEngine, members: Arc<Members>) // A
+{
+    // A restarted node catches up as soon as it hears from another member,
+    // not a whole interval later.
+    for _ in 0..50 {
+        if members.alive() > 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut tick = tokio::time::interval(BUCKET_SYNC_INTERVAL);
+    loop {
+        tick.tick().await;
+        if let Err(error) = engine.sync_buckets().await {
+            tracing::warn!(%error, "bucket records not brought up to date");
+        }
+    }
+}
+
+/// What the health and metrics endpoints read.
+struct NodeStatus {
+    members: Arc<Members>,
+    transport: Option<Arc<TransportCounters>>,
+    gossip: Option<Arc<GossipCounters>>,
+}
+
+/// `/_ouroboros/metrics`, in Prometheus' text format.
+fn metrics(status: &NodeStatus) -> Response<s3s::Body> // A
+{
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut text = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = write!(text, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
+    };
+    metric(
+        "ouroboros_members",
+        "gauge",
+        "Nodes known to this node, itself included.",
+        status.members.snapshot().len() as u64,
+    );
+    metric(
+        "ouroboros_members_alive",
+        "gauge",
+        "Known nodes the failure detector sees alive.",
+        status.members.alive() as u64,
+    );
+    if let Some(transport) = &status.transport {
+        metric(
+            "ouroboros_cluster_sent_bytes_total",
+            "counter",
+            "Message bytes sent to other nodes.",
+            transport.bytes_sent.load(Relaxed),
+        );
+        metric(
+            "ouroboros_cluster_received_bytes_total",
+            "counter",
+            "Message bytes received from other nodes.",
+            transport.bytes_received.load(Relaxed),
+        );
+        metric(
+            "ouroboros_cluster_refused_handshakes_total",
+            "counter",
+            "Node connections that did not finish a handshake (no or wrong cluster secret).",
+            transport.refused_handshakes.load(Relaxed),
+        );
+        metric(
+            "ouroboros_cluster_malformed_requests_total",
+            "counter",
+            "Node requests that did not decode.",
+            transport.malformed_requests.load(Relaxed),
+        );
+    }
+    if let Some(gossip) = &status.gossip {
+        metric(
+            "ouroboros_gossip_refused_packets_total",
+            "counter",
+            "Gossip packets not sealed with the cluster key.",
+            gossip.refused_packets.load(Relaxed),
+        );
+        metric(
+            "ouroboros_gossip_rejected_packets_total",
+            "counter",
+            "Sealed gossip packets the SWIM layer could not use.",
+            gossip.rejected_packets.load(Relaxed),
+        );
+    }
+    let mut response = Response::new(s3s::Body::from(text));
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"));
+    response
 }
 
 /// `/_ouroboros/health`: 200 while this node sees a majority of the known
@@ -335,7 +447,7 @@ type ClientBody = StallTimedBody<Incoming>;
 /// What the server knows of a request besides the request itself.
 struct S3Call {
     region: Arc<str>,
-    members: Arc<Members>,
+    status: Arc<NodeStatus>,
     /// The bucket is named in the Host header, not the path.
     virtual_hosted: bool,
     peer: SocketAddr,
@@ -349,7 +461,9 @@ async fn handle(service: S3Service, call: S3Call, request: Request<ClientBody>) 
     let method = request.method().clone();
     let uri = request.uri().clone();
     let mut response = if uri.path() == HEALTH_PATH {
-        health(&call.members)
+        health(&call.status.members)
+    } else if uri.path() == METRICS_PATH {
+        metrics(&call.status)
     } else {
         serve_s3(service, &call, request).instrument(span.clone()).await
     };

@@ -163,6 +163,7 @@ impl Gossip {
             timers: BTreeMap::new(),
             timer_seq: 0,
             counters: counters.clone(),
+            leaving: false,
         };
         let task = tokio::spawn(task.run(receiver));
         Gossip { commands, counters, task }
@@ -200,6 +201,8 @@ struct GossipTask {
     timers: BTreeMap<(Instant, u64), Timer<Peer>>,
     timer_seq: u64,
     counters: Arc<GossipCounters>,
+    /// Set once this node says goodbye: being marked down is then expected.
+    leaving: bool,
 }
 
 impl GossipTask {
@@ -234,17 +237,23 @@ impl GossipTask {
                     }
                 }
                 _ = rejoin.tick() => {
-                    // Nobody alive but us: announce to the seeds again (foca #15).
-                    if self.foca.num_members() == 0 && !self.seeds.is_empty() {
-                        for addr in resolve(&self.seeds).await {
-                            if addr != self.foca.identity().addr {
-                                let _ = self.foca.announce(Peer::seed(addr), &mut self.runtime);
-                            }
+                    // Nobody alive but us: announce to the seeds again (foca
+                    // #15), and to every member known from before a restart,
+                    // so a node started without --join finds its cluster too.
+                    if self.foca.num_members() == 0 {
+                        let mut targets = resolve(&self.seeds).await;
+                        let local = self.foca.identity().clone();
+                        targets.extend(self.members.snapshot().into_iter().map(|m| m.peer.addr));
+                        targets.sort();
+                        targets.dedup();
+                        for addr in targets.into_iter().filter(|a| *a != local.addr && !a.ip().is_unspecified()) {
+                            let _ = self.foca.announce(Peer::seed(addr), &mut self.runtime);
                         }
                     }
                 }
                 command = commands.recv() => match command {
                     Some(Command::Leave(done)) => {
+                        self.leaving = true;
                         if let Err(error) = self.foca.leave_cluster(&mut self.runtime) {
                             tracing::debug!(%error, "gossip leave");
                         }
@@ -300,6 +309,7 @@ impl GossipTask {
                     tracing::info!(old = ?old, new = ?new, "member restarted");
                 }
                 OwnedNotification::Idle => tracing::warn!("no other member is alive"),
+                OwnedNotification::Defunct if self.leaving => {}
                 OwnedNotification::Defunct => {
                     // Declared down by the others: come back as a new generation.
                     tracing::warn!("this node was declared down; rejoining");

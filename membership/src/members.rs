@@ -141,8 +141,10 @@ impl Members {
         match std::fs::read(&file) {
             Ok(bytes) => match saved_peers(&bytes) {
                 Some(peers) => {
+                    // Not yet heard from: suspect, not down, so requests
+                    // still try them until gossip says otherwise.
                     for peer in peers.into_iter().filter(|p| p.id != local.id && !p.is_seed()) {
-                        table.members.insert(peer.id, Member { peer, liveness: Liveness::Down });
+                        table.members.insert(peer.id, Member { peer, liveness: Liveness::Suspect });
                     }
                 }
                 None => tracing::warn!(file = %file.display(), "saved member list unreadable; gossip will rebuild it"),
@@ -283,7 +285,7 @@ mod tests {
         let again = Members::load(peer(1, 2), dir.path()).expect("reload");
         let ids: Vec<NodeId> = MembersView(again.clone()).members();
         assert_eq!(ids.len(), 2);
-        assert_eq!(again.get(&peer(2, 0).id).map(|m| (m.peer.generation, m.liveness)), Some((5, Liveness::Down)));
+        assert_eq!(again.get(&peer(2, 0).id).map(|m| (m.peer.generation, m.liveness)), Some((5, Liveness::Suspect)));
     }
 
     #[test]

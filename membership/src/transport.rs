@@ -53,6 +53,18 @@ pub struct TransportCounters {
     pub refused_handshakes: AtomicU64,
     /// Requests that arrived sealed but did not decode.
     pub malformed_requests: AtomicU64,
+    /// Message bytes this node sent to other nodes (requests and replies).
+    pub bytes_sent: AtomicU64,
+    /// Message bytes this node received from other nodes.
+    pub bytes_received: AtomicU64,
+}
+
+impl TransportCounters {
+    fn count(&self, sent: usize, received: usize) // A
+    {
+        self.bytes_sent.fetch_add(sent as u64, Ordering::Relaxed);
+        self.bytes_received.fetch_add(received as u64, Ordering::Relaxed);
+    }
 }
 
 /// Idle connections kept per peer; more in flight at once are closed after use.
@@ -164,7 +176,9 @@ impl Inner {
                     Reply::Failed { storage_full: false, message: format!("malformed request: {error}") }
                 }
             };
-            if let Err(error) = connection.send(&codec::encode(&reply)).await {
+            let reply = codec::encode(&reply);
+            self.counters.count(reply.len(), message.len());
+            if let Err(error) = connection.send(&reply).await {
                 tracing::debug!(%from, %error, "could not send a reply");
                 return;
             }
@@ -218,10 +232,12 @@ impl Inner {
             .map_err(|_| NoiseError::Timeout(self.timing.handshake_timeout))?
     }
 
-    async fn exchange(connection: &mut Connection, request: &[u8]) -> Result<Vec<u8>, NoiseError> // PA
+    async fn exchange(&self, connection: &mut Connection, request: &[u8]) -> Result<Vec<u8>, NoiseError> // PA
     {
         connection.send(request).await?;
-        connection.receive().await
+        let reply = connection.receive().await?;
+        self.counters.count(request.len(), reply.len());
+        Ok(reply)
     }
 
     /// One request to another node: a pooled connection if there is one
@@ -230,7 +246,7 @@ impl Inner {
     async fn remote(&self, node: NodeId, request: Vec<u8>) -> Result<Vec<u8>, NoiseError> // PA
     {
         if let Some(mut connection) = self.pooled(node) {
-            match Self::exchange(&mut connection, &request).await {
+            match self.exchange(&mut connection, &request).await {
                 Ok(reply) => {
                     self.give_back(node, connection);
                     return Ok(reply);
@@ -241,7 +257,7 @@ impl Inner {
             }
         }
         let mut connection = self.dial(node).await?;
-        let reply = Self::exchange(&mut connection, &request).await?;
+        let reply = self.exchange(&mut connection, &request).await?;
         self.give_back(node, connection);
         Ok(reply)
     }

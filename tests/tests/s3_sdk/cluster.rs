@@ -274,6 +274,23 @@ async fn three_nodes_serve_every_request_from_any_node() // A
         let gone = client.get_object().bucket("spread").key("from-0").send().await;
         assert_eq!(code(gone), "NoSuchKey");
     }
+
+    // The metrics say what crossed between nodes.
+    let (status, text) = raw_http(
+        cluster.nodes[0].s3,
+        b"GET /_ouroboros/metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200, "{text}");
+    let value = |name: &str| -> u64 {
+        let line =
+            text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {text}"));
+        line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+    };
+    assert_eq!(value("ouroboros_members"), 3);
+    assert_eq!(value("ouroboros_members_alive"), 3);
+    // Node 0 wrote a 1 KiB object and read 12 MiB written by the others.
+    assert!(value("ouroboros_cluster_received_bytes_total") > 8 << 20, "{text}");
+    assert_eq!(value("ouroboros_cluster_refused_handshakes_total"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -458,4 +475,40 @@ async fn six_nodes_at_4_2_read_everything_with_any_two_killed() // A
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_missed_bucket_changes_catches_up_when_it_returns() // A
+{
+    let mut cluster = TestCluster::start(3).await;
+    cluster.client(0).create_bucket().bucket("before").send().await.unwrap();
+    cluster.kill(2);
+    // While node 2 is away: a new bucket, and versioning turned on for the old one.
+    cluster.client(0).create_bucket().bucket("during").send().await.unwrap();
+    enable_versioning(&cluster.client(1), "before", BucketVersioningStatus::Enabled).await;
+
+    cluster.spawn(2);
+    for index in 0..3 {
+        cluster.wait_alive(index, 3).await;
+    }
+    let back = cluster.client(2);
+    // It serves the bucket made while it was away...
+    put_text(&back, "during", "k", "made while away").await;
+    assert_eq!(get_bytes(&back, "during", "k").await, b"made while away");
+    // ...and keeps versions in the bucket whose versioning changed: two PUTs
+    // through it leave two versions, not one overwritten null version.
+    let mut synced = false;
+    for _ in 0..50 {
+        let status = back.get_bucket_versioning().bucket("before").send().await.unwrap();
+        if status.status() == Some(&BucketVersioningStatus::Enabled) {
+            synced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(synced, "the returned node never learned that versioning was enabled");
+    put_text(&back, "before", "doc", "one").await;
+    put_text(&back, "before", "doc", "two").await;
+    let versions = cluster.client(0).list_object_versions().bucket("before").prefix("doc").send().await.unwrap();
+    assert_eq!(versions.versions().len(), 2, "a PUT through the returned node overwrote a version");
 }
