@@ -249,14 +249,16 @@ for w in "1GiB PUT rclone MB/s" "1GiB GET rclone MB/s" "1GiB PUT aws MB/s" "1GiB
 done
 echo "(median of $ROUNDS rounds)"
 if [ -n "${PID[cluster3]:-}" ]; then
+    # New bytes: the rounds' objects would only be deduplicated.
+    head -c 268435456 /dev/urandom >"$WORK/traffic.bin"
     before=$(cluster_bytes)
-    awscli cluster3 s3 cp --only-show-errors "$WORK/1g.bin" s3://bench/traffic.bin
+    awscli cluster3 s3 cp --only-show-errors "$WORK/traffic.bin" s3://bench/traffic.bin
     after=$(cluster_bytes)
-    echo "cluster3: bytes between nodes per byte stored (1 GiB PUT through node 1): $(echo "($after - $before) / 1073741824" | bc -l | cut -c1-5)"
+    echo "cluster3: bytes between nodes per byte stored (new 256 MiB through node 1): $(echo "($after - $before) / 268435456" | bc -l | cut -c1-5)"
     before=$after
     awscli cluster3 s3 cp --only-show-errors s3://bench/traffic.bin "$WORK/traffic.back"
     after=$(cluster_bytes)
-    rm -f "$WORK/traffic.back"
-    echo "cluster3: bytes between nodes per byte read (the same object read back through node 1): $(echo "($after - $before) / 1073741824" | bc -l | cut -c1-5)"
+    rm -f "$WORK/traffic.back" "$WORK/traffic.bin"
+    echo "cluster3: bytes between nodes per byte read (the same object read back through node 1): $(echo "($after - $before) / 268435456" | bc -l | cut -c1-5)"
 fi
 echo "ouroboros peak resident memory: $(awk '/VmHWM/ {print $2, $3}' "/proc/$OUROBOROS_PID/status")"

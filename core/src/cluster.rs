@@ -95,6 +95,9 @@ pub enum Request {
         after: Vec<u8>,
         max: usize,
     },
+    /// What the receiver stores, for `ouroboros status`. New variants go
+    /// last: postcard numbers them in order.
+    Usage,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,6 +118,11 @@ pub enum Response {
     Buckets(Vec<BucketRecord>),
     Row(Option<Vec<u8>>),
     Rows(Vec<Row>),
+    /// Live slices and their bytes.
+    Usage {
+        slices: u64,
+        bytes: u64,
+    },
 }
 
 /// Requests and responses cross the network in the record envelope, so a
@@ -176,6 +184,7 @@ impl Response {
             Response::Buckets(_) => "Buckets",
             Response::Row(_) => "Row",
             Response::Rows(_) => "Rows",
+            Response::Usage { .. } => "Usage",
         }
     }
 }
@@ -305,6 +314,10 @@ pub fn handle_request(store: &LocalStore, request: Request) -> Result<Response, 
         }
         Request::ScanRows { table, prefix, after, max } => {
             Response::Rows(store.scan_rows(table, &prefix, &after, max)?)
+        }
+        Request::Usage => {
+            let (bytes, slices) = store.slice_usage()?;
+            Response::Usage { slices: slices as u64, bytes }
         }
     })
 }

@@ -22,6 +22,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, source: Box<toml::de::Error> },
     #[error("{name}: {value:?} is not one of: {expected}")]
     Invalid { name: &'static str, value: String, expected: &'static str },
+    #[error("{0}")]
+    Conflict(&'static str),
 }
 
 /// The TOML file's keys (all optional).
@@ -63,6 +65,9 @@ pub struct FileConfig {
     pub cluster_secret_file: Option<PathBuf>,
     /// A file holding the data private key (64 hex digits).
     pub data_key_file: Option<PathBuf>,
+    /// Store and serve data for the cluster without the data private key,
+    /// and answer no S3 request.
+    pub storage_only: Option<bool>,
 }
 
 impl FileConfig {
@@ -98,6 +103,8 @@ pub struct ClusterSettings {
     pub secret: Option<[u8; 32]>,
     /// The data private key as given; a first node without one makes one.
     pub data_key: Option<[u8; 32]>,
+    /// Holds ciphertext only: no data key, no S3.
+    pub storage_only: bool,
 }
 
 /// The background work a node does: expiring abandoned uploads, then
@@ -132,6 +139,7 @@ pub struct Overrides {
     pub join: Vec<String>,
     pub cluster_secret_file: Option<PathBuf>,
     pub data_key_file: Option<PathBuf>,
+    pub storage_only: bool,
 }
 
 fn env(name: &str) -> Option<String> // A
@@ -250,13 +258,17 @@ impl Config {
                 overrides.cluster_secret_file.or(file.cluster_secret_file),
             )?,
             data_key: secret("data key", "OUROBOROS_DATA_KEY", overrides.data_key_file.or(file.data_key_file))?,
+            storage_only: overrides.storage_only || file.storage_only.unwrap_or(false),
         };
+        if cluster.storage_only && (cluster.listen.is_none() || cluster.join.is_empty()) {
+            return Err(ConfigError::Conflict(
+                "--storage-only needs --cluster-listen and --join: a storage-only node serves an existing cluster",
+            ));
+        }
         if cluster.listen.is_none() && (!cluster.join.is_empty() || cluster.advertise.is_some()) {
-            return Err(ConfigError::Invalid {
-                name: "cluster_listen",
-                value: "(unset)".into(),
-                expected: "an ADDR:PORT, which --join and --cluster-advertise need",
-            });
+            return Err(ConfigError::Conflict(
+                "--join and --cluster-advertise need --cluster-listen ADDR:PORT, where this node takes cluster traffic",
+            ));
         }
         Ok(Config {
             data_dir: overrides.data_dir.or(file.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),

@@ -11,4 +11,5 @@ pub mod multipart;
 pub mod node;
 pub mod s3;
 pub mod server;
+pub mod status;
 pub mod versioning;

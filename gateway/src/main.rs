@@ -1,4 +1,5 @@
-//! `ouroboros`: run a node (`serve`) and manage its access keys (`key`).
+//! `ouroboros`: run a node (`serve`), show what a running node sees
+//! (`status`), and manage access keys (`key`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +8,7 @@ use clap::{Parser, Subcommand};
 use ouroboros_gateway::config::{Config, Overrides, DEFAULT_DATA_DIR};
 use ouroboros_gateway::credentials;
 use ouroboros_gateway::server::Server;
+use ouroboros_gateway::status;
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +36,15 @@ enum Command {
         config: Option<PathBuf>,
         #[command(flatten)]
         cluster: ClusterFlags,
+    },
+    /// Show the members a running node sees: id, cluster address, state, role.
+    Status {
+        /// The node's S3 endpoint.
+        #[arg(long, env = "OUROBOROS_ENDPOINT", default_value = "http://127.0.0.1:9000")]
+        endpoint: String,
+        /// Print the node's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Manage S3 access keys.
     Key {
@@ -63,6 +74,9 @@ struct ClusterFlags {
     /// File with the data private key (64 hex digits); or set OUROBOROS_DATA_KEY.
     #[arg(long)]
     data_key_file: Option<PathBuf>,
+    /// Store data for the cluster without the data private key; answer no S3 request.
+    #[arg(long, env = "OUROBOROS_STORAGE_ONLY")]
+    storage_only: bool,
 }
 
 #[derive(Subcommand)]
@@ -82,6 +96,54 @@ fn init_logging() // A
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
+/// The first of these environment variables that is set.
+fn first_env(names: &[&str]) -> Option<String> // A
+{
+    names.iter().find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+}
+
+/// `ouroboros status`: signed with the server's access-key variables, or the AWS ones.
+fn status(endpoint: &str, json: bool) -> ExitCode // A
+{
+    let access_key = first_env(&["OUROBOROS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"]);
+    let secret_key = first_env(&["OUROBOROS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"]);
+    let (Some(access_key), Some(secret_key)) = (access_key, secret_key) else {
+        eprintln!("ouroboros: set OUROBOROS_ACCESS_KEY_ID and OUROBOROS_SECRET_ACCESS_KEY (or the AWS_ ones)");
+        return ExitCode::from(2);
+    };
+    let region =
+        first_env(&["OUROBOROS_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"]).unwrap_or_else(|| "us-east-1".into());
+    let signer = status::Signer { access_key, secret_key, region };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ouroboros: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let answer = match runtime.block_on(status::fetch_status(endpoint, &signer)) {
+        Ok(answer) => answer,
+        Err(error) => {
+            eprintln!("ouroboros: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        println!("{}", answer.trim_end());
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::from_str::<status::StatusReport>(&answer) {
+        Ok(report) => {
+            print!("{}", status::status_table(&report));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("ouroboros: {endpoint} answered a status this build cannot read: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode // A
 {
     let cli = Cli::parse();
@@ -97,6 +159,7 @@ fn main() -> ExitCode // A
                 join: cluster.join,
                 cluster_secret_file: cluster.cluster_secret_file,
                 data_key_file: cluster.data_key_file,
+                storage_only: cluster.storage_only,
             };
             let config = match Config::resolve(overrides) {
                 Ok(config) => config,
@@ -124,6 +187,7 @@ fn main() -> ExitCode // A
                 }
             }
         }
+        Command::Status { endpoint, json } => status(&endpoint, json),
         Command::Key { action, data_dir } => match action {
             KeyAction::Create { name } => match credentials::create_key(&data_dir, &name) {
                 Ok(key) => {

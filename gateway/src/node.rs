@@ -37,6 +37,8 @@ pub enum NodeError {
          a node's data belongs to one cluster"
     )]
     OtherCluster { what: &'static str, path: PathBuf },
+    #[error("a storage-only node {0}")]
+    StorageOnly(&'static str),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     #[error(
@@ -66,7 +68,8 @@ struct Identity {
 struct Secrets {
     node: [u8; 32],
     cluster: [u8; 32],
-    data: [u8; 32],
+    /// `None` on a storage-only node: it never holds the key.
+    data: Option<[u8; 32]>,
     /// Made on this start: this is the first node of a new cluster.
     new_cluster: bool,
 }
@@ -124,8 +127,26 @@ fn load_secrets(data_dir: &Path, config: &Config) -> Result<Secrets, NodeError> 
     };
     let before = (identity.cluster_secret.clone(), identity.data_secret.clone());
     let node = parse_secret(&path, "node_secret", &identity.node_secret)?;
+    let storage_only = config.cluster.storage_only;
+    if storage_only && config.cluster.secret.is_none() && identity.cluster_secret.is_none() {
+        return Err(NodeError::StorageOnly(
+            "needs the cluster secret (OUROBOROS_CLUSTER_SECRET or --cluster-secret-file)",
+        ));
+    }
     let (cluster, new_cluster) = settle(&path, "cluster secret", config.cluster.secret, &mut identity.cluster_secret)?;
-    let (data, _) = settle(&path, "data key", config.cluster.data_key, &mut identity.data_secret)?;
+    let data = if storage_only {
+        if config.cluster.data_key.is_some() {
+            return Err(NodeError::StorageOnly("must not be given the data key: it stores ciphertext only"));
+        }
+        if identity.data_secret.is_some() {
+            return Err(NodeError::StorageOnly(
+                "cannot use a data directory that holds the data private key; start it on a fresh one",
+            ));
+        }
+        None
+    } else {
+        Some(settle(&path, "data key", config.cluster.data_key, &mut identity.data_secret)?.0)
+    };
     if !existed || before != (identity.cluster_secret.clone(), identity.data_secret.clone()) {
         let text = toml::to_string(&identity).map_err(|e| io(std::io::Error::other(e)))?;
         write_private(&path, text.as_bytes()).map_err(io)?;
@@ -147,12 +168,16 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> // PA
 
 /// An open node: keep it alive as long as the server runs.
 pub struct Node {
-    pub engine: NodeEngine,
+    /// The read and write paths; `None` on a storage-only node, which
+    /// cannot open chunks and answers no S3 request.
+    pub engine: Option<NodeEngine>,
     pub store: Arc<LocalStore>,
     pub id: Hash,
     pub members: Arc<Members>,
     /// The running membership and transport; `None` for a node alone.
     pub cluster: Option<Cluster>,
+    /// Calls to members (this node's own store when alone).
+    pub transport: NetTransport,
     _lock: File,
 }
 
@@ -170,8 +195,8 @@ impl Node {
         }
         let secrets = load_secrets(data_dir, config)?;
         let cluster_secret = ClusterSecret::from_bytes(secrets.cluster);
-        let data_pair = DataKeyPair::from_secret_bytes(secrets.data);
         let id = node_id_of_secret(&secrets.node);
+        let role = if config.cluster.storage_only { Role::Storage } else { Role::Gateway };
 
         let store = Arc::new(LocalStore::open(&data_dir.join("store"), config.durability)?);
         let (transport, members, cluster) = match config.cluster.listen {
@@ -181,7 +206,7 @@ impl Node {
                     listen,
                     advertise: config.cluster.advertise,
                     join: config.cluster.join.clone(),
-                    role: Role::Gateway,
+                    role,
                     secret: cluster_secret.clone(),
                     node_secret: secrets.node,
                     gossip: Default::default(),
@@ -206,10 +231,17 @@ impl Node {
             }
             wait_for_join(config, &cluster.members).await?;
         }
-        let keys = NodeKeys { dedup_key: cluster_secret.dedup_key(), recipients: vec![data_pair.public()], data_pair };
-        let view = Arc::new(MembersView(members.clone()));
-        let engine = Engine::new(Arc::new(transport), view, keys, EngineConfig::default())?;
-        Ok(Node { engine, store, id, members, cluster, _lock: lock })
+        let engine = match secrets.data {
+            Some(data) => {
+                let data_pair = DataKeyPair::from_secret_bytes(data);
+                let recipients = vec![data_pair.public()];
+                let keys = NodeKeys { dedup_key: cluster_secret.dedup_key(), recipients, data_pair };
+                let view = Arc::new(MembersView(members.clone()));
+                Some(Engine::new(Arc::new(transport.clone()), view, keys, EngineConfig::default())?)
+            }
+            None => None,
+        };
+        Ok(Node { engine, store, id, members, cluster, transport, _lock: lock })
     }
 
     /// Leave the cluster (others mark this node down at once) and stop.
@@ -261,13 +293,17 @@ fn print_new_cluster(config: &Config, local: &Peer, secrets: &Secrets) // A
             Err(_) => String::new(),
         },
     };
+    let data = secrets.data.map(hex::encode).unwrap_or_default();
     println!(
         "\nThis is node {} of a new cluster (cluster address {}). To add a node, run on it:\n\n  \
-         OUROBOROS_CLUSTER_SECRET={} OUROBOROS_DATA_KEY={} {root}ouroboros serve --cluster-listen ADDR:PORT --join {}\n",
+         OUROBOROS_CLUSTER_SECRET={} OUROBOROS_DATA_KEY={data} {root}ouroboros serve --cluster-listen ADDR:PORT --join {}\n\n\
+         To add a storage-only node (it never holds the data key, and answers no S3 request):\n\n  \
+         OUROBOROS_CLUSTER_SECRET={} ouroboros serve --storage-only --cluster-listen ADDR:PORT --join {}\n",
         short_id(&local.id),
         local.addr,
         hex::encode(secrets.cluster),
-        hex::encode(secrets.data),
+        local.addr,
+        hex::encode(secrets.cluster),
         local.addr,
     );
 }

@@ -13,6 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use ouroboros_membership::{GossipCounters, Members, TransportCounters};
 use s3s::host::{MultiDomain, S3Host};
+use s3s::s3_error;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use tokio::net::TcpListener;
 use tracing::Instrument;
@@ -50,7 +51,8 @@ pub enum ServeError {
 /// A server that is listening; `run` serves until a shutdown signal.
 pub struct Server {
     listener: TcpListener,
-    service: S3Service,
+    /// `None` on a storage-only node: every S3 request is refused.
+    service: Option<S3Service>,
     node: Node,
     region: String,
     maintenance: Maintenance,
@@ -68,6 +70,9 @@ impl Server {
         // first node can hand it on in the command that adds the next node.
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| crate::node::NodeError::Io { path: config.data_dir.clone(), source })?;
+        if config.cluster.storage_only {
+            return Self::bind_storage_only(config).await;
+        }
         let root = credentials::root_from_env()?;
         let first_key = if root.is_none() && credentials::load_keys(&config.data_dir)?.is_empty() {
             Some(credentials::create_key(&config.data_dir, "root")?)
@@ -83,8 +88,13 @@ impl Server {
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|source| ServeError::Bind { addr: config.listen.clone(), source })?;
-        let mut builder = S3ServiceBuilder::new(Gateway::new(node.engine.clone(), config.region.clone()));
+        let Some(engine) = node.engine.clone() else {
+            return Err(ServeError::Node(crate::node::NodeError::StorageOnly("was opened as a gateway")));
+        };
+        let mut builder = S3ServiceBuilder::new(Gateway::new(engine, config.region.clone()));
         builder.set_auth(keys);
+        builder
+            .set_route(crate::status::StatusRoute { members: node.members.clone(), transport: node.transport.clone() });
         let mut limits = s3s::config::S3Config::default();
         limits.xml_max_body_size = front_door::MAX_PARSED_BODY;
         limits.post_object_max_file_size = MAX_POST_OBJECT;
@@ -121,7 +131,7 @@ impl Server {
         }
         Ok(Server {
             listener,
-            service,
+            service: Some(service),
             node,
             region: config.region.clone(),
             maintenance: config.maintenance,
@@ -136,8 +146,28 @@ impl Server {
         self.node.store.clone()
     }
 
-    /// The node's engine (for operators' tools and tests).
-    pub fn engine(&self) -> crate::node::NodeEngine // A
+    /// Open a storage-only node: it keeps no access keys and builds no S3
+    /// service, only the cluster's store, health and metrics.
+    async fn bind_storage_only(config: &Config) -> Result<Self, ServeError> // A
+    {
+        let node = Node::open(config).await?;
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| ServeError::Bind { addr: config.listen.clone(), source })?;
+        Ok(Server {
+            listener,
+            service: None,
+            node,
+            region: config.region.clone(),
+            maintenance: config.maintenance,
+            connections: config.connections,
+            hosts: None,
+        })
+    }
+
+    /// The node's engine (for operators' tools and tests); `None` on a
+    /// storage-only node.
+    pub fn engine(&self) -> Option<crate::node::NodeEngine> // A
     {
         self.node.engine.clone()
     }
@@ -150,14 +180,20 @@ impl Server {
     pub async fn run(self) -> Result<(), ServeError> // A
     {
         let addr = self.local_addr();
-        tracing::info!(?addr, node = %self.node.id, "OuroborosDB is serving S3");
-        let upkeep = Gateway::new(self.node.engine.clone(), self.region.clone());
-        let upkeep = tokio::spawn(crate::maintenance::run(upkeep, self.maintenance));
-        let bucket_sync = self
-            .node
-            .cluster
-            .as_ref()
-            .map(|_| tokio::spawn(keep_buckets_in_sync(self.node.engine.clone(), self.node.members.clone())));
+        match &self.service {
+            Some(_) => tracing::info!(?addr, node = %self.node.id, "OuroborosDB is serving S3"),
+            None => {
+                tracing::info!(?addr, node = %self.node.id, "OuroborosDB is storing for the cluster (storage-only)")
+            }
+        }
+        let engine = self.node.engine.clone();
+        let upkeep = engine.clone().map(|engine| {
+            tokio::spawn(crate::maintenance::run(Gateway::new(engine, self.region.clone()), self.maintenance))
+        });
+        let bucket_sync = match (&self.node.cluster, engine) {
+            (Some(_), Some(engine)) => Some(tokio::spawn(keep_buckets_in_sync(engine, self.node.members.clone()))),
+            _ => None,
+        };
         let limits = self.connections;
         let mut http = ConnBuilder::new(TokioExecutor::new());
         http.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
@@ -228,8 +264,7 @@ impl Server {
             () = graceful.shutdown() => tracing::info!("all requests drained"),
             () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out, closing anyway"),
         }
-        upkeep.abort();
-        if let Some(task) = bucket_sync {
+        for task in upkeep.into_iter().chain(bucket_sync) {
             task.abort();
         }
         self.node.leave().await;
@@ -295,61 +330,74 @@ fn metrics(status: &NodeStatus) -> Response<s3s::Body> // A
 {
     use std::fmt::Write as _;
     use std::sync::atomic::Ordering::Relaxed;
-    let mut text = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = write!(text, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
-    };
-    metric(
-        "ouroboros_members",
-        "gauge",
-        "Nodes known to this node, itself included.",
-        status.members.snapshot().len() as u64,
-    );
-    metric(
-        "ouroboros_members_alive",
-        "gauge",
-        "Known nodes the failure detector sees alive.",
-        status.members.alive() as u64,
-    );
+    let (gauge, counter) = ("gauge", "counter");
+    let mut rows = vec![
+        (
+            "ouroboros_members",
+            gauge,
+            "Nodes known to this node, itself included.",
+            status.members.snapshot().len() as u64,
+        ),
+        (
+            "ouroboros_members_alive",
+            gauge,
+            "Known nodes the failure detector sees alive.",
+            status.members.alive() as u64,
+        ),
+    ];
     if let Some(transport) = &status.transport {
-        metric(
-            "ouroboros_cluster_sent_bytes_total",
-            "counter",
-            "Message bytes sent to other nodes.",
-            transport.bytes_sent.load(Relaxed),
-        );
-        metric(
-            "ouroboros_cluster_received_bytes_total",
-            "counter",
-            "Message bytes received from other nodes.",
-            transport.bytes_received.load(Relaxed),
-        );
-        metric(
-            "ouroboros_cluster_refused_handshakes_total",
-            "counter",
-            "Node connections that did not finish a handshake (no or wrong cluster secret).",
-            transport.refused_handshakes.load(Relaxed),
-        );
-        metric(
-            "ouroboros_cluster_malformed_requests_total",
-            "counter",
-            "Node requests that did not decode.",
-            transport.malformed_requests.load(Relaxed),
+        rows.extend(
+            [
+                (
+                    "ouroboros_cluster_sent_bytes_total",
+                    counter,
+                    "Message bytes sent to other nodes.",
+                    &transport.bytes_sent,
+                ),
+                (
+                    "ouroboros_cluster_received_bytes_total",
+                    counter,
+                    "Message bytes received from other nodes.",
+                    &transport.bytes_received,
+                ),
+                (
+                    "ouroboros_cluster_refused_handshakes_total",
+                    counter,
+                    "Node connections that did not finish a handshake (no or wrong cluster secret).",
+                    &transport.refused_handshakes,
+                ),
+                (
+                    "ouroboros_cluster_malformed_requests_total",
+                    counter,
+                    "Node requests that did not decode.",
+                    &transport.malformed_requests,
+                ),
+            ]
+            .map(|(name, kind, help, value)| (name, kind, help, value.load(Relaxed))),
         );
     }
     if let Some(gossip) = &status.gossip {
-        metric(
-            "ouroboros_gossip_refused_packets_total",
-            "counter",
-            "Gossip packets not sealed with the cluster key.",
-            gossip.refused_packets.load(Relaxed),
+        rows.extend(
+            [
+                (
+                    "ouroboros_gossip_refused_packets_total",
+                    counter,
+                    "Gossip packets not sealed with the cluster key.",
+                    &gossip.refused_packets,
+                ),
+                (
+                    "ouroboros_gossip_rejected_packets_total",
+                    counter,
+                    "Sealed gossip packets the SWIM layer could not use.",
+                    &gossip.rejected_packets,
+                ),
+            ]
+            .map(|(name, kind, help, value)| (name, kind, help, value.load(Relaxed))),
         );
-        metric(
-            "ouroboros_gossip_rejected_packets_total",
-            "counter",
-            "Sealed gossip packets the SWIM layer could not use.",
-            gossip.rejected_packets.load(Relaxed),
-        );
+    }
+    let mut text = String::new();
+    for (name, kind, help, value) in rows {
+        let _ = write!(text, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
     }
     let mut response = Response::new(s3s::Body::from(text));
     response
@@ -453,7 +501,7 @@ struct S3Call {
     peer: SocketAddr,
 }
 
-async fn handle(service: S3Service, call: S3Call, request: Request<ClientBody>) -> HttpResult // A
+async fn handle(service: Option<S3Service>, call: S3Call, request: Request<ClientBody>) -> HttpResult // A
 {
     let id = request_id();
     let span = tracing::info_span!("request", request_id = %id);
@@ -464,8 +512,13 @@ async fn handle(service: S3Service, call: S3Call, request: Request<ClientBody>) 
         health(&call.status.members)
     } else if uri.path() == METRICS_PATH {
         metrics(&call.status)
-    } else {
+    } else if let Some(service) = service {
         serve_s3(service, &call, request).instrument(span.clone()).await
+    } else {
+        front_door::error_response(&s3_error!(
+            AccessDenied,
+            "This node is storage-only: it stores data for the cluster and answers no S3 request. Use a gateway node."
+        ))
     };
     if let Ok(value) = hyper::header::HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-amz-request-id", value);

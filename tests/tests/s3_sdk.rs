@@ -71,7 +71,7 @@ impl TestServer {
         let server = Server::bind(&config).await.unwrap();
         let addr = server.local_addr().unwrap();
         let store = server.store();
-        let engine = server.engine();
+        let engine = server.engine().expect("a gateway node has an engine");
         tokio::spawn(server.run());
         TestServer { addr, key, store, engine, dir }
     }

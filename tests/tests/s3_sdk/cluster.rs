@@ -27,6 +27,13 @@ fn ouroboros_binary() -> PathBuf // A
     binary
 }
 
+/// PUT `body` under `key`; the SDK's error says why it failed.
+async fn put_bytes(client: &Client, bucket: &str, key: &str, body: &[u8]) -> Result<(), String> // A
+{
+    let put = client.put_object().bucket(bucket).key(key).body(ByteStream::from(body.to_vec()));
+    put.send().await.map(drop).map_err(|error| format!("PUT {bucket}/{key}: {error:?}"))
+}
+
 /// A loopback address whose port is free for TCP and UDP alike.
 fn free_address() -> SocketAddr // A
 {
@@ -44,6 +51,8 @@ struct ClusterNode {
     s3: SocketAddr,
     cluster: SocketAddr,
     child: Option<Child>,
+    /// Started with `--storage-only` and neither the data key nor access keys.
+    storage_only: bool,
 }
 
 /// Nodes of one cluster, sharing its secret, data key and root access key.
@@ -103,6 +112,12 @@ impl TestCluster {
     /// every node sees all of them alive.
     async fn start(size: usize) -> Self // A
     {
+        Self::start_with(size, &[]).await
+    }
+
+    /// As `start`, with the nodes in `storage_only` started storage-only.
+    async fn start_with(size: usize, storage_only: &[usize]) -> Self // A
+    {
         let mut cluster = TestCluster {
             nodes: Vec::new(),
             secret: hex::encode(rand::random::<[u8; 32]>()),
@@ -116,6 +131,7 @@ impl TestCluster {
                 s3: free_address(),
                 cluster: free_address(),
                 child: None,
+                storage_only: storage_only.contains(&index),
             });
             cluster.spawn(index);
         }
@@ -140,9 +156,6 @@ impl TestCluster {
             .arg("--cluster-listen")
             .arg(node.cluster.to_string())
             .env("OUROBOROS_CLUSTER_SECRET", &self.secret)
-            .env("OUROBOROS_DATA_KEY", &self.data_key)
-            .env("OUROBOROS_ACCESS_KEY_ID", &self.access_key)
-            .env("OUROBOROS_SECRET_ACCESS_KEY", &self.secret_key)
             .env("OUROBOROS_DURABILITY", "flush")
             .env("OUROBOROS_LOG", "info,s3s::ops=off,ouroboros_gateway::server=warn")
             .stdin(Stdio::null())
@@ -150,6 +163,14 @@ impl TestCluster {
             .stderr(log);
         if index > 0 {
             command.arg("--join").arg(seed.to_string());
+        }
+        if node.storage_only {
+            command.arg("--storage-only");
+        } else {
+            command
+                .env("OUROBOROS_DATA_KEY", &self.data_key)
+                .env("OUROBOROS_ACCESS_KEY_ID", &self.access_key)
+                .env("OUROBOROS_SECRET_ACCESS_KEY", &self.secret_key);
         }
         node.child = Some(command.spawn().expect("start ouroboros"));
     }
@@ -203,14 +224,7 @@ async fn three_nodes_serve_every_request_from_any_node() // A
     for (writer, size) in [(0, 1024), (1, 3 << 20), (2, 9 << 20)] {
         let key = format!("from-{writer}");
         let body = random_bytes(size, writer as u64 + 40);
-        clients[writer]
-            .put_object()
-            .bucket("spread")
-            .key(&key)
-            .body(ByteStream::from(body.clone()))
-            .send()
-            .await
-            .unwrap();
+        put_bytes(&clients[writer], "spread", &key, &body).await.unwrap();
         objects.push((key, body));
     }
     for (key, body) in &objects {
@@ -291,6 +305,36 @@ async fn three_nodes_serve_every_request_from_any_node() // A
     // Node 0 wrote a 1 KiB object and read 12 MiB written by the others.
     assert!(value("ouroboros_cluster_received_bytes_total") > 8 << 20, "{text}");
     assert_eq!(value("ouroboros_cluster_refused_handshakes_total"), 0);
+
+    // `ouroboros status`, signed with the access key, lists all three as
+    // node 1 sees them; a wrong secret is refused.
+    let status = |secret: &str| {
+        Command::new(ouroboros_binary())
+            .args(["status", "--json", "--endpoint", &format!("http://{}", cluster.nodes[1].s3)])
+            .env("OUROBOROS_ACCESS_KEY_ID", &cluster.access_key)
+            .env("OUROBOROS_SECRET_ACCESS_KEY", secret)
+            .output()
+            .expect("run ouroboros status")
+    };
+    let out = status(&cluster.secret_key);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
+    let members = report["members"].as_array().expect("members");
+    let mut addrs: Vec<String> = members.iter().map(|m| m["addr"].as_str().unwrap_or("").to_string()).collect();
+    addrs.sort();
+    let mut expected: Vec<String> = cluster.nodes.iter().map(|n| n.cluster.to_string()).collect();
+    expected.sort();
+    assert_eq!(addrs, expected);
+    for member in members {
+        assert_eq!(member["state"], "alive", "{member}");
+        assert_eq!(member["role"], "gateway", "{member}");
+        assert_eq!(member["id"].as_str().map(str::len), Some(64), "{member}");
+        // Every node holds slices of the megabyte objects written above.
+        assert!(member["slice_bytes"].as_u64().is_some_and(|b| b > 1 << 20), "{member}");
+    }
+    let refused = status("not-the-secret");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("403"), "{}", String::from_utf8_lossy(&refused.stderr));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,15 +347,7 @@ async fn a_killed_node_loses_nothing_and_rejoins_under_its_id() // A
     for n in 0..12usize {
         let body = random_bytes(if n.is_multiple_of(3) { 2 << 20 } else { 10_000 + n * 100 }, 100 + n as u64);
         let key = format!("object-{n:02}");
-        cluster
-            .client(n % 3)
-            .put_object()
-            .bucket("survive")
-            .key(&key)
-            .body(ByteStream::from(body.clone()))
-            .send()
-            .await
-            .unwrap();
+        put_bytes(&cluster.client(n % 3), "survive", &key, &body).await.unwrap();
         objects.push((key, body));
     }
     let id_before = health(cluster.nodes[2].s3).expect("health").node;
@@ -328,15 +364,7 @@ async fn a_killed_node_loses_nothing_and_rejoins_under_its_id() // A
     for n in 12..16 {
         let body = random_bytes(50_000, 100 + n as u64);
         let key = format!("object-{n:02}");
-        cluster
-            .client(n % 2)
-            .put_object()
-            .bucket("survive")
-            .key(&key)
-            .body(ByteStream::from(body.clone()))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("PUT {key} with a node down: {e:?}"));
+        put_bytes(&cluster.client(n % 2), "survive", &key, &body).await.unwrap_or_else(|e| panic!("node down: {e}"));
         objects.push((key, body));
     }
     let listed = cluster.client(1).list_objects_v2().bucket("survive").send().await.unwrap();
@@ -388,8 +416,7 @@ async fn a_paused_node_holds_up_no_client_of_the_others_and_serves_after_it_resu
         let key = format!("object-{n:02}");
         objects.push((key.clone(), body.clone()));
         async move {
-            let put = writer.put_object().bucket("paused").key(&key).body(ByteStream::from(body.clone())).send().await;
-            put.unwrap_or_else(|e| panic!("PUT {key} with a node paused: {e:?}"));
+            put_bytes(&writer, "paused", &key, &body).await.unwrap_or_else(|e| panic!("node paused: {e}"));
             let got = reader.get_object().bucket("paused").key(&key).send().await;
             let got = got.unwrap_or_else(|e| panic!("GET {key} with a node paused: {e:?}"));
             assert!(got.body.collect().await.unwrap().into_bytes() == body, "{key} read back differs");
@@ -433,7 +460,7 @@ async fn six_nodes_at_4_2_read_everything_with_any_two_killed() // A
         let body = random_bytes(if n.is_multiple_of(3) { 6 << 20 } else { 30_000 + n }, 500 + n as u64);
         let key = format!("object-{n:02}");
         let client = cluster.client(n % 6);
-        client.put_object().bucket("wide").key(&key).body(ByteStream::from(body.clone())).send().await.unwrap();
+        put_bytes(&client, "wide", &key, &body).await.unwrap();
         objects.push((key, body));
     }
     // Two nodes other than the first, drawn anew each run (printed, so a
@@ -462,8 +489,8 @@ async fn six_nodes_at_4_2_read_everything_with_any_two_killed() // A
     for (n, writer) in survivors.iter().enumerate() {
         let body = random_bytes(if n.is_multiple_of(2) { 5 << 20 } else { 40_000 }, 600 + n as u64);
         let key = format!("after-{n}");
-        let put = cluster.client(*writer).put_object().bucket("wide").key(&key).body(ByteStream::from(body.clone()));
-        put.send().await.unwrap_or_else(|e| panic!("PUT {key} through node {writer} (killed {one}, {two}): {e:?}"));
+        let put = put_bytes(&cluster.client(*writer), "wide", &key, &body).await;
+        put.unwrap_or_else(|e| panic!("through node {writer} (killed {one}, {two}): {e}"));
         objects.push((key, body));
     }
     for reader in &survivors {
@@ -511,4 +538,61 @@ async fn a_node_that_missed_bucket_changes_catches_up_when_it_returns() // A
     put_text(&back, "before", "doc", "two").await;
     let versions = cluster.client(0).list_object_versions().bucket("before").prefix("doc").send().await.unwrap();
     assert_eq!(versions.versions().len(), 2, "a PUT through the returned node overwrote a version");
+}
+
+/// Every file under `dir`, recursively, with its bytes.
+fn files_under(dir: &std::path::Path) -> Vec<(PathBuf, Vec<u8>)> // A
+{
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((path, bytes));
+            }
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool // A
+{
+    haystack.windows(needle.len()).any(|window| window == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_only_node_holds_ciphertext_only_and_refuses_s3() // A
+{
+    let mut cluster = TestCluster::start_with(3, &[2]).await;
+    let refused = cluster.client(2).list_buckets().send().await;
+    assert_eq!(code(refused), "AccessDenied");
+
+    let gateway = cluster.client(0);
+    gateway.create_bucket().bucket("sealed").send().await.unwrap();
+    let text = b"OUROBOROS PLAINTEXT MARKER, never on a storage node. ".repeat(40_000);
+    let noise = random_bytes(3 << 20, 700);
+    for (key, body) in [("text", &text), ("noise", &noise)] {
+        put_bytes(&gateway, "sealed", key, body).await.unwrap();
+    }
+    // With the other gateway gone, every chunk needs the storage node's slices.
+    cluster.kill(1);
+    assert!(get_bytes(&gateway, "sealed", "text").await == text);
+    assert!(get_bytes(&gateway, "sealed", "noise").await == noise);
+
+    cluster.kill(2);
+    let identity = std::fs::read_to_string(cluster.nodes[2].dir.path().join("identity.toml")).unwrap();
+    assert!(!identity.contains("data_secret"), "{identity}");
+    let data_key = hex::decode(&cluster.data_key).unwrap();
+    let files = files_under(cluster.nodes[2].dir.path());
+    let stored: usize = files.iter().map(|(_, bytes)| bytes.len()).sum();
+    assert!(stored > 1 << 20, "the storage node holds only {stored} bytes");
+    for (path, bytes) in &files {
+        let shown = path.display();
+        assert!(!contains(bytes, cluster.data_key.as_bytes()) && !contains(bytes, &data_key), "data key in {shown}");
+        assert!(!contains(bytes, b"OUROBOROS PLAINTEXT MARKER"), "plaintext in {shown}");
+        assert!(!contains(bytes, &noise[1 << 20..(1 << 20) + 64]), "plaintext in {shown}");
+    }
 }

@@ -1,0 +1,227 @@
+//! `ouroboros status`: the members a node sees, for operators. The server
+//! side is an s3s custom route on `GET /?x-ouroboros-status`, so s3s checks
+//! its SigV4 signature against the node's access keys like any S3 request;
+//! the client side signs that one request and prints the answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{KeyInit, Mac};
+use hyper::http::Extensions;
+use hyper::{HeaderMap, Method, Uri};
+use ouroboros_core::cluster::{Request, Response, Transport};
+use ouroboros_membership::{Members, NetTransport};
+use s3s::route::S3Route;
+use s3s::{Body, S3Request, S3Response, S3Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The query parameter that names the status request.
+pub const STATUS_QUERY: &str = "x-ouroboros-status";
+
+/// Answers the status request with the member table as JSON.
+pub struct StatusRoute {
+    pub members: Arc<Members>,
+    /// Asks each member what it stores.
+    pub transport: NetTransport,
+}
+
+/// How long status waits for a member to say what it stores.
+const USAGE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What `GET /?x-ouroboros-status` answers, as JSON.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The id of the node that answered.
+    pub node: String,
+    pub members: Vec<MemberReport>,
+}
+
+/// One member as the answering node sees it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MemberReport {
+    pub id: String,
+    /// Its cluster address.
+    pub addr: String,
+    /// `alive`, `suspect` or `down`.
+    pub state: String,
+    /// `gateway` or `storage`.
+    pub role: String,
+    pub generation: u64,
+    /// Slices it stores and their bytes; absent when it did not answer.
+    pub slices: Option<u64>,
+    pub slice_bytes: Option<u64>,
+}
+
+/// The member table as a report, with what each member that answers in
+/// time says it stores.
+pub async fn status_report(members: &Members, transport: &NetTransport) -> StatusReport // A
+{
+    let snapshot = members.snapshot();
+    let usage = snapshot.iter().map(|m| async move {
+        match tokio::time::timeout(USAGE_TIMEOUT, transport.call(m.peer.id, Request::Usage)).await {
+            Ok(Ok(Response::Usage { slices, bytes })) => (Some(slices), Some(bytes)),
+            _ => (None, None),
+        }
+    });
+    let usage = futures::future::join_all(usage).await;
+    let members_seen = snapshot
+        .into_iter()
+        .zip(usage)
+        .map(|(m, (slices, slice_bytes))| MemberReport {
+            id: m.peer.id.to_hex(),
+            addr: m.peer.addr.to_string(),
+            state: m.liveness.as_str().to_string(),
+            role: m.peer.role.as_str().to_string(),
+            generation: m.peer.generation,
+            slices,
+            slice_bytes,
+        })
+        .collect();
+    StatusReport { node: members.local().id.to_hex(), members: members_seen }
+}
+
+#[async_trait::async_trait]
+impl S3Route for StatusRoute {
+    fn is_match(&self, method: &Method, uri: &Uri, _headers: &HeaderMap, _extensions: &mut Extensions) -> bool // PA
+    {
+        *method == Method::GET
+            && uri.path() == "/"
+            && uri.query().is_some_and(|q| q.split('&').any(|p| p == STATUS_QUERY || p == "x-ouroboros-status="))
+    }
+
+    async fn call(&self, _request: S3Request<Body>) -> S3Result<S3Response<Body>> // A
+    {
+        let json = serde_json::to_string_pretty(&status_report(&self.members, &self.transport).await)
+            .map_err(|error| s3s::s3_error!(InternalError, "status report: {error}"))?;
+        let mut response = S3Response::new(Body::from(json));
+        response
+            .headers
+            .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+        Ok(response)
+    }
+}
+
+/// Who is asking: an access key and the region to sign for.
+pub struct Signer {
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
+}
+
+fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> // PA
+{
+    // HMAC takes a key of any length.
+    let mut mac = match hmac::Hmac::<Sha256>::new_from_slice(key) {
+        Ok(mac) => mac,
+        Err(_) => unreachable!("HMAC-SHA256 accepts keys of every length"),
+    };
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Header names and values.
+pub type Headers = Vec<(String, String)>;
+
+/// The headers of a SigV4-signed `GET /?x-ouroboros-status=` to `host`.
+pub fn signed_status_headers(signer: &Signer, host: &str, now: time::OffsetDateTime) -> Headers // PA
+{
+    let date = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        now.year(),
+        now.month() as u8,
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    let day = &date[..8];
+    let empty = hex::encode(Sha256::digest(b""));
+    let canonical = format!(
+        "GET\n/\n{STATUS_QUERY}=\nhost:{host}\nx-amz-content-sha256:{empty}\nx-amz-date:{date}\n\nhost;x-amz-content-sha256;x-amz-date\n{empty}"
+    );
+    let scope = format!("{day}/{}/s3/aws4_request", signer.region);
+    let to_sign = format!("AWS4-HMAC-SHA256\n{date}\n{scope}\n{}", hex::encode(Sha256::digest(canonical.as_bytes())));
+    let mut key = hmac(format!("AWS4{}", signer.secret_key).as_bytes(), day.as_bytes());
+    for part in [signer.region.as_str(), "s3", "aws4_request"] {
+        key = hmac(&key, part.as_bytes());
+    }
+    let signature = hex::encode(hmac(&key, to_sign.as_bytes()));
+    let authorization = format!(
+        "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={signature}",
+        signer.access_key
+    );
+    vec![
+        ("host".into(), host.into()),
+        ("x-amz-content-sha256".into(), empty),
+        ("x-amz-date".into(), date),
+        ("authorization".into(), authorization),
+    ]
+}
+
+/// Why `ouroboros status` could not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("endpoint {0:?} is not http://HOST:PORT")]
+    Endpoint(String),
+    #[error("cannot reach {endpoint}: {source}")]
+    Connect { endpoint: String, source: std::io::Error },
+    #[error("{endpoint} answered {status}: {body}")]
+    Refused { endpoint: String, status: u16, body: String },
+    #[error("{endpoint} answered something that is not HTTP")]
+    Garbled { endpoint: String },
+}
+
+/// Ask the node at `endpoint` (http://HOST:PORT) for its status JSON.
+pub async fn fetch_status(endpoint: &str, signer: &Signer) -> Result<String, StatusError> // A
+{
+    let host = endpoint
+        .strip_prefix("http://")
+        .map(|rest| rest.trim_end_matches('/'))
+        .filter(|host| !host.is_empty() && !host.contains('/'))
+        .ok_or_else(|| StatusError::Endpoint(endpoint.to_string()))?;
+    let connect = |source| StatusError::Connect { endpoint: endpoint.to_string(), source };
+    let mut stream = tokio::net::TcpStream::connect(host).await.map_err(connect)?;
+    let mut request = format!("GET /?{STATUS_QUERY}= HTTP/1.0\r\n");
+    for (name, value) in signed_status_headers(signer, host, time::OffsetDateTime::now_utc()) {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(connect)?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.map_err(connect)?;
+    let text = String::from_utf8_lossy(&answer);
+    let garbled = || StatusError::Garbled { endpoint: endpoint.to_string() };
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(garbled)?;
+    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(garbled)?;
+    if status != 200 {
+        return Err(StatusError::Refused { endpoint: endpoint.to_string(), status, body: body.trim().to_string() });
+    }
+    Ok(body.to_string())
+}
+
+/// A report as a table for people.
+pub fn status_table(report: &StatusReport) -> String // A
+{
+    let mut out = format!(
+        "{:<14} {:<24} {:<8} {:<8} {:>10} {:>9} {:>12}\n",
+        "node", "address", "state", "role", "generation", "slices", "slice bytes"
+    );
+    for member in &report.members {
+        let short = member.id.get(..12).unwrap_or(&member.id);
+        let local = if member.id == report.node { "  (this node)" } else { "" };
+        let known = |value: Option<u64>| value.map_or_else(|| "-".to_string(), |v| v.to_string());
+        out.push_str(&format!(
+            "{:<14} {:<24} {:<8} {:<8} {:>10} {:>9} {:>12}{local}\n",
+            short,
+            member.addr,
+            member.state,
+            member.role,
+            member.generation,
+            known(member.slices),
+            known(member.slice_bytes)
+        ));
+    }
+    out
+}
