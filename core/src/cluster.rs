@@ -191,14 +191,31 @@ impl Response {
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TransportError {
-    #[error("node {0:?} is unreachable")]
-    Unreachable(NodeId),
+    #[error("node {node:?} is unreachable: {cause}")]
+    Unreachable { node: NodeId, cause: Unreachable },
     #[error("node {node:?} failed the request: {message}")]
     Remote { node: NodeId, message: String },
     #[error("node {node:?} has no space left: {message}")]
     StorageFull { node: NodeId, message: String },
     #[error("node {node:?} answered {got} to a {expected} request")]
     UnexpectedResponse { node: NodeId, expected: &'static str, got: &'static str },
+}
+
+/// Why a node could not be reached, as the caller found out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unreachable {
+    #[error("the failure detector sees it down")]
+    SeenDown,
+    #[error("it gave no answer within the deadline")]
+    TimedOut,
+    #[error("the connection failed or closed")]
+    Connection,
+    #[error("it refused the handshake (another cluster secret?)")]
+    Refused,
+    #[error("this node knows no address for it")]
+    Unknown,
+    #[error("no node would take it")]
+    NoTaker,
 }
 
 impl TransportError {

@@ -16,7 +16,7 @@ use md5::{Digest, Md5};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::chunker::{Chunker, ChunkerConfig};
-use crate::cluster::{Call, ClusterView, Request, Response, Transport, TransportError};
+use crate::cluster::{Call, ClusterView, Request, Response, Transport, TransportError, Unreachable};
 use crate::codec;
 use crate::hash::Hash;
 use crate::keys::NodeKeys;
@@ -847,7 +847,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                     Err(error) => last = Some(error),
                 }
             }
-            Err(last.unwrap_or(TransportError::Unreachable(NodeId::default())))
+            Err(last.unwrap_or(TransportError::Unreachable { node: NodeId::default(), cause: Unreachable::NoTaker }))
         }
         .boxed()
     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use futures::FutureExt;
 
-use crate::cluster::{handle_request, Call, ClusterView, Request, Transport, TransportError};
+use crate::cluster::{handle_request, Call, ClusterView, Request, Transport, TransportError, Unreachable};
 use crate::model::NodeId;
 use crate::store::LocalStore;
 
@@ -73,7 +73,7 @@ impl Transport for MemoryCluster {
     {
         let store = self.local_store(node);
         async move {
-            let store = store.ok_or(TransportError::Unreachable(node))?;
+            let store = store.ok_or(TransportError::Unreachable { node, cause: Unreachable::SeenDown })?;
             // The store blocks (disk, fsync): keep it off the async threads.
             tokio::task::spawn_blocking(move || handle_request(&store, request))
                 .await

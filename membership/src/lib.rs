@@ -143,7 +143,7 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
-    use ouroboros_core::cluster::{ClusterView, Request, Response, Transport, TransportError};
+    use ouroboros_core::cluster::{ClusterView, Request, Response, Transport, TransportError, Unreachable};
     use ouroboros_core::store::Durability;
     use ouroboros_core::{Hash, SealedSlice};
     use tokio::io::AsyncWriteExt;
@@ -273,7 +273,11 @@ mod tests {
         until("A sees C down", || a.cluster().members.get(&c_id).map(|m| m.liveness) == Some(Liveness::Down)).await;
         assert_eq!(MembersView(a.cluster().members.clone()).members().len(), 3, "a down node lost its place");
         let call = a.cluster().transport.call(c_id, Request::GetSlice(put.hash)).await;
-        assert!(matches!(call, Err(TransportError::Unreachable(id)) if id == c_id), "{call:?}");
+        let seen_down = Unreachable::SeenDown;
+        assert!(
+            matches!(call, Err(TransportError::Unreachable { node, cause }) if node == c_id && cause == seen_down),
+            "{call:?}"
+        );
 
         // C restarts from its data directory: same id, newer generation,
         // alive again everywhere, and its slice is still there.

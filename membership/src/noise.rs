@@ -46,6 +46,8 @@ pub enum NoiseError {
     Closed,
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    #[error("no address is known for that node")]
+    UnknownNode,
 }
 
 pub type NoiseResult<T> = Result<T, NoiseError>;

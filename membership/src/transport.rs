@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
-use ouroboros_core::cluster::{handle_request, Call, Reply, Request, Response, Transport, TransportError};
+use ouroboros_core::cluster::{handle_request, Call, Reply, Request, Response, Transport, TransportError, Unreachable};
 use ouroboros_core::codec;
 use ouroboros_core::store::LocalStore;
 use ouroboros_core::NodeId;
@@ -222,7 +222,7 @@ impl Inner {
 
     async fn dial(&self, node: NodeId) -> Result<Connection, NoiseError> // PA
     {
-        let addr = self.members.get(&node).map(|m| m.peer.addr).ok_or(NoiseError::Closed)?;
+        let addr = self.members.get(&node).map(|m| m.peer.addr).ok_or(NoiseError::UnknownNode)?;
         let stream = tokio::time::timeout(self.timing.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| NoiseError::Timeout(self.timing.connect_timeout))??;
@@ -274,8 +274,9 @@ impl Inner {
         // A node the failure detector sees down is not dialled, and a call
         // under way ends when it is seen down: nobody waits out the deadline
         // on a node that is known to be away.
+        let unreachable = |cause| TransportError::Unreachable { node, cause };
         if self.is_down(node) {
-            return Err(TransportError::Unreachable(node));
+            return Err(unreachable(Unreachable::SeenDown));
         }
         let bytes = codec::encode(&request);
         let call = tokio::time::timeout(self.timing.call_timeout, self.remote(node, bytes));
@@ -284,21 +285,34 @@ impl Inner {
                 Ok(Ok(reply)) => reply,
                 Ok(Err(error)) => {
                     tracing::debug!(node = %node, %error, "node request failed");
-                    return Err(TransportError::Unreachable(node));
+                    return Err(unreachable(cause_of(&error)));
                 }
                 Err(_) => {
                     tracing::debug!(node = %node, timeout = ?self.timing.call_timeout, "node request timed out");
-                    return Err(TransportError::Unreachable(node));
+                    return Err(unreachable(Unreachable::TimedOut));
                 }
             },
             () = self.until_down(node) => {
                 tracing::debug!(node = %node, "node seen down during a request");
-                return Err(TransportError::Unreachable(node));
+                return Err(unreachable(Unreachable::SeenDown));
             }
         };
         match codec::decode::<Reply>(&reply) {
             Ok(reply) => reply.into_result(node),
             Err(error) => Err(TransportError::Remote { node, message: format!("malformed reply: {error}") }),
+        }
+    }
+}
+
+/// What a failed exchange says about the node's reachability.
+fn cause_of(error: &NoiseError) -> Unreachable // A
+{
+    match error {
+        NoiseError::Timeout(_) => Unreachable::TimedOut,
+        NoiseError::Handshake(_) | NoiseError::HandshakeClosed | NoiseError::WrongPeer { .. } => Unreachable::Refused,
+        NoiseError::UnknownNode => Unreachable::Unknown,
+        NoiseError::Io(_) | NoiseError::Closed | NoiseError::Frame(_) | NoiseError::TooLarge(_) => {
+            Unreachable::Connection
         }
     }
 }
