@@ -73,10 +73,7 @@ pub fn next_generation(data_dir: &Path) -> std::io::Result<u64> // PA
         Err(error) => return Err(error),
     };
     let next = last + 1;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{next}\n"))?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
+    members::replace_file(&path, format!("{next}\n").as_bytes())?;
     Ok(next)
 }
 

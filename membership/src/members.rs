@@ -180,6 +180,12 @@ impl Members {
         if peer.is_seed() || peer.id == self.local.id {
             return false;
         }
+        // Gossip reports every member after every packet; most reports
+        // change nothing and need no write lock.
+        let known = self.read().members.get(&peer.id).is_some_and(|m| m.peer == *peer && m.liveness == liveness);
+        if known {
+            return false;
+        }
         let changed = {
             let mut table = self.write();
             match table.members.get_mut(&peer.id) {
@@ -215,10 +221,7 @@ impl Members {
         let peers: Vec<Peer> = self.read().members.values().map(|m| m.peer.clone()).collect();
         let mut bytes = vec![MEMBERS_FILE_VERSION];
         bytes.extend(postcard::to_allocvec(&peers).map_err(std::io::Error::other)?);
-        let tmp = self.file.with_extension("tmp");
-        std::fs::write(&tmp, &bytes)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &self.file)
+        replace_file(&self.file, &bytes)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> // A
@@ -230,6 +233,16 @@ impl Members {
     {
         self.table.write().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Replace a small state file whole: written beside it, synced, renamed
+/// over it, so a crash leaves the old file or the new one.
+pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> // PA
+{
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 fn saved_peers(bytes: &[u8]) -> Option<Vec<Peer>> // PA
