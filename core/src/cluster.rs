@@ -1,12 +1,13 @@
 //! The boundary between the engine and other nodes: the node-to-node
-//! requests, the `Transport` that carries them, the `ClusterView` that says who
-//! the members are, and the handler that answers requests from a local store.
-//! Membership implements these over the network; `memory` implements them in
-//! one process.
+//! messages and the answer each one names, the `Transport` that carries
+//! them, the `ClusterView` that says who the members are, and the handler
+//! that answers messages from a local store. Membership implements these
+//! over the network; `memory` implements them in one process.
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, Record, RecordKind};
@@ -14,115 +15,140 @@ use crate::hash::Hash;
 use crate::model::{BucketRecord, Chunk, NodeId, ObjectSummary, SealedSlice};
 use crate::store::{Freed, ListStart, LocalStore, Row, StoreError, VersionStart};
 
-/// A request from one node to another.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Request {
-    PutSlice {
-        chunk: Hash,
-        slice: SealedSlice,
-    },
-    /// Slices held by the receiver and stored before a time, with their chunks.
-    SlicesStoredBefore {
-        stored_before: u64,
-        after: Option<Hash>,
-        max: usize,
-    },
-    GetSlice(Hash),
-    PutChunk(Chunk),
-    GetChunk(Hash),
-    /// The manifest, claimed for a write that deduplicates against it.
-    ClaimChunk(Hash),
-    /// Chunks held by the receiver and last claimed before a time.
-    UnclaimedChunks {
-        claimed_before: u64,
-        after: Option<Hash>,
-        max: usize,
-    },
-    /// Which of these chunks a blob or row held by the receiver references.
-    Referenced(Vec<Hash>),
-    FreeChunk {
-        id: Hash,
-        claimed_before: u64,
-    },
-    RemoveSlice(Hash),
-    /// An encoded blob; the receiver verifies and indexes it.
-    PutBlob(Vec<u8>),
-    GetBlob(Hash),
-    /// An encoded chunk list of a large blob, sent ahead of the blob.
-    PutChunkList(Vec<u8>),
-    GetChunkList(Hash),
-    Heads {
-        bucket: String,
-        key: String,
-    },
-    ListKeys {
-        bucket: String,
-        prefix: String,
-        start: ListStart,
-        limit: usize,
-    },
-    ListVersions {
-        bucket: String,
-        prefix: String,
-        start: VersionStart,
-        limit: usize,
-    },
-    /// Forget a version for good; the receiver keeps a tombstone.
-    ForgetBlob(Hash),
-    /// The versions written on top of a version.
-    Children(Hash),
-    /// An encoded bucket record, kept if newer than the one held.
-    PutBucket(Vec<u8>),
-    ListBuckets,
-    PutRow {
-        table: u8,
-        key: Vec<u8>,
-        value: Vec<u8>,
-        /// Chunks the row references, spared by garbage collection.
-        chunks: Vec<Hash>,
-    },
-    GetRow {
-        table: u8,
-        key: Vec<u8>,
-    },
-    DeleteRow {
-        table: u8,
-        key: Vec<u8>,
-    },
-    ScanRows {
-        table: u8,
-        prefix: Vec<u8>,
-        after: Vec<u8>,
-        max: usize,
-    },
-    /// What the receiver stores, for `ouroboros status`. New variants go
-    /// last: postcard numbers them in order.
-    Usage,
+/// A node-to-node message: its answer type is part of its type, so a reply
+/// cannot be paired with the wrong request.
+pub trait Message: Into<Request> + Send + 'static {
+    type Answer: Send + 'static;
+    /// The message's name, for errors about unexpected answers.
+    const NAME: &'static str;
+    /// This message's answer out of a response, or the response back.
+    fn answer(response: Response) -> Result<Self::Answer, Response>;
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Response {
-    Stored,
-    Slice(Option<SealedSlice>),
-    Chunk(Option<Chunk>),
+/// How the receiving node answers a message from its store.
+trait Handle: Message {
+    fn handle(self, store: &LocalStore) -> Result<Self::Answer, StoreError>;
+}
+
+/// Declares each message with its answer type, and from the list the
+/// `Request` and `Response` enums that cross the wire (one variant each, in
+/// this order: postcard numbers variants, so new messages go last).
+macro_rules! messages {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident { $($field:ident : $ty:ty),* $(,)? } -> $answer:ty;
+    )*) => {
+        $(
+            $(#[$doc])*
+            #[derive(Debug, Clone, Serialize, Deserialize)]
+            pub struct $name { $(pub $field: $ty),* }
+
+            impl Message for $name {
+                type Answer = $answer;
+                const NAME: &'static str = stringify!($name);
+                fn answer(response: Response) -> Result<$answer, Response> // PA
+                {
+                    match response {
+                        Response::$name(answer) => Ok(answer),
+                        other => Err(other),
+                    }
+                }
+            }
+
+            impl From<$name> for Request {
+                fn from(message: $name) -> Request // A
+                {
+                    Request::$name(message)
+                }
+            }
+        )*
+
+        /// A message as it crosses the network.
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        pub enum Request { $($name($name)),* }
+
+        /// An answer as it crosses the network: the variant of the message
+        /// it answers.
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        pub enum Response { $($name($answer)),* }
+
+        impl Request {
+            pub fn kind(&self) -> &'static str // A
+            {
+                match self { $(Request::$name(_) => stringify!($name)),* }
+            }
+        }
+
+        impl Response {
+            /// The message this answers, for errors about unexpected answers.
+            pub fn kind(&self) -> &'static str // A
+            {
+                match self { $(Response::$name(_) => stringify!($name)),* }
+            }
+        }
+
+        /// Answer a request from this node's store. Blocking: run it off the
+        /// async threads.
+        pub fn handle_request(store: &LocalStore, request: Request) -> Result<Response, StoreError> // PA
+        {
+            Ok(match request { $(Request::$name(message) => Response::$name(message.handle(store)?)),* })
+        }
+    };
+}
+
+/// The answer of a message that only stores or removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stored;
+
+/// What a node stores, for `ouroboros status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreUsage {
+    pub slices: u64,
+    pub bytes: u64,
+}
+
+messages! {
+    PutSlice { chunk: Hash, slice: SealedSlice } -> Stored;
+    /// Slices held by the receiver and stored before a time, with their
+    /// chunks: (slice hash, chunk id) pairs.
+    SlicesStoredBefore { stored_before: u64, after: Option<Hash>, max: usize } -> Vec<(Hash, Hash)>;
+    GetSlice { hash: Hash } -> Option<SealedSlice>;
+    PutChunk { chunk: Chunk } -> Stored;
+    GetChunk { id: Hash } -> Option<Chunk>;
+    /// The manifest, claimed for a write that deduplicates against it.
+    ClaimChunk { id: Hash } -> Option<Chunk>;
+    /// Chunks held by the receiver and last claimed before a time.
+    UnclaimedChunks { claimed_before: u64, after: Option<Hash>, max: usize } -> Vec<Hash>;
+    /// Which of these chunks a blob or row held by the receiver references.
+    Referenced { ids: Vec<Hash> } -> Vec<Hash>;
+    FreeChunk { id: Hash, claimed_before: u64 } -> Freed;
+    RemoveSlice { hash: Hash } -> Stored;
+    /// An encoded blob; the receiver verifies and indexes it.
+    PutBlob { bytes: Vec<u8> } -> Stored;
     /// An encoded blob, to be verified by the caller.
-    Blob(Option<Vec<u8>>),
+    GetBlob { hash: Hash } -> Option<Vec<u8>>;
+    /// An encoded chunk list of a large blob, sent ahead of the blob.
+    PutChunkList { bytes: Vec<u8> } -> Stored;
     /// An encoded chunk list, to be verified by the caller.
-    ChunkList(Option<Vec<u8>>),
-    Heads(Vec<ObjectSummary>),
-    Hashes(Vec<Hash>),
-    Freed(Freed),
-    /// (slice hash, chunk id) pairs.
-    SliceOwners(Vec<(Hash, Hash)>),
-    Keys(Vec<ObjectSummary>),
-    Buckets(Vec<BucketRecord>),
-    Row(Option<Vec<u8>>),
-    Rows(Vec<Row>),
-    /// Live slices and their bytes.
-    Usage {
-        slices: u64,
-        bytes: u64,
-    },
+    GetChunkList { hash: Hash } -> Option<Vec<u8>>;
+    Heads { bucket: String, key: String } -> Vec<ObjectSummary>;
+    ListKeys { bucket: String, prefix: String, start: ListStart, limit: usize } -> Vec<ObjectSummary>;
+    ListVersions { bucket: String, prefix: String, start: VersionStart, limit: usize } -> Vec<ObjectSummary>;
+    /// Forget a version for good; the receiver keeps a tombstone.
+    ForgetBlob { hash: Hash } -> Stored;
+    /// The versions written on top of a version.
+    Children { hash: Hash } -> Vec<Hash>;
+    /// An encoded bucket record, kept if newer than the one held.
+    PutBucket { bytes: Vec<u8> } -> Stored;
+    ListBuckets {} -> Vec<BucketRecord>;
+    /// A row of a small table, and the chunks it references (spared by
+    /// garbage collection).
+    PutRow { table: u8, key: Vec<u8>, value: Vec<u8>, chunks: Vec<Hash> } -> Stored;
+    GetRow { table: u8, key: Vec<u8> } -> Option<Vec<u8>>;
+    DeleteRow { table: u8, key: Vec<u8> } -> Stored;
+    ScanRows { table: u8, prefix: Vec<u8>, after: Vec<u8>, max: usize } -> Vec<Row>;
+    /// What the receiver stores, for `ouroboros status`.
+    Usage {} -> StoreUsage;
 }
 
 /// Requests and responses cross the network in the record envelope, so a
@@ -162,29 +188,6 @@ impl Reply {
             Reply::Answer(response) => Ok(response),
             Reply::Failed { storage_full: true, message } => Err(TransportError::StorageFull { node, message }),
             Reply::Failed { storage_full: false, message } => Err(TransportError::Remote { node, message }),
-        }
-    }
-}
-
-impl Response {
-    /// The variant's name, for errors about unexpected answers.
-    pub fn kind(&self) -> &'static str // A
-    {
-        match self {
-            Response::Stored => "Stored",
-            Response::Slice(_) => "Slice",
-            Response::Chunk(_) => "Chunk",
-            Response::Blob(_) => "Blob",
-            Response::ChunkList(_) => "ChunkList",
-            Response::Heads(_) => "Heads",
-            Response::Hashes(_) => "Hashes",
-            Response::Freed(_) => "Freed",
-            Response::SliceOwners(_) => "SliceOwners",
-            Response::Keys(_) => "Keys",
-            Response::Buckets(_) => "Buckets",
-            Response::Row(_) => "Row",
-            Response::Rows(_) => "Rows",
-            Response::Usage { .. } => "Usage",
         }
     }
 }
@@ -234,9 +237,27 @@ impl TransportError {
 /// A request under way.
 pub type Call = BoxFuture<'static, Result<Response, TransportError>>;
 
+/// A message under way, answered with its own answer type.
+pub type Asked<A> = BoxFuture<'static, Result<A, TransportError>>;
+
 /// Carries requests to nodes, the local one included.
 pub trait Transport: Send + Sync + 'static {
     fn call(&self, node: NodeId, request: Request) -> Call;
+
+    /// Send `message` to `node` and take its answer, which must be the
+    /// one the message names.
+    fn ask<M: Message>(&self, node: NodeId, message: M) -> Asked<M::Answer> // PA
+    {
+        let call = self.call(node, message.into());
+        async move {
+            M::answer(call.await?).map_err(|other| TransportError::UnexpectedResponse {
+                node,
+                expected: M::NAME,
+                got: other.kind(),
+            })
+        }
+        .boxed()
+    }
 
     /// The store of `node` when it is up and lives in this process. The
     /// engine then reads and writes the slices of an all-local chunk in the
@@ -263,78 +284,187 @@ pub trait ClusterView: Send + Sync + 'static {
     }
 }
 
-/// Answer a request from this node's store. Blocking: run it off the async
-/// threads.
-pub fn handle_request(store: &LocalStore, request: Request) -> Result<Response, StoreError> // PA
-{
-    Ok(match request {
-        Request::PutSlice { chunk, slice } => {
-            store.put_slice(&slice, &chunk)?;
-            Response::Stored
-        }
-        Request::GetSlice(hash) => Response::Slice(store.get_slice(&hash)?),
-        Request::PutChunk(chunk) => {
-            store.put_chunk(&chunk)?;
-            Response::Stored
-        }
-        Request::GetChunk(id) => Response::Chunk(store.get_chunk(&id)?),
-        Request::ClaimChunk(id) => Response::Chunk(store.claim_chunk(&id)?),
-        Request::UnclaimedChunks { claimed_before, after, max } => {
-            Response::Hashes(store.unclaimed_chunks(claimed_before, after, max)?)
-        }
-        Request::Referenced(ids) => Response::Hashes(store.referenced(&ids)?),
-        Request::SlicesStoredBefore { stored_before, after, max } => {
-            Response::SliceOwners(store.slices_stored_before(stored_before, after, max)?)
-        }
-        Request::FreeChunk { id, claimed_before } => Response::Freed(store.free_chunk(&id, claimed_before)?),
-        Request::RemoveSlice(hash) => {
-            store.remove_slice(&hash)?;
-            Response::Stored
-        }
-        Request::PutBlob(bytes) => {
-            store.put_blob(&bytes)?;
-            Response::Stored
-        }
-        Request::GetBlob(hash) => Response::Blob(store.get_blob_bytes(&hash)?),
-        Request::PutChunkList(bytes) => {
-            store.put_chunk_list(&bytes)?;
-            Response::Stored
-        }
-        Request::GetChunkList(hash) => Response::ChunkList(store.get_chunk_list_bytes(&hash)?),
-        Request::Heads { bucket, key } => Response::Heads(store.heads(&bucket, &key)?),
-        Request::ListKeys { bucket, prefix, start, limit } => {
-            Response::Keys(store.list_keys(&bucket, &prefix, &start, limit)?)
-        }
-        Request::ListVersions { bucket, prefix, start, limit } => {
-            Response::Keys(store.list_versions(&bucket, &prefix, &start, limit)?)
-        }
-        Request::Children(hash) => Response::Hashes(store.children(&hash)?),
-        Request::ForgetBlob(hash) => {
-            store.forget_blob(&hash)?;
-            Response::Stored
-        }
-        Request::PutBucket(bytes) => {
-            let record: BucketRecord = codec::decode(&bytes)
-                .map_err(|source| StoreError::Bucket { name: "(from the wire)".into(), source })?;
-            store.put_bucket(&record)?;
-            Response::Stored
-        }
-        Request::ListBuckets => Response::Buckets(store.list_buckets()?),
-        Request::PutRow { table, key, value, chunks } => {
-            store.put_row(table, &key, &value, &chunks)?;
-            Response::Stored
-        }
-        Request::GetRow { table, key } => Response::Row(store.get_row(table, &key)?),
-        Request::DeleteRow { table, key } => {
-            store.delete_row(table, &key)?;
-            Response::Stored
-        }
-        Request::ScanRows { table, prefix, after, max } => {
-            Response::Rows(store.scan_rows(table, &prefix, &after, max)?)
-        }
-        Request::Usage => {
-            let (bytes, slices) = store.slice_usage()?;
-            Response::Usage { slices: slices as u64, bytes }
-        }
-    })
+impl Handle for PutSlice {
+    fn handle(self, store: &LocalStore) -> Result<Stored, StoreError> // PA
+    {
+        store.put_slice(&self.slice, &self.chunk).map(|()| Stored)
+    }
+}
+
+impl Handle for SlicesStoredBefore {
+    fn handle(self, store: &LocalStore) -> Result<Vec<(Hash, Hash)>, StoreError> // PA
+    {
+        store.slices_stored_before(self.stored_before, self.after, self.max)
+    }
+}
+
+impl Handle for GetSlice {
+    fn handle(self, store: &LocalStore) -> Result<Option<SealedSlice>, StoreError> // PA
+    {
+        store.get_slice(&self.hash)
+    }
+}
+
+impl Handle for PutChunk {
+    fn handle(self, store: &LocalStore) -> Result<Stored, StoreError> // PA
+    {
+        store.put_chunk(&self.chunk).map(|()| Stored)
+    }
+}
+
+impl Handle for GetChunk {
+    fn handle(self, store: &LocalStore) -> Result<Option<Chunk>, StoreError> // PA
+    {
+        store.get_chunk(&self.id)
+    }
+}
+
+impl Handle for ClaimChunk {
+    fn handle(self, store: &LocalStore) -> Result<Option<Chunk>, StoreError> // PA
+    {
+        store.claim_chunk(&self.id)
+    }
+}
+
+impl Handle for UnclaimedChunks {
+    fn handle(self, store: &LocalStore) -> Result<Vec<Hash>, StoreError> // PA
+    {
+        store.unclaimed_chunks(self.claimed_before, self.after, self.max)
+    }
+}
+
+impl Handle for Referenced {
+    fn handle(self, store: &LocalStore) -> Result<Vec<Hash>, StoreError> // PA
+    {
+        store.referenced(&self.ids)
+    }
+}
+
+impl Handle for FreeChunk {
+    fn handle(self, store: &LocalStore) -> Result<Freed, StoreError> // PA
+    {
+        store.free_chunk(&self.id, self.claimed_before)
+    }
+}
+
+impl Handle for RemoveSlice {
+    fn handle(self, store: &LocalStore) -> Result<Stored, StoreError> // PA
+    {
+        store.remove_slice(&self.hash).map(|()| Stored)
+    }
+}
+
+impl Handle for PutBlob {
+    fn handle(self, store: &LocalStore) -> Result<Stored, StoreError> // PA
+    {
+        store.put_blob(&self.bytes).map(|_| Stored)
+    }
+}
+
+impl Handle for GetBlob {
+    fn handle(self, store: &LocalStore) -> Result<Option<Vec<u8>>, StoreError> // PA
+    {
+        store.get_blob_bytes(&self.hash)
+    }
+}
+
+impl Handle for PutChunkList {
+    fn handle(self, store: &LocalStore) -> Result<Stored, StoreError> // PA
+    {
+        store.put_chunk_list(&self.bytes).map(|_| Stored)
+    }
+}
+
+impl Handle for GetChunkList {
+    fn handle(self, store: &LocalStore) -> Result<Option<Vec<u8>>, StoreError> // PA
+    {
+        store.get_chunk_list_bytes(&self.hash)
+    }
+}
+
+impl Handle for Heads {
+    fn handle(self, store: &LocalStore) -> Result<Vec<ObjectSummary>, StoreError> // PA
+    {
+        store.heads(&self.bucket, &self.key)
+    }
+}
+
+impl Handle for ListKeys {
+    fn handle(self, store: &LocalStore) -> Result<Vec<ObjectSummary>, StoreError> // PA
+    {
+        store.list_keys(&self.bucket, &self.prefix, &self.start, self.limit)
+    }
+}
+
+impl Handle for ListVersions {
+    fn handle(self, store: &LocalStore) -> Result<Vec<ObjectSummary>, StoreError> // PA
+    {
+        store.list_versions(&self.bucket, &self.prefix, &self.start, self.limit)
+    }
+}
+
+impl Handle for ForgetBlob {
+    fn handle(self, store: &LocalStore) -> Result<Stored, StoreError> // PA
+    {
+        store.forget_blob(&self.hash).map(|_| Stored)
+    }
+}
+
+impl Handle for Children {
+    fn handle(self, store: &LocalStore) -> Result<Vec<Hash>, StoreError> // PA
+    {
+        store.children(&self.hash)
+    }
+}
+
+impl Handle for PutBucket {
+    fn handle(self, store: &LocalStore) -> Result<Stored, StoreError> // PA
+    {
+        let record: BucketRecord = codec::decode(&self.bytes)
+            .map_err(|source| StoreError::Bucket { name: "(from the wire)".into(), source })?;
+        store.put_bucket(&record).map(|()| Stored)
+    }
+}
+
+impl Handle for ListBuckets {
+    fn handle(self, store: &LocalStore) -> Result<Vec<BucketRecord>, StoreError> // PA
+    {
+        store.list_buckets()
+    }
+}
+
+impl Handle for PutRow {
+    fn handle(self, store: &LocalStore) -> Result<Stored, StoreError> // PA
+    {
+        store.put_row(self.table, &self.key, &self.value, &self.chunks).map(|()| Stored)
+    }
+}
+
+impl Handle for GetRow {
+    fn handle(self, store: &LocalStore) -> Result<Option<Vec<u8>>, StoreError> // PA
+    {
+        store.get_row(self.table, &self.key)
+    }
+}
+
+impl Handle for DeleteRow {
+    fn handle(self, store: &LocalStore) -> Result<Stored, StoreError> // PA
+    {
+        store.delete_row(self.table, &self.key).map(|()| Stored)
+    }
+}
+
+impl Handle for ScanRows {
+    fn handle(self, store: &LocalStore) -> Result<Vec<Row>, StoreError> // PA
+    {
+        store.scan_rows(self.table, &self.prefix, &self.after, self.max)
+    }
+}
+
+impl Handle for Usage {
+    fn handle(self, store: &LocalStore) -> Result<StoreUsage, StoreError> // A
+    {
+        let (bytes, slices) = store.slice_usage()?;
+        Ok(StoreUsage { slices: slices as u64, bytes })
+    }
 }

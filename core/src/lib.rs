@@ -16,6 +16,7 @@ pub mod placement;
 pub mod seal;
 pub mod slicelog;
 pub mod store;
+pub mod world;
 
 pub use engine::{
     BlobContent, BodyStream, BodyTap, Engine, EngineConfig, EngineError, FailureClass, GcReport, Home, PutRequest,

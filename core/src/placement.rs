@@ -38,14 +38,14 @@ pub fn partition_of_hash(hash: &Hash) -> u8 // PA
 /// majority quorums, metadata then survives the m lost nodes the slices
 /// survive, and a read quorum always meets the last write's (W + R > N).
 ///
-/// | nodes | coding | replicas | write and read quorum | nodes that may be lost |
-/// |---|---|---|---|---|
-/// | 1 | 1+0 | 1 | 1 | 0 |
-/// | 2 | 1+1 | 2 | 2 | 0 for writes, 1 for reads |
-/// | 3 | 2+1 | 3 | 2 | 1 |
-/// | 4 | 2+2 | 4 | 3 | 1 for writes, 2 for reads of what is stored |
-/// | 5 | 2+2 | 5 | 3 | 2 |
-/// | 6+ | 4+2 | 5 | 3 | 2 |
+/// | nodes | coding | replicas | write quorum | read quorum | nodes that may be lost |
+/// |---|---|---|---|---|---|
+/// | 1 | 1+0 | 1 | 1 | 1 | 0 |
+/// | 2 | 1+1 | 2 | 2 | 1 | 0 for writes, 1 for reads |
+/// | 3 | 2+1 | 3 | 2 | 2 | 1 |
+/// | 4 | 2+2 | 4 | 3 | 2 | 1 for writes, 2 for reads |
+/// | 5 | 2+2 | 5 | 3 | 3 | 2 |
+/// | 6+ | 4+2 | 5 | 3 | 3 | 2 |
 pub fn replication_factor(members: usize) -> usize // PA
 {
     let parity = Erasure::for_cluster(members).parity as usize;
@@ -65,6 +65,13 @@ pub fn partition_replicas(partition: u8, members: &[NodeId]) -> Vec<NodeId> // P
 pub fn write_quorum(replicas: usize) -> usize // PA
 {
     replicas / 2 + 1
+}
+
+/// Answers a metadata read needs so that it meets every acknowledged
+/// write: R = N − W + 1, so R + W > N.
+pub fn read_quorum(replicas: usize) -> usize // PA
+{
+    (replicas + 1).saturating_sub(write_quorum(replicas)).max(1).min(replicas.max(1))
 }
 
 #[cfg(test)]
@@ -123,6 +130,10 @@ mod tests {
         assert_eq!(write_quorum(2), 2);
         assert_eq!(write_quorum(3), 2);
         assert_eq!(write_quorum(5), 3);
+        assert_eq!([1, 2, 3, 4, 5].map(read_quorum), [1, 1, 2, 2, 3]);
+        for n in 1..=9 {
+            assert!(read_quorum(n) + write_quorum(n) > n, "{n} replicas: a read must meet every write");
+        }
         // Metadata survives as many lost nodes as the coding does, from 3 nodes on.
         for n in [3, 5, 6, 9] {
             let replicas = replication_factor(n);

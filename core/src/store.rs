@@ -11,7 +11,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
@@ -24,6 +24,7 @@ use crate::model::{
     VersionEntry,
 };
 use crate::slicelog::SliceLog;
+use crate::world::{Clock, SystemClock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -112,6 +113,8 @@ pub struct LocalStore {
     buckets: PartitionHandle,
     tables: PartitionHandle,
     durability: Durability,
+    /// When slices are stored and chunks claimed.
+    clock: Arc<dyn Clock>,
     /// Serialises blob application: deciding whether a blob is a head reads
     /// the children index, which a concurrent apply may be changing.
     apply_lock: Mutex<()>,
@@ -309,6 +312,7 @@ impl LocalStore {
             tables: keyspace.open_partition("tables", plain())?,
             keyspace,
             durability,
+            clock: Arc::new(SystemClock),
             apply_lock: Mutex::new(()),
             claim_lock: Mutex::new(()),
             writes: AtomicU64::new(0),
@@ -316,6 +320,12 @@ impl LocalStore {
         };
         store.rebuild_version_indexes()?;
         Ok(store)
+    }
+
+    /// The same store on another clock (a test's or a simulation's).
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self // A
+    {
+        LocalStore { clock, ..self }
     }
 
     /// A store written before the `versions` and `nulls` indexes existed has
@@ -373,7 +383,7 @@ impl LocalStore {
     pub fn put_slice(&self, slice: &SealedSlice, chunk: &Hash) -> StoreResult<()> // PA
     {
         self.slices.put(slice)?;
-        let owner = [chunk.as_bytes().as_slice(), &now_nanos().to_be_bytes()].concat();
+        let owner = [chunk.as_bytes().as_slice(), &self.clock.now_nanos().to_be_bytes()].concat();
         self.slice_owners.insert(slice.hash.as_bytes(), owner)?;
         self.make_durable()
     }
@@ -425,7 +435,7 @@ impl LocalStore {
             if !self.chunks.contains_key(chunk.id.as_bytes())? {
                 self.chunks.insert(chunk.id.as_bytes(), codec::encode(chunk))?;
             }
-            self.chunk_claims.insert(chunk.id.as_bytes(), now_nanos().to_be_bytes())?;
+            self.chunk_claims.insert(chunk.id.as_bytes(), self.clock.now_nanos().to_be_bytes())?;
         }
         self.make_durable()
     }
@@ -437,7 +447,7 @@ impl LocalStore {
         let _guard = self.claim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let chunk = self.get_chunk(id)?;
         if chunk.is_some() {
-            self.chunk_claims.insert(id.as_bytes(), now_nanos().to_be_bytes())?;
+            self.chunk_claims.insert(id.as_bytes(), self.clock.now_nanos().to_be_bytes())?;
         }
         Ok(chunk)
     }

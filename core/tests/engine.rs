@@ -633,6 +633,48 @@ mod history {
     }
 }
 
+/// A replica that was down for two writes answers a read with the old head
+/// next to one that has the new: the read shows only the new head, and the
+/// replica behind is sent both versions it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_settles_stale_heads_and_repairs_the_replica_behind() // A
+{
+    let cluster = Cluster::new(3, small_chunks());
+    let engine = &cluster.engines[0];
+    let (behind, away) = (cluster.nodes[2], cluster.nodes[1]);
+    let first = put(engine, "doc", b"one").await;
+    cluster.transport.set_down(behind, true);
+    let second = put(engine, "doc", b"two").await;
+    let third = put(engine, "doc", b"three").await;
+    cluster.transport.set_down(behind, false);
+    let stale = cluster.transport.store(&behind).unwrap();
+    assert_eq!(stale.heads("bucket", "doc").unwrap()[0].version, first.hash, "the replica missed both writes");
+
+    // The read quorum is now this node and the one behind.
+    cluster.transport.set_down(away, true);
+    let heads = engine.heads("bucket", "doc").await.unwrap();
+    assert_eq!(heads.iter().map(|h| h.version).collect::<Vec<_>>(), vec![third.hash]);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let repaired = stale.heads("bucket", "doc").unwrap().iter().map(|h| h.version).collect::<Vec<_>>();
+        if repaired == vec![third.hash] && stale.get_blob(&second.hash).unwrap().is_some() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the replica behind was not repaired: heads {repaired:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // With the up-to-date replica gone too, no read quorum is left.
+    cluster.transport.set_down(behind, true);
+    let error = engine.heads("bucket", "doc").await.unwrap_err();
+    assert_eq!(error.class(), ouroboros_core::FailureClass::Unavailable, "{error}");
+    let listing = engine.list_objects("bucket", "", ouroboros_core::ListStart::Beginning, 10).await.unwrap_err();
+    assert_eq!(listing.class(), ouroboros_core::FailureClass::Unavailable, "{listing}");
+    cluster.transport.set_down(behind, false);
+    cluster.transport.set_down(away, false);
+    assert_eq!(read_all(engine, "doc").await.unwrap(), b"three");
+}
+
 const CRASH_DIR: &str = "OUROBOROS_CRASH_TEST_DIR";
 
 fn crash_object(i: u64) -> Vec<u8> // A

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ouroboros_core::cluster::{ClusterView, Transport};
-use ouroboros_core::now_nanos;
+use ouroboros_core::world::World;
 
 use crate::config::Maintenance;
 use crate::s3::Gateway;
@@ -18,20 +18,21 @@ pub struct PassReport {
     pub slices_removed: usize,
 }
 
-fn nanos_before_now(age: Duration) -> u64 // A
+fn nanos_before_now(world: &World, age: Duration) -> u64 // A
 {
-    now_nanos().saturating_sub(u64::try_from(age.as_nanos()).unwrap_or(u64::MAX))
+    world.now_nanos().saturating_sub(u64::try_from(age.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// One maintenance pass; errors are logged and the pass goes on.
 pub async fn pass<T: Transport, V: ClusterView>(gateway: &Gateway<T, V>, settings: Maintenance) -> PassReport // PA
 {
     let mut report = PassReport::default();
-    match gateway.expire_uploads(nanos_before_now(settings.upload_expiry)).await {
+    let world = gateway.engine().world().clone();
+    match gateway.expire_uploads(nanos_before_now(&world, settings.upload_expiry)).await {
         Ok(expired) => report.uploads_expired = expired,
         Err(error) => tracing::warn!(%error, "expiring incomplete uploads failed"),
     }
-    match gateway.engine().collect_garbage(nanos_before_now(settings.gc_grace)).await {
+    match gateway.engine().collect_garbage(nanos_before_now(&world, settings.gc_grace)).await {
         Ok(gc) => {
             report.chunks_freed = gc.chunks_freed;
             report.slices_removed = gc.slices_removed;

@@ -9,7 +9,8 @@ use futures::StreamExt;
 use md5::{Digest, Md5};
 use ouroboros_core::cluster::{ClusterView, Transport};
 use ouroboros_core::codec;
-use ouroboros_core::{now_nanos, ChunkRef, Home, PartRecord, PutRequest, TableRow, UploadRecord, Versioning};
+use ouroboros_core::world::World;
+use ouroboros_core::{ChunkRef, Home, PartRecord, PutRequest, TableRow, UploadRecord, Versioning};
 use s3s::dto::*;
 use s3s::{s3_error, S3ErrorCode, S3Result};
 
@@ -44,9 +45,10 @@ fn part_row_key(upload_id: &str, number: u16) -> Vec<u8> // PA
     [upload_id.as_bytes(), &[0], &number.to_be_bytes()].concat()
 }
 
-fn new_upload_id() -> String // PA
+/// Upload ids sort by when they began; the random part keeps them unguessable.
+fn new_upload_id(world: &World) -> String // PA
 {
-    format!("{:016x}{}", now_nanos(), hex::encode(rand::random::<[u8; 12]>()))
+    format!("{:016x}{}", world.now_nanos(), hex::encode(world.random_bytes::<12>()))
 }
 
 /// The byte range of `x-amz-copy-source-range` (`bytes=FIRST-LAST`,
@@ -145,8 +147,8 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         let upload = UploadRecord {
             bucket: input.bucket.clone(),
             key: input.key.clone(),
-            upload_id: new_upload_id(),
-            initiated: now_nanos(),
+            upload_id: new_upload_id(self.engine().world()),
+            initiated: self.engine().world().now_nanos(),
             system_metadata: system.into_map(),
             user_metadata: crate::s3::user_metadata(input.metadata),
             checksum_algorithm: input.checksum_algorithm.as_ref().map(|a| a.as_str().to_ascii_lowercase()),
@@ -186,7 +188,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
             number,
             etag: hex::encode(written.md5),
             size: written.size,
-            created: now_nanos(),
+            created: self.engine().world().now_nanos(),
             chunks: written.chunks,
             checksums,
         };
@@ -254,7 +256,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
             number,
             etag: hex::encode(md5.finalize()),
             size,
-            created: now_nanos(),
+            created: self.engine().world().now_nanos(),
             chunks,
             checksums: BTreeMap::new(),
         };

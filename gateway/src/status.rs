@@ -9,7 +9,7 @@ use std::time::Duration;
 use hmac::{KeyInit, Mac};
 use hyper::http::Extensions;
 use hyper::{HeaderMap, Method, Uri};
-use ouroboros_core::cluster::{Request, Response, Transport};
+use ouroboros_core::cluster::{StoreUsage, Transport, Usage};
 use ouroboros_membership::{Members, NetTransport};
 use s3s::route::S3Route;
 use s3s::{Body, S3Request, S3Response, S3Result};
@@ -60,8 +60,8 @@ pub async fn status_report(members: &Members, transport: &NetTransport) -> Statu
 {
     let snapshot = members.snapshot();
     let usage = snapshot.iter().map(|m| async move {
-        match tokio::time::timeout(USAGE_TIMEOUT, transport.call(m.peer.id, Request::Usage)).await {
-            Ok(Ok(Response::Usage { slices, bytes })) => (Some(slices), Some(bytes)),
+        match tokio::time::timeout(USAGE_TIMEOUT, transport.ask(m.peer.id, Usage {})).await {
+            Ok(Ok(StoreUsage { slices, bytes })) => (Some(slices), Some(bytes)),
             _ => (None, None),
         }
     });

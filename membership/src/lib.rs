@@ -140,7 +140,7 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
-    use ouroboros_core::cluster::{ClusterView, Request, Response, Transport, TransportError, Unreachable};
+    use ouroboros_core::cluster::{ClusterView, GetSlice, PutSlice, Stored, Transport, TransportError, Unreachable};
     use ouroboros_core::store::Durability;
     use ouroboros_core::{Hash, SealedSlice};
     use tokio::io::AsyncWriteExt;
@@ -258,10 +258,10 @@ mod tests {
 
         // A slice put on C through A reads back on C through B.
         let (chunk, put) = slice(1);
-        let stored = a.cluster().transport.call(c.id(), Request::PutSlice { chunk, slice: put.clone() }).await;
-        assert!(matches!(stored, Ok(Response::Stored)), "{stored:?}");
-        let got = b.cluster().transport.call(c.id(), Request::GetSlice(put.hash)).await;
-        assert!(matches!(&got, Ok(Response::Slice(Some(s))) if *s == put), "{got:?}");
+        let stored = a.cluster().transport.ask(c.id(), PutSlice { chunk, slice: put.clone() }).await;
+        assert!(matches!(stored, Ok(Stored)), "{stored:?}");
+        let got = b.cluster().transport.ask(c.id(), GetSlice { hash: put.hash }).await;
+        assert!(matches!(&got, Ok(Some(s)) if *s == put), "{got:?}");
 
         // C crashes: the others see it down, keep it as a member, and a call
         // to it fails fast instead of hanging.
@@ -269,7 +269,7 @@ mod tests {
         drop(c.cluster.take());
         until("A sees C down", || a.cluster().members.get(&c_id).map(|m| m.liveness) == Some(Liveness::Down)).await;
         assert_eq!(MembersView(a.cluster().members.clone()).members().len(), 3, "a down node lost its place");
-        let call = a.cluster().transport.call(c_id, Request::GetSlice(put.hash)).await;
+        let call = a.cluster().transport.ask(c_id, GetSlice { hash: put.hash }).await;
         let seen_down = Unreachable::SeenDown;
         assert!(
             matches!(call, Err(TransportError::Unreachable { node, cause }) if node == c_id && cause == seen_down),
@@ -284,8 +284,8 @@ mod tests {
         until("B sees C alive", || liveness(&c, &b) == Some(Liveness::Alive)).await;
         let generation = a.cluster().members.get(&c_id).map(|m| m.peer.generation);
         assert_eq!(generation, Some(2));
-        let got = b.cluster().transport.call(c_id, Request::GetSlice(put.hash)).await;
-        assert!(matches!(&got, Ok(Response::Slice(Some(s))) if *s == put), "{got:?}");
+        let got = b.cluster().transport.ask(c_id, GetSlice { hash: put.hash }).await;
+        assert!(matches!(&got, Ok(Some(s)) if *s == put), "{got:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,8 +326,8 @@ mod tests {
 
         // A still serves its own cluster.
         let (chunk, put) = slice(2);
-        let stored = b.cluster().transport.call(a.id(), Request::PutSlice { chunk, slice: put }).await;
-        assert!(matches!(stored, Ok(Response::Stored)), "{stored:?}");
+        let stored = b.cluster().transport.ask(a.id(), PutSlice { chunk, slice: put }).await;
+        assert!(matches!(stored, Ok(Stored)), "{stored:?}");
         assert_eq!(liveness(&b, &a), Some(Liveness::Alive));
     }
 }

@@ -1,0 +1,240 @@
+//! How the engine asks other nodes: typed messages to one replica set, with
+//! a write quorum (waiting for every replica, or only for the quorum), a
+//! read quorum, the first replica that has something, or every node. Each
+//! call has the transport's deadline, and a node seen down fails at once.
+
+use std::collections::HashSet;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use super::{join_errors, Engine, EngineError, EngineResult};
+use crate::cluster::{Asked, ClusterView, Message, Stored, Transport, TransportError};
+use crate::hash::Hash;
+use crate::model::NodeId;
+use crate::placement;
+
+/// When a write returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wait {
+    /// Once the quorum acknowledged; the other copies finish in the
+    /// background instead of holding the client for the slowest node.
+    /// For records a reader can never mistake for older ones: slices,
+    /// chunk manifests, chunk lists and blobs (content-addressed, and
+    /// heads read from a read quorum are settled by their parents).
+    ForQuorum,
+    /// Once every replica answered or failed: for writes that replace or
+    /// remove (rows, forgotten versions, bucket records), which a replica
+    /// left behind would answer with what was replaced.
+    ForAll,
+}
+
+/// Answers from the nodes that gave one.
+pub(super) type Answers<A> = Vec<(NodeId, A)>;
+
+/// A message for a set of nodes, and what it is for (in errors).
+pub(super) struct Query<M> {
+    what: String,
+    nodes: Vec<NodeId>,
+    message: M,
+}
+
+impl<M> Query<M> {
+    pub(super) fn new(what: impl Into<String>, nodes: Vec<NodeId>, message: M) -> Self // A
+    {
+        Query { what: what.into(), nodes, message }
+    }
+}
+
+/// How many acknowledgements a write needs, and when it returns.
+pub(super) struct WriteQuorum {
+    pub what: String,
+    pub needed: usize,
+    pub wait: Wait,
+}
+
+/// A message any node may be asked several times.
+pub(super) trait Ask: Message + Clone {}
+impl<M: Message + Clone> Ask for M {}
+
+/// A message that stores or removes something.
+pub(super) trait Write: Message<Answer = Stored> + Clone {}
+impl<M: Message<Answer = Stored> + Clone> Write for M {}
+
+impl<T: Transport, V: ClusterView> Engine<T, V> {
+    /// The metadata replicas of an object key, best first.
+    pub(super) fn object_replicas(&self, bucket: &str, key: &str) -> Vec<NodeId> // PA
+    {
+        placement::partition_replicas(placement::partition_of(bucket, key), &self.view.members())
+    }
+
+    /// The replicas of a content-addressed record (chunk manifest), best first.
+    pub(super) fn hash_replicas(&self, hash: &Hash, members: &[NodeId]) -> Vec<NodeId> // PA
+    {
+        placement::partition_replicas(placement::partition_of_hash(hash), members)
+    }
+
+    /// Send the query's message to each of its nodes and require a write
+    /// quorum of acknowledgements.
+    pub(super) async fn write_to<M: Write>(&self, query: Query<M>, wait: Wait) -> Acked // PA
+    {
+        let Query { what, nodes, message } = query;
+        let needed = placement::write_quorum(nodes.len());
+        let calls = nodes.iter().map(|node| self.transport.ask(*node, message.clone()));
+        self.expect_acks(WriteQuorum { what, needed, wait }, calls).await
+    }
+
+    /// Require the quorum's acknowledgements of `calls`, and fail as soon as
+    /// too many have failed for it.
+    pub(super) async fn expect_acks(&self, quorum: WriteQuorum, calls: impl Iterator<Item = Acks>) -> Acked // PA
+    {
+        let WriteQuorum { what, needed, wait } = quorum;
+        let mut pending: FuturesUnordered<Acks> = calls.collect();
+        let total = pending.len();
+        let mut errors = Vec::new();
+        let mut acked = 0;
+        while (acked < needed || wait == Wait::ForAll) && total - errors.len() >= needed {
+            match pending.next().await {
+                Some(Ok(Stored)) => acked += 1,
+                Some(Err(error)) => errors.push(error),
+                None => break,
+            }
+        }
+        if acked < needed {
+            return Err(EngineError::Quorum { what, acked, needed, errors });
+        }
+        if !errors.is_empty() {
+            tracing::warn!(%what, acked, errors = %join_errors(&errors), "write acknowledged with nodes missing");
+        }
+        if !pending.is_empty() {
+            tokio::spawn(async move {
+                let mut missed = Vec::new();
+                while let Some(result) = pending.next().await {
+                    if let Err(error) = result {
+                        missed.push(error);
+                    }
+                }
+                if !missed.is_empty() {
+                    tracing::warn!(%what, errors = %join_errors(&missed), "copies beyond the quorum not written");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Ask every node of the query at once; the answers of those that gave
+    /// one. Fails only when none did.
+    pub(super) async fn ask_all<M: Ask>(&self, query: Query<M>) -> Collected<M> // PA
+    {
+        let (answers, errors) = self.ask_each(&query).await;
+        if answers.is_empty() {
+            return Err(EngineError::NoReplica { what: query.what, errors });
+        }
+        if !errors.is_empty() {
+            tracing::warn!(what = %query.what, errors = %join_errors(&errors), "some nodes did not answer");
+        }
+        Ok(answers)
+    }
+
+    /// As `ask_all`, but every node must answer.
+    pub(super) async fn ask_every<M: Ask>(&self, query: Query<M>) -> Collected<M> // PA
+    {
+        match self.ask_each(&query).await {
+            (answers, errors) if errors.is_empty() => Ok(answers),
+            (_, errors) => Err(EngineError::NoReplica { what: query.what, errors }),
+        }
+    }
+
+    async fn ask_each<M: Ask>(&self, query: &Query<M>) -> AnswersAndErrors<M::Answer> // PA
+    {
+        let calls = query.nodes.iter().map(|node| {
+            let call = self.transport.ask(*node, query.message.clone());
+            async move { (*node, call.await) }
+        });
+        let mut answers = Vec::with_capacity(query.nodes.len());
+        let mut errors = Vec::new();
+        for (node, result) in futures::future::join_all(calls).await {
+            match result {
+                Ok(answer) => answers.push((node, answer)),
+                Err(error) => errors.push(error),
+            }
+        }
+        (answers, errors)
+    }
+
+    /// Ask every node of the query and return as soon as `needed` answered
+    /// (the other calls are dropped); fails as soon as that cannot happen.
+    pub(super) async fn ask_quorum<M: Ask>(&self, query: Query<M>, needed: usize) -> Collected<M> // PA
+    {
+        let Query { what, nodes, message } = query;
+        let mut pending: FuturesUnordered<_> = nodes
+            .iter()
+            .map(|node| {
+                let call = self.transport.ask(*node, message.clone());
+                async move { (*node, call.await) }
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(nodes.len());
+        let mut errors = Vec::new();
+        while answers.len() < needed && nodes.len() - errors.len() >= needed {
+            match pending.next().await {
+                Some((node, Ok(answer))) => answers.push((node, answer)),
+                Some((_, Err(error))) => errors.push(error),
+                None => break,
+            }
+        }
+        if answers.len() < needed {
+            return Err(EngineError::Quorum { what, acked: answers.len(), needed, errors });
+        }
+        Ok(answers)
+    }
+
+    /// Ask the query's nodes one after another until `found` makes
+    /// something of an answer; `Ok(None)` when every node that answered has
+    /// nothing.
+    pub(super) async fn ask_first<M: Ask, R>(&self, query: Query<M>, found: Pick<'_, M, R>) -> Firsts<R> // PA
+    {
+        let Query { what, nodes, message } = query;
+        let mut errors = Vec::new();
+        let mut answered = false;
+        for node in nodes {
+            match self.transport.ask(node, message.clone()).await {
+                Ok(answer) => match found(answer) {
+                    Some(found) => return Ok(Some(found)),
+                    None => answered = true,
+                },
+                Err(error) => errors.push(error),
+            }
+        }
+        if answered {
+            Ok(None)
+        } else {
+            Err(EngineError::NoReplica { what, errors })
+        }
+    }
+
+    /// The metadata partitions that fewer than a read quorum of their
+    /// replicas answered for: what a merged listing may miss.
+    pub(super) fn partitions_without_quorum(&self, members: &[NodeId], answered: &HashSet<NodeId>) -> Vec<u8> // PA
+    {
+        if members.iter().all(|node| answered.contains(node)) {
+            return Vec::new();
+        }
+        (0..=u8::MAX)
+            .filter(|partition| {
+                let replicas = placement::partition_replicas(*partition, members);
+                let heard = replicas.iter().filter(|node| answered.contains(node)).count();
+                heard < placement::read_quorum(replicas.len())
+            })
+            .collect()
+    }
+}
+
+/// Answers from a set of nodes, or why too few came.
+pub(super) type Collected<M> = EngineResult<Answers<<M as Message>::Answer>>;
+type AnswersAndErrors<A> = (Answers<A>, Vec<TransportError>);
+type Firsts<R> = EngineResult<Option<R>>;
+/// What a reader makes of one node's answer; `None` asks the next node.
+pub(super) type Pick<'a, M, R> = &'a (dyn Fn(<M as Message>::Answer) -> Option<R> + Sync);
+/// A write's acknowledgement under way.
+pub(super) type Acks = Asked<Stored>;
+pub(super) type Acked = EngineResult<()>;
