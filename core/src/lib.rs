@@ -16,6 +16,7 @@ pub mod placement;
 pub mod seal;
 pub mod slicelog;
 pub mod store;
+pub mod store_error;
 pub mod world;
 
 pub use engine::{

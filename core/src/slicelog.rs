@@ -16,7 +16,7 @@ use fjall::PartitionHandle;
 use crate::hash::Hash;
 use crate::keys::TAG_LEN;
 use crate::model::{SealedSlice, SliceSeal};
-use crate::store::{file_error, StoreError, StoreResult};
+use crate::store_error::{file_error, StoreError, StoreResult};
 
 /// Segments are closed at this size and a new one is started.
 pub const SEGMENT_LIMIT: u64 = 1 << 30;

@@ -5,6 +5,7 @@ mod checksums;
 pub mod config;
 pub mod connection;
 pub mod credentials;
+mod dag_headers;
 pub mod front_door;
 pub mod maintenance;
 pub mod multipart;

@@ -21,8 +21,8 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, TrailingHeaders, S3};
 
 use crate::checksums::{Algorithm, ALGORITHMS};
+use crate::dag_headers::{named_parents, PARENTS_HEADER, VERSION_HEADER};
 use crate::front_door::check_body_verdict;
-use crate::versioning::{named_parents, PARENTS_HEADER, VERSION_HEADER};
 
 /// An S3 operation's request and result, as s3s types them.
 type In<T> = S3Request<T>;

@@ -15,6 +15,7 @@ use s3s::dto::*;
 use s3s::header::{X_AMZ_DELETE_MARKER, X_AMZ_VERSION_ID};
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Result};
 
+use crate::dag_headers::{CHILDREN_HEADER, HEADS_HEADER, PARENTS_HEADER, VERSION_HEADER};
 use crate::s3::{engine_failure, owner, timestamp, url_encode, Gateway, MAX_KEYS};
 
 /// A version a request names.
@@ -385,33 +386,6 @@ fn version_string(version: VersionRef) -> String // A
         VersionRef::Null => NULL_VERSION_ID.to_string(),
         VersionRef::Id(hash) => hash.to_hex(),
     }
-}
-
-/// Our extension headers (docs/VERSIONING.md); standard clients ignore them.
-pub(crate) const PARENTS_HEADER: &str = "x-ouroboros-parents";
-pub(crate) const VERSION_HEADER: &str = "x-ouroboros-version";
-pub(crate) const HEADS_HEADER: &str = "x-ouroboros-heads";
-pub(crate) const CHILDREN_HEADER: &str = "x-ouroboros-children";
-
-/// The parents a PUT names in `x-ouroboros-parents` (comma-separated
-/// version hashes), if any.
-pub(crate) fn named_parents(headers: &HeaderMap) -> S3Result<Option<Vec<Hash>>> // A
-{
-    let Some(value) = headers.get(PARENTS_HEADER) else { return Ok(None) };
-    let text = value.to_str().map_err(|_| s3_error!(InvalidArgument, "{PARENTS_HEADER} must be ASCII"))?;
-    let mut parents = Vec::new();
-    for id in text.split(',').map(str::trim).filter(|id| !id.is_empty()) {
-        let hash = id
-            .parse::<Hash>()
-            .map_err(|_| s3_error!(InvalidArgument, "{PARENTS_HEADER}: {id:?} is not a version hash"))?;
-        parents.push(hash);
-    }
-    if parents.is_empty() {
-        return Err(s3_error!(InvalidArgument, "{PARENTS_HEADER} names no version"));
-    }
-    parents.sort();
-    parents.dedup();
-    Ok(Some(parents))
 }
 
 fn insert_header(headers: &mut HeaderMap, name: &'static str, value: String) // A
