@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+use ouroboros_core::{placement, Hash};
+
 use super::*;
 
 /// The `ouroboros` binary of this build: `OUROBOROS_BIN`, else the one
@@ -204,6 +206,28 @@ impl TestCluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("node {index} never saw {alive} nodes alive: {:?}\n{}", health(self.nodes[index].s3), self.log(index));
+    }
+
+    /// Every node's id, by node index, from `ouroboros status --json`
+    /// asked of node `asked`.
+    fn member_ids(&self, asked: usize) -> Vec<Hash> // A
+    {
+        let out = Command::new(ouroboros_binary())
+            .args(["status", "--json", "--endpoint", &format!("http://{}", self.nodes[asked].s3)])
+            .env("OUROBOROS_ACCESS_KEY_ID", &self.access_key)
+            .env("OUROBOROS_SECRET_ACCESS_KEY", &self.secret_key)
+            .output()
+            .expect("run ouroboros status");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
+        let members = report["members"].as_array().expect("members").clone();
+        self.nodes
+            .iter()
+            .map(|node| {
+                let member = members.iter().find(|m| m["addr"] == node.cluster.to_string()).expect("every node listed");
+                member["id"].as_str().and_then(|id| id.parse().ok()).expect("a hex node id")
+            })
+            .collect()
     }
 
     fn client(&self, index: usize) -> Client // A
@@ -502,6 +526,41 @@ async fn six_nodes_at_4_2_read_everything_with_any_two_killed() // A
             );
         }
     }
+
+    // A third loss leaves some metadata partitions without a read quorum
+    // (three of their five replicas): their keys answer 503, the keys of
+    // the other partitions still answer, and a listing, which needs every
+    // partition, answers 503. The third node is one that splits the keys.
+    let ids = cluster.member_ids(0);
+    let readable = |dead: &[usize], key: &str| {
+        let replicas = placement::partition_replicas(placement::partition_of("wide", key), &ids);
+        let alive = replicas.iter().filter(|id| !dead.iter().any(|d| ids[*d] == **id)).count();
+        alive >= placement::read_quorum(replicas.len())
+    };
+    let keys: Vec<&str> = objects.iter().map(|(key, _)| key.as_str()).collect();
+    let splits = |third: &usize| {
+        let served = keys.iter().filter(|key| readable(&[one, two, *third], key)).count();
+        served > 0 && served < keys.len()
+    };
+    let Some(three) = survivors.iter().copied().filter(|i| *i != 0).find(splits) else {
+        println!("no third node splits these {} keys; skipping the partition check", keys.len());
+        return;
+    };
+    println!("killing node {three} too");
+    cluster.kill(three);
+    let client = cluster.client(0);
+    for key in &keys {
+        let head = client.head_object().bucket("wide").key(*key).send().await;
+        if readable(&[one, two, three], key) {
+            head.unwrap_or_else(|e| panic!("{key} has a read quorum (killed {one}, {two}, {three}): {e:?}"));
+        } else {
+            let status = head.err().and_then(|e| e.raw_response().map(|r| r.status().as_u16()));
+            assert_eq!(status, Some(503), "{key} has no read quorum (killed {one}, {two}, {three})");
+        }
+    }
+    let listing = client.list_objects_v2().bucket("wide").send().await;
+    assert_eq!(code(listing), "ServiceUnavailable", "a listing needs every partition");
+    assert!(health(cluster.nodes[0].s3).is_some(), "the node still answers its health check");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
