@@ -675,6 +675,24 @@ async fn a_read_settles_stale_heads_and_repairs_the_replica_behind() // A
     assert_eq!(read_all(engine, "doc").await.unwrap(), b"three");
 }
 
+/// The engine's clock is the one it is given: a version written on a
+/// simulated clock carries that clock's time, and the next one is later
+/// even when the clock has not moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_take_their_time_from_the_engines_clock() // A
+{
+    let cluster = Cluster::new(1, small_chunks());
+    let (world, clock) = ouroboros_core::world::World::simulated(1_000_000, 7);
+    let engine = cluster.engines[0].clone().with_world(world);
+    let first = put(&engine, "timed", b"one").await;
+    assert_eq!(first.blob.created, 1_000_000);
+    let second = put(&engine, "timed", b"two").await;
+    assert_eq!(second.blob.created, 1_000_001, "a child is newer than its parent on a clock that stood still");
+    clock.advance(5_000);
+    let third = put(&engine, "timed", b"three").await;
+    assert_eq!(third.blob.created, 1_005_000);
+}
+
 const CRASH_DIR: &str = "OUROBOROS_CRASH_TEST_DIR";
 
 fn crash_object(i: u64) -> Vec<u8> // A

@@ -17,6 +17,8 @@ use crate::store::{ListStart, VersionStart};
 /// How far read repair walks back from a head a replica lacks, looking for
 /// the versions it lacks with it.
 const REPAIR_DEPTH: usize = 16;
+/// How long read repair waits for copies already on their way.
+const REPAIR_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// Write a blob to its metadata replicas; a new version answers once a
@@ -121,6 +123,12 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// ancestors it misses with them, up to the heads it holds.
     async fn repair_heads(&self, bucket: &str, key: &str, node: NodeId, missing: Vec<Hash>, held: HashSet<Hash>) // PA
     {
+        // Right after a write, the copy for the replica behind is usually
+        // still on its way: look again before sending anything.
+        tokio::time::sleep(REPAIR_DELAY).await;
+        let heads = Heads { bucket: bucket.to_string(), key: key.to_string() };
+        let Ok(now) = self.transport.ask(node, heads).await else { return };
+        let missing: Vec<Hash> = missing.into_iter().filter(|v| !now.iter().any(|h| h.version == *v)).collect();
         let mut visited = HashSet::new();
         let mut to_send = Vec::new();
         let mut walk: Vec<(Hash, usize)> = missing.into_iter().map(|v| (v, 0)).collect();
