@@ -208,16 +208,23 @@ impl TestCluster {
         panic!("node {index} never saw {alive} nodes alive: {:?}\n{}", health(self.nodes[index].s3), self.log(index));
     }
 
+    /// `ouroboros status --json` asked of node `asked`, signed with the
+    /// cluster's access key and `secret`.
+    fn status(&self, asked: usize, secret: &str) -> std::process::Output // A
+    {
+        Command::new(ouroboros_binary())
+            .args(["status", "--json", "--endpoint", &format!("http://{}", self.nodes[asked].s3)])
+            .env("OUROBOROS_ACCESS_KEY_ID", &self.access_key)
+            .env("OUROBOROS_SECRET_ACCESS_KEY", secret)
+            .output()
+            .expect("run ouroboros status")
+    }
+
     /// Every node's id, by node index, from `ouroboros status --json`
     /// asked of node `asked`.
     fn member_ids(&self, asked: usize) -> Vec<Hash> // A
     {
-        let out = Command::new(ouroboros_binary())
-            .args(["status", "--json", "--endpoint", &format!("http://{}", self.nodes[asked].s3)])
-            .env("OUROBOROS_ACCESS_KEY_ID", &self.access_key)
-            .env("OUROBOROS_SECRET_ACCESS_KEY", &self.secret_key)
-            .output()
-            .expect("run ouroboros status");
+        let out = self.status(asked, &self.secret_key);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
         let members = report["members"].as_array().expect("members").clone();
@@ -332,14 +339,7 @@ async fn three_nodes_serve_every_request_from_any_node() // A
 
     // `ouroboros status`, signed with the access key, lists all three as
     // node 1 sees them; a wrong secret is refused.
-    let status = |secret: &str| {
-        Command::new(ouroboros_binary())
-            .args(["status", "--json", "--endpoint", &format!("http://{}", cluster.nodes[1].s3)])
-            .env("OUROBOROS_ACCESS_KEY_ID", &cluster.access_key)
-            .env("OUROBOROS_SECRET_ACCESS_KEY", secret)
-            .output()
-            .expect("run ouroboros status")
-    };
+    let status = |secret: &str| cluster.status(1, secret);
     let out = status(&cluster.secret_key);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
