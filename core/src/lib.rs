@@ -29,4 +29,5 @@ pub use model::{
     Blob, BlobKind, BucketRecord, Chunk, ChunkList, ChunkListRef, ChunkRef, Erasure, NodeId, ObjectSummary, PartRecord,
     SealedSlice, UploadRecord, VersionEntry, Versioning, CHUNKS_PER_LIST, NULL_VERSION_ID,
 };
-pub use store::{now_nanos, ListStart, VersionStart};
+pub use store::{ListStart, VersionStart};
+pub use world::now_nanos;

@@ -11,7 +11,6 @@ use std::mem::MaybeUninit;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 use serde::{Deserialize, Serialize};
@@ -216,12 +215,6 @@ pub enum Freed {
     Claimed,
     /// Not held here.
     Absent,
-}
-
-/// Now, in UTC nanoseconds since the Unix epoch (the time of every record).
-pub fn now_nanos() -> u64 // A
-{
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// The first index entry a listing from `start` may return.

@@ -212,6 +212,22 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         }
     }
 
+    /// Ask every member, and make sure every metadata partition had a read
+    /// quorum among those that answered: a merged listing then holds every
+    /// acknowledged write. Fails naming how many partitions were out of
+    /// reach.
+    pub(super) async fn ask_partitions<M: Ask>(&self, what: String, message: M) -> EngineResult<Vec<M::Answer>> // PA
+    {
+        let members = self.view.members();
+        let answers = self.ask_all(Query::new(what.clone(), members.clone(), message)).await?;
+        let answered: HashSet<NodeId> = answers.iter().map(|(node, _)| *node).collect();
+        let unreachable = self.partitions_without_quorum(&members, &answered);
+        if !unreachable.is_empty() {
+            return Err(EngineError::PartitionsUnreachable { what, partitions: unreachable });
+        }
+        Ok(answers.into_iter().map(|(_, answer)| answer).collect())
+    }
+
     /// The metadata partitions that fewer than a read quorum of their
     /// replicas answered for: what a merged listing may miss.
     pub(super) fn partitions_without_quorum(&self, members: &[NodeId], answered: &HashSet<NodeId>) -> Vec<u8> // PA

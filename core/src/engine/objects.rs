@@ -6,8 +6,8 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashSet};
 
-use super::calls::{Answers, Ask, Query, Wait};
-use super::{Engine, EngineError, EngineResult, Listed, StoredBlob};
+use super::calls::{Answers, Query, Wait};
+use super::{Engine, EngineResult, Listed, StoredBlob};
 use crate::cluster::{Children, ClusterView, ForgetBlob, GetBlob, Heads, ListKeys, ListVersions, PutBlob, Transport};
 use crate::hash::Hash;
 use crate::model::{Blob, BlobKind, NodeId, ObjectSummary};
@@ -296,22 +296,6 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                 _ => return Ok((live, false)),
             }
         }
-    }
-
-    /// Ask every member, and make sure every metadata partition had a read
-    /// quorum among those that answered: a merged listing then holds every
-    /// acknowledged write. Fails naming how many partitions were out of
-    /// reach.
-    pub(super) async fn ask_partitions<M: Ask>(&self, what: String, message: M) -> EngineResult<Vec<M::Answer>> // PA
-    {
-        let members = self.view.members();
-        let answers = self.ask_all(Query::new(what.clone(), members.clone(), message)).await?;
-        let answered: HashSet<NodeId> = answers.iter().map(|(node, _)| *node).collect();
-        let unreachable = self.partitions_without_quorum(&members, &answered);
-        if !unreachable.is_empty() {
-            return Err(EngineError::PartitionsUnreachable { what, partitions: unreachable });
-        }
-        Ok(answers.into_iter().map(|(_, answer)| answer).collect())
     }
 }
 
