@@ -22,6 +22,7 @@ pub enum RecordKind {
     Upload = 7,
     Part = 8,
     ChunkList = 9,
+    AccessKey = 10,
 }
 
 /// Why bytes could not be decoded as a record.

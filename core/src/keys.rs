@@ -12,7 +12,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::hash::Hash;
-use crate::model::{KeyIndex, SliceSeal, WrappedKey};
+use crate::model::{KeyIndex, SealedSecret, SliceSeal, WrappedKey};
 
 const DEDUP_KEY_CONTEXT: &str = "ouroboros 2026-11 chunk dedup key v1";
 const KEY_WRAP_CONTEXT: &str = "ouroboros 2026-11 data key wrap v1";
@@ -349,6 +349,35 @@ pub fn unwrap_data_key(index: &KeyIndex, chunk_id: &Hash, pair: &DataKeyPair) ->
     key.map(DataKey)
 }
 
+/// Seal a small secret (an access key's) to `recipients`: a fresh data key
+/// encrypts it, bound to `context`, and is wrapped as a chunk's is.
+pub fn seal_secret(plain: &[u8], context: &Hash, recipients: &[PublicKey]) -> Result<SealedSecret, WrapError> // PA
+{
+    let data_key = DataKey::generate();
+    let keys = wrap_data_key(&data_key, context, recipients)?;
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let mut ciphertext = Vec::with_capacity(plain.len() + TAG_LEN);
+    ciphertext.extend_from_slice(plain);
+    data_key.cipher().seal(nonce, context.as_bytes(), &mut ciphertext).map_err(|_| WrapError)?;
+    Ok(SealedSecret { keys, nonce, ciphertext })
+}
+
+/// A secret opened, wiped from memory when dropped.
+pub type OpenedSecret = Result<Zeroizing<Vec<u8>>, UnwrapError>;
+
+/// Open a secret sealed by `seal_secret` for the same `context`.
+pub fn open_secret(sealed: &SealedSecret, context: &Hash, pair: &DataKeyPair) -> OpenedSecret // PA
+{
+    let data_key = unwrap_data_key(&sealed.keys, context, pair)?;
+    let mut plain = Zeroizing::new(sealed.ciphertext.clone());
+    data_key
+        .cipher()
+        .open(sealed.nonce, context.as_bytes(), &mut plain)
+        .map_err(|_| UnwrapError::Authentication(pair.recipient_id()))?;
+    Ok(plain)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,5 +448,20 @@ mod tests {
         assert!(matches!(unwrap_data_key(&index, &chunk, &alice), Err(UnwrapError::Authentication(_))));
         index.0[0].sealed_key.truncate(5);
         assert!(matches!(unwrap_data_key(&index, &chunk, &alice), Err(UnwrapError::Authentication(_))));
+    }
+
+    #[test]
+    fn a_sealed_secret_opens_only_with_the_data_key_and_its_context() // PA
+    {
+        let pair = DataKeyPair::generate();
+        let context = Hash::of(b"OBKEYID");
+        let sealed = seal_secret(b"the secret", &context, &[pair.public()]).unwrap();
+        assert!(!sealed.ciphertext.windows(10).any(|w| w == b"the secret"));
+        assert_eq!(&open_secret(&sealed, &context, &pair).unwrap()[..], b"the secret");
+        assert!(open_secret(&sealed, &Hash::of(b"another id"), &pair).is_err(), "bound to its context");
+        assert!(open_secret(&sealed, &context, &DataKeyPair::generate()).is_err(), "only the data key opens it");
+        let mut tampered = sealed.clone();
+        tampered.ciphertext[0] ^= 1;
+        assert!(open_secret(&tampered, &context, &pair).is_err());
     }
 }

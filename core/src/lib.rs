@@ -20,8 +20,8 @@ pub mod store_error;
 pub mod world;
 
 pub use engine::{
-    BlobContent, BodyStream, BodyTap, Engine, EngineConfig, EngineError, FailureClass, GcReport, Home, PutRequest,
-    StoredBlob, TableRow, WrittenBody,
+    AccessKeyEntry, BlobContent, BodyStream, BodyTap, Engine, EngineConfig, EngineError, FailureClass, GcReport, Home,
+    PutRequest, StoredBlob, TableRow, WrittenBody, ACCESS_KEY_TABLE,
 };
 pub use hash::Hash;
 pub use keys::{ClusterSecret, DataKeyPair, NodeKeys};

@@ -518,7 +518,49 @@ impl BucketRecord {
     /// Last-writer-wins order between two versions of the same bucket record.
     pub fn supersedes(&self, other: &BucketRecord) -> bool // PA
     {
-        (self.updated, codec::encode(self)) > (other.updated, codec::encode(other))
+        register_supersedes((self.updated, self), (other.updated, other))
+    }
+}
+
+/// Last-writer-wins between two versions of a register: the newer
+/// `updated`, then the larger encoding, so every node picks the same one.
+fn register_supersedes<R: Record>(one: (u64, &R), other: (u64, &R)) -> bool // PA
+{
+    (one.0, codec::encode(one.1)) > (other.0, codec::encode(other.1))
+}
+
+/// A small secret sealed to the data key pair's public half, as chunks'
+/// data keys are: gateways, which hold the private half, can open it;
+/// storage-only nodes, which keep it, cannot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedSecret {
+    pub keys: KeyIndex,
+    pub nonce: [u8; 12],
+    /// ChaCha20-Poly1305 ciphertext and tag.
+    pub ciphertext: Vec<u8>,
+}
+
+/// An S3 access key as the cluster keeps it: a last-writer-wins register
+/// replicated to every node, its secret sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessKeyRecord {
+    pub access_key_id: String,
+    pub name: String,
+    /// RFC 3339, UTC.
+    pub created: String,
+    /// The register's clock (UTC nanoseconds).
+    pub updated: u64,
+    pub secret: SealedSecret,
+}
+
+impl Record for AccessKeyRecord {
+    const KIND: RecordKind = RecordKind::AccessKey;
+}
+
+impl AccessKeyRecord {
+    pub fn supersedes(&self, other: &AccessKeyRecord) -> bool // PA
+    {
+        register_supersedes((self.updated, self), (other.updated, other))
     }
 }
 

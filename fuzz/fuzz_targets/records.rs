@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use ouroboros_core::codec::{self, Record};
-use ouroboros_core::model::{Blob, BucketRecord, Chunk, ChunkList, PartRecord, UploadRecord};
+use ouroboros_core::model::{AccessKeyRecord, Blob, BucketRecord, Chunk, ChunkList, PartRecord, UploadRecord};
 use ouroboros_core::Hash;
 
 fn round_trip<R: Record + PartialEq + std::fmt::Debug>(bytes: &[u8]) {
@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<Chunk>(data);
     round_trip::<ChunkList>(data);
     round_trip::<BucketRecord>(data);
+    round_trip::<AccessKeyRecord>(data);
     round_trip::<UploadRecord>(data);
     round_trip::<PartRecord>(data);
     let named = Hash::of(data);

@@ -53,6 +53,8 @@ pub struct Server {
     listener: TcpListener,
     /// `None` on a storage-only node: every S3 request is refused.
     service: Option<S3Service>,
+    /// `None` on a storage-only node.
+    keys: Option<KeyRing>,
     node: Node,
     region: String,
     maintenance: Maintenance,
@@ -83,16 +85,17 @@ impl Server {
         if let Some(key) = &first_key {
             print_first_start(config, key);
         }
-        let keys = KeyRing::open(&config.data_dir, root)?;
+        let Some(engine) = node.engine.clone() else {
+            return Err(ServeError::Node(crate::node::NodeError::StorageOnly("was opened as a gateway")));
+        };
+        let cluster_keys = node.cluster.is_some().then(|| credentials::cluster_keys(engine.clone()));
+        let keys = KeyRing::open(&config.data_dir, root, cluster_keys)?;
 
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|source| ServeError::Bind { addr: config.listen.clone(), source })?;
-        let Some(engine) = node.engine.clone() else {
-            return Err(ServeError::Node(crate::node::NodeError::StorageOnly("was opened as a gateway")));
-        };
         let mut builder = S3ServiceBuilder::new(Gateway::new(engine, config.region.clone()));
-        builder.set_auth(keys);
+        builder.set_auth(keys.clone());
         builder
             .set_route(crate::status::StatusRoute { members: node.members.clone(), transport: node.transport.clone() });
         let mut limits = s3s::config::S3Config::default();
@@ -132,6 +135,7 @@ impl Server {
         Ok(Server {
             listener,
             service: Some(service),
+            keys: Some(keys),
             node,
             region: config.region.clone(),
             maintenance: config.maintenance,
@@ -157,6 +161,7 @@ impl Server {
         Ok(Server {
             listener,
             service: None,
+            keys: None,
             node,
             region: config.region.clone(),
             maintenance: config.maintenance,
@@ -191,7 +196,10 @@ impl Server {
             tokio::spawn(crate::maintenance::run(Gateway::new(engine, self.region.clone()), self.maintenance))
         });
         let bucket_sync = match (&self.node.cluster, engine) {
-            (Some(_), Some(engine)) => Some(tokio::spawn(keep_buckets_in_sync(engine, self.node.members.clone()))),
+            (Some(_), Some(engine)) => {
+                let keys = self.keys.clone();
+                Some(tokio::spawn(keep_registers_in_sync(engine, self.node.members.clone(), keys)))
+            }
             _ => None,
         };
         let limits = self.connections;
@@ -295,11 +303,11 @@ fn print_first_start(config: &Config, key: &credentials::AccessKey) // A
     );
 }
 
-/// How often a cluster node brings its copy of the bucket records up to
-/// date (it reads them locally on every request).
-const BUCKET_SYNC_INTERVAL: Duration = Duration::from_secs(30);
+/// How often a cluster node brings its copy of the bucket records and the
+/// access keys up to date (it reads them locally on every request).
+const REGISTER_SYNC_INTERVAL: Duration = Duration::from_secs(30);
 
-async fn keep_buckets_in_sync(engine: crate::node::NodeEngine, members: Arc<Members>) // A
+async fn keep_registers_in_sync(engine: crate::node::NodeEngine, members: Arc<Members>, keys: Option<KeyRing>) // A
 {
     // A restarted node catches up as soon as it hears from another member,
     // not a whole interval later.
@@ -309,11 +317,14 @@ async fn keep_buckets_in_sync(engine: crate::node::NodeEngine, members: Arc<Memb
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut tick = tokio::time::interval(BUCKET_SYNC_INTERVAL);
+    let mut tick = tokio::time::interval(REGISTER_SYNC_INTERVAL);
     loop {
         tick.tick().await;
         if let Err(error) = engine.sync_buckets().await {
             tracing::warn!(%error, "bucket records not brought up to date");
+        }
+        if let Some(keys) = &keys {
+            keys.sync_with_cluster().await;
         }
     }
 }

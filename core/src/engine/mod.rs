@@ -16,6 +16,8 @@ mod gc;
 mod objects;
 mod read;
 mod tables;
+
+pub use tables::{AccessKeyEntry, ACCESS_KEY_TABLE};
 mod write;
 
 use std::collections::BTreeMap;
@@ -59,6 +61,8 @@ pub enum EngineError {
     ChunkLength { chunk: Hash, expected: u32, actual: usize },
     #[error("version {version} does not exist")]
     NoSuchVersion { version: Hash },
+    #[error("access key {id}: its secret could not be sealed")]
+    SealSecret { id: String },
     #[error("invalid engine configuration: {0}")]
     Config(String),
     #[error("a pipeline task failed: {0}")]

@@ -655,3 +655,49 @@ async fn a_storage_only_node_holds_ciphertext_only_and_refuses_s3() // A
         assert!(!contains(bytes, &noise[1 << 20..(1 << 20) + 64]), "plaintext in {shown}");
     }
 }
+
+/// An access key made on one node (`ouroboros key create` in its data
+/// directory) works through every node, one that was down meanwhile too:
+/// that node publishes it, its secret sealed to the data key, and another
+/// node takes it in when a request names it. A storage-only node keeps the record, never the secret in the
+/// clear, and a key no node made is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_key_made_on_one_node_works_through_every_node() // A
+{
+    let mut cluster = TestCluster::start_with(3, &[2]).await;
+    // Node 1 is down while the key is made and published.
+    cluster.kill(1);
+    let out = Command::new(ouroboros_binary())
+        .args(["key", "create", "ci-user", "--data-dir"])
+        .arg(cluster.nodes[0].dir.path())
+        .output()
+        .expect("run ouroboros key create");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |label: &str| -> String {
+        let line = printed.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("{label} in {printed}"));
+        line[label.len()..].trim().to_string()
+    };
+    let (id, secret) = (field("access key id:"), field("secret access key:"));
+
+    sdk_client(cluster.nodes[0].s3, &id, &secret).create_bucket().bucket("made-on-0").send().await.unwrap();
+    cluster.spawn(1);
+    cluster.wait_alive(1, 3).await;
+    let elsewhere = sdk_client(cluster.nodes[1].s3, &id, &secret);
+    let mut answer = elsewhere.list_buckets().send().await;
+    for _ in 0..50 {
+        if answer.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        answer = elsewhere.list_buckets().send().await;
+    }
+    let buckets = answer.unwrap_or_else(|e| panic!("the key made on node 0 is refused by node 1: {e:?}"));
+    assert!(buckets.buckets().iter().any(|b| b.name() == Some("made-on-0")));
+
+    for (path, bytes) in files_under(cluster.nodes[2].dir.path()) {
+        assert!(!contains(&bytes, secret.as_bytes()), "{} holds the secret in the clear", path.display());
+    }
+    let stranger = sdk_client(cluster.nodes[1].s3, "OBNOSUCHKEY000000000", &"x".repeat(40));
+    assert_eq!(code(stranger.list_buckets().send().await), "InvalidAccessKeyId");
+}
