@@ -279,20 +279,29 @@ impl Inner {
             return Err(unreachable(Unreachable::SeenDown));
         }
         let bytes = codec::encode(&request);
-        let call = tokio::time::timeout(self.timing.call_timeout, self.remote(node, bytes));
+        // The exchange runs as its own task: a caller that stops waiting
+        // (a read quorum already met, a client gone) leaves it to finish
+        // within the deadline and give its connection back to the pool,
+        // instead of dropping a connection in mid-exchange.
+        let inner = self.clone();
+        let timeout = self.timing.call_timeout;
+        let exchange = tokio::spawn(async move { tokio::time::timeout(timeout, inner.remote(node, bytes)).await });
+        let abort = exchange.abort_handle();
         let reply = tokio::select! {
-            result = call => match result {
-                Ok(Ok(reply)) => reply,
-                Ok(Err(error)) => {
+            result = exchange => match result {
+                Ok(Ok(Ok(reply))) => reply,
+                Ok(Ok(Err(error))) => {
                     tracing::debug!(node = %node, %error, "node request failed");
                     return Err(unreachable(cause_of(&error)));
                 }
-                Err(_) => {
-                    tracing::debug!(node = %node, timeout = ?self.timing.call_timeout, "node request timed out");
+                Ok(Err(_)) => {
+                    tracing::debug!(node = %node, ?timeout, "node request timed out");
                     return Err(unreachable(Unreachable::TimedOut));
                 }
+                Err(error) => return Err(TransportError::Remote { node, message: format!("request task: {error}") }),
             },
             () = self.until_down(node) => {
+                abort.abort();
                 tracing::debug!(node = %node, "node seen down during a request");
                 return Err(unreachable(Unreachable::SeenDown));
             }

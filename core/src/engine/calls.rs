@@ -161,10 +161,9 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         (answers, errors)
     }
 
-    /// Ask every node of the query and return as soon as `needed` answered;
-    /// fails as soon as that cannot happen. The other calls finish in the
-    /// background: dropped mid-call, a pooled connection would be lost and
-    /// the next call would pay a new handshake.
+    /// Ask every node of the query and return as soon as `needed` answered
+    /// (the transport finishes the other calls on its own); fails as soon
+    /// as that cannot happen.
     pub(super) async fn ask_quorum<M: Ask>(&self, query: Query<M>, needed: usize) -> Collected<M> // PA
     {
         let Query { what, nodes, message } = query;
@@ -183,9 +182,6 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                 Some((_, Err(error))) => errors.push(error),
                 None => break,
             }
-        }
-        if !pending.is_empty() {
-            tokio::spawn(async move { while pending.next().await.is_some() {} });
         }
         if answers.len() < needed {
             return Err(EngineError::Quorum { what, acked: answers.len(), needed, errors });
