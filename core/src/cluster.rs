@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, Record, RecordKind};
 use crate::hash::Hash;
-use crate::model::{BucketRecord, Chunk, NodeId, ObjectSummary, SealedSlice};
+use crate::model::{BucketRecord, Chunk, NodeId, ObjectSummary, RowVersion, SealedSlice};
 use crate::store::{Freed, ListStart, LocalStore, Row, StoreError, VersionStart};
+use crate::sync::{Entry, SyncItem};
 
 /// A node-to-node message: its answer type is part of its type, so a reply
 /// cannot be paired with the wrong request.
@@ -105,6 +106,8 @@ pub struct Stored;
 pub struct StoreUsage {
     pub slices: u64,
     pub bytes: u64,
+    /// Partitions its last anti-entropy round found out of step.
+    pub partitions_unsynced: u64,
 }
 
 messages! {
@@ -134,27 +137,41 @@ messages! {
     Heads { bucket: String, key: String } -> Vec<ObjectSummary>;
     ListKeys { bucket: String, prefix: String, start: ListStart, limit: usize } -> Vec<ObjectSummary>;
     ListVersions { bucket: String, prefix: String, start: VersionStart, limit: usize } -> Vec<ObjectSummary>;
-    /// Forget a version for good; the receiver keeps a tombstone.
-    ForgetBlob { hash: Hash } -> Stored;
+    /// Forget a version (of an object key in `partition`) for good; the
+    /// receiver keeps a tombstone.
+    ForgetBlob { hash: Hash, partition: u8 } -> Stored;
     /// The versions written on top of a version.
     Children { hash: Hash } -> Vec<Hash>;
     /// An encoded bucket record, kept if newer than the one held.
     PutBucket { bytes: Vec<u8> } -> Stored;
     ListBuckets {} -> Vec<BucketRecord>;
-    /// A row of a small table, and the chunks it references (spared by
-    /// garbage collection).
-    PutRow { table: u8, key: Vec<u8>, value: Vec<u8>, chunks: Vec<Hash> } -> Stored;
-    GetRow { table: u8, key: Vec<u8> } -> Option<Vec<u8>>;
-    DeleteRow { table: u8, key: Vec<u8> } -> Stored;
+    /// A version of a row of a small table (a tombstone deletes it), kept
+    /// if it supersedes the version held; `partition` is where a
+    /// partitioned table's row lives, `None` for a register every node keeps.
+    PutRow { table: u8, key: Vec<u8>, version: RowVersion, partition: Option<u8> } -> Stored;
+    GetRow { table: u8, key: Vec<u8> } -> Option<RowVersion>;
+    /// Rows with their versions, tombstones included.
     ScanRows { table: u8, prefix: Vec<u8>, after: Vec<u8>, max: usize } -> Vec<Row>;
     /// What the receiver stores, for `ouroboros status`.
     Usage {} -> StoreUsage;
+    /// The roots of the receiver's sync trees of these partitions.
+    SyncRoots { partitions: Vec<u8> } -> Vec<(u8, Hash)>;
+    /// The digests of the 256 leaves of a partition's sync tree.
+    SyncLeaves { partition: u8 } -> Vec<Hash>;
+    /// The entries of one leaf of a partition's sync tree.
+    SyncEntries { partition: u8, leaf: u8 } -> Vec<Entry>;
+    /// The items behind these entries of a partition.
+    GetSyncItems { partition: u8, ids: Vec<Hash> } -> Vec<SyncItem>;
+    /// Items another replica holds, to merge with what the receiver holds.
+    PutSyncItems { items: Vec<SyncItem> } -> Stored;
 }
 
 /// Requests and responses cross the network in the record envelope, so a
 /// node refuses a message of another format version by name.
 impl Record for Request {
     const KIND: RecordKind = RecordKind::Request;
+    /// 2: rows carry versions and tombstones.
+    const VERSION: u8 = 2;
 }
 
 /// A response as it crosses the network: the answer, or why the remote
@@ -167,6 +184,7 @@ pub enum Reply {
 
 impl Record for Reply {
     const KIND: RecordKind = RecordKind::Response;
+    const VERSION: u8 = 2;
 }
 
 impl Reply {
@@ -406,7 +424,7 @@ impl Handle for ListVersions {
 impl Handle for ForgetBlob {
     fn handle(self, store: &LocalStore) -> Result<Stored, StoreError> // PA
     {
-        store.forget_blob(&self.hash).map(|_| Stored)
+        store.forget_blob(&self.hash, self.partition).map(|_| Stored)
     }
 }
 
@@ -436,21 +454,14 @@ impl Handle for ListBuckets {
 impl Handle for PutRow {
     fn handle(self, store: &LocalStore) -> Result<Stored, StoreError> // PA
     {
-        store.put_row(self.table, &self.key, &self.value, &self.chunks).map(|()| Stored)
+        store.put_row(self.table, &self.key, &self.version, self.partition).map(|_| Stored)
     }
 }
 
 impl Handle for GetRow {
-    fn handle(self, store: &LocalStore) -> Result<Option<Vec<u8>>, StoreError> // PA
+    fn handle(self, store: &LocalStore) -> Result<Option<RowVersion>, StoreError> // PA
     {
         store.get_row(self.table, &self.key)
-    }
-}
-
-impl Handle for DeleteRow {
-    fn handle(self, store: &LocalStore) -> Result<Stored, StoreError> // PA
-    {
-        store.delete_row(self.table, &self.key).map(|()| Stored)
     }
 }
 
@@ -465,6 +476,41 @@ impl Handle for Usage {
     fn handle(self, store: &LocalStore) -> Result<StoreUsage, StoreError> // A
     {
         let (bytes, slices) = store.slice_usage()?;
-        Ok(StoreUsage { slices: slices as u64, bytes })
+        Ok(StoreUsage { slices: slices as u64, bytes, partitions_unsynced: store.partitions_unsynced() as u64 })
+    }
+}
+
+impl Handle for SyncRoots {
+    fn handle(self, store: &LocalStore) -> Result<Vec<(u8, Hash)>, StoreError> // PA
+    {
+        store.sync_roots(&self.partitions)
+    }
+}
+
+impl Handle for SyncLeaves {
+    fn handle(self, store: &LocalStore) -> Result<Vec<Hash>, StoreError> // PA
+    {
+        store.sync_leaves(self.partition)
+    }
+}
+
+impl Handle for SyncEntries {
+    fn handle(self, store: &LocalStore) -> Result<Vec<Entry>, StoreError> // PA
+    {
+        store.sync_entries(self.partition, self.leaf)
+    }
+}
+
+impl Handle for GetSyncItems {
+    fn handle(self, store: &LocalStore) -> Result<Vec<SyncItem>, StoreError> // PA
+    {
+        store.sync_items(self.partition, &self.ids)
+    }
+}
+
+impl Handle for PutSyncItems {
+    fn handle(self, store: &LocalStore) -> Result<Stored, StoreError> // PA
+    {
+        self.items.into_iter().try_for_each(|item| store.apply_sync_item(item)).map(|()| Stored)
     }
 }

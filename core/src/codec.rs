@@ -23,6 +23,7 @@ pub enum RecordKind {
     Part = 8,
     ChunkList = 9,
     AccessKey = 10,
+    Row = 11,
 }
 
 /// Why bytes could not be decoded as a record.

@@ -3,6 +3,7 @@
 //! and the distributed read/write engine written against transport traits.
 //! No networking happens here.
 
+pub mod anti_entropy;
 pub mod chunker;
 pub mod cluster;
 pub mod codec;
@@ -17,17 +18,18 @@ pub mod seal;
 pub mod slicelog;
 pub mod store;
 pub mod store_error;
+pub mod sync;
 pub mod world;
 
 pub use engine::{
-    AccessKeyEntry, BlobContent, BodyStream, BodyTap, Engine, EngineConfig, EngineError, FailureClass, GcReport, Home,
-    PutRequest, StoredBlob, TableRow, WrittenBody, ACCESS_KEY_TABLE,
+    AccessKeyEntry, BlobContent, BodyStream, BodyTap, ClusterAccessKeys, Engine, EngineConfig, EngineError,
+    FailureClass, GcReport, Home, PutRequest, StoredBlob, TableRow, WrittenBody, ACCESS_KEY_TABLE,
 };
 pub use hash::Hash;
 pub use keys::{ClusterSecret, DataKeyPair, NodeKeys};
 pub use model::{
     Blob, BlobKind, BucketRecord, Chunk, ChunkList, ChunkListRef, ChunkRef, Erasure, NodeId, ObjectSummary, PartRecord,
-    SealedSlice, UploadRecord, VersionEntry, Versioning, CHUNKS_PER_LIST, NULL_VERSION_ID,
+    RowVersion, SealedSlice, UploadRecord, VersionEntry, Versioning, CHUNKS_PER_LIST, NULL_VERSION_ID,
 };
 pub use store::{ListStart, VersionStart};
 pub use world::now_nanos;

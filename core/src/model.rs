@@ -557,8 +557,38 @@ impl Record for AccessKeyRecord {
     const KIND: RecordKind = RecordKind::AccessKey;
 }
 
-impl AccessKeyRecord {
-    pub fn supersedes(&self, other: &AccessKeyRecord) -> bool // PA
+/// One version of a row of a small metadata table (multipart uploads and
+/// parts, access keys). Replicas keep whichever version supersedes the
+/// other, so they merge to one answer in any order; a deletion is a
+/// version without a value, kept as a tombstone so a replica that missed
+/// it cannot bring the row back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowVersion {
+    /// The register's clock (UTC nanoseconds).
+    pub updated: u64,
+    /// `None`: deleted.
+    pub value: Option<Vec<u8>>,
+    /// Chunks the row references (an upload part's), spared by garbage
+    /// collection while the row is live.
+    pub chunks: Vec<Hash>,
+}
+
+impl Record for RowVersion {
+    const KIND: RecordKind = RecordKind::Row;
+}
+
+impl RowVersion {
+    pub fn live(updated: u64, value: Vec<u8>, chunks: Vec<Hash>) -> Self // A
+    {
+        RowVersion { updated, value: Some(value), chunks }
+    }
+
+    pub fn tombstone(updated: u64) -> Self // A
+    {
+        RowVersion { updated, value: None, chunks: Vec::new() }
+    }
+
+    pub fn supersedes(&self, other: &RowVersion) -> bool // PA
     {
         register_supersedes((self.updated, self), (other.updated, other))
     }

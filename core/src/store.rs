@@ -6,10 +6,10 @@
 //! concurrent writers share one fsync (`Durability::Sync`). Applying a blob is idempotent and commutative, so replicas that receive the
 //! same blobs in any order hold the same indexes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::mem::MaybeUninit;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
@@ -18,10 +18,11 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::hash::Hash;
 use crate::model::{
-    Blob, BucketRecord, Chunk, ChunkList, ObjectSummary, RecordError, SealedSlice, SliceSeal, VersionEntry,
+    Blob, BucketRecord, Chunk, ChunkList, ObjectSummary, RecordError, RowVersion, SealedSlice, SliceSeal, VersionEntry,
 };
 use crate::slicelog::SliceLog;
 pub use crate::store_error::{is_storage_full, StoreError, StoreResult};
+use crate::sync::{self, Entry, EntryKind, SyncItem};
 use crate::world::{Clock, SystemClock};
 
 pub type Summaries = Vec<ObjectSummary>;
@@ -29,8 +30,8 @@ type Listing = StoreResult<Summaries>;
 /// (slice hash, chunk id) pairs.
 type SliceOwners = StoreResult<Vec<(Hash, Hash)>>;
 
-/// A table row: key and value.
-pub type Row = (Vec<u8>, Vec<u8>);
+/// A table row: its key and its newest version.
+pub type Row = (Vec<u8>, RowVersion);
 
 /// When a write reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +69,16 @@ pub struct LocalStore {
     /// Chunk list ‖ blob: which blobs use a list, to drop it with the last.
     list_refs: PartitionHandle,
     buckets: PartitionHandle,
-    tables: PartitionHandle,
+    /// Table ‖ row key → the row's newest `RowVersion` (tombstones too).
+    rows: PartitionHandle,
+    /// Partition ‖ leaf ‖ item id → entry kind ‖ digest ‖ locator: what
+    /// anti-entropy compares (`sync`).
+    sync_index: PartitionHandle,
+    /// Digests of the sync tree's leaves computed since they last changed.
+    leaf_digests: Mutex<HashMap<(u8, u8), Hash>>,
+    /// Partitions the last anti-entropy round found out of step with a
+    /// replica (for `ouroboros status`).
+    partitions_unsynced: AtomicUsize,
     durability: Durability,
     /// When slices are stored and chunks claimed.
     clock: Arc<dyn Clock>,
@@ -190,6 +200,75 @@ pub enum VersionStart {
     },
 }
 
+/// A forgotten blob's tombstone: the partition it was in (when known), when
+/// it was forgotten, and its parents, to link children that arrive later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Tombstone {
+    partition: Option<u8>,
+    forgotten_at: u64,
+    parents: Vec<Hash>,
+}
+
+/// Bytes before the parents in a tombstone: whether the partition is known,
+/// the partition, the time.
+const TOMBSTONE_HEAD: usize = 10;
+
+impl Tombstone {
+    fn encode(&self) -> Vec<u8> // PA
+    {
+        let mut out = Vec::with_capacity(TOMBSTONE_HEAD + 32 * self.parents.len());
+        out.push(u8::from(self.partition.is_some()));
+        out.push(self.partition.unwrap_or(0));
+        out.extend_from_slice(&self.forgotten_at.to_be_bytes());
+        self.parents.iter().for_each(|parent| out.extend_from_slice(parent.as_bytes()));
+        out
+    }
+
+    /// A tombstone as stored. Older builds stored the parents alone (a
+    /// multiple of 32 bytes, which the current layout never is).
+    fn decode(bytes: &[u8]) -> StoreResult<Self> // PA
+    {
+        let bad = || StoreError::BadIndexEntry { index: "tombstones", len: bytes.len() };
+        let parents = |body: &[u8]| -> StoreResult<Vec<Hash>> {
+            body.chunks(32).map(|p| Hash::from_slice(p).ok_or_else(bad)).collect()
+        };
+        if bytes.len().is_multiple_of(32) {
+            return Ok(Tombstone { partition: None, forgotten_at: 0, parents: parents(bytes)? });
+        }
+        if bytes.len() < TOMBSTONE_HEAD || !(bytes.len() - TOMBSTONE_HEAD).is_multiple_of(32) {
+            return Err(bad());
+        }
+        let partition = (bytes[0] == 1).then_some(bytes[1]);
+        let forgotten_at = u64::from_be_bytes(bytes[2..TOMBSTONE_HEAD].try_into().map_err(|_| bad())?);
+        Ok(Tombstone { partition, forgotten_at, parents: parents(&bytes[TOMBSTONE_HEAD..])? })
+    }
+}
+
+/// A sync index key: partition ‖ leaf ‖ item id.
+fn sync_key(partition: u8, id: &Hash) -> [u8; 34] // PA
+{
+    let mut out = [0u8; 34];
+    out[0] = partition;
+    out[1] = sync::leaf_of(id);
+    out[2..].copy_from_slice(id.as_bytes());
+    out
+}
+
+/// A sync index value: entry kind ‖ digest ‖ locator (a row's table ‖ key).
+fn sync_value(kind: EntryKind, digest: &Hash, locator: &[u8]) -> Vec<u8> // PA
+{
+    [&[kind as u8], digest.as_bytes().as_slice(), locator].concat()
+}
+
+/// A sync index value read back: kind, digest, locator.
+fn parse_sync_value(value: &[u8]) -> StoreResult<(EntryKind, Hash, &[u8])> // PA
+{
+    let bad = || StoreError::BadIndexEntry { index: "sync_index", len: value.len() };
+    let kind = EntryKind::from_byte(*value.first().ok_or_else(bad)?).ok_or_else(bad)?;
+    let digest = Hash::from_slice(value.get(1..33).ok_or_else(bad)?).ok_or_else(bad)?;
+    Ok((kind, digest, &value[33..]))
+}
+
 fn pair_key(first: &Hash, second: &Hash) -> [u8; 64] // PA
 {
     let mut out = [0u8; 64];
@@ -253,7 +332,10 @@ impl LocalStore {
             chunk_lists: keyspace.open_partition("chunk_lists", plain())?,
             list_refs: keyspace.open_partition("list_refs", plain())?,
             buckets: keyspace.open_partition("buckets", plain())?,
-            tables: keyspace.open_partition("tables", plain())?,
+            rows: keyspace.open_partition("rows", plain())?,
+            sync_index: keyspace.open_partition("sync_index", plain())?,
+            leaf_digests: Mutex::new(HashMap::new()),
+            partitions_unsynced: AtomicUsize::new(0),
             keyspace,
             durability,
             clock: Arc::new(SystemClock),
@@ -263,6 +345,7 @@ impl LocalStore {
             synced: Mutex::new(0),
         };
         store.rebuild_version_indexes()?;
+        store.migrate_unversioned_rows()?;
         Ok(store)
     }
 
@@ -504,7 +587,11 @@ impl LocalStore {
             for list in &blob.chunk_lists {
                 batch.insert(&self.list_refs, pair_key(&list.hash, &hash), []);
             }
+            let partition = crate::placement::partition_of(&blob.bucket, &blob.key);
+            let digest = sync::blob_digest(&hash);
+            batch.insert(&self.sync_index, sync_key(partition, &hash), sync_value(EntryKind::Blob, &digest, &[]));
             batch.commit()?;
+            self.leaf_changed(partition, &hash);
             self.retire_null_versions(&object)?;
         }
         self.make_durable()?;
@@ -530,7 +617,8 @@ impl LocalStore {
             if (created, hash) == newest || self.heads.contains_key([object, hash.as_bytes()].concat())? {
                 continue;
             }
-            self.forget_locked(&hash)?;
+            let forgotten_at = self.clock.now_nanos();
+            self.forget_locked(&hash, Tombstone { partition: None, forgotten_at, parents: Vec::new() })?;
         }
         Ok(())
     }
@@ -547,13 +635,7 @@ impl LocalStore {
                 continue;
             }
             match self.tombstones.get(parent.as_bytes())? {
-                Some(recorded) => {
-                    for grandparent in recorded.chunks(32) {
-                        let grandparent = Hash::from_slice(grandparent)
-                            .ok_or(StoreError::BadIndexEntry { index: "tombstones", len: recorded.len() })?;
-                        pending.push(grandparent);
-                    }
-                }
+                Some(recorded) => pending.extend(Tombstone::decode(&recorded)?.parents),
                 None => out.push(parent),
             }
         }
@@ -567,22 +649,38 @@ impl LocalStore {
     /// children becomes a head again, and a tombstone keeps a late replica
     /// copy from coming back. Its chunks are freed by garbage collection once
     /// nothing references them. Returns the blob, `None` if it was not held.
-    pub fn forget_blob(&self, hash: &Hash) -> StoreResult<Option<Blob>> // PA
+    pub fn forget_blob(&self, hash: &Hash, partition: u8) -> StoreResult<Option<Blob>> // PA
     {
         let forgotten = {
             let _guard = self.apply_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            self.forget_locked(hash)?
+            let forgotten_at = self.clock.now_nanos();
+            self.forget_locked(hash, Tombstone { partition: Some(partition), forgotten_at, parents: Vec::new() })?
         };
         self.make_durable()?;
         Ok(forgotten)
     }
 
-    fn forget_locked(&self, hash: &Hash) -> StoreResult<Option<Blob>> // PA
+    /// Forget a blob, or keep it out if it is not here yet: `unheld` is the
+    /// tombstone to keep then (its parents as the forgetting node knew them).
+    fn forget_locked(&self, hash: &Hash, unheld: Tombstone) -> StoreResult<Option<Blob>> // PA
     {
         let Some(blob) = self.get_blob(hash)? else {
             if !self.tombstones.contains_key(hash.as_bytes())? {
                 // Forgetting before the blob arrives must still keep it out.
-                self.tombstones.insert(hash.as_bytes(), [])?;
+                let mut batch = self.keyspace.batch();
+                batch.insert(&self.tombstones, hash.as_bytes(), unheld.encode());
+                if let Some(partition) = unheld.partition {
+                    let digest = sync::forgotten_digest(hash);
+                    batch.insert(
+                        &self.sync_index,
+                        sync_key(partition, hash),
+                        sync_value(EntryKind::Forgotten, &digest, &[]),
+                    );
+                }
+                batch.commit()?;
+                if let Some(partition) = unheld.partition {
+                    self.leaf_changed(partition, hash);
+                }
             }
             return Ok(None);
         };
@@ -609,9 +707,14 @@ impl LocalStore {
         for list in &blob.chunk_lists {
             batch.remove(&self.list_refs, pair_key(&list.hash, hash));
         }
-        let recorded: Vec<u8> = parents.iter().flat_map(|p| *p.as_bytes()).collect();
-        batch.insert(&self.tombstones, hash.as_bytes(), recorded);
+        let partition = crate::placement::partition_of(&blob.bucket, &blob.key);
+        let tombstone =
+            Tombstone { partition: Some(partition), forgotten_at: unheld.forgotten_at, parents: parents.clone() };
+        batch.insert(&self.tombstones, hash.as_bytes(), tombstone.encode());
+        let digest = sync::forgotten_digest(hash);
+        batch.insert(&self.sync_index, sync_key(partition, hash), sync_value(EntryKind::Forgotten, &digest, &[]));
         batch.commit()?;
+        self.leaf_changed(partition, hash);
         for list in &blob.chunk_lists {
             if self.list_refs.prefix(list.hash.as_bytes()).next().is_none() {
                 self.chunk_lists.remove(list.hash.as_bytes())?;
@@ -806,29 +909,44 @@ impl LocalStore {
             .collect()
     }
 
-    /// Set a row of a small metadata table (multipart uploads and parts):
-    /// rows are keyed by table id and key, last write wins. `chunks` are the
-    /// chunks the row references (a part's), kept from garbage collection
-    /// until the row is replaced or deleted.
-    pub fn put_row(&self, table: u8, key: &[u8], value: &[u8], chunks: &[Hash]) -> StoreResult<()> // PA
+    /// Keep a version of a row of a small metadata table if it supersedes
+    /// the one held (last writer wins; a tombstone is a version too).
+    /// A live row's chunks are kept from garbage collection until a newer
+    /// version replaces it. Returns whether the version was kept.
+    /// `partition` is the metadata partition a partitioned table's row
+    /// lives in (anti-entropy compares it there); `None` for the registers
+    /// every node keeps whole.
+    pub fn put_row(&self, table: u8, key: &[u8], version: &RowVersion, partition: Option<u8>) -> StoreResult<bool> // PA
     {
         let row = [&[table], key].concat();
         {
             let _guard = self.apply_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if self.get_row_version(&row)?.is_some_and(|held| !version.supersedes(&held)) {
+                return Ok(false);
+            }
             let mut batch = self.keyspace.batch();
             self.drop_row_refs(&mut batch, &row)?;
-            batch.insert(&self.tables, row.as_slice(), value);
-            if !chunks.is_empty() {
+            batch.insert(&self.rows, row.as_slice(), codec::encode(version));
+            if version.value.is_some() && !version.chunks.is_empty() {
                 let id = Hash::of(&row);
-                for chunk in chunks {
+                for chunk in &version.chunks {
                     batch.insert(&self.row_refs, pair_key(chunk, &id), []);
                 }
-                let list: Vec<u8> = chunks.iter().flat_map(|c| *c.as_bytes()).collect();
+                let list: Vec<u8> = version.chunks.iter().flat_map(|c| *c.as_bytes()).collect();
                 batch.insert(&self.row_chunks, row.as_slice(), list);
             }
+            let id = sync::row_id(table, key);
+            if let Some(partition) = partition {
+                let value = sync_value(EntryKind::Row, &sync::row_digest(version), &row);
+                batch.insert(&self.sync_index, sync_key(partition, &id), value);
+            }
             batch.commit()?;
+            if let Some(partition) = partition {
+                self.leaf_changed(partition, &id);
+            }
         }
-        self.make_durable()
+        self.make_durable()?;
+        Ok(true)
     }
 
     fn drop_row_refs(&self, batch: &mut fjall::Batch, row: &[u8]) -> StoreResult<()> // PA
@@ -844,38 +962,187 @@ impl LocalStore {
         Ok(())
     }
 
-    pub fn get_row(&self, table: u8, key: &[u8]) -> StoreResult<Option<Vec<u8>>> // PA
+    fn get_row_version(&self, row: &[u8]) -> StoreResult<Option<RowVersion>> // PA
     {
-        Ok(self.tables.get([&[table], key].concat())?.map(|v| v.to_vec()))
+        let Some(bytes) = self.rows.get(row)? else { return Ok(None) };
+        codec::decode(&bytes).map(Some).map_err(|source| StoreError::BadIndexValue { index: "rows", source })
     }
 
-    pub fn delete_row(&self, table: u8, key: &[u8]) -> StoreResult<()> // PA
+    /// The version of a row held here, tombstones included.
+    pub fn get_row(&self, table: u8, key: &[u8]) -> StoreResult<Option<RowVersion>> // PA
     {
-        let row = [&[table], key].concat();
-        {
-            let _guard = self.apply_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let mut batch = self.keyspace.batch();
-            self.drop_row_refs(&mut batch, &row)?;
-            batch.remove(&self.tables, row.as_slice());
-            batch.commit()?;
-        }
-        self.make_durable()
+        self.get_row_version(&[&[table], key].concat())
     }
 
-    /// Up to `max` rows whose key starts with `prefix`, after `after`.
+    /// Up to `max` rows whose key starts with `prefix`, after `after`,
+    /// tombstones included (a merge across replicas needs them).
     pub fn scan_rows(&self, table: u8, prefix: &[u8], after: &[u8], max: usize) -> StoreResult<Vec<Row>> // PA
     {
         let scope = [&[table], prefix].concat();
         let lower = [&[table], after, &[0]].concat().max(scope.clone());
         let mut rows = Vec::new();
-        for entry in self.tables.range(lower..).take(max) {
+        for entry in self.rows.range(lower..).take(max) {
             let (key, value) = entry?;
             if !key.starts_with(&scope) {
                 break;
             }
-            rows.push((key[1..].to_vec(), value.to_vec()));
+            let version =
+                codec::decode(&value).map_err(|source| StoreError::BadIndexValue { index: "rows", source })?;
+            rows.push((key[1..].to_vec(), version));
         }
         Ok(rows)
+    }
+
+    /// Rows written before versions existed (`tables`, a value per key)
+    /// become versions from time 0, which any later write supersedes.
+    fn migrate_unversioned_rows(&self) -> StoreResult<()> // PA
+    {
+        let legacy = self.keyspace.open_partition("tables", PartitionCreateOptions::default())?;
+        if legacy.is_empty()? {
+            return Ok(());
+        }
+        let mut moved = 0usize;
+        for entry in legacy.iter() {
+            let (row, value) = entry?;
+            let chunks = match self.row_chunks.get(&row)? {
+                Some(list) => list.chunks(32).filter_map(Hash::from_slice).collect(),
+                None => Vec::new(),
+            };
+            let version = RowVersion::live(0, value.to_vec(), chunks);
+            if self.rows.get(&row)?.is_none() {
+                self.rows.insert(row.clone(), codec::encode(&version))?;
+            }
+            legacy.remove(row)?;
+            moved += 1;
+        }
+        tracing::info!(rows = moved, "table rows given versions");
+        self.sync()
+    }
+
+    /// A leaf of the sync tree changed: its digest is computed again when
+    /// next asked for.
+    fn leaf_changed(&self, partition: u8, id: &Hash) // PA
+    {
+        self.leaf_digests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&(partition, sync::leaf_of(id)));
+    }
+
+    /// What the last anti-entropy round found: partitions out of step.
+    pub fn set_partitions_unsynced(&self, partitions: usize) // A
+    {
+        self.partitions_unsynced.store(partitions, Ordering::Relaxed);
+    }
+
+    pub fn partitions_unsynced(&self) -> usize // A
+    {
+        self.partitions_unsynced.load(Ordering::Relaxed)
+    }
+
+    /// The entries of one leaf of a partition's sync tree, in id order.
+    pub fn sync_entries(&self, partition: u8, leaf: u8) -> StoreResult<Vec<Entry>> // PA
+    {
+        let mut out = Vec::new();
+        for entry in self.sync_index.prefix([partition, leaf]) {
+            let (key, value) = entry?;
+            let id = trailing_hash("sync_index", &key)?;
+            let (_, digest, _) = parse_sync_value(&value)?;
+            out.push(Entry { id, digest });
+        }
+        Ok(out)
+    }
+
+    /// The digests of a partition's 256 leaves.
+    pub fn sync_leaves(&self, partition: u8) -> StoreResult<Vec<Hash>> // PA
+    {
+        // Computed under the lock, so a write that lands meanwhile clears
+        // the digest after it is cached, never before.
+        let mut cache = self.leaf_digests.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        (0..sync::LEAVES)
+            .map(|leaf| {
+                let leaf = leaf as u8;
+                if let Some(digest) = cache.get(&(partition, leaf)) {
+                    return Ok(*digest);
+                }
+                let digest = sync::leaf_digest(&self.sync_entries(partition, leaf)?);
+                cache.insert((partition, leaf), digest);
+                Ok(digest)
+            })
+            .collect()
+    }
+
+    /// The roots of these partitions' sync trees.
+    pub fn sync_roots(&self, partitions: &[u8]) -> StoreResult<Vec<(u8, Hash)>> // PA
+    {
+        partitions.iter().map(|&p| Ok((p, sync::root_digest(&self.sync_leaves(p)?)))).collect()
+    }
+
+    /// The items behind these ids of a partition, as another replica needs
+    /// them; ids not held here are skipped.
+    pub fn sync_items(&self, partition: u8, ids: &[Hash]) -> StoreResult<Vec<SyncItem>> // PA
+    {
+        let mut items = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(value) = self.sync_index.get(sync_key(partition, id))? else { continue };
+            let (kind, _, locator) = parse_sync_value(&value)?;
+            match kind {
+                EntryKind::Blob => {
+                    let Some(bytes) = self.get_blob_bytes(id)? else { continue };
+                    let blob = Blob::decode_verified(id, &bytes)?;
+                    let mut chunk_lists = Vec::with_capacity(blob.chunk_lists.len());
+                    for list in &blob.chunk_lists {
+                        match self.get_chunk_list_bytes(&list.hash)? {
+                            Some(list) => chunk_lists.push(list),
+                            None => return Err(StoreError::MissingChunkList { list: list.hash, blob: *id }),
+                        }
+                    }
+                    items.push(SyncItem::Blob { bytes, chunk_lists });
+                }
+                EntryKind::Forgotten => {
+                    let Some(recorded) = self.tombstones.get(id.as_bytes())? else { continue };
+                    let tombstone = Tombstone::decode(&recorded)?;
+                    items.push(SyncItem::Forgotten {
+                        partition,
+                        hash: *id,
+                        forgotten_at: tombstone.forgotten_at,
+                        parents: tombstone.parents,
+                    });
+                }
+                EntryKind::Row => {
+                    let (&table, key) = locator
+                        .split_first()
+                        .ok_or(StoreError::BadIndexEntry { index: "sync_index", len: value.len() })?;
+                    let Some(version) = self.get_row(table, key)? else { continue };
+                    items.push(SyncItem::Row { partition, table, key: key.to_vec(), version });
+                }
+            }
+        }
+        Ok(items)
+    }
+
+    /// Take in what another replica sent: each item merges with what is
+    /// held as a write of it would.
+    pub fn apply_sync_item(&self, item: SyncItem) -> StoreResult<()> // PA
+    {
+        match item {
+            SyncItem::Blob { bytes, chunk_lists } => {
+                for list in &chunk_lists {
+                    self.put_chunk_list(list)?;
+                }
+                self.put_blob(&bytes).map(drop)
+            }
+            SyncItem::Forgotten { partition, hash, forgotten_at, parents } => {
+                {
+                    let _guard = self.apply_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    self.forget_locked(&hash, Tombstone { partition: Some(partition), forgotten_at, parents })?;
+                }
+                self.make_durable()
+            }
+            SyncItem::Row { partition, table, key, version } => {
+                self.put_row(table, &key, &version, Some(partition)).map(drop)
+            }
+        }
     }
 
     pub fn children(&self, parent: &Hash) -> StoreResult<Vec<Hash>> // PA
@@ -949,6 +1216,34 @@ mod tests {
         let listed = store.list_versions("photos", "", &VersionStart::Keys(ListStart::Beginning), 10).unwrap();
         let listed: Vec<Hash> = listed.iter().map(|v| v.version).collect();
         assert_eq!(listed, [hashes[1]], "the replaced null version is retired, the current one listed");
+    }
+
+    #[test]
+    fn rows_keep_the_newest_version_and_unversioned_rows_are_migrated() // A
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let chunk = Hash::of(b"a part's chunk");
+        {
+            let store = LocalStore::open(dir.path(), Durability::Flush).unwrap();
+            assert!(store.put_row(1, b"k", &RowVersion::live(20, b"new".to_vec(), vec![chunk]), Some(4)).unwrap());
+            assert!(!store.put_row(1, b"k", &RowVersion::live(10, b"old".to_vec(), Vec::new()), Some(4)).unwrap());
+            assert_eq!(store.get_row(1, b"k").unwrap().and_then(|v| v.value), Some(b"new".to_vec()));
+            assert_eq!(store.referenced(&[chunk]).unwrap(), [chunk]);
+            // A tombstone wins over older versions and lets the chunk go.
+            assert!(store.put_row(1, b"k", &RowVersion::tombstone(30), Some(4)).unwrap());
+            assert!(!store.put_row(1, b"k", &RowVersion::live(25, b"late".to_vec(), vec![chunk]), Some(4)).unwrap());
+            assert!(store.referenced(&[chunk]).unwrap().is_empty());
+            let scanned = store.scan_rows(1, b"", b"", 10).unwrap();
+            assert_eq!(scanned, vec![(b"k".to_vec(), RowVersion::tombstone(30))]);
+
+            // What an older build left: a bare value per row.
+            let legacy = store.keyspace.open_partition("tables", PartitionCreateOptions::default()).unwrap();
+            legacy.insert([&[2u8][..], b"upload"].concat(), b"bare").unwrap();
+            store.sync().unwrap();
+        }
+        let store = LocalStore::open(dir.path(), Durability::Flush).unwrap();
+        assert_eq!(store.get_row(2, b"upload").unwrap(), Some(RowVersion::live(0, b"bare".to_vec(), Vec::new())));
+        assert_eq!(store.get_row(1, b"k").unwrap(), Some(RowVersion::tombstone(30)));
     }
 
     #[test]

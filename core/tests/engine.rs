@@ -675,6 +675,110 @@ async fn a_read_settles_stale_heads_and_repairs_the_replica_behind() // A
     assert_eq!(read_all(engine, "doc").await.unwrap(), b"three");
 }
 
+/// Rows are last-writer-wins registers with tombstones: written and
+/// deleted at quorum while a replica is away, read at a read quorum, and
+/// the replica that missed a delete cannot bring the row back into a read
+/// or a scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_row_stays_deleted_when_the_replica_that_missed_it_answers() // A
+{
+    let cluster = Cluster::new(3, small_chunks());
+    let engine = &cluster.engines[0];
+    let home = ouroboros_core::Home { bucket: "bucket", key: "upload" };
+    let row = |key: &str, value: &str| ouroboros_core::TableRow {
+        table: 9,
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+        chunks: Vec::new(),
+    };
+    engine.put_row(home, row("a", "one")).await.unwrap();
+    engine.put_row(home, row("b", "kept")).await.unwrap();
+    let (behind, away) = (cluster.nodes[2], cluster.nodes[1]);
+
+    // Node 2 misses an overwrite and a delete.
+    cluster.transport.set_down(behind, true);
+    engine.put_row(home, row("a", "two")).await.unwrap();
+    engine.delete_row(home, 9, b"b".to_vec()).await.unwrap();
+    cluster.transport.set_down(behind, false);
+    let stale = cluster.transport.store(&behind).unwrap();
+    assert_eq!(stale.get_row(9, b"b").unwrap().and_then(|v| v.value), Some(b"kept".to_vec()));
+
+    // The read quorum is now node 0 and the replica behind.
+    cluster.transport.set_down(away, true);
+    assert_eq!(engine.get_row(home, 9, b"a".to_vec()).await.unwrap(), Some(b"two".to_vec()));
+    assert_eq!(engine.get_row(home, 9, b"b".to_vec()).await.unwrap(), None, "a deleted row came back");
+    let scanned = engine.scan_rows(9, b"", b"", 10).await.unwrap();
+    assert_eq!(scanned, vec![(b"a".to_vec(), b"two".to_vec())]);
+    // A late copy of the old version changes nothing where the tombstone is.
+    let old = ouroboros_core::RowVersion::live(1, b"kept".to_vec(), Vec::new());
+    let fresh = cluster.transport.store(&cluster.nodes[0]).unwrap();
+    assert!(!fresh.put_row(9, b"b", &old, None).unwrap());
+    assert_eq!(engine.get_row(home, 9, b"b".to_vec()).await.unwrap(), None);
+
+    // Without a read quorum, a row read is refused rather than guessed.
+    cluster.transport.set_down(behind, true);
+    let error = engine.get_row(home, 9, b"a".to_vec()).await.unwrap_err();
+    assert_eq!(error.class(), ouroboros_core::FailureClass::Unavailable, "{error}");
+}
+
+/// Anti-entropy: a replica that was down while versions were written and
+/// forgotten and rows changed catches up in one round, forgotten versions
+/// stay forgotten on every replica, and a round between replicas that
+/// agree exchanges nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anti_entropy_brings_a_returning_replica_level_and_deletes_stay_deleted() // A
+{
+    use ouroboros_core::anti_entropy::AntiEntropy;
+    let cluster = Cluster::new(3, small_chunks());
+    let engine = &cluster.engines[0];
+    let behind = cluster.nodes[2];
+    let doomed = put(engine, "doomed", b"to be forgotten while node 2 is away").await;
+    cluster.transport.set_down(behind, true);
+    let mut written = Vec::new();
+    for i in 0..40 {
+        written.push(put(engine, &format!("key-{i}"), format!("value {i}").as_bytes()).await);
+    }
+    engine.forget_version("bucket", "doomed", &doomed.hash).await.unwrap();
+    let home = ouroboros_core::Home { bucket: "bucket", key: "upload" };
+    let row = ouroboros_core::TableRow { table: 9, key: b"r".to_vec(), value: b"v".to_vec(), chunks: Vec::new() };
+    engine.put_row(home, row).await.unwrap();
+    cluster.transport.set_down(behind, false);
+
+    let stale = cluster.transport.store(&behind).unwrap();
+    assert!(stale.get_blob(&doomed.hash).unwrap().is_some(), "node 2 missed the forget");
+    let syncer = |node: usize| {
+        let view = Arc::new(cluster.transport.view(cluster.nodes[node]));
+        AntiEntropy::new(Arc::new(cluster.transport.clone()), view)
+    };
+    let report = syncer(2).round().await;
+    assert!(report.items_received >= 42, "{report:?}");
+    assert_eq!(report.unreachable, 0);
+
+    for version in &written {
+        assert!(stale.get_blob(&version.hash).unwrap().is_some(), "{} not caught up", version.blob.key);
+    }
+    assert!(stale.get_blob(&doomed.hash).unwrap().is_none(), "the forgotten version is back on node 2");
+    assert!(stale.is_forgotten(&doomed.hash).unwrap());
+    assert_eq!(stale.get_row(9, b"r").unwrap().and_then(|v| v.value), Some(b"v".to_vec()));
+    // A late copy of the forgotten version changes nothing anywhere.
+    let (_, bytes) = doomed.blob.encode_with_hash();
+    stale.put_blob(&bytes).unwrap();
+    assert!(stale.get_blob(&doomed.hash).unwrap().is_none());
+    assert!(engine.heads("bucket", "doomed").await.unwrap().is_empty());
+
+    // Every replica of every partition now holds the same tree, and a
+    // round finds nothing to do.
+    let all: Vec<u8> = (0..=u8::MAX).collect();
+    let roots: Vec<_> =
+        cluster.nodes.iter().map(|n| cluster.transport.store(n).unwrap().sync_roots(&all).unwrap()).collect();
+    assert!(roots.windows(2).all(|pair| pair[0] == pair[1]), "replicas differ after a round");
+    for node in 0..3 {
+        let report = syncer(node).round().await;
+        assert_eq!((report.partitions_differing, report.items_received, report.items_sent), (0, 0, 0), "{report:?}");
+        assert_eq!(cluster.transport.store(&cluster.nodes[node]).unwrap().partitions_unsynced(), 0);
+    }
+}
+
 /// The engine's clock is the one it is given: a version written on a
 /// simulated clock carries that clock's time, and the next one is later
 /// even when the clock has not moved.

@@ -5,7 +5,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use ouroboros_core::codec::{self, Record};
-use ouroboros_core::model::{AccessKeyRecord, Blob, BucketRecord, Chunk, ChunkList, PartRecord, UploadRecord};
+use ouroboros_core::model::{
+    AccessKeyRecord, Blob, BucketRecord, Chunk, ChunkList, PartRecord, RowVersion, UploadRecord,
+};
 use ouroboros_core::Hash;
 
 fn round_trip<R: Record + PartialEq + std::fmt::Debug>(bytes: &[u8]) {
@@ -26,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<AccessKeyRecord>(data);
     round_trip::<UploadRecord>(data);
     round_trip::<PartRecord>(data);
+    round_trip::<RowVersion>(data);
     let named = Hash::of(data);
     let _ = Blob::decode_verified(&named, data);
     let _ = ChunkList::decode_verified(&named, data);

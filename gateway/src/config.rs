@@ -68,6 +68,9 @@ pub struct FileConfig {
     /// Store and serve data for the cluster without the data private key,
     /// and answer no S3 request.
     pub storage_only: Option<bool>,
+    /// Seconds between rounds in which replicas compare what they hold and
+    /// bring each other up to date (default 30).
+    pub sync_interval_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -92,7 +95,7 @@ pub struct Config {
 }
 
 /// How a node takes part in a cluster.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClusterSettings {
     /// Unset: a single node with no cluster port.
     pub listen: Option<SocketAddr>,
@@ -105,6 +108,27 @@ pub struct ClusterSettings {
     pub data_key: Option<[u8; 32]>,
     /// Holds ciphertext only: no data key, no S3.
     pub storage_only: bool,
+    /// How often replicas compare what they hold (and registers are
+    /// brought up to date).
+    pub sync_interval: Duration,
+}
+
+/// The default `sync_interval`.
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(30);
+
+impl Default for ClusterSettings {
+    fn default() -> Self // A
+    {
+        ClusterSettings {
+            listen: None,
+            advertise: None,
+            join: Vec::new(),
+            secret: None,
+            data_key: None,
+            storage_only: false,
+            sync_interval: DEFAULT_SYNC_INTERVAL,
+        }
+    }
 }
 
 /// The background work a node does: expiring abandoned uploads, then
@@ -259,7 +283,11 @@ impl Config {
             )?,
             data_key: secret("data key", "OUROBOROS_DATA_KEY", overrides.data_key_file.or(file.data_key_file))?,
             storage_only: overrides.storage_only || file.storage_only.unwrap_or(false),
+            sync_interval: seconds("OUROBOROS_SYNC_INTERVAL_SECS", file.sync_interval_secs, DEFAULT_SYNC_INTERVAL)?,
         };
+        if cluster.sync_interval.is_zero() {
+            return Err(ConfigError::Invalid { name: "sync_interval_secs", value: "0".into(), expected: "at least 1" });
+        }
         if cluster.storage_only && (cluster.listen.is_none() || cluster.join.is_empty()) {
             return Err(ConfigError::Conflict(
                 "--storage-only needs --cluster-listen and --join: a storage-only node serves an existing cluster",

@@ -1,10 +1,12 @@
 //! S3 access keys: kept in `keys.toml` in the data directory, re-read when a
-//! request names an unknown key (so `ouroboros key create` works against a
-//! running server), plus the root key from the environment when set. In a
-//! cluster, every node publishes its file's keys to the cluster (secrets
-//! sealed to the data key) and accepts the keys of every node.
+//! request names an unknown key and when the file changes (so `ouroboros
+//! key create` and `key delete` work against a running server), plus the
+//! root key from the environment when set. In a cluster, every node
+//! publishes its file's keys to the cluster (secrets sealed to the data
+//! key) and its deletions as tombstones, and accepts the keys of every
+//! node; a key deleted anywhere is refused everywhere.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use ouroboros_core::cluster::{ClusterView, Transport};
-use ouroboros_core::{AccessKeyEntry, Engine};
+use ouroboros_core::{AccessKeyEntry, ClusterAccessKeys, Engine};
 
 use rand::Rng;
 use s3s::auth::{S3Auth, SecretKey};
@@ -31,6 +33,8 @@ pub enum KeyError {
     Parse { path: PathBuf, source: Box<toml::de::Error> },
     #[error("a key named {0:?} already exists")]
     Exists(String),
+    #[error("no key named {0:?} in this node's keys file, and it is not an access key id")]
+    NoSuchKey(String),
     #[error("{0} and {1} must be set together")]
     HalfRoot(&'static str, &'static str),
 }
@@ -44,10 +48,21 @@ pub struct AccessKey {
     pub created: String,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct KeysFile {
+/// A key deleted through this node: the cluster refuses it everywhere.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeletedKey {
+    pub access_key_id: String,
+    /// RFC 3339, UTC.
+    pub deleted: String,
+}
+
+/// What `keys.toml` holds.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeysFile {
     #[serde(default, rename = "key")]
-    keys: Vec<AccessKey>,
+    pub keys: Vec<AccessKey>,
+    #[serde(default, rename = "deleted", skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<DeletedKey>,
 }
 
 fn keys_path(data_dir: &Path) -> PathBuf // A
@@ -58,22 +73,28 @@ fn keys_path(data_dir: &Path) -> PathBuf // A
 /// Every key stored in the data directory.
 pub fn load_keys(data_dir: &Path) -> Result<Vec<AccessKey>, KeyError> // PA
 {
+    Ok(load_keys_file(data_dir)?.keys)
+}
+
+/// The keys file: its keys and the keys deleted through this node.
+pub fn load_keys_file(data_dir: &Path) -> Result<KeysFile, KeyError> // PA
+{
     let path = keys_path(data_dir);
     match std::fs::read_to_string(&path) {
-        Ok(text) => toml::from_str::<KeysFile>(&text)
-            .map(|file| file.keys)
-            .map_err(|source| KeyError::Parse { path, source: Box::new(source) }),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Ok(text) => {
+            toml::from_str::<KeysFile>(&text).map_err(|source| KeyError::Parse { path, source: Box::new(source) })
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(KeysFile::default()),
         Err(source) => Err(KeyError::Io { path, source }),
     }
 }
 
-/// Write the key list atomically, readable by the owner only.
-fn store_keys(data_dir: &Path, keys: Vec<AccessKey>) -> Result<(), KeyError> // PA
+/// Write the keys file atomically, readable by the owner only.
+fn store_keys(data_dir: &Path, file: &KeysFile) -> Result<(), KeyError> // PA
 {
     let path = keys_path(data_dir);
     let io = |source| KeyError::Io { path: path.clone(), source };
-    let text = toml::to_string_pretty(&KeysFile { keys }).map_err(|e| io(std::io::Error::other(e)))?;
+    let text = toml::to_string_pretty(file).map_err(|e| io(std::io::Error::other(e)))?;
     let tmp = path.with_extension("toml.tmp");
     {
         use std::io::Write;
@@ -84,6 +105,11 @@ fn store_keys(data_dir: &Path, keys: Vec<AccessKey>) -> Result<(), KeyError> // 
         file.sync_all().map_err(io)?;
     }
     std::fs::rename(&tmp, &path).map_err(io)
+}
+
+fn now_rfc3339() -> String // A
+{
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 fn random_string(len: usize, alphabet: &[u8]) -> String // PA
@@ -97,27 +123,52 @@ pub fn generate_key(name: &str) -> AccessKey // PA
 {
     const ID: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     const SECRET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let created =
-        time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     AccessKey {
         name: name.to_string(),
         access_key_id: format!("OB{}", random_string(18, ID)),
         secret_access_key: random_string(40, SECRET),
-        created,
+        created: now_rfc3339(),
     }
 }
 
 /// Create and store a named key.
 pub fn create_key(data_dir: &Path, name: &str) -> Result<AccessKey, KeyError> // PA
 {
-    let mut keys = load_keys(data_dir)?;
-    if keys.iter().any(|k| k.name == name) {
+    let mut file = load_keys_file(data_dir)?;
+    if file.keys.iter().any(|k| k.name == name) {
         return Err(KeyError::Exists(name.to_string()));
     }
     let key = generate_key(name);
-    keys.push(key.clone());
-    store_keys(data_dir, keys)?;
+    file.keys.push(key.clone());
+    store_keys(data_dir, &file)?;
     Ok(key)
+}
+
+/// Whether `text` has the shape of an access key id (AWS allows 16 to 128
+/// word characters).
+fn looks_like_key_id(text: &str) -> bool // A
+{
+    (16..=128).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Delete a key by its name in this node's keys file or by its id (a key
+/// made on another node): it leaves the file and is recorded as deleted,
+/// and the running server refuses it and tells the cluster, which
+/// refuses it everywhere. Returns the id deleted.
+pub fn delete_key(data_dir: &Path, name_or_id: &str) -> Result<String, KeyError> // PA
+{
+    let mut file = load_keys_file(data_dir)?;
+    let id = match file.keys.iter().find(|k| k.name == name_or_id || k.access_key_id == name_or_id) {
+        Some(key) => key.access_key_id.clone(),
+        None if looks_like_key_id(name_or_id) => name_or_id.to_string(),
+        None => return Err(KeyError::NoSuchKey(name_or_id.to_string())),
+    };
+    file.keys.retain(|k| k.access_key_id != id);
+    if !file.deleted.iter().any(|d| d.access_key_id == id) {
+        file.deleted.push(DeletedKey { access_key_id: id.clone(), deleted: now_rfc3339() });
+    }
+    store_keys(data_dir, &file)?;
+    Ok(id)
 }
 
 /// The root key from the environment, if both variables are set.
@@ -132,15 +183,16 @@ pub fn root_from_env() -> Result<Option<(String, String)>, KeyError> // PA
     }
 }
 
-/// Publishes the keys of this node's keys file to the cluster and returns
-/// every access key the cluster holds; `None` when the cluster could not be
-/// asked (the keys known so far are kept).
-pub type ClusterKeys = Arc<dyn Fn(Vec<AccessKey>) -> BoxFuture<'static, Option<Vec<AccessKey>>> + Send + Sync>;
+/// Publishes the keys of this node's keys file, and its deletions, to the
+/// cluster and returns every access key the cluster holds and every id it
+/// deleted; `None` when the cluster could not be asked (the keys known so
+/// far are kept).
+pub type ClusterKeys = Arc<dyn Fn(KeysFile) -> BoxFuture<'static, Synced> + Send + Sync>;
 
 /// The root key pair (id, secret), when the environment sets one.
 type Root = Option<(String, String)>;
 /// The cluster's keys, or `None` when it could not be asked.
-type Synced = Option<Vec<AccessKey>>;
+type Synced = Option<ClusterAccessKeys>;
 
 /// How often a request with an unknown key may make this node ask the
 /// cluster, so bad keys cannot turn into a flood of node requests.
@@ -154,11 +206,30 @@ pub struct KeyRing(Arc<Ring>);
 struct Ring {
     data_dir: PathBuf,
     root: Option<(String, String)>,
-    keys: RwLock<HashMap<String, String>>,
+    known: RwLock<Known>,
     cluster: Option<ClusterKeys>,
-    cluster_keys: RwLock<HashMap<String, String>>,
     last_asked: Mutex<Option<Instant>>,
+    /// When the keys file was last looked at for changes.
+    last_checked: Mutex<Instant>,
 }
+
+/// The keys a ring knows besides the root key.
+#[derive(Default)]
+struct Known {
+    /// The keys file's keys: id → secret.
+    file: HashMap<String, String>,
+    /// Ids the keys file records as deleted.
+    file_deleted: HashSet<String>,
+    /// The keys file's modification time when it was read.
+    file_modified: Option<std::time::SystemTime>,
+    /// Every node's keys, as the cluster last answered.
+    cluster: HashMap<String, String>,
+    /// Ids deleted anywhere in the cluster.
+    cluster_deleted: HashSet<String>,
+}
+
+/// How often the request path looks at the keys file for changes.
+const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The cluster's keys, published from every node's keys file.
 pub fn cluster_keys<T: Transport, V: ClusterView>(engine: Engine<T, V>) -> ClusterKeys // PA
@@ -169,7 +240,7 @@ pub fn cluster_keys<T: Transport, V: ClusterView>(engine: Engine<T, V>) -> Clust
     })
 }
 
-async fn sync_keys<T: Transport, V: ClusterView>(engine: &Engine<T, V>, local: Vec<AccessKey>) -> Synced // PA
+async fn sync_keys<T: Transport, V: ClusterView>(engine: &Engine<T, V>, local: KeysFile) -> Synced // PA
 {
     let mut held = match engine.sync_access_keys().await {
         Ok(held) => held,
@@ -178,8 +249,22 @@ async fn sync_keys<T: Transport, V: ClusterView>(engine: &Engine<T, V>, local: V
             return None;
         }
     };
-    let known: std::collections::HashSet<String> = held.iter().map(|h| h.access_key_id.clone()).collect();
-    for key in local.into_iter().filter(|key| !known.contains(&key.access_key_id)) {
+    for gone in local.deleted {
+        if held.deleted.contains(&gone.access_key_id) {
+            continue;
+        }
+        match engine.delete_access_key(&gone.access_key_id).await {
+            Ok(()) => {
+                tracing::info!(id = %gone.access_key_id, "access key deletion published to the cluster");
+                held.live.retain(|key| key.access_key_id != gone.access_key_id);
+                held.deleted.push(gone.access_key_id);
+            }
+            Err(error) => tracing::warn!(id = %gone.access_key_id, %error, "access key deletion not published"),
+        }
+    }
+    let known: HashSet<String> =
+        held.live.iter().map(|h| h.access_key_id.clone()).chain(held.deleted.iter().cloned()).collect();
+    for key in local.keys.into_iter().filter(|key| !known.contains(&key.access_key_id)) {
         let entry = AccessKeyEntry {
             access_key_id: key.access_key_id,
             name: key.name,
@@ -189,21 +274,12 @@ async fn sync_keys<T: Transport, V: ClusterView>(engine: &Engine<T, V>, local: V
         match engine.put_access_key(&entry).await {
             Ok(()) => {
                 tracing::info!(id = %entry.access_key_id, name = %entry.name, "access key published to the cluster");
-                held.push(entry);
+                held.live.push(entry);
             }
             Err(error) => tracing::warn!(id = %entry.access_key_id, %error, "access key not published"),
         }
     }
-    Some(
-        held.into_iter()
-            .map(|e| AccessKey {
-                name: e.name,
-                access_key_id: e.access_key_id,
-                secret_access_key: e.secret,
-                created: e.created,
-            })
-            .collect(),
-    )
+    Some(held)
 }
 
 impl KeyRing {
@@ -212,20 +288,53 @@ impl KeyRing {
         let ring = KeyRing(Arc::new(Ring {
             data_dir: data_dir.to_path_buf(),
             root,
-            keys: RwLock::new(HashMap::new()),
+            known: RwLock::new(Known::default()),
             cluster,
-            cluster_keys: RwLock::new(HashMap::new()),
             last_asked: Mutex::new(None),
+            last_checked: Mutex::new(Instant::now()),
         }));
         ring.reload()?;
         Ok(ring)
     }
 
-    fn reload(&self) -> Result<(), KeyError> // PA
+    /// Read the keys file again; returns whether it records deletions the
+    /// ring did not know of.
+    fn reload(&self) -> Result<bool, KeyError> // PA
     {
-        let keys = load_keys(&self.0.data_dir)?.into_iter().map(|k| (k.access_key_id, k.secret_access_key)).collect();
-        *self.0.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
-        Ok(())
+        let modified = std::fs::metadata(keys_path(&self.0.data_dir)).and_then(|m| m.modified()).ok();
+        let file = load_keys_file(&self.0.data_dir)?;
+        let mut known = self.0.known.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let deleted: HashSet<String> = file.deleted.into_iter().map(|d| d.access_key_id).collect();
+        let newly_deleted = deleted.iter().any(|id| !known.file_deleted.contains(id));
+        known.file = file.keys.into_iter().map(|k| (k.access_key_id, k.secret_access_key)).collect();
+        known.file_deleted = deleted;
+        known.file_modified = modified;
+        Ok(newly_deleted)
+    }
+
+    /// Re-read the keys file when it changed since it was read, looking at
+    /// most once a second; a deletion found there goes to the cluster at once.
+    fn reload_if_changed(&self) // PA
+    {
+        {
+            let mut checked = self.0.last_checked.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if checked.elapsed() < FILE_CHECK_INTERVAL {
+                return;
+            }
+            *checked = Instant::now();
+        }
+        let modified = std::fs::metadata(keys_path(&self.0.data_dir)).and_then(|m| m.modified()).ok();
+        if modified == self.0.known.read().unwrap_or_else(|poisoned| poisoned.into_inner()).file_modified {
+            return;
+        }
+        match self.reload() {
+            Ok(true) if self.0.cluster.is_some() => {
+                let ring = self.clone();
+                tokio::spawn(async move { ring.sync_with_cluster().await });
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "cannot re-read access keys"),
+        }
     }
 
     /// Publish this node's keys file to the cluster and take in every key
@@ -234,13 +343,17 @@ impl KeyRing {
     {
         let Some(cluster) = &self.0.cluster else { return };
         *self.0.last_asked.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
-        let local = load_keys(&self.0.data_dir).unwrap_or_else(|error| {
+        if let Err(error) = self.reload() {
+            tracing::error!(%error, "cannot re-read access keys");
+        }
+        let local = load_keys_file(&self.0.data_dir).unwrap_or_else(|error| {
             tracing::error!(%error, "cannot read access keys");
-            Vec::new()
+            KeysFile::default()
         });
-        if let Some(keys) = cluster(local).await {
-            let keys = keys.into_iter().map(|k| (k.access_key_id, k.secret_access_key)).collect();
-            *self.0.cluster_keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
+        if let Some(held) = cluster(local).await {
+            let mut known = self.0.known.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            known.cluster = held.live.into_iter().map(|k| (k.access_key_id, k.secret)).collect();
+            known.cluster_deleted = held.deleted.into_iter().collect();
         }
     }
 
@@ -262,10 +375,11 @@ impl KeyRing {
                 return Some(secret.clone());
             }
         }
-        let read = |map: &RwLock<HashMap<String, String>>| {
-            map.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(access_key).cloned()
-        };
-        read(&self.0.keys).or_else(|| read(&self.0.cluster_keys))
+        let known = self.0.known.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if known.file_deleted.contains(access_key) || known.cluster_deleted.contains(access_key) {
+            return None;
+        }
+        known.file.get(access_key).or_else(|| known.cluster.get(access_key)).cloned()
     }
 }
 
@@ -273,6 +387,7 @@ impl KeyRing {
 impl S3Auth for KeyRing {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> // PA
     {
+        self.reload_if_changed();
         if let Some(secret) = self.lookup(access_key) {
             return Ok(SecretKey::from(secret));
         }

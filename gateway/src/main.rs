@@ -85,6 +85,9 @@ enum KeyAction {
     Create { name: String },
     /// List key names and ids.
     List,
+    /// Delete a key, by its name in this node's keys file or by its id:
+    /// every node of the cluster refuses it from then on.
+    Delete { name_or_id: String },
 }
 
 fn init_logging() // A
@@ -194,6 +197,16 @@ fn main() -> ExitCode // A
                     println!("name:              {}", key.name);
                     println!("access key id:     {}", key.access_key_id);
                     println!("secret access key: {}", key.secret_access_key);
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("ouroboros: {error}");
+                    ExitCode::FAILURE
+                }
+            },
+            KeyAction::Delete { name_or_id } => match credentials::delete_key(&data_dir, &name_or_id) {
+                Ok(id) => {
+                    println!("access key {id} deleted; a running node refuses it within a second, the whole cluster within a minute");
                     ExitCode::SUCCESS
                 }
                 Err(error) => {

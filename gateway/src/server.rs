@@ -11,7 +11,8 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
-use ouroboros_membership::{GossipCounters, Members, TransportCounters};
+use ouroboros_core::anti_entropy::AntiEntropy;
+use ouroboros_membership::{GossipCounters, Members, MembersView, NetTransport, TransportCounters};
 use s3s::host::{MultiDomain, S3Host};
 use s3s::s3_error;
 use s3s::service::{S3Service, S3ServiceBuilder};
@@ -22,7 +23,7 @@ use crate::config::{Config, Maintenance};
 use crate::connection::{self, ConnectionLimits, StallGuard, StallTimedBody};
 use crate::credentials::{self, KeyRing};
 use crate::front_door;
-use crate::node::Node;
+use crate::node::{Node, NodeEngine};
 use crate::s3::Gateway;
 
 type HttpResult = Result<Response<s3s::Body>, Infallible>;
@@ -58,6 +59,8 @@ pub struct Server {
     node: Node,
     region: String,
     maintenance: Maintenance,
+    /// How often replicas and registers are brought up to date.
+    sync_interval: Duration,
     connections: ConnectionLimits,
     /// The virtual-host domains s3s routes by, to see a request as s3s will.
     hosts: Option<Arc<MultiDomain>>,
@@ -139,6 +142,7 @@ impl Server {
             node,
             region: config.region.clone(),
             maintenance: config.maintenance,
+            sync_interval: config.cluster.sync_interval,
             connections,
             hosts,
         })
@@ -165,6 +169,7 @@ impl Server {
             node,
             region: config.region.clone(),
             maintenance: config.maintenance,
+            sync_interval: config.cluster.sync_interval,
             connections: config.connections,
             hosts: None,
         })
@@ -198,10 +203,15 @@ impl Server {
         let bucket_sync = match (&self.node.cluster, engine) {
             (Some(_), Some(engine)) => {
                 let keys = self.keys.clone();
-                Some(tokio::spawn(keep_registers_in_sync(engine, self.node.members.clone(), keys)))
+                Some(tokio::spawn(keep_registers_in_sync(engine, self.node.members.clone(), keys, self.sync_interval)))
             }
             _ => None,
         };
+        let anti_entropy = self.node.cluster.as_ref().map(|_| {
+            let view = Arc::new(MembersView(self.node.members.clone()));
+            let syncer = AntiEntropy::new(Arc::new(self.node.transport.clone()), view);
+            tokio::spawn(keep_replicas_in_step(syncer, self.sync_interval))
+        });
         let limits = self.connections;
         let mut http = ConnBuilder::new(TokioExecutor::new());
         http.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
@@ -272,7 +282,7 @@ impl Server {
             () = graceful.shutdown() => tracing::info!("all requests drained"),
             () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out, closing anyway"),
         }
-        for task in upkeep.into_iter().chain(bucket_sync) {
+        for task in upkeep.into_iter().chain(bucket_sync).chain(anti_entropy) {
             task.abort();
         }
         self.node.leave().await;
@@ -303,11 +313,9 @@ fn print_first_start(config: &Config, key: &credentials::AccessKey) // A
     );
 }
 
-/// How often a cluster node brings its copy of the bucket records and the
-/// access keys up to date (it reads them locally on every request).
-const REGISTER_SYNC_INTERVAL: Duration = Duration::from_secs(30);
-
-async fn keep_registers_in_sync(engine: crate::node::NodeEngine, members: Arc<Members>, keys: Option<KeyRing>) // A
+/// Keep this node's copy of the bucket records and the access keys (read
+/// locally on every request) up to date, every sync interval.
+async fn keep_registers_in_sync(engine: NodeEngine, members: Arc<Members>, keys: Option<KeyRing>, every: Duration) // A
 {
     // A restarted node catches up as soon as it hears from another member,
     // not a whole interval later.
@@ -317,7 +325,7 @@ async fn keep_registers_in_sync(engine: crate::node::NodeEngine, members: Arc<Me
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut tick = tokio::time::interval(REGISTER_SYNC_INTERVAL);
+    let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         if let Err(error) = engine.sync_buckets().await {
@@ -326,6 +334,19 @@ async fn keep_registers_in_sync(engine: crate::node::NodeEngine, members: Arc<Me
         if let Some(keys) = &keys {
             keys.sync_with_cluster().await;
         }
+    }
+}
+
+/// Compare this node's metadata partitions with their other replicas and
+/// exchange what differs, every sync interval (gateway and storage-only
+/// nodes alike).
+async fn keep_replicas_in_step(syncer: AntiEntropy<NetTransport, MembersView>, every: Duration) // A
+{
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        syncer.round().await;
     }
 }
 

@@ -36,6 +36,16 @@ pub struct StatusReport {
     /// The id of the node that answered.
     pub node: String,
     pub members: Vec<MemberReport>,
+    pub repair: RepairReport,
+}
+
+/// How far the cluster is from holding everything where it belongs, over
+/// the members that answered.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RepairReport {
+    /// Metadata partitions a member found out of step with another replica
+    /// at its last anti-entropy round: 0 once replicas agree.
+    pub partitions_unsynced: u64,
 }
 
 /// One member as the answering node sees it.
@@ -52,6 +62,8 @@ pub struct MemberReport {
     /// Slices it stores and their bytes; absent when it did not answer.
     pub slices: Option<u64>,
     pub slice_bytes: Option<u64>,
+    /// Partitions it found out of step at its last anti-entropy round.
+    pub partitions_unsynced: Option<u64>,
 }
 
 /// The member table as a report, with what each member that answers in
@@ -61,25 +73,27 @@ pub async fn status_report(members: &Members, transport: &NetTransport) -> Statu
     let snapshot = members.snapshot();
     let usage = snapshot.iter().map(|m| async move {
         match tokio::time::timeout(USAGE_TIMEOUT, transport.ask(m.peer.id, Usage {})).await {
-            Ok(Ok(StoreUsage { slices, bytes })) => (Some(slices), Some(bytes)),
-            _ => (None, None),
+            Ok(Ok(usage)) => Some(usage),
+            _ => None,
         }
     });
     let usage = futures::future::join_all(usage).await;
     let members_seen = snapshot
         .into_iter()
         .zip(usage)
-        .map(|(m, (slices, slice_bytes))| MemberReport {
+        .map(|(m, usage): (_, Option<StoreUsage>)| MemberReport {
             id: m.peer.id.to_hex(),
             addr: m.peer.addr.to_string(),
             state: m.liveness.as_str().to_string(),
             role: m.peer.role.as_str().to_string(),
             generation: m.peer.generation,
-            slices,
-            slice_bytes,
+            slices: usage.map(|u| u.slices),
+            slice_bytes: usage.map(|u| u.bytes),
+            partitions_unsynced: usage.map(|u| u.partitions_unsynced),
         })
-        .collect();
-    StatusReport { node: members.local().id.to_hex(), members: members_seen }
+        .collect::<Vec<_>>();
+    let repair = RepairReport { partitions_unsynced: members_seen.iter().filter_map(|m| m.partitions_unsynced).sum() };
+    StatusReport { node: members.local().id.to_hex(), members: members_seen, repair }
 }
 
 #[async_trait::async_trait]

@@ -7,18 +7,22 @@
 //! - `read`: GET, the overlapping chunks fetched and opened with read-ahead;
 //! - `objects`: blobs, heads with read repair, the version DAG, listings;
 //! - `tables`: table rows and bucket records;
+//! - `access_keys`: the cluster's access keys, secrets sealed;
 //! - `gc`: garbage collection of unreferenced chunks and orphan slices.
 //!
 //! Time and randomness come from the engine's `World`.
 
+mod access_keys;
 mod calls;
 mod gc;
 mod objects;
 mod read;
 mod tables;
 
-pub use tables::{AccessKeyEntry, ACCESS_KEY_TABLE};
 mod write;
+
+pub use access_keys::{AccessKeyEntry, ClusterAccessKeys, ACCESS_KEY_TABLE};
+pub use tables::ScannedRows;
 
 use std::collections::BTreeMap;
 use std::io;

@@ -177,7 +177,11 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     pub async fn forget_version(&self, bucket: &str, key: &str, version: &Hash) -> EngineResult<()> // PA
     {
         let what = format!("forgetting version {version} of {bucket}/{key}");
-        let query = Query::new(what, self.object_replicas(bucket, key), ForgetBlob { hash: *version });
+        let query = Query::new(
+            what,
+            self.object_replicas(bucket, key),
+            ForgetBlob { hash: *version, partition: placement::partition_of(bucket, key) },
+        );
         self.write_to(query, Wait::ForAll).await?;
         tracing::debug!(%bucket, %key, %version, "version forgotten");
         Ok(())

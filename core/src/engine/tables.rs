@@ -1,35 +1,48 @@
 //! The small metadata tables: rows kept on the replicas of an object key
-//! (multipart uploads and their parts), and the registers every node keeps
-//! whole and reads from its own copy: bucket records and access keys (their
-//! secrets sealed to the data key). Rows are replaced and deleted in place,
-//! so their writes wait for every replica.
+//! (multipart uploads and their parts), and the bucket records every node
+//! keeps whole and reads from its own copy. A row is a last-writer-wins
+//! register with a tombstone for each delete, so its writes return at
+//! quorum and its reads take the newest of a read quorum's answers.
 
 use std::collections::BTreeMap;
 
 use super::calls::{Query, Wait};
-use super::EngineError;
 use super::{blocking, Engine, EngineResult, Home, TableRow};
-use crate::cluster::{ClusterView, DeleteRow, GetRow, ListBuckets, PutBucket, PutRow, ScanRows, Transport};
+use crate::cluster::{ClusterView, GetRow, ListBuckets, PutBucket, PutRow, ScanRows, Transport};
 use crate::codec;
-use crate::hash::Hash;
-use crate::keys::{open_secret, seal_secret};
-use crate::model::{AccessKeyRecord, BucketRecord, Versioning};
+use crate::model::{BucketRecord, RowVersion, Versioning};
+use crate::placement;
 use crate::store::Row;
 
-/// The table of access keys, which every node holds whole; tables of rows
-/// kept by partition use other numbers.
-pub const ACCESS_KEY_TABLE: u8 = 255;
-/// Access keys asked of each node at once.
-const ACCESS_KEY_PAGE: usize = 1000;
+/// Rows asked of each node per round of a scan.
+const ROW_PAGE: usize = 1000;
 
-/// An access key in the clear, as a gateway authenticates with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessKeyEntry {
-    pub access_key_id: String,
-    pub name: String,
-    /// RFC 3339, UTC.
-    pub created: String,
-    pub secret: String,
+/// Merge the rows several nodes sent for one scan: the newest version of
+/// each key. A full answer may have stopped short of keys another node
+/// sent, so the merged page ends at the smallest last key of any full
+/// answer; returns the page and whether more may follow.
+pub(super) fn merge_rows(answers: impl IntoIterator<Item = Vec<Row>>, page: usize) -> (Vec<Row>, bool) // PA
+{
+    let mut merged: BTreeMap<Vec<u8>, RowVersion> = BTreeMap::new();
+    let mut cutoff: Option<Vec<u8>> = None;
+    for rows in answers {
+        if rows.len() >= page {
+            if let Some((last, _)) = rows.last() {
+                cutoff = Some(cutoff.map_or_else(|| last.clone(), |held| held.min(last.clone())));
+            }
+        }
+        for (key, version) in rows {
+            match merged.get(&key) {
+                Some(held) if !version.supersedes(held) => {}
+                _ => {
+                    merged.insert(key, version);
+                }
+            }
+        }
+    }
+    let more = cutoff.is_some();
+    let rows = merged.into_iter().take_while(|(key, _)| cutoff.as_ref().is_none_or(|c| key <= c)).collect();
+    (rows, more)
 }
 
 impl<T: Transport, V: ClusterView> Engine<T, V> {
@@ -37,33 +50,72 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     pub async fn put_row(&self, home: Home<'_>, row: TableRow) -> EngineResult<()> // PA
     {
         let TableRow { table, key, value, chunks } = row;
-        let replicas = self.object_replicas(home.bucket, home.key);
-        let query = Query::new(format!("row of table {table}"), replicas, PutRow { table, key, value, chunks });
-        self.write_to(query, Wait::ForAll).await
+        let version = RowVersion::live(self.world.now_nanos(), value, chunks);
+        self.write_row(home, table, key, version).await
     }
 
-    /// A row from the first replica of `home` that has it.
+    async fn write_row(&self, home: Home<'_>, table: u8, key: Vec<u8>, version: RowVersion) -> EngineResult<()> // PA
+    {
+        let replicas = self.object_replicas(home.bucket, home.key);
+        let partition = Some(placement::partition_of(home.bucket, home.key));
+        let query = Query::new(format!("row of table {table}"), replicas, PutRow { table, key, version, partition });
+        self.write_to(query, Wait::ForQuorum).await
+    }
+
+    /// A row's value: the newest version among a read quorum of the
+    /// replicas of `home`, so a read after an acknowledged write or
+    /// delete sees it.
     pub async fn get_row(&self, home: Home<'_>, table: u8, key: Vec<u8>) -> EngineResult<Option<Vec<u8>>> // PA
     {
-        let replicas = self.object_replicas(home.bucket, home.key);
-        self.ask_first(Query::new(format!("row of table {table}"), replicas, GetRow { table, key }), &|row| row).await
+        Ok(self.row_version(home, table, key).await?.and_then(|version| version.value))
     }
 
+    async fn row_version(&self, home: Home<'_>, table: u8, key: Vec<u8>) -> EngineResult<Option<RowVersion>> // PA
+    {
+        let replicas = self.object_replicas(home.bucket, home.key);
+        let needed = placement::read_quorum(replicas.len());
+        let query = Query::new(format!("row of table {table}"), replicas, GetRow { table, key });
+        let answers = self.ask_quorum(query, needed).await?;
+        Ok(answers.into_iter().filter_map(|(_, version)| version).reduce(|newest, version| {
+            if version.supersedes(&newest) {
+                version
+            } else {
+                newest
+            }
+        }))
+    }
+
+    /// Delete a row: a tombstone newer than the version a read quorum
+    /// holds, whatever the writers' clocks say.
     pub async fn delete_row(&self, home: Home<'_>, table: u8, key: Vec<u8>) -> EngineResult<()> // PA
     {
-        let replicas = self.object_replicas(home.bucket, home.key);
-        let query = Query::new(format!("row deletion in table {table}"), replicas, DeleteRow { table, key });
-        self.write_to(query, Wait::ForAll).await
+        let held = self.row_version(home, table, key.clone()).await?;
+        let updated = self.world.now_nanos().max(held.map_or(0, |held| held.updated + 1));
+        self.write_row(home, table, key, RowVersion::tombstone(updated)).await
     }
 
-    /// Up to `max` rows under `prefix` after `after`, merged from every
-    /// member; every partition must have had a read quorum.
-    pub async fn scan_rows(&self, table: u8, prefix: &[u8], after: &[u8], max: usize) -> EngineResult<Vec<Row>> // PA
+    /// Up to `max` live rows under `prefix` after `after`, merged from
+    /// every member (newest version of each); every partition must have
+    /// had a read quorum.
+    pub async fn scan_rows(&self, table: u8, prefix: &[u8], after: &[u8], max: usize) -> ScannedRows // PA
     {
-        let message = ScanRows { table, prefix: prefix.to_vec(), after: after.to_vec(), max };
-        let answers = self.ask_partitions(format!("scan of table {table}"), message).await?;
-        let merged: BTreeMap<Vec<u8>, Vec<u8>> = answers.into_iter().flatten().collect();
-        Ok(merged.into_iter().take(max).collect())
+        let mut live = Vec::new();
+        let mut after = after.to_vec();
+        loop {
+            let message = ScanRows { table, prefix: prefix.to_vec(), after: after.clone(), max: ROW_PAGE };
+            let answers = self.ask_partitions(format!("scan of table {table}"), message).await?;
+            let (rows, more) = merge_rows(answers, ROW_PAGE);
+            let last = rows.last().map(|(key, _)| key.clone());
+            live.extend(rows.into_iter().filter_map(|(key, version)| version.value.map(|value| (key, value))));
+            if live.len() >= max {
+                live.truncate(max);
+                return Ok(live);
+            }
+            match (more, last) {
+                (true, Some(last)) => after = last,
+                _ => return Ok(live),
+            }
+        }
     }
 
     /// Every node's view of the bucket registers, merged (newest wins).
@@ -161,102 +213,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let updated = self.world.now_nanos().max(record.updated + 1);
         self.put_bucket_record(&BucketRecord { deleted: true, updated, ..record }).await
     }
-
-    /// Write an access key to every member, its secret sealed to the data
-    /// key; a majority must take it.
-    pub async fn put_access_key(&self, key: &AccessKeyEntry) -> EngineResult<()> // PA
-    {
-        let id = &key.access_key_id;
-        let context = Hash::of(id.as_bytes());
-        let secret = seal_secret(key.secret.as_bytes(), &context, &self.keys.recipients)
-            .map_err(|_| EngineError::SealSecret { id: id.clone() })?;
-        let record = AccessKeyRecord {
-            access_key_id: id.clone(),
-            name: key.name.clone(),
-            created: key.created.clone(),
-            updated: self.world.now_nanos(),
-            secret,
-        };
-        let row = PutRow {
-            table: ACCESS_KEY_TABLE,
-            key: id.as_bytes().to_vec(),
-            value: codec::encode(&record),
-            chunks: Vec::new(),
-        };
-        self.write_to(Query::new(format!("access key {id}"), self.view.members(), row), Wait::ForAll).await
-    }
-
-    /// Bring this node's copy of the access keys up to date with what the
-    /// reachable members hold (newest wins), and return the keys this node
-    /// can open (none on a node without the data key).
-    pub async fn sync_access_keys(&self) -> EngineResult<Vec<AccessKeyEntry>> // PA
-    {
-        let merged = self.access_key_records().await?;
-        if let Some(store) = self.transport.local_store(self.view.local_node()) {
-            let records = merged.clone();
-            blocking(move || {
-                records.iter().try_for_each(|record| {
-                    let key = record.access_key_id.as_bytes();
-                    let held = store.get_row(ACCESS_KEY_TABLE, key)?;
-                    let held = held.and_then(|bytes| codec::decode::<AccessKeyRecord>(&bytes).ok());
-                    if held.is_some_and(|held| !record.supersedes(&held)) {
-                        return Ok(());
-                    }
-                    store.put_row(ACCESS_KEY_TABLE, key, &codec::encode(record), &[])
-                })
-            })
-            .await??;
-        }
-        let mut opened = Vec::with_capacity(merged.len());
-        for record in merged {
-            let context = Hash::of(record.access_key_id.as_bytes());
-            match open_secret(&record.secret, &context, &self.keys.data_pair).map(|s| String::from_utf8(s.to_vec())) {
-                Ok(Ok(secret)) => opened.push(AccessKeyEntry {
-                    access_key_id: record.access_key_id,
-                    name: record.name,
-                    created: record.created,
-                    secret,
-                }),
-                Ok(Err(_)) => tracing::warn!(id = %record.access_key_id, "an access key's secret is not text"),
-                Err(error) => tracing::warn!(id = %record.access_key_id, %error, "an access key does not open"),
-            }
-        }
-        Ok(opened)
-    }
-
-    /// Every access key record the reachable members hold, newest of each.
-    async fn access_key_records(&self) -> EngineResult<Vec<AccessKeyRecord>> // PA
-    {
-        let mut merged: BTreeMap<String, AccessKeyRecord> = BTreeMap::new();
-        let mut after = Vec::new();
-        loop {
-            let scan = ScanRows { table: ACCESS_KEY_TABLE, prefix: Vec::new(), after, max: ACCESS_KEY_PAGE };
-            let answers = self.ask_all(Query::new("access keys", self.view.members(), scan)).await?;
-            // A full page may stop short of keys another node sent: this
-            // round ends at the smallest last key of any full page.
-            let cutoff = answers
-                .iter()
-                .filter(|(_, rows)| rows.len() == ACCESS_KEY_PAGE)
-                .filter_map(|(_, rows)| rows.last().map(|(key, _)| key.clone()))
-                .min();
-            for (key, value) in answers.into_iter().flat_map(|(_, rows)| rows) {
-                if cutoff.as_ref().is_some_and(|cutoff| key > *cutoff) {
-                    continue;
-                }
-                match codec::decode::<AccessKeyRecord>(&value) {
-                    Ok(record) => match merged.get(&record.access_key_id) {
-                        Some(held) if !record.supersedes(held) => {}
-                        _ => {
-                            merged.insert(record.access_key_id.clone(), record);
-                        }
-                    },
-                    Err(error) => tracing::warn!(%error, "a member holds a malformed access key record"),
-                }
-            }
-            match cutoff {
-                Some(cutoff) => after = cutoff,
-                None => return Ok(merged.into_values().collect()),
-            }
-        }
-    }
 }
+
+/// Live rows: key and value.
+pub type ScannedRows = EngineResult<Vec<(Vec<u8>, Vec<u8>)>>;

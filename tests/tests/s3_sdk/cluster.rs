@@ -159,6 +159,7 @@ impl TestCluster {
             .arg(node.cluster.to_string())
             .env("OUROBOROS_CLUSTER_SECRET", &self.secret)
             .env("OUROBOROS_DURABILITY", "flush")
+            .env("OUROBOROS_SYNC_INTERVAL_SECS", "2")
             .env("OUROBOROS_LOG", "info,s3s::ops=off,ouroboros_gateway::server=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -700,4 +701,110 @@ async fn an_access_key_made_on_one_node_works_through_every_node() // A
     }
     let stranger = sdk_client(cluster.nodes[1].s3, "OBNOSUCHKEY000000000", &"x".repeat(40));
     assert_eq!(code(stranger.list_buckets().send().await), "InvalidAccessKeyId");
+
+    // Deleted on node 0 while node 1 is down: node 0 refuses it at once,
+    // and node 1 once it is back, though it held the key when it went down.
+    cluster.kill(1);
+    let out = Command::new(ouroboros_binary())
+        .args(["key", "delete", "ci-user", "--data-dir"])
+        .arg(cluster.nodes[0].dir.path())
+        .output()
+        .expect("run ouroboros key delete");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let refused_by = |s3: SocketAddr| {
+        let client = sdk_client(s3, &id, &secret);
+        async move {
+            for _ in 0..75 {
+                if let Err(error) = client.list_buckets().send().await {
+                    if error.code() == Some("InvalidAccessKeyId") {
+                        return true;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            false
+        }
+    };
+    assert!(refused_by(cluster.nodes[0].s3).await, "node 0 still accepts the key deleted in its keys file");
+    cluster.spawn(1);
+    cluster.wait_alive(1, 3).await;
+    assert!(refused_by(cluster.nodes[1].s3).await, "node 1 still accepts a key deleted while it was down");
+}
+
+/// Issue 17: a node that was down while objects were written, a version
+/// was forgotten and a delete marker was written catches up by
+/// anti-entropy alone, with nothing read through it first. Once every
+/// node's last round found its partitions in step, the returning node
+/// serves everything, the forgotten version stays forgotten, and its store
+/// holds exactly what the others hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_node_catches_up_by_anti_entropy_and_deletes_stay_deleted() // A
+{
+    let mut cluster = TestCluster::start(3).await;
+    let client = cluster.client(0);
+    client.create_bucket().bucket("healing").send().await.unwrap();
+    enable_versioning(&client, "healing", BucketVersioningStatus::Enabled).await;
+    let doomed = put_text(&client, "healing", "doomed", "forgotten while node 2 is away").await.unwrap();
+    let kept = put_text(&client, "healing", "doomed", "the version that stays").await.unwrap();
+    put_text(&client, "healing", "marked", "hidden by a marker while node 2 is away").await.unwrap();
+
+    cluster.kill(2);
+    let mut written = Vec::new();
+    for i in 0..30u64 {
+        let (key, body) = (format!("while-away/{i}"), random_bytes(1000 + 37 * i as usize, 600 + i));
+        put_bytes(&cluster.client((i % 2) as usize), "healing", &key, &body).await.unwrap();
+        written.push((key, body));
+    }
+    client.delete_object().bucket("healing").key("doomed").version_id(&doomed).send().await.unwrap();
+    client.delete_object().bucket("healing").key("marked").send().await.unwrap();
+    cluster.spawn(2);
+    cluster.wait_alive(2, 3).await;
+
+    // Every node has had a round with node 2 back (rounds every 2 s), and
+    // then each reports its partitions in step.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut unsynced = None;
+    for _ in 0..60 {
+        let out = cluster.status(0, &cluster.secret_key);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
+        let per_node: Vec<Option<u64>> =
+            report["members"].as_array().expect("members").iter().map(|m| m["partitions_unsynced"].as_u64()).collect();
+        if per_node.iter().all(|n| *n == Some(0)) && report["repair"]["partitions_unsynced"] == 0 {
+            unsynced = None;
+            break;
+        }
+        unsynced = Some(per_node);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(unsynced, None, "replicas never reported their partitions in step");
+
+    let back = cluster.client(2);
+    for (key, body) in &written {
+        assert!(get_bytes(&back, "healing", key).await == *body, "{key} differs through the returning node");
+    }
+    let forgotten = back.get_object().bucket("healing").key("doomed").version_id(&doomed).send().await;
+    assert_eq!(code(forgotten), "NoSuchVersion");
+    let versions = back.list_object_versions().bucket("healing").prefix("doomed").send().await.unwrap();
+    let ids: Vec<&str> = versions.versions().iter().filter_map(|v| v.version_id()).collect();
+    assert_eq!(ids, [kept.as_str()], "the forgotten version is listed again");
+    assert_eq!(code(back.get_object().bucket("healing").key("marked").send().await), "NoSuchKey");
+
+    // Stopped, the three stores hold the same metadata, partition by partition.
+    for index in 0..3 {
+        cluster.kill(index);
+    }
+    let all: Vec<u8> = (0..=u8::MAX).collect();
+    let roots: Vec<_> = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            let store = LocalStore::open(&node.dir.path().join("store"), Durability::Flush)
+                .expect("open a stopped node's store");
+            store.sync_roots(&all).expect("sync roots")
+        })
+        .collect();
+    for (index, node_roots) in roots.iter().enumerate().skip(1) {
+        let differing = node_roots.iter().zip(&roots[0]).filter(|(a, b)| a != b).count();
+        assert_eq!(differing, 0, "node {index} differs from node 0 in {differing} partitions");
+    }
 }
