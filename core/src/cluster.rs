@@ -106,8 +106,9 @@ pub struct Stored;
 pub struct StoreUsage {
     pub slices: u64,
     pub bytes: u64,
-    /// Partitions its last anti-entropy round found out of step.
-    pub partitions_unsynced: u64,
+    /// Partitions its last anti-entropy round found out of step; `None`
+    /// before its first round.
+    pub partitions_unsynced: Option<u64>,
 }
 
 messages! {
@@ -476,7 +477,11 @@ impl Handle for Usage {
     fn handle(self, store: &LocalStore) -> Result<StoreUsage, StoreError> // A
     {
         let (bytes, slices) = store.slice_usage()?;
-        Ok(StoreUsage { slices: slices as u64, bytes, partitions_unsynced: store.partitions_unsynced() as u64 })
+        Ok(StoreUsage {
+            slices: slices as u64,
+            bytes,
+            partitions_unsynced: store.partitions_unsynced().map(|n| n as u64),
+        })
     }
 }
 

@@ -74,10 +74,12 @@ pub struct LocalStore {
     /// Partition ‖ leaf ‖ item id → entry kind ‖ digest ‖ locator: what
     /// anti-entropy compares (`sync`).
     sync_index: PartitionHandle,
-    /// Digests of the sync tree's leaves computed since they last changed.
-    leaf_digests: Mutex<HashMap<(u8, u8), Hash>>,
+    /// Digests of the sync trees' leaves and roots computed since they
+    /// last changed.
+    sync_cache: Mutex<SyncCache>,
     /// Partitions the last anti-entropy round found out of step with a
-    /// replica (for `ouroboros status`).
+    /// replica (for `ouroboros status` and garbage collection);
+    /// `NO_ROUND_YET` before the first round.
     partitions_unsynced: AtomicUsize,
     durability: Durability,
     /// When slices are stored and chunks claimed.
@@ -244,6 +246,20 @@ impl Tombstone {
     }
 }
 
+/// Digests of sync trees, kept until an entry under them changes.
+#[derive(Default)]
+struct SyncCache {
+    leaves: HashMap<(u8, u8), Hash>,
+    roots: HashMap<u8, Hash>,
+}
+
+/// Leaves of a partition left to compute above which one pass over the
+/// whole partition is cheaper than a scan per leaf.
+const WHOLE_PARTITION_SCAN: usize = 16;
+
+/// `partitions_unsynced` before the first anti-entropy round.
+const NO_ROUND_YET: usize = usize::MAX;
+
 /// A sync index key: partition ‖ leaf ‖ item id.
 fn sync_key(partition: u8, id: &Hash) -> [u8; 34] // PA
 {
@@ -334,8 +350,8 @@ impl LocalStore {
             buckets: keyspace.open_partition("buckets", plain())?,
             rows: keyspace.open_partition("rows", plain())?,
             sync_index: keyspace.open_partition("sync_index", plain())?,
-            leaf_digests: Mutex::new(HashMap::new()),
-            partitions_unsynced: AtomicUsize::new(0),
+            sync_cache: Mutex::new(SyncCache::default()),
+            partitions_unsynced: AtomicUsize::new(NO_ROUND_YET),
             keyspace,
             durability,
             clock: Arc::new(SystemClock),
@@ -455,11 +471,16 @@ impl LocalStore {
         self.slices.read_parts(hash, ciphertext)
     }
 
+    /// Store a chunk's manifest, replacing one of another sealing: a writer
+    /// sends a manifest only after storing its slices, so the newest is
+    /// always one whose slices exist, while one held from before may list
+    /// slices that garbage collection removed while this node was away.
     pub fn put_chunk(&self, chunk: &Chunk) -> StoreResult<()> // PA
     {
         {
             let _guard = self.claim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if !self.chunks.contains_key(chunk.id.as_bytes())? {
+            let held = self.get_chunk(&chunk.id).ok().flatten();
+            if held.is_none_or(|held| held.slices != chunk.slices) {
                 self.chunks.insert(chunk.id.as_bytes(), codec::encode(chunk))?;
             }
             self.chunk_claims.insert(chunk.id.as_bytes(), self.clock.now_nanos().to_be_bytes())?;
@@ -1023,10 +1044,9 @@ impl LocalStore {
     /// next asked for.
     fn leaf_changed(&self, partition: u8, id: &Hash) // PA
     {
-        self.leaf_digests
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(&(partition, sync::leaf_of(id)));
+        let mut cache = self.sync_cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache.leaves.remove(&(partition, sync::leaf_of(id)));
+        cache.roots.remove(&partition);
     }
 
     /// What the last anti-entropy round found: partitions out of step.
@@ -1035,16 +1055,22 @@ impl LocalStore {
         self.partitions_unsynced.store(partitions, Ordering::Relaxed);
     }
 
-    pub fn partitions_unsynced(&self) -> usize // A
+    /// `None` until this process ran a round.
+    pub fn partitions_unsynced(&self) -> Option<usize> // A
     {
-        self.partitions_unsynced.load(Ordering::Relaxed)
+        Some(self.partitions_unsynced.load(Ordering::Relaxed)).filter(|n| *n != NO_ROUND_YET)
     }
 
     /// The entries of one leaf of a partition's sync tree, in id order.
     pub fn sync_entries(&self, partition: u8, leaf: u8) -> StoreResult<Vec<Entry>> // PA
     {
+        Self::entries_of(&self.sync_index, partition, leaf)
+    }
+
+    fn entries_of(index: &PartitionHandle, partition: u8, leaf: u8) -> StoreResult<Vec<Entry>> // PA
+    {
         let mut out = Vec::new();
-        for entry in self.sync_index.prefix([partition, leaf]) {
+        for entry in index.prefix([partition, leaf]) {
             let (key, value) = entry?;
             let id = trailing_hash("sync_index", &key)?;
             let (_, digest, _) = parse_sync_value(&value)?;
@@ -1058,24 +1084,51 @@ impl LocalStore {
     {
         // Computed under the lock, so a write that lands meanwhile clears
         // the digest after it is cached, never before.
-        let mut cache = self.leaf_digests.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        (0..sync::LEAVES)
-            .map(|leaf| {
-                let leaf = leaf as u8;
-                if let Some(digest) = cache.get(&(partition, leaf)) {
-                    return Ok(*digest);
-                }
-                let digest = sync::leaf_digest(&self.sync_entries(partition, leaf)?);
-                cache.insert((partition, leaf), digest);
-                Ok(digest)
-            })
-            .collect()
+        let mut cache = self.sync_cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Self::leaves_into(&self.sync_index, &mut cache, partition)
+    }
+
+    fn leaves_into(index: &PartitionHandle, cache: &mut SyncCache, partition: u8) -> StoreResult<Vec<Hash>> // PA
+    {
+        let cache = &mut cache.leaves;
+        let missing: Vec<u8> =
+            (0..sync::LEAVES).map(|leaf| leaf as u8).filter(|leaf| !cache.contains_key(&(partition, *leaf))).collect();
+        if missing.len() > WHOLE_PARTITION_SCAN {
+            // Many leaves to compute (a first round, an empty partition):
+            // one pass over the partition instead of a scan per leaf.
+            let mut entries: Vec<Vec<Entry>> = vec![Vec::new(); sync::LEAVES];
+            for entry in index.prefix([partition]) {
+                let (key, value) = entry?;
+                let id = trailing_hash("sync_index", &key)?;
+                let (_, digest, _) = parse_sync_value(&value)?;
+                entries[usize::from(sync::leaf_of(&id))].push(Entry { id, digest });
+            }
+            for leaf in missing {
+                cache.insert((partition, leaf), sync::leaf_digest(&entries[usize::from(leaf)]));
+            }
+        } else {
+            for leaf in missing {
+                cache.insert((partition, leaf), sync::leaf_digest(&Self::entries_of(index, partition, leaf)?));
+            }
+        }
+        Ok((0..sync::LEAVES).map(|leaf| cache.get(&(partition, leaf as u8)).copied().unwrap_or_default()).collect())
     }
 
     /// The roots of these partitions' sync trees.
     pub fn sync_roots(&self, partitions: &[u8]) -> StoreResult<Vec<(u8, Hash)>> // PA
     {
-        partitions.iter().map(|&p| Ok((p, sync::root_digest(&self.sync_leaves(p)?)))).collect()
+        let mut cache = self.sync_cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        partitions
+            .iter()
+            .map(|&partition| {
+                if let Some(root) = cache.roots.get(&partition) {
+                    return Ok((partition, *root));
+                }
+                let root = sync::root_digest(&Self::leaves_into(&self.sync_index, &mut cache, partition)?);
+                cache.roots.insert(partition, root);
+                Ok((partition, root))
+            })
+            .collect()
     }
 
     /// The items behind these ids of a partition, as another replica needs

@@ -89,7 +89,7 @@ pub async fn status_report(members: &Members, transport: &NetTransport) -> Statu
             generation: m.peer.generation,
             slices: usage.map(|u| u.slices),
             slice_bytes: usage.map(|u| u.bytes),
-            partitions_unsynced: usage.map(|u| u.partitions_unsynced),
+            partitions_unsynced: usage.and_then(|u| u.partitions_unsynced),
         })
         .collect::<Vec<_>>();
     let repair = RepairReport { partitions_unsynced: members_seen.iter().filter_map(|m| m.partitions_unsynced).sum() };

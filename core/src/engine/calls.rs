@@ -18,13 +18,17 @@ use crate::placement;
 pub(super) enum Wait {
     /// Once the quorum acknowledged; the other copies finish in the
     /// background instead of holding the client for the slowest node.
-    /// For records a reader can never mistake for older ones: slices,
-    /// chunk manifests, chunk lists and blobs (content-addressed, and
-    /// heads read from a read quorum are settled by their parents).
+    /// For records replicas merge to one answer whatever they missed:
+    /// slices, chunk manifests, chunk lists, blobs (content-addressed;
+    /// heads read from a read quorum are settled by their parents),
+    /// tombstones and row versions (anti-entropy brings them to a replica
+    /// behind, and they win over what they replace).
     ForQuorum,
-    /// Once every replica answered or failed: for writes that replace or
-    /// remove (rows, forgotten versions, bucket records), which a replica
-    /// left behind would answer with what was replaced.
+    /// Once every replica answered or failed: for removals a read merged
+    /// from a replica still behind would undo (forgotten versions, null
+    /// versions retiring the older one), and for the registers every node
+    /// keeps whole and reads from its own copy (bucket records, access
+    /// keys).
     ForAll,
 }
 
@@ -71,6 +75,12 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     pub(super) fn hash_replicas(&self, hash: &Hash, members: &[NodeId]) -> Vec<NodeId> // PA
     {
         placement::partition_replicas(placement::partition_of_hash(hash), members)
+    }
+
+    /// Ask this node's own store.
+    pub(super) async fn ask_local<M: Message>(&self, message: M) -> EngineResult<M::Answer> // PA
+    {
+        Ok(self.transport.ask(self.view.local_node(), message).await?)
     }
 
     /// Send the query's message to each of its nodes and require a write

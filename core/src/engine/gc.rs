@@ -1,16 +1,25 @@
 //! Garbage collection: chunks that no blob and no table row references,
-//! and that no write claimed lately, lose their manifests on every replica
-//! and then their slices; slices that no manifest lists are removed once
-//! old enough. Nothing is freed unless every node that might reference it
-//! answered.
+//! and that no write claimed lately, lose their manifests and then their
+//! slices; slices that no manifest lists are removed once old enough.
+//!
+//! It goes on while a node is down. References are read from a read quorum
+//! of every metadata partition, which meets every acknowledged write of a
+//! blob or row; with a member out of reach, only once every member that
+//! answers has found its partitions in step with their replicas (so a
+//! replica new to a partition holds what it should). A chunk is freed once
+//! a write quorum of its manifest replicas dropped the manifest and none
+//! had it claimed; a write deduplicates against a chunk only when a write
+//! quorum holds its manifest, so the stale manifest a node that was away
+//! still holds is never enough to reuse a chunk whose slices are gone, and
+//! readers pass over a manifest whose slices cannot be found.
 
 use std::collections::{BTreeMap, HashSet};
 
 use super::calls::Query;
 use super::{Engine, EngineResult, GcReport};
 use crate::cluster::{
-    ClusterView, FreeChunk, GetChunk, Message, Referenced, RemoveSlice, SlicesStoredBefore, Stored, Transport,
-    UnclaimedChunks,
+    ClusterView, FreeChunk, GetChunk, Referenced, RemoveSlice, SlicesStoredBefore, Stored, Transport, UnclaimedChunks,
+    Usage,
 };
 use crate::hash::Hash;
 use crate::model::NodeId;
@@ -19,11 +28,11 @@ use crate::store::Freed;
 
 impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// One garbage-collection pass over the chunks whose manifests this node
-    /// is the first replica of: a chunk that no blob and no upload part
-    /// references anywhere, and that no write claimed since
-    /// `claimed_before`, loses its manifest on every replica and then its
-    /// slices. Slices are removed only once every replica dropped the
-    /// manifest, so a racing write that claimed it on any replica keeps it.
+    /// holds and is the first replica not seen down of: a chunk that no
+    /// blob and no upload part references, and that no write claimed since
+    /// `claimed_before`, loses its manifest on a write quorum of its
+    /// replicas and then its slices. A replica that had it claimed keeps
+    /// the chunk whole.
     pub async fn collect_garbage(&self, claimed_before: u64) -> EngineResult<GcReport> // PA
     {
         let local = self.view.local_node();
@@ -35,16 +44,14 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             let page = self.ask_local(unclaimed).await?;
             let Some(last) = page.last().copied() else { break };
             after = Some(last);
-            let mine: Vec<Hash> =
-                page.into_iter().filter(|id| self.hash_replicas(id, &members).first() == Some(&local)).collect();
+            let mine: Vec<Hash> = page.into_iter().filter(|id| self.sweeper_of(id, &members) == Some(local)).collect();
             if mine.is_empty() {
                 continue;
             }
-            // Every member must answer: a reference held by a node that is
-            // down would otherwise go unseen.
-            let query = Query::new("chunk references", members.clone(), Referenced { ids: mine.clone() });
-            let referenced: HashSet<Hash> =
-                self.ask_every(query).await?.into_iter().flat_map(|(_, referenced)| referenced).collect();
+            let Some(referenced) = self.references_among(&mine, &members).await? else {
+                report.chunks_kept += mine.len();
+                continue;
+            };
             for id in mine.into_iter().filter(|id| !referenced.contains(id)) {
                 match self.free_chunk(&id, claimed_before, &members).await {
                     Some(slices) => {
@@ -61,10 +68,41 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                 freed = report.chunks_freed,
                 slices = report.slices_removed,
                 orphans = report.orphan_slices_removed,
+                kept = report.chunks_kept,
                 "garbage collected"
             );
         }
         Ok(report)
+    }
+
+    /// The node that sweeps a chunk: the first of its manifest replicas that
+    /// the failure detector does not see down.
+    fn sweeper_of(&self, chunk: &Hash, members: &[NodeId]) -> Option<NodeId> // PA
+    {
+        self.hash_replicas(chunk, members).into_iter().find(|node| !self.view.is_down(*node))
+    }
+
+    /// Which of `ids` a blob or table row references anywhere; `None` when
+    /// that cannot be known now (a partition without a read quorum among
+    /// the answers, or, with a member out of reach, an answering member
+    /// whose partitions may not be in step with their replicas).
+    async fn references_among(&self, ids: &[Hash], members: &[NodeId]) -> EngineResult<Option<HashSet<Hash>>> // PA
+    {
+        let query = Query::new("chunk references", members.to_vec(), Referenced { ids: ids.to_vec() });
+        let answers = self.ask_all(query).await?;
+        let answered: HashSet<NodeId> = answers.iter().map(|(node, _)| *node).collect();
+        if answered.len() < members.len() {
+            if !self.partitions_without_quorum(members, &answered).is_empty() {
+                return Ok(None);
+            }
+            let query = Query::new("anti-entropy state", answered.iter().copied().collect(), Usage {});
+            let usage = self.ask_all(query).await?;
+            if usage.len() < answered.len() || usage.iter().any(|(_, u)| u.partitions_unsynced != Some(0)) {
+                tracing::debug!("chunks kept: a member is out of reach and replicas are not known to be in step");
+                return Ok(None);
+            }
+        }
+        Ok(Some(answers.into_iter().flat_map(|(_, referenced)| referenced).collect()))
     }
 
     /// Every slice the manifests of `chunk` list, over all its replicas;
@@ -113,39 +151,42 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     }
 
     /// Free one unreferenced chunk; the number of slices removed, or `None`
-    /// if a replica kept its manifest.
+    /// if a replica kept it claimed or too few replicas answered.
     async fn free_chunk(&self, id: &Hash, claimed_before: u64, members: &[NodeId]) -> Option<usize> // PA
     {
         let replicas = self.hash_replicas(id, members);
+        let needed = placement::write_quorum(replicas.len());
         let calls = replicas.iter().map(|node| self.transport.ask(*node, FreeChunk { id: *id, claimed_before }));
-        let mut manifest = None;
+        let mut manifests = Vec::new();
+        let mut dropped = 0;
         for answer in futures::future::join_all(calls).await {
             match answer {
-                Ok(Freed::Freed(chunk)) => manifest = Some(chunk),
-                Ok(Freed::Absent) => {}
+                Ok(Freed::Freed(chunk)) => {
+                    dropped += 1;
+                    if !manifests.iter().any(|held: &crate::model::Chunk| held.slices == chunk.slices) {
+                        manifests.push(chunk);
+                    }
+                }
+                Ok(Freed::Absent) => dropped += 1,
                 Ok(Freed::Claimed) => return None,
-                Err(error) => {
-                    tracing::warn!(chunk = %id, %error, "chunk kept: a replica did not free it");
-                    return None;
+                Err(error) => tracing::debug!(chunk = %id, %error, "a manifest replica did not answer a free"),
+            }
+        }
+        if dropped < needed || manifests.is_empty() {
+            tracing::warn!(chunk = %id, dropped, needed, "chunk kept: too few replicas dropped its manifest");
+            return None;
+        }
+        let ranked = placement::rank(id, members);
+        let mut removed = 0;
+        for manifest in manifests {
+            for (index, slice) in manifest.slices.iter().enumerate() {
+                let Some(node) = ranked.get(index % ranked.len().max(1)) else { break };
+                match self.transport.ask(*node, RemoveSlice { hash: *slice }).await {
+                    Ok(Stored) => removed += 1,
+                    Err(error) => tracing::warn!(chunk = %id, index, %error, "slice not removed"),
                 }
             }
         }
-        let manifest = manifest?;
-        let ranked = placement::rank(id, members);
-        let mut removed = 0;
-        for (index, slice) in manifest.slices.iter().enumerate() {
-            let Some(node) = ranked.get(index % ranked.len().max(1)) else { break };
-            match self.transport.ask(*node, RemoveSlice { hash: *slice }).await {
-                Ok(Stored) => removed += 1,
-                Err(error) => tracing::warn!(chunk = %id, index, %error, "slice not removed"),
-            }
-        }
         Some(removed)
-    }
-
-    /// Ask this node's own store.
-    async fn ask_local<M: Message>(&self, message: M) -> EngineResult<M::Answer> // PA
-    {
-        Ok(self.transport.ask(self.view.local_node(), message).await?)
     }
 }

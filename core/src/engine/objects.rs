@@ -24,8 +24,9 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// Write a blob to its metadata replicas; a new version answers once a
     /// write quorum has it, the other copies follow in the background. A
     /// null version waits for every replica: it retires the key's older
-    /// null version, a removal that a replica still behind would undo in
-    /// a merged listing.
+    /// null version, and a replica still behind would answer a read of the
+    /// key's heads or versions with the retired one (a settle that knows
+    /// tombstones would let it return at quorum too).
     pub async fn put_blob(&self, blob: Blob) -> EngineResult<StoredBlob> // PA
     {
         let (hash, bytes) = blob.encode_with_hash();
@@ -182,6 +183,9 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             self.object_replicas(bucket, key),
             ForgetBlob { hash: *version, partition: placement::partition_of(bucket, key) },
         );
+        // Every replica answers first: one still holding the version would
+        // show it in a read of the key's heads or versions. A replica that
+        // does not answer takes the tombstone from anti-entropy.
         self.write_to(query, Wait::ForAll).await?;
         tracing::debug!(%bucket, %key, %version, "version forgotten");
         Ok(())

@@ -109,20 +109,6 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         Ok(out)
     }
 
-    async fn fetch_chunk_manifest(&self, id: &Hash) -> EngineResult<Chunk> // PA
-    {
-        let replicas = self.hash_replicas(id, &self.view.members());
-        let query = Query::new(format!("manifest of chunk {id}"), replicas, GetChunk { id: *id });
-        match self.ask_first(query, &|chunk: Option<Chunk>| chunk.filter(|c| c.id == *id)).await {
-            Ok(Some(chunk)) => Ok(chunk),
-            Ok(None) => Err(EngineError::ChunkNotFound(*id)),
-            Err(error) => {
-                tracing::warn!(chunk = %id, %error, "manifest lookup failed");
-                Err(EngineError::ChunkNotFound(*id))
-            }
-        }
-    }
-
     /// Stream `range` of a blob's bytes (clamped to its size), fetching and
     /// opening only the chunks that overlap it, `read_ahead` at a time. The
     /// chunk lists of a large blob are fetched one at a time as the read
@@ -235,12 +221,52 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         blocking(move || open_slice_by_slice(&store, &manifest, &keys)).await?
     }
 
-    /// The general read path: the manifest from its replicas, then k slices
-    /// from the nodes that hold them, parity only when data slices are
-    /// missing.
+    /// The general read path: the manifest from the first replica that
+    /// has one, then its slices. When that manifest's slices are out of
+    /// reach, the next replica's manifest of another sealing: a node that
+    /// was away while the chunk was freed and stored again keeps a manifest
+    /// whose slices are gone.
     async fn fetch_and_open_chunk(&self, id: Hash) -> EngineResult<Vec<u8>> // PA
     {
-        let manifest = self.fetch_chunk_manifest(&id).await?;
+        let mut tried: Vec<Vec<Hash>> = Vec::new();
+        let mut unavailable = None;
+        let mut errors = Vec::new();
+        for node in self.hash_replicas(&id, &self.view.members()) {
+            let manifest = match self.transport.ask(node, GetChunk { id }).await {
+                Ok(Some(manifest)) if manifest.id == id => manifest,
+                Ok(_) => continue,
+                Err(error) => {
+                    errors.push(error);
+                    continue;
+                }
+            };
+            if tried.contains(&manifest.slices) {
+                continue;
+            }
+            tried.push(manifest.slices.clone());
+            match self.open_with_manifest(manifest).await {
+                Err(error @ EngineError::NoReplica { .. }) => {
+                    tracing::warn!(chunk = %id, node = %node, %error, "a manifest's slices are out of reach");
+                    unavailable = Some(error);
+                }
+                opened => return opened,
+            }
+        }
+        match unavailable {
+            Some(error) => Err(error),
+            // No replica had it, though some did not answer: unavailable, not lost.
+            None if !errors.is_empty() => {
+                Err(EngineError::NoReplica { what: format!("manifest of chunk {id}"), errors })
+            }
+            None => Err(EngineError::ChunkNotFound(id)),
+        }
+    }
+
+    /// Fetch k slices of a chunk from the nodes that hold them, parity only
+    /// when data slices are missing, and open it.
+    async fn open_with_manifest(&self, manifest: Chunk) -> EngineResult<Vec<u8>> // PA
+    {
+        let id = manifest.id;
         let k = manifest.erasure.data as usize;
         let total = manifest.erasure.total();
         let ranked = placement::rank(&id, &self.view.members());

@@ -422,13 +422,22 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         .boxed()
     }
 
-    /// Whether the cluster holds a chunk; claims it on every replica that
-    /// does, so garbage collection spares it until this write references it.
+    /// Whether this write may reuse a stored chunk: a write quorum of its
+    /// manifest replicas holds a manifest, and each of them records the
+    /// claim, so garbage collection spares the chunk until this write
+    /// references it. Garbage collection frees a chunk once a write quorum
+    /// dropped its manifest, so the two never both succeed; a manifest held
+    /// by fewer replicas may be one a node kept while it was away, whose
+    /// slices are gone, and the chunk is stored again instead.
     async fn claim_chunk(&self, id: &Hash) -> bool // PA
     {
         let replicas = self.hash_replicas(id, &self.view.members());
+        let needed = placement::write_quorum(replicas.len());
         match self.ask_all(Query::new(format!("claim of chunk {id}"), replicas, ClaimChunk { id: *id })).await {
-            Ok(answers) => answers.iter().any(|(_, chunk)| chunk.as_ref().is_some_and(|chunk| chunk.id == *id)),
+            Ok(answers) => {
+                answers.iter().filter(|(_, chunk)| chunk.as_ref().is_some_and(|chunk| chunk.id == *id)).count()
+                    >= needed
+            }
             Err(error) => {
                 tracing::warn!(chunk = %id, %error, "chunk claim failed; storing it again");
                 false

@@ -60,6 +60,8 @@ struct ClusterNode {
 /// Nodes of one cluster, sharing its secret, data key and root access key.
 struct TestCluster {
     nodes: Vec<ClusterNode>,
+    /// Settings every node starts with, beside the ones all tests use.
+    env: Vec<(String, String)>,
     secret: String,
     data_key: String,
     access_key: String,
@@ -120,8 +122,15 @@ impl TestCluster {
     /// As `start`, with the nodes in `storage_only` started storage-only.
     async fn start_with(size: usize, storage_only: &[usize]) -> Self // A
     {
+        Self::start_tuned(size, storage_only, &[]).await
+    }
+
+    /// As `start_with`, every node also given the environment `env`.
+    async fn start_tuned(size: usize, storage_only: &[usize], env: &[(&str, &str)]) -> Self // A
+    {
         let mut cluster = TestCluster {
             nodes: Vec::new(),
+            env: env.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect(),
             secret: hex::encode(rand::random::<[u8; 32]>()),
             data_key: hex::encode(rand::random::<[u8; 32]>()),
             access_key: "GKCLUSTERTEST0000001".into(),
@@ -161,6 +170,7 @@ impl TestCluster {
             .env("OUROBOROS_DURABILITY", "flush")
             .env("OUROBOROS_SYNC_INTERVAL_SECS", "2")
             .env("OUROBOROS_LOG", "info,s3s::ops=off,ouroboros_gateway::server=warn")
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
@@ -806,5 +816,54 @@ async fn a_returning_node_catches_up_by_anti_entropy_and_deletes_stay_deleted() 
     for (index, node_roots) in roots.iter().enumerate().skip(1) {
         let differing = node_roots.iter().zip(&roots[0]).filter(|(a, b)| a != b).count();
         assert_eq!(differing, 0, "node {index} differs from node 0 in {differing} partitions");
+    }
+}
+
+/// Issue 16: garbage collection goes on while a node is down. An object
+/// deleted while node 2 is away has its slices freed on the other two; once
+/// node 2 is back with its manifests of the freed chunks, the same bytes
+/// written again are stored again and read back through every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_is_collected_while_a_node_is_down() // A
+{
+    let tuned = [("OUROBOROS_MAINTENANCE_INTERVAL_SECS", "1"), ("OUROBOROS_GC_GRACE_SECS", "2")];
+    let mut cluster = TestCluster::start_tuned(3, &[], &tuned).await;
+    let client = cluster.client(0);
+    client.create_bucket().bucket("collected").send().await.unwrap();
+    let body = random_bytes(6 << 20, 700);
+    put_bytes(&client, "collected", "doomed", &body).await.unwrap();
+    // Slice bytes on nodes 0 and 1, as `ouroboros status --json` reports them.
+    let stored = |cluster: &TestCluster| -> u64 {
+        let out = cluster.status(0, &cluster.secret_key);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
+        let members = report["members"].as_array().expect("members").clone();
+        cluster.nodes[..2]
+            .iter()
+            .map(|node| {
+                let member = members.iter().find(|m| m["addr"] == node.cluster.to_string()).expect("listed");
+                member["slice_bytes"].as_u64().expect("a live node's slice bytes")
+            })
+            .sum()
+    };
+    let before = stored(&cluster);
+    assert!(before >= body.len() as u64, "{before} bytes stored for a {} byte object", body.len());
+
+    cluster.kill(2);
+    client.delete_object().bucket("collected").key("doomed").send().await.unwrap();
+    let mut after = before;
+    for _ in 0..80 {
+        after = stored(&cluster);
+        if before - after >= body.len() as u64 * 9 / 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(before - after >= body.len() as u64 * 9 / 10, "only {} of {before} bytes freed", before - after);
+
+    cluster.spawn(2);
+    cluster.wait_alive(2, 3).await;
+    put_bytes(&cluster.client(1), "collected", "again", &body).await.unwrap();
+    for index in 0..3 {
+        assert!(get_bytes(&cluster.client(index), "collected", "again").await == body, "read through node {index}");
     }
 }
