@@ -165,6 +165,8 @@ messages! {
     GetSyncItems { partition: u8, ids: Vec<Hash> } -> Vec<SyncItem>;
     /// Items another replica holds, to merge with what the receiver holds.
     PutSyncItems { items: Vec<SyncItem> } -> Stored;
+    /// Which of these versions the receiver holds a tombstone for.
+    Forgotten { hashes: Vec<Hash> } -> Vec<Hash>;
 }
 
 /// Requests and responses cross the network in the record envelope, so a
@@ -510,6 +512,19 @@ impl Handle for GetSyncItems {
     fn handle(self, store: &LocalStore) -> Result<Vec<SyncItem>, StoreError> // PA
     {
         store.sync_items(self.partition, &self.ids)
+    }
+}
+
+impl Handle for Forgotten {
+    fn handle(self, store: &LocalStore) -> Result<Vec<Hash>, StoreError> // PA
+    {
+        let mut forgotten = Vec::new();
+        for hash in self.hashes {
+            if store.is_forgotten(&hash)? {
+                forgotten.push(hash);
+            }
+        }
+        Ok(forgotten)
     }
 }
 

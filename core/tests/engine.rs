@@ -855,6 +855,34 @@ async fn anti_entropy_brings_a_returning_replica_level_and_deletes_stay_deleted(
     }
 }
 
+/// A forget returns at its write quorum; a replica it has not reached yet
+/// still holds the version, but reads of heads and listings through a
+/// read quorum that includes that replica leave it out, because the other
+/// answering replica holds its tombstone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forget_a_replica_missed_is_hidden_from_heads_and_listings_at_once() // A
+{
+    let cluster = Cluster::new(3, small_chunks());
+    let engine = &cluster.engines[0];
+    let older = put(engine, "doc", b"older").await;
+    let newer = put(engine, "doc", b"newer, to be forgotten").await;
+    let (behind, away) = (cluster.nodes[2], cluster.nodes[1]);
+    cluster.transport.set_down(behind, true);
+    engine.forget_version("bucket", "doc", &newer.hash).await.unwrap();
+    cluster.transport.set_down(behind, false);
+    assert!(cluster.transport.store(&behind).unwrap().get_blob(&newer.hash).unwrap().is_some());
+
+    // Reads now meet node 0 (tombstone) and node 2 (still the version).
+    cluster.transport.set_down(away, true);
+    let heads: Vec<Hash> = engine.heads("bucket", "doc").await.unwrap().iter().map(|h| h.version).collect();
+    assert_eq!(heads, vec![older.hash], "the forgotten version is a head again");
+    let versions: Vec<Hash> = engine.key_versions("bucket", "doc").await.unwrap().iter().map(|v| v.version).collect();
+    assert_eq!(versions, vec![older.hash], "the forgotten version is listed");
+    let (listed, _) = engine.list_objects("bucket", "", ouroboros_core::ListStart::Beginning, 10).await.unwrap();
+    assert_eq!(listed.iter().map(|s| s.version).collect::<Vec<_>>(), vec![older.hash]);
+    assert_eq!(read_all(engine, "doc").await.unwrap(), b"older");
+}
+
 /// The engine's clock is the one it is given: a version written on a
 /// simulated clock carries that clock's time, and the next one is later
 /// even when the clock has not moved.

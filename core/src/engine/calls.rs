@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::{join_errors, Engine, EngineError, EngineResult};
-use crate::cluster::{Asked, ClusterView, Message, Stored, Transport, TransportError};
+use crate::cluster::{Asked, ClusterView, Forgotten, Message, Stored, Transport, TransportError};
 use crate::hash::Hash;
 use crate::model::NodeId;
 use crate::placement;
@@ -227,7 +227,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// quorum among those that answered: a merged listing then holds every
     /// acknowledged write. Fails naming how many partitions were out of
     /// reach.
-    pub(super) async fn ask_partitions<M: Ask>(&self, what: String, message: M) -> EngineResult<Vec<M::Answer>> // PA
+    pub(super) async fn ask_partitions<M: Ask>(&self, what: String, message: M) -> Collected<M> // PA
     {
         let members = self.view.members();
         let answers = self.ask_all(Query::new(what.clone(), members.clone(), message)).await?;
@@ -236,7 +236,30 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         if !unreachable.is_empty() {
             return Err(EngineError::PartitionsUnreachable { what, partitions: unreachable });
         }
-        Ok(answers.into_iter().map(|(_, answer)| answer).collect())
+        Ok(answers)
+    }
+
+    /// Which of `versions` any of `nodes` holds a tombstone for: a version
+    /// forgotten, or a null version retired, that has not reached every
+    /// replica yet. A failed ask drops nothing.
+    pub(super) async fn forgotten_by_any(&self, nodes: Vec<NodeId>, versions: Vec<Hash>) -> HashSet<Hash> // PA
+    {
+        if versions.is_empty() {
+            return HashSet::new();
+        }
+        match self.ask_all(Query::new("tombstones", nodes, Forgotten { hashes: versions })).await {
+            Ok(answers) => answers.into_iter().flat_map(|(_, forgotten)| forgotten).collect(),
+            Err(error) => {
+                tracing::warn!(%error, "could not tell whether versions were forgotten");
+                HashSet::new()
+            }
+        }
+    }
+
+    /// How many of `answered` replicate the partition of `bucket`/`key`.
+    pub(super) fn replicas_answering(&self, bucket: &str, key: &str, answered: &HashSet<NodeId>) -> usize // PA
+    {
+        self.object_replicas(bucket, key).iter().filter(|node| answered.contains(node)).count()
     }
 
     /// The metadata partitions that fewer than a read quorum of their

@@ -21,19 +21,18 @@ const REPAIR_DEPTH: usize = 16;
 const REPAIR_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl<T: Transport, V: ClusterView> Engine<T, V> {
-    /// Write a blob to its metadata replicas; a new version answers once a
-    /// write quorum has it, the other copies follow in the background. A
-    /// null version waits for every replica: it retires the key's older
-    /// null version, and a replica still behind would answer a read of the
-    /// key's heads or versions with the retired one (a settle that knows
-    /// tombstones would let it return at quorum too).
+    /// Write a blob to its metadata replicas; it answers once a write
+    /// quorum has it, the other copies follow in the background. A null
+    /// version retires the key's older null version on each replica as it
+    /// arrives there; reads of heads and listings drop a version that any
+    /// answering replica holds a tombstone for, so a replica still behind
+    /// does not show the retired one.
     pub async fn put_blob(&self, blob: Blob) -> EngineResult<StoredBlob> // PA
     {
         let (hash, bytes) = blob.encode_with_hash();
-        let wait = if blob.null_version { Wait::ForAll } else { Wait::ForQuorum };
         let query =
             Query::new(format!("blob {hash}"), self.object_replicas(&blob.bucket, &blob.key), PutBlob { bytes });
-        self.write_to(query, wait).await?;
+        self.write_to(query, Wait::ForQuorum).await?;
         tracing::debug!(%hash, bucket = %blob.bucket, key = %blob.key, size = blob.size, "blob stored");
         Ok(StoredBlob { hash, blob })
     }
@@ -89,8 +88,9 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         Ok(heads)
     }
 
-    /// Drop the heads that some answering replica knows a child of, then
-    /// repair, in the background, each replica that lacked a head.
+    /// Drop the heads that some answering replica holds a tombstone for or
+    /// knows a child of, then repair, in the background, each replica that
+    /// lacked a head.
     async fn settle_heads(&self, bucket: &str, key: &str, union: &mut HeadSet, answers: &Answers<Vec<ObjectSummary>>) // PA
     {
         let answered: Vec<NodeId> = answers.iter().map(|(node, _)| *node).collect();
@@ -99,14 +99,22 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             .filter(|version| answers.iter().any(|(_, heads)| !heads.iter().any(|h| h.version == **version)))
             .copied()
             .collect();
-        for version in disputed {
+        let forgotten = self.forgotten_by_any(answered.clone(), disputed.clone()).await;
+        union.retain(|version, _| !forgotten.contains(version));
+        for version in disputed.into_iter().filter(|version| !forgotten.contains(version)) {
             let query = Query::new(format!("children of {version}"), answered.clone(), Children { hash: version });
-            match self.ask_all(query).await {
-                Ok(children) if children.iter().any(|(_, children)| !children.is_empty()) => {
-                    union.remove(&version);
+            let children: Vec<Hash> = match self.ask_all(query).await {
+                Ok(answers) => answers.into_iter().flat_map(|(_, children)| children).collect(),
+                Err(error) => {
+                    tracing::warn!(%version, %error, "could not tell whether a head is superseded");
+                    continue;
                 }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%version, %error, "could not tell whether a head is superseded"),
+            };
+            // A child only a replica behind still holds may be forgotten:
+            // it supersedes nothing.
+            let gone = self.forgotten_by_any(answered.clone(), children.clone()).await;
+            if children.iter().any(|child| !gone.contains(child)) {
+                union.remove(&version);
             }
         }
         for (node, heads) in answers {
@@ -183,10 +191,9 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             self.object_replicas(bucket, key),
             ForgetBlob { hash: *version, partition: placement::partition_of(bucket, key) },
         );
-        // Every replica answers first: one still holding the version would
-        // show it in a read of the key's heads or versions. A replica that
-        // does not answer takes the tombstone from anti-entropy.
-        self.write_to(query, Wait::ForAll).await?;
+        // A replica behind takes the tombstone from anti-entropy; until
+        // then, reads drop the version for the tombstones the others hold.
+        self.write_to(query, Wait::ForQuorum).await?;
         tracing::debug!(%bucket, %key, %version, "version forgotten");
         Ok(())
     }
@@ -237,16 +244,31 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         // versions another node sent, so the page ends at the smallest last
         // entry of any full answer.
         let mut cutoff = None;
-        for versions in self.ask_partitions(format!("version listing of {bucket}"), message).await? {
+        let answers = self.ask_partitions(format!("version listing of {bucket}"), message).await?;
+        let answered: HashSet<NodeId> = answers.iter().map(|(node, _)| *node).collect();
+        let mut reported: BTreeMap<Hash, usize> = BTreeMap::new();
+        for (_, versions) in answers {
             if versions.len() == want {
                 if let Some(last) = versions.last().map(order) {
                     cutoff = Some(cutoff.map_or(last.clone(), |held: (String, _)| held.min(last)));
                 }
             }
             for version in versions {
+                *reported.entry(version.version).or_default() += 1;
                 merged.insert(order(&version), version);
             }
         }
+        // A version some replica of its partition did not list may be one
+        // the others forgot (or retired) and it has not heard of yet.
+        let disputed: Vec<Hash> = merged
+            .values()
+            .filter(|v| {
+                reported.get(&v.version).copied().unwrap_or(0) < self.replicas_answering(bucket, &v.key, &answered)
+            })
+            .map(|v| v.version)
+            .collect();
+        let forgotten = self.forgotten_by_any(answered.iter().copied().collect(), disputed).await;
+        merged.retain(|_, version| !forgotten.contains(&version.version));
         let mut page: Vec<ObjectSummary> = merged
             .into_iter()
             .take_while(|(at, _)| cutoff.as_ref().is_none_or(|c| at <= c))
@@ -269,11 +291,14 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         loop {
             let (name, prefix) = (bucket.to_string(), prefix.to_string());
             let message = ListKeys { bucket: name, prefix, start: start.clone(), limit: want };
-            let mut merged: BTreeMap<String, ObjectSummary> = BTreeMap::new();
+            // Every node's newest head of each key, newest first.
+            let mut candidates: BTreeMap<String, Vec<ObjectSummary>> = BTreeMap::new();
             // A full answer may have stopped short of keys another node sent:
             // the page ends at the smallest last key of any full answer.
             let mut cutoff: Option<String> = None;
-            for keys in self.ask_partitions(format!("listing of {bucket}"), message).await? {
+            let answers = self.ask_partitions(format!("listing of {bucket}"), message).await?;
+            let answered: HashSet<NodeId> = answers.iter().map(|(node, _)| *node).collect();
+            for (_, keys) in answers {
                 if keys.len() == want {
                     let last = keys.last().map(|s| s.key.clone());
                     cutoff = match (cutoff, last) {
@@ -282,12 +307,31 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                     };
                 }
                 for summary in keys {
-                    match merged.get(&summary.key) {
-                        Some(held) if !summary.newer_than(held) => {}
-                        _ => {
-                            merged.insert(summary.key.clone(), summary);
-                        }
+                    candidates.entry(summary.key.clone()).or_default().push(summary);
+                }
+            }
+            // Where the replicas of a key do not agree on its newest head, the
+            // newest may be a version the others forgot.
+            let mut disputed = Vec::new();
+            for (key, heads) in &candidates {
+                let agreed = heads.len() == self.replicas_answering(bucket, key, &answered)
+                    && heads.iter().all(|h| h.version == heads[0].version);
+                if !agreed {
+                    disputed.extend(heads.iter().map(|h| h.version));
+                }
+            }
+            let forgotten = self.forgotten_by_any(answered.iter().copied().collect(), disputed).await;
+            let mut merged: BTreeMap<String, ObjectSummary> = BTreeMap::new();
+            for (key, heads) in candidates {
+                let newest = heads.into_iter().filter(|h| !forgotten.contains(&h.version)).reduce(|newest, head| {
+                    if head.newer_than(&newest) {
+                        head
+                    } else {
+                        newest
                     }
+                });
+                if let Some(newest) = newest {
+                    merged.insert(key, newest);
                 }
             }
             let more = cutoff.is_some();

@@ -104,7 +104,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         loop {
             let message = ScanRows { table, prefix: prefix.to_vec(), after: after.clone(), max: ROW_PAGE };
             let answers = self.ask_partitions(format!("scan of table {table}"), message).await?;
-            let (rows, more) = merge_rows(answers, ROW_PAGE);
+            let (rows, more) = merge_rows(answers.into_iter().map(|(_, rows)| rows), ROW_PAGE);
             let last = rows.last().map(|(key, _)| key.clone());
             live.extend(rows.into_iter().filter_map(|(key, version)| version.value.map(|value| (key, value))));
             if live.len() >= max {
