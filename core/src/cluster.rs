@@ -167,6 +167,9 @@ messages! {
     PutSyncItems { items: Vec<SyncItem> } -> Stored;
     /// Which of these versions the receiver holds a tombstone for.
     Forgotten { hashes: Vec<Hash> } -> Vec<Hash>;
+    /// Partitions the receiver's last anti-entropy round found out of
+    /// step; `None` before its first round.
+    PartitionsUnsynced {} -> Option<u64>;
 }
 
 /// Requests and responses cross the network in the record envelope, so a
@@ -525,6 +528,13 @@ impl Handle for Forgotten {
             }
         }
         Ok(forgotten)
+    }
+}
+
+impl Handle for PartitionsUnsynced {
+    fn handle(self, store: &LocalStore) -> Result<Option<u64>, StoreError> // PA
+    {
+        Ok(store.partitions_unsynced().map(|n| n as u64))
     }
 }
 

@@ -1180,6 +1180,10 @@ impl LocalStore {
     {
         match item {
             SyncItem::Blob { bytes, chunk_lists } => {
+                // A forgotten blob stays out, and so do the lists it needs.
+                if self.is_forgotten(&Hash::of(&bytes))? {
+                    return Ok(());
+                }
                 for list in &chunk_lists {
                     self.put_chunk_list(list)?;
                 }

@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, HashSet};
 use super::calls::Query;
 use super::{Engine, EngineResult, GcReport};
 use crate::cluster::{
-    ClusterView, FreeChunk, GetChunk, Referenced, RemoveSlice, SlicesStoredBefore, Stored, Transport, UnclaimedChunks,
-    Usage,
+    ClusterView, FreeChunk, GetChunk, PartitionsUnsynced, Referenced, RemoveSlice, SlicesStoredBefore, Stored,
+    Transport, UnclaimedChunks,
 };
 use crate::hash::Hash;
 use crate::model::NodeId;
@@ -39,6 +39,8 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let members = self.view.members();
         let mut report = GcReport::default();
         let mut after = None;
+        // Whether the answering members are in step, asked once a pass.
+        let mut in_step = None;
         loop {
             let unclaimed = UnclaimedChunks { claimed_before, after, max: 1000 };
             let page = self.ask_local(unclaimed).await?;
@@ -48,7 +50,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             if mine.is_empty() {
                 continue;
             }
-            let Some(referenced) = self.references_among(&mine, &members).await? else {
+            let Some(referenced) = self.references_among(&mine, &members, &mut in_step).await? else {
                 report.chunks_kept += mine.len();
                 continue;
             };
@@ -86,7 +88,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// that cannot be known now (a partition without a read quorum among
     /// the answers, or, with a member out of reach, an answering member
     /// whose partitions may not be in step with their replicas).
-    async fn references_among(&self, ids: &[Hash], members: &[NodeId]) -> EngineResult<Option<HashSet<Hash>>> // PA
+    async fn references_among(&self, ids: &[Hash], members: &[NodeId], in_step: &mut Option<bool>) -> Referrers // PA
     {
         let query = Query::new("chunk references", members.to_vec(), Referenced { ids: ids.to_vec() });
         let answers = self.ask_all(query).await?;
@@ -95,9 +97,12 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             if !self.partitions_without_quorum(members, &answered).is_empty() {
                 return Ok(None);
             }
-            let query = Query::new("anti-entropy state", answered.iter().copied().collect(), Usage {});
-            let usage = self.ask_all(query).await?;
-            if usage.len() < answered.len() || usage.iter().any(|(_, u)| u.partitions_unsynced != Some(0)) {
+            if in_step.is_none() {
+                let query = Query::new("anti-entropy state", answered.iter().copied().collect(), PartitionsUnsynced {});
+                let states = self.ask_all(query).await?;
+                *in_step = Some(states.len() == answered.len() && states.iter().all(|(_, n)| *n == Some(0)));
+            }
+            if *in_step != Some(true) {
                 tracing::debug!("chunks kept: a member is out of reach and replicas are not known to be in step");
                 return Ok(None);
             }
@@ -190,3 +195,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         Some(removed)
     }
 }
+
+/// The chunks referenced among those asked about, or `None` when that
+/// cannot be known now.
+type Referrers = EngineResult<Option<HashSet<Hash>>>;
