@@ -794,6 +794,72 @@ impl LocalStore {
         }
     }
 
+    /// Drop the tombstones of blobs forgotten and of rows deleted before
+    /// `before` (UTC nanoseconds), with their sync index entries: by then
+    /// anti-entropy has brought them to every replica, and a node away for
+    /// longer is past the grace period. Tombstones from before tombstones
+    /// carried their time and partition are kept. Returns how many went.
+    pub fn purge_tombstones(&self, before: u64) -> StoreResult<usize> // PA
+    {
+        // Found without the apply lock, so writes go on during the scan;
+        // each is checked again under it before it goes.
+        let mut expired = Vec::new();
+        for entry in self.sync_index.iter() {
+            let (key, value) = entry?;
+            let (kind, _, locator) = parse_sync_value(&value)?;
+            let id = trailing_hash("sync_index", &key)?;
+            let partition = key[0];
+            if self.tombstone_expired(kind, &id, locator, before)? {
+                expired.push((partition, id, kind, locator.to_vec()));
+            }
+        }
+        let mut purged = 0;
+        for batch_of in expired.chunks(1000) {
+            let _guard = self.apply_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut batch = self.keyspace.batch();
+            let mut gone = Vec::new();
+            for (partition, id, kind, locator) in batch_of {
+                if !self.tombstone_expired(*kind, id, locator, before)? {
+                    continue;
+                }
+                match kind {
+                    EntryKind::Forgotten => batch.remove(&self.tombstones, id.as_bytes()),
+                    _ => batch.remove(&self.rows, locator.clone()),
+                }
+                batch.remove(&self.sync_index, sync_key(*partition, id));
+                gone.push((*partition, *id));
+            }
+            batch.commit()?;
+            for (partition, id) in &gone {
+                self.leaf_changed(*partition, id);
+            }
+            purged += gone.len();
+        }
+        if purged > 0 {
+            self.make_durable()?;
+            tracing::info!(purged, "tombstones past their grace period purged");
+        }
+        Ok(purged)
+    }
+
+    /// Whether a sync index entry is a tombstone older than `before`.
+    fn tombstone_expired(&self, kind: EntryKind, id: &Hash, locator: &[u8], before: u64) -> StoreResult<bool> // PA
+    {
+        Ok(match kind {
+            EntryKind::Blob => false,
+            EntryKind::Forgotten => match self.tombstones.get(id.as_bytes())? {
+                Some(recorded) => {
+                    let tombstone = Tombstone::decode(&recorded)?;
+                    tombstone.forgotten_at > 0 && tombstone.forgotten_at < before
+                }
+                None => false,
+            },
+            EntryKind::Row => self
+                .get_row_version(locator)?
+                .is_some_and(|version| version.value.is_none() && version.updated < before),
+        })
+    }
+
     /// Whether a blob was forgotten here.
     pub fn is_forgotten(&self, hash: &Hash) -> StoreResult<bool> // PA
     {
@@ -1301,6 +1367,37 @@ mod tests {
         let store = LocalStore::open(dir.path(), Durability::Flush).unwrap();
         assert_eq!(store.get_row(2, b"upload").unwrap(), Some(RowVersion::live(0, b"bare".to_vec(), Vec::new())));
         assert_eq!(store.get_row(1, b"k").unwrap(), Some(RowVersion::tombstone(30)));
+    }
+
+    #[test]
+    fn tombstones_go_after_their_grace_period_and_not_before() // A
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(crate::world::ManualClock::starting_at(1_000));
+        let store = LocalStore::open(dir.path(), Durability::Flush).unwrap().with_clock(clock.clone());
+        let mut blob = crate::model::tests::sample_blob();
+        blob.parents.clear();
+        let (hash, bytes) = blob.encode_with_hash();
+        store.put_blob(&bytes).unwrap();
+        let partition = crate::placement::partition_of(&blob.bucket, &blob.key);
+        let empty = store.sync_roots(&[255u8.wrapping_sub(partition)]).unwrap()[0].1;
+        let before_forget = store.sync_roots(&[partition]).unwrap()[0].1;
+        store.forget_blob(&hash, partition).unwrap();
+        store.put_row(7, b"gone", &RowVersion::tombstone(2_000), Some(partition)).unwrap();
+        store.put_row(7, b"kept", &RowVersion::live(500, b"v".to_vec(), Vec::new()), Some(partition)).unwrap();
+
+        assert_eq!(store.purge_tombstones(1_000).unwrap(), 0, "a tombstone went before its grace period");
+        assert!(store.is_forgotten(&hash).unwrap());
+        assert_eq!(store.purge_tombstones(2_001).unwrap(), 2);
+        assert!(!store.is_forgotten(&hash).unwrap());
+        assert_eq!(store.get_row(7, b"gone").unwrap(), None);
+        assert!(store.get_row(7, b"kept").unwrap().is_some(), "a live row is not a tombstone");
+        // Only the live row is left in the partition's tree.
+        store.put_row(7, b"kept", &RowVersion::tombstone(3_000), Some(partition)).unwrap();
+        store.purge_tombstones(3_001).unwrap();
+        let root = store.sync_roots(&[partition]).unwrap()[0].1;
+        assert_eq!(root, empty, "purged entries left the sync tree");
+        assert_ne!(root, before_forget);
     }
 
     #[test]

@@ -71,6 +71,10 @@ pub struct FileConfig {
     /// Seconds between rounds in which replicas compare what they hold and
     /// bring each other up to date (default 30).
     pub sync_interval_secs: Option<u64>,
+    /// Seconds a forgotten version's or deleted row's tombstone is kept
+    /// (default 7 days): a node away for longer may bring back what was
+    /// deleted meanwhile.
+    pub tombstone_grace_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -138,6 +142,8 @@ pub struct Maintenance {
     pub interval: Duration,
     pub gc_grace: Duration,
     pub upload_expiry: Duration,
+    /// How long tombstones are kept.
+    pub tombstone_grace: Duration,
 }
 
 impl Default for Maintenance {
@@ -147,6 +153,7 @@ impl Default for Maintenance {
             interval: Duration::from_secs(600),
             gc_grace: Duration::from_secs(24 * 3600),
             upload_expiry: Duration::from_secs(7 * 24 * 3600),
+            tombstone_grace: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -247,6 +254,11 @@ impl Config {
             )?,
             gc_grace: seconds("OUROBOROS_GC_GRACE_SECS", file.gc_grace_secs, defaults.gc_grace)?,
             upload_expiry: seconds("OUROBOROS_UPLOAD_EXPIRY_SECS", file.upload_expiry_secs, defaults.upload_expiry)?,
+            tombstone_grace: seconds(
+                "OUROBOROS_TOMBSTONE_GRACE_SECS",
+                file.tombstone_grace_secs,
+                defaults.tombstone_grace,
+            )?,
         };
         let limits = ConnectionLimits::default();
         let connections = ConnectionLimits {

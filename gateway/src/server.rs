@@ -12,6 +12,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use ouroboros_core::anti_entropy::AntiEntropy;
+use ouroboros_core::store::LocalStore;
 use ouroboros_membership::{GossipCounters, Members, MembersView, NetTransport, TransportCounters};
 use s3s::host::{MultiDomain, S3Host};
 use s3s::s3_error;
@@ -212,6 +213,7 @@ impl Server {
             let syncer = AntiEntropy::new(Arc::new(self.node.transport.clone()), view);
             tokio::spawn(keep_replicas_in_step(syncer, self.sync_interval))
         });
+        let purge = tokio::spawn(keep_tombstones_bounded(self.node.store.clone(), self.maintenance));
         let limits = self.connections;
         let mut http = ConnBuilder::new(TokioExecutor::new());
         http.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
@@ -282,7 +284,7 @@ impl Server {
             () = graceful.shutdown() => tracing::info!("all requests drained"),
             () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out, closing anyway"),
         }
-        for task in upkeep.into_iter().chain(bucket_sync).chain(anti_entropy) {
+        for task in upkeep.into_iter().chain(bucket_sync).chain(anti_entropy).chain(Some(purge)) {
             task.abort();
         }
         self.node.leave().await;
@@ -347,6 +349,26 @@ async fn keep_replicas_in_step(syncer: AntiEntropy<NetTransport, MembersView>, e
     loop {
         tick.tick().await;
         syncer.round().await;
+    }
+}
+
+/// Drop tombstones past their grace period, every maintenance interval, on
+/// every node: storage-only nodes hold tombstones too, and one that kept
+/// them would hand them back to the others at each anti-entropy round.
+async fn keep_tombstones_bounded(store: Arc<LocalStore>, settings: Maintenance) // A
+{
+    let grace = u64::try_from(settings.tombstone_grace.as_nanos()).unwrap_or(u64::MAX);
+    let mut tick = tokio::time::interval(settings.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let before = ouroboros_core::now_nanos().saturating_sub(grace);
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.purge_tombstones(before)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "tombstones not purged"),
+            Err(error) => tracing::warn!(%error, "tombstone purge stopped"),
+        }
     }
 }
 
