@@ -73,16 +73,20 @@ impl<T: Transport, V: ClusterView> AntiEntropy<T, V> {
         let mut differing = std::collections::BTreeSet::new();
         for (peer, partitions) in self.shared_partitions() {
             report.peers += 1;
-            match self.sync_with(peer, partitions, &mut report).await {
+            match self.sync_with(peer, partitions.clone(), &mut report).await {
                 Ok(found) => differing.extend(found),
                 Err(error) => {
+                    // Not known to be in step: an exchange cut short counts
+                    // every partition it was to compare.
                     report.unreachable += 1;
+                    differing.extend(partitions);
                     tracing::debug!(peer = %peer, %error, "anti-entropy with a peer stopped");
                 }
             }
         }
-        // Partitions that differed from some replica at this round's start:
-        // 0 once the replicas this node can reach agree.
+        // Partitions that differed from some replica at this round's start,
+        // or could not be compared with one that answers gossip: 0 once the
+        // replicas this node can reach agree.
         if let Some(store) = self.transport.local_store(self.view.local_node()) {
             store.set_partitions_unsynced(differing.len());
         }

@@ -360,6 +360,9 @@ impl LocalStore {
             writes: AtomicU64::new(0),
             synced: Mutex::new(0),
         };
+        // Before the version indexes: retiring null versions there writes
+        // sync index entries, and an empty index is what marks an old store.
+        store.index_unsynced_blobs()?;
         store.rebuild_version_indexes()?;
         store.migrate_unversioned_rows()?;
         Ok(store)
@@ -842,6 +845,30 @@ impl LocalStore {
         Ok(purged)
     }
 
+    /// A tombstone from before tombstones carried their partition is not in
+    /// the sync index, so a replica still holding the blob would send it
+    /// every round: once the blob arrives and names its partition, record
+    /// the tombstone there, to be sent back instead.
+    fn index_legacy_tombstone(&self, hash: &Hash, bytes: &[u8]) -> StoreResult<()> // PA
+    {
+        let _guard = self.apply_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(recorded) = self.tombstones.get(hash.as_bytes())? else { return Ok(()) };
+        let tombstone = Tombstone::decode(&recorded)?;
+        if tombstone.partition.is_some() {
+            return Ok(());
+        }
+        let blob = Blob::decode_verified(hash, bytes)?;
+        let partition = crate::placement::partition_of(&blob.bucket, &blob.key);
+        let upgraded = Tombstone { partition: Some(partition), forgotten_at: self.clock.now_nanos(), ..tombstone };
+        let mut batch = self.keyspace.batch();
+        batch.insert(&self.tombstones, hash.as_bytes(), upgraded.encode());
+        let digest = sync::forgotten_digest(hash);
+        batch.insert(&self.sync_index, sync_key(partition, hash), sync_value(EntryKind::Forgotten, &digest, &[]));
+        batch.commit()?;
+        self.leaf_changed(partition, hash);
+        self.make_durable()
+    }
+
     /// Whether a sync index entry is a tombstone older than `before`.
     fn tombstone_expired(&self, kind: EntryKind, id: &Hash, locator: &[u8], before: u64) -> StoreResult<bool> // PA
     {
@@ -1080,6 +1107,27 @@ impl LocalStore {
         Ok(rows)
     }
 
+    /// Blobs stored before the sync index existed enter it once, so
+    /// anti-entropy covers them too.
+    fn index_unsynced_blobs(&self) -> StoreResult<()> // PA
+    {
+        if !self.sync_index.is_empty()? || self.blobs.is_empty()? {
+            return Ok(());
+        }
+        let mut indexed = 0usize;
+        for entry in self.blobs.iter() {
+            let (hash, bytes) = entry?;
+            let hash = trailing_hash("blobs", &hash)?;
+            let blob = Blob::decode_verified(&hash, &bytes)?;
+            let partition = crate::placement::partition_of(&blob.bucket, &blob.key);
+            let value = sync_value(EntryKind::Blob, &sync::blob_digest(&hash), &[]);
+            self.sync_index.insert(sync_key(partition, &hash), value)?;
+            indexed += 1;
+        }
+        tracing::info!(blobs = indexed, "stored blobs entered the sync index");
+        self.sync()
+    }
+
     /// Rows written before versions existed (`tables`, a value per key)
     /// become versions from time 0, which any later write supersedes.
     fn migrate_unversioned_rows(&self) -> StoreResult<()> // PA
@@ -1247,8 +1295,9 @@ impl LocalStore {
         match item {
             SyncItem::Blob { bytes, chunk_lists } => {
                 // A forgotten blob stays out, and so do the lists it needs.
-                if self.is_forgotten(&Hash::of(&bytes))? {
-                    return Ok(());
+                let hash = Hash::of(&bytes);
+                if self.is_forgotten(&hash)? {
+                    return self.index_legacy_tombstone(&hash, &bytes);
                 }
                 for list in &chunk_lists {
                     self.put_chunk_list(list)?;
@@ -1331,6 +1380,7 @@ mod tests {
                 keys.into_iter().for_each(|k| partition.remove(k).unwrap());
             }
             store.tombstones.iter().map(|e| e.unwrap().0).for_each(|k| store.tombstones.remove(k).unwrap());
+            store.sync_index.iter().map(|e| e.unwrap().0).for_each(|k| store.sync_index.remove(k).unwrap());
             let (first, bytes) = Blob { created: 10, parents: vec![], etag: "e0".into(), ..blob }.encode_with_hash();
             store.blobs.insert(first.as_bytes(), bytes).unwrap();
             store.sync().unwrap();
@@ -1339,6 +1389,13 @@ mod tests {
         let listed = store.list_versions("photos", "", &VersionStart::Keys(ListStart::Beginning), 10).unwrap();
         let listed: Vec<Hash> = listed.iter().map(|v| v.version).collect();
         assert_eq!(listed, [hashes[1]], "the replaced null version is retired, the current one listed");
+        // Both blobs entered the sync index: the current one, and the
+        // retired one as a tombstone.
+        let partition = crate::placement::partition_of("photos", "2026/cat.jpg");
+        for hash in &hashes {
+            let entries = store.sync_entries(partition, sync::leaf_of(hash)).unwrap();
+            assert!(entries.iter().any(|e| e.id == *hash), "blob {hash} is not in the sync index");
+        }
     }
 
     #[test]

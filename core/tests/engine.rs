@@ -866,9 +866,13 @@ async fn a_forget_a_replica_missed_is_hidden_from_heads_and_listings_at_once() /
     let engine = &cluster.engines[0];
     let older = put(engine, "doc", b"older").await;
     let newer = put(engine, "doc", b"newer, to be forgotten").await;
+    let gone: Vec<StoredBlob> = vec![put(engine, "a", b"gone").await, put(engine, "b", b"gone too").await];
     let (behind, away) = (cluster.nodes[2], cluster.nodes[1]);
     cluster.transport.set_down(behind, true);
     engine.forget_version("bucket", "doc", &newer.hash).await.unwrap();
+    for version in &gone {
+        engine.forget_version("bucket", &version.blob.key, &version.hash).await.unwrap();
+    }
     cluster.transport.set_down(behind, false);
     assert!(cluster.transport.store(&behind).unwrap().get_blob(&newer.hash).unwrap().is_some());
 
@@ -881,6 +885,13 @@ async fn a_forget_a_replica_missed_is_hidden_from_heads_and_listings_at_once() /
     let (listed, _) = engine.list_objects("bucket", "", ouroboros_core::ListStart::Beginning, 10).await.unwrap();
     assert_eq!(listed.iter().map(|s| s.version).collect::<Vec<_>>(), vec![older.hash]);
     assert_eq!(read_all(engine, "doc").await.unwrap(), b"older");
+    // Pages of one: the first is the live key past the forgotten ones, not
+    // an empty page that reads as the end (a bucket that looks empty).
+    let (first, _) = engine.list_objects("bucket", "", ouroboros_core::ListStart::Beginning, 1).await.unwrap();
+    assert_eq!(first.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(), ["doc"]);
+    let start = ouroboros_core::VersionStart::Keys(ouroboros_core::ListStart::Beginning);
+    let (first, _) = engine.list_versions("bucket", "", start, 1).await.unwrap();
+    assert_eq!(first.iter().map(|v| v.version).collect::<Vec<_>>(), vec![older.hash]);
 }
 
 /// The engine's clock is the one it is given: a version written on a

@@ -100,8 +100,28 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             .copied()
             .collect();
         let forgotten = self.forgotten_by_any(answered.clone(), disputed.clone()).await;
+        // A forgotten head leaves its parents as the heads in its place, as
+        // forgetting it did on the replicas that know: they are candidates
+        // too, settled like the others below.
+        let mut candidates = disputed;
+        let forgotten_heads: Vec<Hash> = forgotten.iter().filter(|v| union.contains_key(*v)).copied().collect();
+        for version in &forgotten_heads {
+            let parents = match self.get_blob(bucket, key, version).await {
+                Ok(Some(blob)) => blob.parents,
+                _ => Vec::new(),
+            };
+            for parent in parents {
+                if union.contains_key(&parent) || forgotten.contains(&parent) {
+                    continue;
+                }
+                if let Ok(Some(blob)) = self.get_blob(bucket, key, &parent).await {
+                    union.insert(parent, ObjectSummary::of(parent, &blob));
+                    candidates.push(parent);
+                }
+            }
+        }
         union.retain(|version, _| !forgotten.contains(version));
-        for version in disputed.into_iter().filter(|version| !forgotten.contains(version)) {
+        for version in candidates.into_iter().filter(|version| !forgotten.contains(version)) {
             let query = Query::new(format!("children of {version}"), answered.clone(), Children { hash: version });
             let children: Vec<Hash> = match self.ask_all(query).await {
                 Ok(answers) => answers.into_iter().flat_map(|(_, children)| children).collect(),
@@ -236,6 +256,24 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// may follow.
     pub async fn list_versions(&self, bucket: &str, prefix: &str, start: VersionStart, limit: usize) -> Listed // PA
     {
+        let mut start = start;
+        loop {
+            let (page, more, cutoff) = self.version_page(bucket, prefix, start, limit).await?;
+            // A page whose every entry was left out (forgotten elsewhere)
+            // would read as the end to a caller: go on past it instead.
+            match cutoff {
+                Some((key, std::cmp::Reverse((created, version)))) if page.is_empty() => {
+                    start = VersionStart::AfterVersion { key, created, version };
+                }
+                _ => return Ok((page, more)),
+            }
+        }
+    }
+
+    /// One round of `list_versions`: the page, whether more may follow, and
+    /// where the answers were cut off.
+    async fn version_page(&self, bucket: &str, prefix: &str, start: VersionStart, limit: usize) -> VersionPage // PA
+    {
         let want = limit.saturating_add(1);
         let message = ListVersions { bucket: bucket.to_string(), prefix: prefix.to_string(), start, limit: want };
         let order = |s: &ObjectSummary| (s.key.clone(), std::cmp::Reverse((s.entry.created, s.version)));
@@ -276,7 +314,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             .collect();
         let more = page.len() > limit || cutoff.is_some();
         page.truncate(limit);
-        Ok((page, more))
+        Ok((page, more, cutoff))
     }
 
     /// Up to `limit` live objects of `bucket` under `prefix` in key order from
@@ -334,18 +372,17 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                     merged.insert(key, newest);
                 }
             }
-            let more = cutoff.is_some();
-            let page: Vec<ObjectSummary> =
-                merged.into_values().take_while(|s| cutoff.as_ref().is_none_or(|c| s.key <= *c)).collect();
-            let last = page.last().map(|s| s.key.clone());
-            live.extend(page.into_iter().filter(|s| s.entry.kind != BlobKind::DeleteMarker));
+            let page = merged.into_values().take_while(|s| cutoff.as_ref().is_none_or(|c| s.key <= *c));
+            live.extend(page.filter(|s| s.entry.kind != BlobKind::DeleteMarker));
             if live.len() > limit {
                 live.truncate(limit);
                 return Ok((live, true));
             }
-            match (more, last) {
-                (true, Some(last)) => start = ListStart::After(last),
-                _ => return Ok((live, false)),
+            // The next round starts past everything this one considered,
+            // whatever was left out of the page.
+            match cutoff {
+                Some(cutoff) => start = ListStart::After(cutoff),
+                None => return Ok((live, false)),
             }
         }
     }
@@ -353,3 +390,9 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
 
 /// A key's heads by version.
 type HeadSet = BTreeMap<Hash, ObjectSummary>;
+
+/// Where a version listing's answers were cut off: a key and a version's
+/// place in the listing order (newest first).
+type VersionCut = (String, std::cmp::Reverse<(u64, Hash)>);
+/// A page of versions, whether more may follow, and where it was cut off.
+type VersionPage = EngineResult<(Vec<ObjectSummary>, bool, Option<VersionCut>)>;

@@ -144,12 +144,31 @@ impl TestCluster {
                 child: None,
                 storage_only: storage_only.contains(&index),
             });
-            cluster.spawn(index);
+            cluster.spawn_on_free_ports(index).await;
         }
         for index in 0..size {
             cluster.wait_alive(index, size).await;
         }
         cluster
+    }
+
+    /// Start node `index`; if it exits at once (a port found free was taken
+    /// by another test meanwhile), start it again on other ports.
+    async fn spawn_on_free_ports(&mut self, index: usize) // A
+    {
+        for _ in 0..3 {
+            self.spawn(index);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let exited = self.nodes[index].child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
+            if !exited {
+                return;
+            }
+            eprintln!("node {index} exited at start, trying other ports:\n{}", self.log(index));
+            self.nodes[index].child = None;
+            self.nodes[index].s3 = free_address();
+            self.nodes[index].cluster = free_address();
+        }
+        panic!("node {index} would not start:\n{}", self.log(index));
     }
 
     fn spawn(&mut self, index: usize) // A
