@@ -202,11 +202,6 @@ impl Sim {
             SimTransport { cluster: self.cluster.clone(), from: self.nodes[node], faults: self.faults.clone() };
         AntiEntropy::new(Arc::new(transport), Arc::new(self.cluster.view(self.nodes[node])))
     }
-
-    fn store(&self, node: usize) -> Arc<LocalStore> // A
-    {
-        self.cluster.store(&self.nodes[node]).unwrap()
-    }
 }
 
 /// What was acknowledged.
@@ -448,7 +443,6 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
             }
         }
     }
-    let _ = sim.store(0);
     Ok(())
 }
 
