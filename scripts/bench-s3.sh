@@ -84,7 +84,7 @@ start_ouroboros_cluster() {
     done
     for port in "${CLUSTER_PORTS[@]}"; do
         for _ in $(seq 1 100); do
-            curl -sf "http://127.0.0.1:$port/_ouroboros/health" | grep -q '"alive":3,' && break
+            curl -sf "http://127.0.0.1:$port/_ouroboros/health" | grep -q '"alive":3,"active":3,' && break
             sleep 0.1
         done
     done

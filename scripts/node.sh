@@ -21,7 +21,7 @@ start_node() {
 # (from 1) with S3 on $PORT+i-1, cluster traffic on $PORT+100+i-1 and data in
 # $WORK/node-i; the others join node 1. Sets ENDPOINTS (one per node) and
 # LOGS, stops every node and removes $WORK on exit, and returns once every
-# node sees all SIZE alive.
+# node sees all SIZE alive and active in its layout.
 start_cluster() {
     local bin=$1 size=$2 i
     local secret data_key
@@ -45,7 +45,7 @@ start_cluster() {
     for i in $(seq 1 "$size"); do
         local ready=0
         for _ in $(seq 1 300); do
-            if curl -sf "${ENDPOINTS[$((i - 1))]}/_ouroboros/health" | grep -q "\"alive\":$size,"; then
+            if curl -sf "${ENDPOINTS[$((i - 1))]}/_ouroboros/health" | grep -q "\"alive\":$size,\"active\":$size,"; then
                 ready=1
                 break
             fi

@@ -6,7 +6,7 @@
 //! storage-only, and needs no key: it moves blobs, tombstones and rows as
 //! they are stored.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::cluster::{
@@ -14,7 +14,6 @@ use crate::cluster::{
 };
 use crate::hash::Hash;
 use crate::model::NodeId;
-use crate::placement;
 use crate::sync::Entry;
 
 /// Items asked for or sent in one message.
@@ -27,10 +26,24 @@ pub struct SyncReport {
     pub peers: usize,
     /// Peers that could not be reached (or failed part way).
     pub unreachable: usize,
+    /// Peers left out because the failure detector sees them down.
+    pub peers_down: usize,
+    /// Partitions that differed from some replica at the round's start,
+    /// or could not be compared with one.
+    pub partitions_unsynced: usize,
     /// (peer, partition) pairs whose roots differed when compared.
     pub partitions_differing: usize,
     pub items_received: usize,
     pub items_sent: usize,
+}
+
+impl SyncReport {
+    /// Whether every replica of every partition this node holds was
+    /// compared and agreed when the round began.
+    pub fn in_step(&self) -> bool // PA
+    {
+        self.unreachable == 0 && self.peers_down == 0 && self.partitions_unsynced == 0
+    }
 }
 
 /// The sync trees of partitions that differed, as two replicas saw them.
@@ -48,30 +61,39 @@ impl<T: Transport, V: ClusterView> AntiEntropy<T, V> {
     }
 
     /// The partitions this node replicates, by the other replica that holds
-    /// each (nodes seen down are left for a later round).
-    fn shared_partitions(&self) -> BTreeMap<NodeId, Vec<u8>> // PA
+    /// each, and the peers left for a later round as seen down. While the
+    /// layout moves, a partition's replicas are those of both its sets, so
+    /// data flows from the nodes holding it to the nodes taking it over.
+    fn shared_partitions(&self) -> (BTreeMap<NodeId, Vec<u8>>, BTreeSet<NodeId>) // PA
     {
         let local = self.view.local_node();
-        let members = self.view.members();
+        let layout = self.view.layout();
         let mut shared: BTreeMap<NodeId, Vec<u8>> = BTreeMap::new();
+        let mut down = BTreeSet::new();
         for partition in 0..=u8::MAX {
-            let replicas = placement::partition_replicas(partition, &members);
+            let replicas = layout.partition_replicas(partition).all();
             if !replicas.contains(&local) {
                 continue;
             }
-            for peer in replicas.into_iter().filter(|node| *node != local && !self.view.is_down(*node)) {
-                shared.entry(peer).or_default().push(partition);
+            for peer in replicas.into_iter().filter(|node| *node != local) {
+                if self.view.is_down(peer) {
+                    down.insert(peer);
+                } else {
+                    shared.entry(peer).or_default().push(partition);
+                }
             }
         }
-        shared
+        (shared, down)
     }
 
     /// One round with every peer that shares a partition with this node.
     pub async fn round(&self) -> SyncReport // PA
     {
         let mut report = SyncReport::default();
-        let mut differing = std::collections::BTreeSet::new();
-        for (peer, partitions) in self.shared_partitions() {
+        let mut differing = BTreeSet::new();
+        let (shared, down) = self.shared_partitions();
+        report.peers_down = down.len();
+        for (peer, partitions) in shared {
             report.peers += 1;
             match self.sync_with(peer, partitions.clone(), &mut report).await {
                 Ok(found) => differing.extend(found),
@@ -87,6 +109,7 @@ impl<T: Transport, V: ClusterView> AntiEntropy<T, V> {
         // Partitions that differed from some replica at this round's start,
         // or could not be compared with one that answers gossip: 0 once the
         // replicas this node can reach agree.
+        report.partitions_unsynced = differing.len();
         if let Some(store) = self.transport.local_store(self.view.local_node()) {
             store.set_partitions_unsynced(differing.len());
         }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, Record, RecordKind};
 use crate::hash::Hash;
+use crate::layout::Layout;
 use crate::model::{BucketRecord, Chunk, NodeId, ObjectSummary, RowVersion, SealedSlice};
 use crate::store::{Freed, ListStart, LocalStore, Row, StoreError, VersionStart};
 use crate::sync::{Entry, SyncItem};
@@ -109,6 +110,10 @@ pub struct StoreUsage {
     /// Partitions its last anti-entropy round found out of step; `None`
     /// before its first round.
     pub partitions_unsynced: Option<u64>,
+    /// Slices it holds that belong elsewhere and could not be moved at its
+    /// last move pass, and their bytes; `None` before its first pass.
+    pub slices_to_move: Option<u64>,
+    pub bytes_to_move: Option<u64>,
 }
 
 messages! {
@@ -170,14 +175,22 @@ messages! {
     /// Partitions the receiver's last anti-entropy round found out of
     /// step; `None` before its first round.
     PartitionsUnsynced {} -> Option<u64>;
+    /// The sender's layout, merged into the receiver's; the answer is the
+    /// receiver's layout after the merge.
+    ShareLayout { layout: Layout } -> Layout;
+    /// A manifest moved off a node that no longer replicates it; kept only
+    /// where none is held. Whether it was stored.
+    OfferChunk { chunk: Chunk } -> bool;
+    /// Whether the receiver holds each of these slices.
+    HoldsSlices { hashes: Vec<Hash> } -> Vec<bool>;
 }
 
 /// Requests and responses cross the network in the record envelope, so a
 /// node refuses a message of another format version by name.
 impl Record for Request {
     const KIND: RecordKind = RecordKind::Request;
-    /// 2: rows carry versions and tombstones.
-    const VERSION: u8 = 2;
+    /// 2: rows carry versions and tombstones. 3: the layout.
+    const VERSION: u8 = 3;
 }
 
 /// A response as it crosses the network: the answer, or why the remote
@@ -190,7 +203,7 @@ pub enum Reply {
 
 impl Record for Reply {
     const KIND: RecordKind = RecordKind::Response;
-    const VERSION: u8 = 2;
+    const VERSION: u8 = 3;
 }
 
 impl Reply {
@@ -293,11 +306,20 @@ pub trait Transport: Send + Sync + 'static {
     }
 }
 
-/// Who is in the cluster. Placement is computed over `members`, which keeps
-/// a node that is down but not yet declared gone.
+/// Who is in the cluster. Placement reads the layout, which keeps a node
+/// that is down until it is declared gone; liveness only decides whom not
+/// to wait for.
 pub trait ClusterView: Send + Sync + 'static {
     fn local_node(&self) -> NodeId;
-    fn members(&self) -> Vec<NodeId>;
+
+    /// The layout as this node holds it.
+    fn layout(&self) -> Arc<Layout>;
+
+    /// The nodes new data is placed on (active and joining).
+    fn members(&self) -> Vec<NodeId> // PA
+    {
+        self.layout().placing()
+    }
 
     /// Whether the failure detector sees `node` down now. Never moves
     /// placement; only lets a writer hand a slice off without waiting on
@@ -305,6 +327,13 @@ pub trait ClusterView: Send + Sync + 'static {
     fn is_down(&self, _node: NodeId) -> bool // A
     {
         false
+    }
+
+    /// How long the failure detector has seen `node` down without a break;
+    /// `None` while it answers, or when this view cannot tell.
+    fn down_for(&self, _node: NodeId) -> Option<std::time::Duration> // A
+    {
+        None
     }
 }
 
@@ -486,6 +515,8 @@ impl Handle for Usage {
             slices: slices as u64,
             bytes,
             partitions_unsynced: store.partitions_unsynced().map(|n| n as u64),
+            slices_to_move: store.move_backlog().map(|(slices, _)| slices),
+            bytes_to_move: store.move_backlog().map(|(_, bytes)| bytes),
         })
     }
 }
@@ -535,6 +566,27 @@ impl Handle for PartitionsUnsynced {
     fn handle(self, store: &LocalStore) -> Result<Option<u64>, StoreError> // PA
     {
         Ok(store.partitions_unsynced().map(|n| n as u64))
+    }
+}
+
+impl Handle for ShareLayout {
+    fn handle(self, store: &LocalStore) -> Result<Layout, StoreError> // PA
+    {
+        Ok((*store.merge_layout(&self.layout)?).clone())
+    }
+}
+
+impl Handle for OfferChunk {
+    fn handle(self, store: &LocalStore) -> Result<bool, StoreError> // PA
+    {
+        store.offer_chunk(&self.chunk)
+    }
+}
+
+impl Handle for HoldsSlices {
+    fn handle(self, store: &LocalStore) -> Result<Vec<bool>, StoreError> // PA
+    {
+        store.holds_slices(&self.hashes)
     }
 }
 

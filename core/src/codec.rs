@@ -24,6 +24,7 @@ pub enum RecordKind {
     ChunkList = 9,
     AccessKey = 10,
     Row = 11,
+    Layout = 12,
 }
 
 /// Why bytes could not be decoded as a record.

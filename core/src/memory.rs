@@ -3,19 +3,22 @@
 //! A single node uses it as its real transport; tests use it to run several
 //! nodes and to take some of them down.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 
 use crate::cluster::{handle_request, Call, ClusterView, Request, Transport, TransportError, Unreachable};
+use crate::layout::Layout;
 use crate::model::NodeId;
 use crate::store::LocalStore;
 
 #[derive(Default)]
 struct Nodes {
     stores: BTreeMap<NodeId, Arc<LocalStore>>,
-    down: BTreeSet<NodeId>,
+    /// Nodes down, and since when.
+    down: BTreeMap<NodeId, Instant>,
 }
 
 /// Nodes in this process, any of which can be marked down.
@@ -30,7 +33,24 @@ impl MemoryCluster {
         Self::default()
     }
 
+    /// Add a node, active at once: every node's layout holds it (a
+    /// cluster formed together, or a single node).
     pub fn add_node(&self, id: NodeId, store: Arc<LocalStore>) // A
+    {
+        let mut nodes = self.write();
+        nodes.stores.insert(id, store);
+        let ids: Vec<NodeId> = nodes.stores.keys().copied().collect();
+        let layout = Layout::of_active(&ids);
+        for (node, store) in &nodes.stores {
+            if let Err(error) = store.merge_layout(&layout) {
+                tracing::warn!(node = %node, %error, "layout not stored");
+            }
+        }
+    }
+
+    /// Add a node that is reachable but not in any layout yet: it enters
+    /// the way a node joining a running cluster does.
+    pub fn add_unplaced_node(&self, id: NodeId, store: Arc<LocalStore>) // A
     {
         self.write().stores.insert(id, store);
     }
@@ -40,7 +60,7 @@ impl MemoryCluster {
     {
         let mut nodes = self.write();
         if down {
-            nodes.down.insert(id);
+            nodes.down.entry(id).or_insert_with(Instant::now);
         } else {
             nodes.down.remove(&id);
         }
@@ -86,7 +106,7 @@ impl Transport for MemoryCluster {
     fn local_store(&self, node: NodeId) -> Option<Arc<LocalStore>> // PA
     {
         let nodes = self.read();
-        if nodes.down.contains(&node) {
+        if nodes.down.contains_key(&node) {
             None
         } else {
             nodes.stores.get(&node).cloned()
@@ -107,13 +127,18 @@ impl ClusterView for MemoryView {
         self.local
     }
 
-    fn members(&self) -> Vec<NodeId> // A
+    fn layout(&self) -> Arc<Layout> // PA
     {
-        self.cluster.read().stores.keys().copied().collect()
+        self.cluster.store(&self.local).map(|store| store.layout()).unwrap_or_default()
     }
 
     fn is_down(&self, node: NodeId) -> bool // A
     {
-        self.cluster.read().down.contains(&node)
+        self.cluster.read().down.contains_key(&node)
+    }
+
+    fn down_for(&self, node: NodeId) -> Option<Duration> // A
+    {
+        self.cluster.read().down.get(&node).map(|since| since.elapsed())
     }
 }

@@ -21,6 +21,66 @@ pub fn rank(item: &Hash, members: &[NodeId]) -> Vec<NodeId> // PA
     weighted.into_iter().map(|(_, node)| node).collect()
 }
 
+/// The home of each of the `count` slices of chunk `id`, position by
+/// position: the node ranked highest for that position among the nodes
+/// without a slice yet (once every node has one, a second round begins).
+/// Each position has its own ranking, so a node that joins takes over only
+/// the positions it comes first for among the nodes still free, and most
+/// slices keep their home; one ranking shared by all positions would shift
+/// every position after the newcomer's.
+pub fn slice_homes(id: &Hash, count: usize, members: &[NodeId]) -> Vec<NodeId> // PA
+{
+    let mut nodes = members.to_vec();
+    nodes.sort_unstable();
+    nodes.dedup();
+    let mut homes: Vec<Option<NodeId>> = vec![None; count];
+    if nodes.is_empty() {
+        return Vec::new();
+    }
+    // Every (weight, position, node) pair, strongest first; a position
+    // takes the strongest node still free in this round.
+    let mut pairs: Vec<(u64, usize, NodeId)> = Vec::with_capacity(count * nodes.len());
+    for position in 0..count {
+        let key = (position as u32).to_le_bytes();
+        for node in &nodes {
+            let weight = Hash::of_parts(&[b"ouroboros slice", id.as_bytes(), &key, node.as_bytes()]).prefix_u64();
+            pairs.push((weight, position, *node));
+        }
+    }
+    pairs.sort_unstable_by(|a, b| b.cmp(a));
+    let mut placed = 0;
+    while placed < count {
+        let mut taken: Vec<NodeId> = Vec::with_capacity(nodes.len());
+        for (_, position, node) in &pairs {
+            if homes[*position].is_none() && !taken.contains(node) {
+                homes[*position] = Some(*node);
+                taken.push(*node);
+                placed += 1;
+                if taken.len() == nodes.len() {
+                    break;
+                }
+            }
+        }
+    }
+    homes.into_iter().flatten().collect()
+}
+
+/// Where slice `index` of a chunk goes, or is looked for: its home first,
+/// then the homes of the positions after it, then `others`; nodes seen
+/// down go last, so nobody waits on them first.
+pub fn handoff_order(index: usize, homes: &[NodeId], others: &[NodeId], down: impl Fn(NodeId) -> bool) -> Vec<NodeId> // PA
+{
+    let n = homes.len();
+    let mut order: Vec<NodeId> = Vec::with_capacity(n + others.len());
+    for node in (0..n).map(|step| homes[(index + step) % n]).chain(others.iter().copied()) {
+        if !order.contains(&node) {
+            order.push(node);
+        }
+    }
+    let (up, away): (Vec<NodeId>, Vec<NodeId>) = order.into_iter().partition(|node| !down(*node));
+    up.into_iter().chain(away).collect()
+}
+
 /// The metadata partition of an object key.
 pub fn partition_of(bucket: &str, key: &str) -> u8 // PA
 {
@@ -114,6 +174,33 @@ mod tests {
             .count();
         // Ideal is 1/6 of the items; allow generous slack for randomness.
         assert!(moved > 200 && moved < 500, "{moved} of 2000 moved");
+    }
+
+    #[test]
+    fn slices_spread_over_distinct_nodes_and_a_join_moves_few() // A
+    {
+        let before = nodes(6);
+        let after = nodes(7);
+        let (mut moved, mut total) = (0, 0);
+        for i in 0..2000u32 {
+            let chunk = Hash::of(&i.to_le_bytes());
+            let homes = slice_homes(&chunk, 6, &before);
+            let mut distinct = homes.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 6, "two slices of one chunk share a node while others have none");
+            let again = slice_homes(&chunk, 6, &after);
+            moved += homes.iter().zip(&again).filter(|(a, b)| a != b).count();
+            total += 6;
+        }
+        // The newcomer's fair share is 6 of 7 nodes' slices over 7: 1/7 of
+        // all slices. A ranking shared by the positions moves about half.
+        let share = moved as f64 / total as f64;
+        assert!(share < 0.25, "{:.1}% of the slices moved when a seventh node joined", share * 100.0);
+        // More slices than nodes: every node takes one before any takes two.
+        let homes = slice_homes(&Hash::of(b"x"), 6, &nodes(5));
+        assert_eq!(homes.len(), 6);
+        assert_eq!(homes.iter().collect::<std::collections::BTreeSet<_>>().len(), 5);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::hash::Hash;
+use crate::layout::Layout;
 use crate::model::{
     Blob, BucketRecord, Chunk, ChunkList, ObjectSummary, RecordError, RowVersion, SealedSlice, SliceSeal, VersionEntry,
 };
@@ -24,6 +25,9 @@ use crate::slicelog::SliceLog;
 pub use crate::store_error::{is_storage_full, StoreError, StoreResult};
 use crate::sync::{self, Entry, EntryKind, SyncItem};
 use crate::world::{Clock, SystemClock};
+
+/// The key of the layout in the `cluster` partition.
+const LAYOUT_KEY: &[u8] = b"layout";
 
 pub type Summaries = Vec<ObjectSummary>;
 type Listing = StoreResult<Summaries>;
@@ -74,6 +78,12 @@ pub struct LocalStore {
     /// Partition ‖ leaf ‖ item id → entry kind ‖ digest ‖ locator: what
     /// anti-entropy compares (`sync`).
     sync_index: PartitionHandle,
+    /// This node's cluster state: the layout.
+    cluster: PartitionHandle,
+    /// The layout as last stored, for placement to read without the disk.
+    layout: std::sync::RwLock<Arc<Layout>>,
+    /// Serialises layout changes, so none is lost to a concurrent one.
+    layout_lock: Mutex<()>,
     /// Digests of the sync trees' leaves and roots computed since they
     /// last changed.
     sync_cache: Mutex<SyncCache>,
@@ -81,6 +91,8 @@ pub struct LocalStore {
     /// replica (for `ouroboros status` and garbage collection);
     /// `NO_ROUND_YET` before the first round.
     partitions_unsynced: AtomicUsize,
+    /// Slices the last move pass left to move, and their bytes.
+    move_backlog: Mutex<Option<(u64, u64)>>,
     durability: Durability,
     /// When slices are stored and chunks claimed.
     clock: Arc<dyn Clock>,
@@ -350,8 +362,12 @@ impl LocalStore {
             buckets: keyspace.open_partition("buckets", plain())?,
             rows: keyspace.open_partition("rows", plain())?,
             sync_index: keyspace.open_partition("sync_index", plain())?,
+            cluster: keyspace.open_partition("cluster", plain())?,
+            layout: std::sync::RwLock::new(Arc::new(Layout::default())),
+            layout_lock: Mutex::new(()),
             sync_cache: Mutex::new(SyncCache::default()),
             partitions_unsynced: AtomicUsize::new(NO_ROUND_YET),
+            move_backlog: Mutex::new(None),
             keyspace,
             durability,
             clock: Arc::new(SystemClock),
@@ -365,6 +381,7 @@ impl LocalStore {
         store.index_unsynced_blobs()?;
         store.rebuild_version_indexes()?;
         store.migrate_unversioned_rows()?;
+        store.load_layout()?;
         Ok(store)
     }
 
@@ -489,6 +506,29 @@ impl LocalStore {
             self.chunk_claims.insert(chunk.id.as_bytes(), self.clock.now_nanos().to_be_bytes())?;
         }
         self.make_durable()
+    }
+
+    /// Store a manifest moved from another node unless one is held: a
+    /// manifest held here may be newer than the one offered, whose slices
+    /// may be gone. Returns whether it was stored.
+    pub fn offer_chunk(&self, chunk: &Chunk) -> StoreResult<bool> // PA
+    {
+        {
+            let _guard = self.claim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if self.get_chunk(&chunk.id)?.is_some() {
+                return Ok(false);
+            }
+            self.chunks.insert(chunk.id.as_bytes(), codec::encode(chunk))?;
+            self.chunk_claims.insert(chunk.id.as_bytes(), self.clock.now_nanos().to_be_bytes())?;
+        }
+        self.make_durable()?;
+        Ok(true)
+    }
+
+    /// Whether each of these slices is held here.
+    pub fn holds_slices(&self, hashes: &[Hash]) -> StoreResult<Vec<bool>> // PA
+    {
+        hashes.iter().map(|hash| Ok(self.slice_owners.contains_key(hash.as_bytes())?)).collect()
     }
 
     /// A chunk's manifest, claimed for a write that will reference it: the
@@ -1161,6 +1201,57 @@ impl LocalStore {
         let mut cache = self.sync_cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         cache.leaves.remove(&(partition, sync::leaf_of(id)));
         cache.roots.remove(&partition);
+    }
+
+    fn load_layout(&self) -> StoreResult<()> // PA
+    {
+        if let Some(bytes) = self.cluster.get(LAYOUT_KEY)? {
+            let layout: Layout = codec::decode(&bytes).map_err(StoreError::Layout)?;
+            *self.layout.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(layout);
+        }
+        Ok(())
+    }
+
+    /// The cluster layout as this node holds it.
+    pub fn layout(&self) -> Arc<Layout> // PA
+    {
+        self.layout.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Apply `change` to the layout; when it says something changed, the
+    /// new layout is stored durably before anyone reads it. Returns the
+    /// layout as it now stands.
+    pub fn update_layout(&self, change: impl FnOnce(&mut Layout) -> bool) -> StoreResult<Arc<Layout>> // PA
+    {
+        let _serialised = self.layout_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut next = (*self.layout()).clone();
+        if !change(&mut next) {
+            return Ok(self.layout());
+        }
+        self.cluster.insert(LAYOUT_KEY, codec::encode(&next))?;
+        self.keyspace.persist(PersistMode::SyncAll)?;
+        let next = Arc::new(next);
+        *self.layout.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = next.clone();
+        Ok(next)
+    }
+
+    /// Merge another node's layout into this node's.
+    pub fn merge_layout(&self, other: &Layout) -> StoreResult<Arc<Layout>> // PA
+    {
+        self.update_layout(|layout| layout.merge(other))
+    }
+
+    /// What the last move pass left: slices that belong elsewhere, and
+    /// their bytes.
+    pub fn set_move_backlog(&self, slices: u64, bytes: u64) // A
+    {
+        *self.move_backlog.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((slices, bytes));
+    }
+
+    /// What the last move pass left; `None` before the first.
+    pub fn move_backlog(&self) -> Option<(u64, u64)> // A
+    {
+        *self.move_backlog.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// What the last anti-entropy round found: partitions out of step.

@@ -26,6 +26,10 @@ pub enum StoreError {
     BadIndexEntry { index: &'static str, len: usize },
     #[error("local store: chunk list {list} of blob {blob} is not held here")]
     MissingChunkList { list: Hash, blob: Hash },
+    #[error("local store: a blocking task failed: {0}")]
+    Task(String),
+    #[error("local store: the stored cluster layout: {0}")]
+    Layout(DecodeError),
     #[error("local store: index entry value in {index}: {source}")]
     BadIndexValue { index: &'static str, source: DecodeError },
 }

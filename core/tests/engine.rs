@@ -6,11 +6,16 @@ use std::io::{BufRead, BufReader};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use ouroboros_core::anti_entropy::AntiEntropy;
 use ouroboros_core::chunker::ChunkerConfig;
+use ouroboros_core::layout::NodeState;
 use ouroboros_core::memory::{MemoryCluster, MemoryView};
+use ouroboros_core::placement;
+use ouroboros_core::steward::{Steward, StewardSettings};
 use ouroboros_core::store::{Durability, LocalStore};
 use ouroboros_core::{DataKeyPair, Engine, EngineConfig, EngineError, Erasure, Hash, NodeKeys, PutRequest, StoredBlob};
 use rand::{RngCore, SeedableRng};
@@ -497,7 +502,6 @@ async fn garbage_collection_frees_exactly_the_unreferenced_chunks() // A
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_collection_goes_on_while_a_node_is_down_and_stale_manifests_are_never_used() // A
 {
-    use ouroboros_core::anti_entropy::AntiEntropy;
     let cluster = Cluster::new(3, small_chunks());
     let engine = &cluster.engines[0];
     let shared = random_bytes(600_000, 21);
@@ -804,7 +808,6 @@ async fn a_deleted_row_stays_deleted_when_the_replica_that_missed_it_answers() /
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anti_entropy_brings_a_returning_replica_level_and_deletes_stay_deleted() // A
 {
-    use ouroboros_core::anti_entropy::AntiEntropy;
     let cluster = Cluster::new(3, small_chunks());
     let engine = &cluster.engines[0];
     let behind = cluster.nodes[2];
@@ -1003,4 +1006,143 @@ async fn listings_over_six_nodes_page_without_gaps_or_repeats() // A
         }
     }
     assert_eq!(listed, keys);
+}
+
+type TestSteward = Steward<MemoryCluster, MemoryView>;
+
+fn steward_of(cluster: &Cluster, node: Hash, dead_after: Duration) -> TestSteward // A
+{
+    let store = cluster.transport.store(&node).expect("node's store");
+    let settings = StewardSettings { dead_after, may_stand_alone: false, move_bytes_per_sec: u64::MAX };
+    Steward::new(Arc::new(cluster.transport.clone()), Arc::new(cluster.transport.view(node)), store, settings)
+}
+
+/// Slices listed by a manifest held on `nodes` that are not on the home
+/// the layout (as `nodes[0]` holds it) gives them.
+fn misplaced_slices(cluster: &Cluster, nodes: &[Hash]) -> usize // A
+{
+    let store = |node: &Hash| cluster.transport.store(node).expect("store");
+    let placing = store(&nodes[0]).layout().placing();
+    let mut misplaced = 0;
+    for node in nodes {
+        let store = store(node);
+        for id in store.unclaimed_chunks(u64::MAX, None, usize::MAX).expect("chunks") {
+            let manifest = store.get_chunk(&id).expect("manifest").expect("listed");
+            let homes = placement::slice_homes(&id, manifest.slices.len(), &placing);
+            for (slice, home) in manifest.slices.iter().zip(&homes) {
+                let held = cluster.transport.store(home).expect("home").holds_slices(&[*slice]).expect("holds");
+                misplaced += usize::from(!held[0]);
+            }
+        }
+    }
+    misplaced
+}
+
+fn state_of(cluster: &Cluster, seen_by: Hash, node: Hash) -> Option<NodeState> // A
+{
+    cluster.transport.store(&seen_by).expect("store").layout().state_of(&node)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_and_another_drains_while_every_object_keeps_reading() // A
+{
+    let mut cluster = Cluster::new(4, small_chunks());
+    let mut objects: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in 0..16u64 {
+        let (key, data) = (format!("before/{i}"), random_bytes(20_000 + i as usize * 41_000, i));
+        put(&cluster.engines[0], &key, &data).await;
+        objects.push((key, data));
+    }
+
+    // A fifth node starts: reachable, in nobody's layout yet.
+    let dir = tempfile::tempdir().unwrap();
+    let newcomer = Hash::of(b"node 4");
+    cluster.transport.add_unplaced_node(newcomer, Arc::new(LocalStore::open(dir.path(), Durability::Flush).unwrap()));
+    cluster._dirs.push(dir);
+    cluster.nodes.push(newcomer);
+    let view = Arc::new(cluster.transport.view(newcomer));
+    cluster.engines.push(Engine::new(Arc::new(cluster.transport.clone()), view, test_keys(), small_chunks()).unwrap());
+    let hour = Duration::from_secs(3600);
+    let stewards: Vec<TestSteward> = cluster.nodes.iter().map(|node| steward_of(&cluster, *node, hour)).collect();
+
+    // The join: every step, every node tends its layout, one more object
+    // is written, and every object reads through some node.
+    let mut step = 0;
+    loop {
+        let mut moves_done = true;
+        for steward in &stewards {
+            let report = steward.tend(&cluster.nodes).await;
+            moves_done &= report.moved.is_none_or(|moved| moved.complete());
+        }
+        let (key, data) = (format!("joining/{step}"), random_bytes(150_000, 100 + step as u64));
+        put(&cluster.engines[step % 5], &key, &data).await;
+        objects.push((key, data));
+        for (key, data) in &objects {
+            let read = read_all(&cluster.engines[(step + 1) % 5], key).await;
+            assert_eq!(read.as_deref().ok(), Some(data.as_slice()), "{key} at join step {step}: {read:?}");
+        }
+        let active = cluster.nodes.iter().all(|n| state_of(&cluster, *n, newcomer) == Some(NodeState::Active));
+        if active && moves_done {
+            break;
+        }
+        step += 1;
+        assert!(step < 15, "the newcomer is {:?} after {step} steps", state_of(&cluster, newcomer, newcomer));
+    }
+    for steward in &stewards {
+        steward.tend(&cluster.nodes).await;
+    }
+    assert_eq!(misplaced_slices(&cluster, &cluster.nodes), 0, "slices not moved to their homes after the join");
+    let held = cluster.transport.store(&newcomer).unwrap().slice_usage().unwrap().1;
+    assert!(held > 0, "the newcomer holds no slices");
+
+    // A drain: node 1's data moves off, it leaves the layout, and once it
+    // is stopped every object still reads.
+    let leaving = cluster.nodes[1];
+    stewards[0].set_state(leaving, NodeState::Draining).await.expect("drain");
+    let mut step = 0;
+    while state_of(&cluster, leaving, leaving) != Some(NodeState::Gone) {
+        for steward in &stewards {
+            steward.tend(&cluster.nodes).await;
+        }
+        for (key, data) in &objects {
+            let read = read_all(&cluster.engines[0], key).await;
+            assert_eq!(read.as_deref().ok(), Some(data.as_slice()), "{key} at drain step {step}: {read:?}");
+        }
+        step += 1;
+        assert!(step < 15, "node 1 is {:?} after {step} steps", state_of(&cluster, leaving, leaving));
+    }
+    for steward in &stewards {
+        steward.tend(&cluster.nodes).await;
+    }
+    cluster.transport.set_down(leaving, true);
+    let left = cluster.transport.store(&leaving).unwrap();
+    assert_eq!(left.slice_usage().unwrap().1, 0, "the drained node kept slices");
+    assert_eq!(left.unclaimed_chunks(u64::MAX, None, 10).unwrap().len(), 0, "the drained node kept manifests");
+    let remaining: Vec<Hash> = cluster.nodes.iter().copied().filter(|n| *n != leaving).collect();
+    assert_eq!(misplaced_slices(&cluster, &remaining), 0, "slices not at their homes after the drain");
+    for (key, data) in &objects {
+        for engine in [&cluster.engines[0], &cluster.engines[4]] {
+            let read = read_all(engine, key).await;
+            assert_eq!(read.as_deref().ok(), Some(data.as_slice()), "{key} with the drained node stopped: {read:?}");
+        }
+    }
+
+    // A node down past `dead_after` is marked gone by whoever sees it, and
+    // its partitions are copied to their new replicas.
+    let lost = cluster.nodes[3];
+    cluster.transport.set_down(lost, true);
+    let impatient = steward_of(&cluster, cluster.nodes[0], Duration::ZERO);
+    let report = impatient.tend(&remaining).await;
+    assert_eq!(report.marked_gone, vec![lost]);
+    for steward in [&stewards[2], &stewards[4]] {
+        steward.tend(&cluster.nodes).await;
+    }
+    assert_eq!(state_of(&cluster, cluster.nodes[2], lost), Some(NodeState::Gone));
+    for node in [cluster.nodes[0], cluster.nodes[2], newcomer] {
+        AntiEntropy::new(Arc::new(cluster.transport.clone()), Arc::new(cluster.transport.view(node))).round().await;
+    }
+    for (key, data) in &objects {
+        let read = read_all(&cluster.engines[2], key).await;
+        assert_eq!(read.as_deref().ok(), Some(data.as_slice()), "{key} after a node was lost: {read:?}");
+    }
 }

@@ -75,6 +75,12 @@ pub struct FileConfig {
     /// (default 7 days): a node away for longer may bring back what was
     /// deleted meanwhile.
     pub tombstone_grace_secs: Option<u64>,
+    /// Seconds a node may be seen down before any node marks it gone from
+    /// the layout, and its data is rebuilt elsewhere (default 30 minutes).
+    pub dead_after_secs: Option<u64>,
+    /// Bytes per second a node moves slices at, at most, when the layout
+    /// changes (default 64 MiB).
+    pub repair_bytes_per_sec: Option<u64>,
 }
 
 impl FileConfig {
@@ -115,6 +121,10 @@ pub struct ClusterSettings {
     /// How often replicas compare what they hold (and registers are
     /// brought up to date).
     pub sync_interval: Duration,
+    /// How long a node may be seen down before it is marked gone.
+    pub dead_after: Duration,
+    /// How fast slices move when the layout changes.
+    pub repair_bytes_per_sec: u64,
 }
 
 /// The default `sync_interval`.
@@ -131,9 +141,16 @@ impl Default for ClusterSettings {
             data_key: None,
             storage_only: false,
             sync_interval: DEFAULT_SYNC_INTERVAL,
+            dead_after: DEFAULT_DEAD_AFTER,
+            repair_bytes_per_sec: DEFAULT_REPAIR_BYTES_PER_SEC,
         }
     }
 }
+
+/// The default `dead_after`.
+pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(30 * 60);
+/// The default `repair_bytes_per_sec`.
+pub const DEFAULT_REPAIR_BYTES_PER_SEC: u64 = 64 << 20;
 
 /// The background work a node does: expiring abandoned uploads, then
 /// collecting garbage.
@@ -296,9 +313,21 @@ impl Config {
             data_key: secret("data key", "OUROBOROS_DATA_KEY", overrides.data_key_file.or(file.data_key_file))?,
             storage_only: overrides.storage_only || file.storage_only.unwrap_or(false),
             sync_interval: seconds("OUROBOROS_SYNC_INTERVAL_SECS", file.sync_interval_secs, DEFAULT_SYNC_INTERVAL)?,
+            dead_after: seconds("OUROBOROS_DEAD_AFTER_SECS", file.dead_after_secs, DEFAULT_DEAD_AFTER)?,
+            repair_bytes_per_sec: number(
+                "OUROBOROS_REPAIR_BYTES_PER_SEC",
+                file.repair_bytes_per_sec,
+                DEFAULT_REPAIR_BYTES_PER_SEC,
+            )?,
         };
-        if cluster.sync_interval.is_zero() {
-            return Err(ConfigError::Invalid { name: "sync_interval_secs", value: "0".into(), expected: "at least 1" });
+        for (name, zero) in [
+            ("sync_interval_secs", cluster.sync_interval.is_zero()),
+            ("dead_after_secs", cluster.dead_after.is_zero()),
+            ("repair_bytes_per_sec", cluster.repair_bytes_per_sec == 0),
+        ] {
+            if zero {
+                return Err(ConfigError::Invalid { name, value: "0".into(), expected: "at least 1" });
+            }
         }
         if cluster.storage_only && (cluster.listen.is_none() || cluster.join.is_empty()) {
             return Err(ConfigError::Conflict(

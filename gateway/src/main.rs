@@ -46,6 +46,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Change the layout: drain a node (its data moves to the others, then
+    /// it leaves) or remove one at once (its data is rebuilt elsewhere).
+    Node {
+        #[command(subcommand)]
+        action: NodeAction,
+        /// The S3 endpoint of any running node of the cluster.
+        #[arg(long, env = "OUROBOROS_ENDPOINT", default_value = "http://127.0.0.1:9000", global = true)]
+        endpoint: String,
+    },
     /// Manage S3 access keys.
     Key {
         #[command(subcommand)]
@@ -80,6 +89,22 @@ struct ClusterFlags {
 }
 
 #[derive(Subcommand)]
+enum NodeAction {
+    /// Stop placing new data on the node and move what it holds to the
+    /// others; it leaves the layout once they hold it.
+    Drain {
+        /// The node's id, or a prefix of it that names one node (as `status` shows).
+        id: String,
+    },
+    /// Take the node out of the layout now, as if it were lost: its data
+    /// is rebuilt from the other nodes' copies and parity.
+    Remove {
+        /// The node's id, or a prefix of it that names one node.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum KeyAction {
     /// Create a key and print its id and secret.
     Create { name: String },
@@ -105,14 +130,16 @@ fn first_env(names: &[&str]) -> Option<String> // A
     names.iter().find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
 }
 
-/// `ouroboros status`: signed with the server's access-key variables, or the AWS ones.
-fn status(endpoint: &str, json: bool) -> ExitCode // A
+/// A signed admin request to `endpoint`, with the server's access-key
+/// variables or the AWS ones; the answer's body, or the exit code after
+/// saying what went wrong.
+fn send_admin(endpoint: &str, request: &status::AdminRequest<'_>) -> Result<String, ExitCode> // A
 {
     let access_key = first_env(&["OUROBOROS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"]);
     let secret_key = first_env(&["OUROBOROS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"]);
     let (Some(access_key), Some(secret_key)) = (access_key, secret_key) else {
         eprintln!("ouroboros: set OUROBOROS_ACCESS_KEY_ID and OUROBOROS_SECRET_ACCESS_KEY (or the AWS_ ones)");
-        return ExitCode::from(2);
+        return Err(ExitCode::from(2));
     };
     let region =
         first_env(&["OUROBOROS_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"]).unwrap_or_else(|| "us-east-1".into());
@@ -121,15 +148,41 @@ fn status(endpoint: &str, json: bool) -> ExitCode // A
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("ouroboros: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
+            return Err(ExitCode::FAILURE);
         }
     };
-    let answer = match runtime.block_on(status::fetch_status(endpoint, &signer)) {
-        Ok(answer) => answer,
-        Err(error) => {
-            eprintln!("ouroboros: {error}");
-            return ExitCode::FAILURE;
+    runtime.block_on(status::admin_request(endpoint, &signer, request)).map_err(|error| {
+        eprintln!("ouroboros: {error}");
+        ExitCode::FAILURE
+    })
+}
+
+/// `ouroboros node drain|remove ID`.
+fn change_node(endpoint: &str, action: NodeAction) -> ExitCode // A
+{
+    let request = match &action {
+        NodeAction::Drain { id } => status::AdminRequest::node("drain", id),
+        NodeAction::Remove { id } => status::AdminRequest::node("remove", id),
+    };
+    if !request.query.split('&').all(|p| p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'=' || b == b'-')) {
+        eprintln!("ouroboros: a node id is hexadecimal digits");
+        return ExitCode::from(2);
+    }
+    match send_admin(endpoint, &request) {
+        Ok(answer) => {
+            print!("{answer}");
+            ExitCode::SUCCESS
         }
+        Err(code) => code,
+    }
+}
+
+/// `ouroboros status`.
+fn status(endpoint: &str, json: bool) -> ExitCode // A
+{
+    let answer = match send_admin(endpoint, &status::AdminRequest::status()) {
+        Ok(answer) => answer,
+        Err(code) => return code,
     };
     if json {
         println!("{}", answer.trim_end());
@@ -191,6 +244,7 @@ fn main() -> ExitCode // A
             }
         }
         Command::Status { endpoint, json } => status(&endpoint, json),
+        Command::Node { action, endpoint } => change_node(&endpoint, action),
         Command::Key { action, data_dir } => match action {
             KeyAction::Create { name } => match credentials::create_key(&data_dir, &name) {
                 Ok(key) => {

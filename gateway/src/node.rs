@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ouroboros_core::layout::{Layout, NodeState};
+use ouroboros_core::steward::{Steward, StewardSettings};
 use ouroboros_core::store::{LocalStore, StoreError};
 use ouroboros_core::{ClusterSecret, DataKeyPair, Engine, EngineConfig, EngineError, Hash, NodeKeys};
 use ouroboros_membership::{
@@ -23,6 +25,8 @@ pub const IDENTITY_FILE: &str = "identity.toml";
 const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub type NodeEngine = Engine<NetTransport, MembersView>;
+/// The layout steward of a node of a cluster.
+pub type NodeSteward = Steward<NetTransport, MembersView>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -178,6 +182,8 @@ pub struct Node {
     pub cluster: Option<Cluster>,
     /// Calls to members (this node's own store when alone).
     pub transport: NetTransport,
+    /// Keeps the layout and moves data; `None` for a node alone.
+    pub steward: Option<Arc<NodeSteward>>,
     _lock: File,
 }
 
@@ -225,6 +231,11 @@ impl Node {
                 (NetTransport::new(store.clone(), members.clone(), keys, Default::default()), members, None)
             }
         };
+        let known: Vec<Hash> = members.snapshot().iter().map(|m| m.peer.id).collect();
+        let held_data = store.slice_usage()?.1 > 0;
+        let alone = cluster.is_none();
+        let now_ms = ouroboros_core::now_nanos() / 1_000_000;
+        store.update_layout(move |layout| enter_layout(layout, id, &known, alone, held_data, now_ms))?;
         if let Some(cluster) = &cluster {
             if secrets.new_cluster && config.cluster.join.is_empty() {
                 print_new_cluster(config, cluster.members.local(), &secrets);
@@ -236,12 +247,21 @@ impl Node {
                 let data_pair = DataKeyPair::from_secret_bytes(data);
                 let recipients = vec![data_pair.public()];
                 let keys = NodeKeys { dedup_key: cluster_secret.dedup_key(), recipients, data_pair };
-                let view = Arc::new(MembersView(members.clone()));
+                let view = Arc::new(MembersView { members: members.clone(), store: store.clone() });
                 Some(Engine::new(Arc::new(transport.clone()), view, keys, EngineConfig::default())?)
             }
             None => None,
         };
-        Ok(Node { engine, store, id, members, cluster, transport, _lock: lock })
+        let steward = cluster.as_ref().map(|_| {
+            let settings = StewardSettings {
+                dead_after: config.cluster.dead_after,
+                may_stand_alone: config.cluster.join.is_empty(),
+                move_bytes_per_sec: config.cluster.repair_bytes_per_sec,
+            };
+            let view = Arc::new(MembersView { members: members.clone(), store: store.clone() });
+            Arc::new(Steward::new(Arc::new(transport.clone()), view, store.clone(), settings))
+        });
+        Ok(Node { engine, store, id, members, cluster, transport, steward, _lock: lock })
     }
 
     /// Leave the cluster (others mark this node down at once) and stop.
@@ -251,6 +271,27 @@ impl Node {
             cluster.leave().await;
         }
     }
+}
+
+/// Put this node in its own layout the first time it starts with one. A
+/// node alone is active at once. A node of a cluster formed before the
+/// layout existed (it holds data, knows other members, and has no layout)
+/// enters with every member it knows as active, as placement treated them.
+/// Any other node joins, and the layout steward makes it active once it
+/// holds its share.
+fn enter_layout(layout: &mut Layout, id: Hash, known: &[Hash], alone: bool, held_data: bool, now_ms: u64) -> bool // PA
+{
+    if layout.state_of(&id).is_some() {
+        return false;
+    }
+    if alone {
+        return layout.advance(id, NodeState::Active, id, now_ms);
+    }
+    if layout.nodes.is_empty() && held_data && known.len() > 1 {
+        tracing::info!(nodes = known.len(), "a cluster from before the layout: every known node enters it active");
+        return layout.merge(&Layout::of_active(known));
+    }
+    layout.advance(id, NodeState::Joining, id, now_ms)
 }
 
 /// A node told to join that knows no other member yet waits until one

@@ -12,8 +12,9 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use ouroboros_core::anti_entropy::AntiEntropy;
+use ouroboros_core::layout::{Layout, NodeState};
 use ouroboros_core::store::LocalStore;
-use ouroboros_membership::{GossipCounters, Members, MembersView, NetTransport, TransportCounters};
+use ouroboros_membership::{GossipCounters, Liveness, Members, MembersView, NetTransport, TransportCounters};
 use s3s::host::{MultiDomain, S3Host};
 use s3s::s3_error;
 use s3s::service::{S3Service, S3ServiceBuilder};
@@ -24,7 +25,7 @@ use crate::config::{Config, Maintenance};
 use crate::connection::{self, ConnectionLimits, StallGuard, StallTimedBody};
 use crate::credentials::{self, KeyRing};
 use crate::front_door;
-use crate::node::{Node, NodeEngine};
+use crate::node::{Node, NodeEngine, NodeSteward};
 use crate::s3::Gateway;
 
 type HttpResult = Result<Response<s3s::Body>, Infallible>;
@@ -100,8 +101,12 @@ impl Server {
             .map_err(|source| ServeError::Bind { addr: config.listen.clone(), source })?;
         let mut builder = S3ServiceBuilder::new(Gateway::new(engine, config.region.clone()));
         builder.set_auth(keys.clone());
-        builder
-            .set_route(crate::status::StatusRoute { members: node.members.clone(), transport: node.transport.clone() });
+        builder.set_route(crate::status::StatusRoute {
+            members: node.members.clone(),
+            transport: node.transport.clone(),
+            store: node.store.clone(),
+            steward: node.steward.clone(),
+        });
         let mut limits = s3s::config::S3Config::default();
         limits.xml_max_body_size = front_door::MAX_PARSED_BODY;
         limits.post_object_max_file_size = MAX_POST_OBJECT;
@@ -209,11 +214,13 @@ impl Server {
             _ => None,
         };
         let anti_entropy = self.node.cluster.as_ref().map(|_| {
-            let view = Arc::new(MembersView(self.node.members.clone()));
+            let view = Arc::new(MembersView { members: self.node.members.clone(), store: self.node.store.clone() });
             let syncer = AntiEntropy::new(Arc::new(self.node.transport.clone()), view);
             tokio::spawn(keep_replicas_in_step(syncer, self.sync_interval))
         });
         let purge = tokio::spawn(keep_tombstones_bounded(self.node.store.clone(), self.maintenance));
+        let layout =
+            self.node.steward.clone().map(|steward| tokio::spawn(keep_layout(steward, self.node.members.clone())));
         let limits = self.connections;
         let mut http = ConnBuilder::new(TokioExecutor::new());
         http.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
@@ -222,6 +229,7 @@ impl Server {
         let region: Arc<str> = self.region.clone().into();
         let status = Arc::new(NodeStatus {
             members: self.node.members.clone(),
+            store: self.node.store.clone(),
             transport: self.node.cluster.as_ref().map(|c| c.transport.counters()),
             gossip: self.node.cluster.as_ref().map(|c| c.gossip.counters.clone()),
         });
@@ -284,7 +292,7 @@ impl Server {
             () = graceful.shutdown() => tracing::info!("all requests drained"),
             () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out, closing anyway"),
         }
-        for task in upkeep.into_iter().chain(bucket_sync).chain(anti_entropy).chain(Some(purge)) {
+        for task in upkeep.into_iter().chain(bucket_sync).chain(anti_entropy).chain(Some(purge)).chain(layout) {
             task.abort();
         }
         self.node.leave().await;
@@ -352,6 +360,22 @@ async fn keep_replicas_in_step(syncer: AntiEntropy<NetTransport, MembersView>, e
     }
 }
 
+/// How often a node exchanges layouts and moves itself on.
+const LAYOUT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Tend the layout (see `ouroboros_core::steward`) every `LAYOUT_INTERVAL`.
+async fn keep_layout(steward: Arc<NodeSteward>, members: Arc<Members>) // A
+{
+    let mut tick = tokio::time::interval(LAYOUT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let alive = members.snapshot().into_iter().filter(|m| m.liveness == Liveness::Alive);
+        let peers: Vec<ouroboros_core::NodeId> = alive.map(|m| m.peer.id).collect();
+        steward.tend(&peers).await;
+    }
+}
+
 /// Drop tombstones past their grace period, every maintenance interval, on
 /// every node: storage-only nodes hold tombstones too, and one that kept
 /// them would hand them back to the others at each anti-entropy round.
@@ -375,6 +399,7 @@ async fn keep_tombstones_bounded(store: Arc<LocalStore>, settings: Maintenance) 
 /// What the health and metrics endpoints read.
 struct NodeStatus {
     members: Arc<Members>,
+    store: Arc<LocalStore>,
     transport: Option<Arc<TransportCounters>>,
     gossip: Option<Arc<GossipCounters>>,
 }
@@ -461,14 +486,17 @@ fn metrics(status: &NodeStatus) -> Response<s3s::Body> // A
 }
 
 /// `/_ouroboros/health`: 200 while this node sees a majority of the known
-/// members alive (itself included), else 503; the body says what it sees.
-fn health(members: &Members) -> Response<s3s::Body> // A
+/// members alive (itself included), else 503; the body says what it sees,
+/// and how many nodes its layout holds active (a joining node becomes
+/// active once it holds its share).
+fn health(members: &Members, layout: &Layout) -> Response<s3s::Body> // A
 {
     let known = members.snapshot().len();
     let alive = members.alive();
+    let active = layout.nodes.values().filter(|entry| entry.state == NodeState::Active).count();
     let quorum = alive > known / 2;
     let body = format!(
-        "{{\"status\":\"{}\",\"node\":\"{}\",\"members\":{known},\"alive\":{alive},\"quorum\":{quorum}}}\n",
+        "{{\"status\":\"{}\",\"node\":\"{}\",\"members\":{known},\"alive\":{alive},\"active\":{active},\"quorum\":{quorum}}}\n",
         if quorum { "ok" } else { "degraded" },
         ouroboros_membership::short_id(&members.local().id),
     );
@@ -563,7 +591,7 @@ async fn handle(service: Option<S3Service>, call: S3Call, request: Request<Clien
     let method = request.method().clone();
     let uri = request.uri().clone();
     let mut response = if uri.path() == HEALTH_PATH {
-        health(&call.status.members)
+        health(&call.status.members, &call.status.store.layout())
     } else if uri.path() == METRICS_PATH {
         metrics(&call.status)
     } else if let Some(service) = service {

@@ -1,7 +1,9 @@
-//! `ouroboros status`: the members a node sees, for operators. The server
-//! side is an s3s custom route on `GET /?x-ouroboros-status`, so s3s checks
-//! its SigV4 signature against the node's access keys like any S3 request;
-//! the client side signs that one request and prints the answer.
+//! `ouroboros status` and `ouroboros node drain|remove`, for operators.
+//! The server side is an s3s custom route on `GET /?x-ouroboros-status`
+//! (the members a node sees, with their layout states and what they store)
+//! and `POST /?x-ouroboros-node=drain|remove&id=ID` (a layout change), so
+//! s3s checks the SigV4 signature against the node's access keys like any
+//! S3 request; the client side signs that one request and prints the answer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +12,12 @@ use hmac::{KeyInit, Mac};
 use hyper::http::Extensions;
 use hyper::{HeaderMap, Method, Uri};
 use ouroboros_core::cluster::{StoreUsage, Transport, Usage};
+use ouroboros_core::layout::{Layout, NodeState};
+use ouroboros_core::store::LocalStore;
+use ouroboros_core::NodeId;
 use ouroboros_membership::{Members, NetTransport};
+
+use crate::node::NodeSteward;
 use s3s::route::S3Route;
 use s3s::{Body, S3Request, S3Response, S3Result};
 use serde::{Deserialize, Serialize};
@@ -19,12 +26,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The query parameter that names the status request.
 pub const STATUS_QUERY: &str = "x-ouroboros-status";
+/// The query parameter that names a layout change, and the one naming its node.
+pub const NODE_QUERY: &str = "x-ouroboros-node";
+pub const NODE_ID_QUERY: &str = "id";
 
-/// Answers the status request with the member table as JSON.
+/// Answers the status request with the member table as JSON, and layout
+/// changes.
 pub struct StatusRoute {
     pub members: Arc<Members>,
     /// Asks each member what it stores.
     pub transport: NetTransport,
+    pub store: Arc<LocalStore>,
+    /// Makes layout changes; `None` on a node alone.
+    pub steward: Option<Arc<NodeSteward>>,
 }
 
 /// How long status waits for a member to say what it stores.
@@ -35,6 +49,8 @@ const USAGE_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct StatusReport {
     /// The id of the node that answered.
     pub node: String,
+    /// The version of its layout: it grows with every change of state.
+    pub layout_version: u64,
     pub members: Vec<MemberReport>,
     pub repair: RepairReport,
 }
@@ -46,6 +62,11 @@ pub struct RepairReport {
     /// Metadata partitions a member found out of step with another replica
     /// at its last anti-entropy round: 0 once replicas agree.
     pub partitions_unsynced: u64,
+    /// Slices that belong on another node than the one holding them, and
+    /// their bytes, at each member's last move pass: 0 once everything is
+    /// where the layout puts it.
+    pub slices_to_move: u64,
+    pub bytes_to_move: u64,
 }
 
 /// One member as the answering node sees it.
@@ -56,6 +77,9 @@ pub struct MemberReport {
     pub addr: String,
     /// `alive`, `suspect` or `down`.
     pub state: String,
+    /// `joining`, `active`, `draining` or `gone`; absent when the layout
+    /// does not hold it yet.
+    pub layout: Option<String>,
     /// `gateway` or `storage`.
     pub role: String,
     pub generation: u64,
@@ -64,11 +88,14 @@ pub struct MemberReport {
     pub slice_bytes: Option<u64>,
     /// Partitions it found out of step at its last anti-entropy round.
     pub partitions_unsynced: Option<u64>,
+    /// Slices it holds that belong elsewhere, and their bytes.
+    pub slices_to_move: Option<u64>,
+    pub bytes_to_move: Option<u64>,
 }
 
 /// The member table as a report, with what each member that answers in
 /// time says it stores.
-pub async fn status_report(members: &Members, transport: &NetTransport) -> StatusReport // A
+pub async fn status_report(members: &Members, transport: &NetTransport, layout: &Layout) -> StatusReport // A
 {
     let snapshot = members.snapshot();
     let usage = snapshot.iter().map(|m| async move {
@@ -85,35 +112,92 @@ pub async fn status_report(members: &Members, transport: &NetTransport) -> Statu
             id: m.peer.id.to_hex(),
             addr: m.peer.addr.to_string(),
             state: m.liveness.as_str().to_string(),
+            layout: layout.state_of(&m.peer.id).map(|state| state.as_str().to_string()),
             role: m.peer.role.as_str().to_string(),
             generation: m.peer.generation,
             slices: usage.map(|u| u.slices),
             slice_bytes: usage.map(|u| u.bytes),
             partitions_unsynced: usage.and_then(|u| u.partitions_unsynced),
+            slices_to_move: usage.and_then(|u| u.slices_to_move),
+            bytes_to_move: usage.and_then(|u| u.bytes_to_move),
         })
         .collect::<Vec<_>>();
-    let repair = RepairReport { partitions_unsynced: members_seen.iter().filter_map(|m| m.partitions_unsynced).sum() };
-    StatusReport { node: members.local().id.to_hex(), members: members_seen, repair }
+    let sum = |field: fn(&MemberReport) -> Option<u64>| members_seen.iter().filter_map(field).sum();
+    let repair = RepairReport {
+        partitions_unsynced: sum(|m| m.partitions_unsynced),
+        slices_to_move: sum(|m| m.slices_to_move),
+        bytes_to_move: sum(|m| m.bytes_to_move),
+    };
+    let layout_version = layout.version();
+    StatusReport { node: members.local().id.to_hex(), layout_version, members: members_seen, repair }
 }
 
 #[async_trait::async_trait]
 impl S3Route for StatusRoute {
     fn is_match(&self, method: &Method, uri: &Uri, _headers: &HeaderMap, _extensions: &mut Extensions) -> bool // PA
     {
-        *method == Method::GET
-            && uri.path() == "/"
-            && uri.query().is_some_and(|q| q.split('&').any(|p| p == STATUS_QUERY || p == "x-ouroboros-status="))
+        let names = |name: &str| uri.query().is_some_and(|q| q.split('&').any(|p| p.split('=').next() == Some(name)));
+        uri.path() == "/"
+            && ((*method == Method::GET && names(STATUS_QUERY)) || (*method == Method::POST && names(NODE_QUERY)))
     }
 
-    async fn call(&self, _request: S3Request<Body>) -> S3Result<S3Response<Body>> // A
+    async fn call(&self, request: S3Request<Body>) -> S3Result<S3Response<Body>> // PA
     {
-        let json = serde_json::to_string_pretty(&status_report(&self.members, &self.transport).await)
+        if request.method == Method::POST {
+            return self.change_layout(&request.uri).await;
+        }
+        let layout = self.store.layout();
+        let json = serde_json::to_string_pretty(&status_report(&self.members, &self.transport, &layout).await)
             .map_err(|error| s3s::s3_error!(InternalError, "status report: {error}"))?;
         let mut response = S3Response::new(Body::from(json));
         response
             .headers
             .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
         Ok(response)
+    }
+}
+
+impl StatusRoute {
+    /// `POST /?x-ouroboros-node=drain|remove&id=ID`: move a node of the
+    /// layout to draining or gone. ID is its id or a prefix of it that
+    /// names one node.
+    async fn change_layout(&self, uri: &Uri) -> S3Result<S3Response<Body>> // PA
+    {
+        let param = |name: &str| {
+            uri.query()?.split('&').find_map(|p| p.split_once('=').filter(|(key, _)| *key == name).map(|(_, v)| v))
+        };
+        let state = match param(NODE_QUERY) {
+            Some("drain") => NodeState::Draining,
+            Some("remove") => NodeState::Gone,
+            other => {
+                return Err(s3s::s3_error!(InvalidArgument, "{NODE_QUERY} must be drain or remove, not {other:?}"))
+            }
+        };
+        let Some(steward) = &self.steward else {
+            return Err(s3s::s3_error!(InvalidRequest, "this node runs alone: it has no layout to change"));
+        };
+        let wanted = param(NODE_ID_QUERY).unwrap_or_default().to_ascii_lowercase();
+        let layout = self.store.layout();
+        let matching: Vec<NodeId> =
+            layout.nodes.keys().filter(|id| !wanted.is_empty() && id.to_hex().starts_with(&wanted)).copied().collect();
+        let node = match matching.as_slice() {
+            [node] => *node,
+            [] => return Err(s3s::s3_error!(InvalidArgument, "no node of the layout has an id starting {wanted:?}")),
+            _ => return Err(s3s::s3_error!(InvalidArgument, "{} nodes have ids starting {wanted:?}", matching.len())),
+        };
+        if layout.state_of(&node).is_some_and(|held| held >= state) {
+            let held = layout.state_of(&node).map_or("", |s| s.as_str());
+            return Err(s3s::s3_error!(InvalidRequest, "node {} is already {held}", node.to_hex()));
+        }
+        let in_service = layout.in_service().len();
+        if in_service <= 1 {
+            return Err(s3s::s3_error!(InvalidRequest, "the last node in service cannot leave the layout"));
+        }
+        let Some(changed) = steward.set_state(node, state).await else {
+            return Err(s3s::s3_error!(InternalError, "the layout could not be stored; see this node's log"));
+        };
+        let held = changed.state_of(&node).map_or("unknown", |s| s.as_str());
+        Ok(S3Response::new(Body::from(format!("node {}: {held}\n", node.to_hex()))))
     }
 }
 
@@ -138,8 +222,28 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> // PA
 /// Header names and values.
 pub type Headers = Vec<(String, String)>;
 
-/// The headers of a SigV4-signed `GET /?x-ouroboros-status=` to `host`.
-pub fn signed_status_headers(signer: &Signer, host: &str, now: time::OffsetDateTime) -> Headers // PA
+/// An operator's request: `METHOD /?QUERY` with an empty body; the query
+/// is in canonical form (parameters sorted, values needing no escape).
+pub struct AdminRequest<'a> {
+    pub method: &'a str,
+    pub query: String,
+}
+
+impl AdminRequest<'_> {
+    pub fn status() -> Self // A
+    {
+        AdminRequest { method: "GET", query: format!("{STATUS_QUERY}=") }
+    }
+
+    /// Drain or remove (`action`) the node whose id starts with `id`.
+    pub fn node(action: &str, id: &str) -> AdminRequest<'static> // A
+    {
+        AdminRequest { method: "POST", query: format!("{NODE_ID_QUERY}={id}&{NODE_QUERY}={action}") }
+    }
+}
+
+/// The headers of a SigV4-signed admin request to `host`.
+pub fn signed_headers(signer: &Signer, request: &AdminRequest, host: &str, now: time::OffsetDateTime) -> Headers // PA
 {
     let date = format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
@@ -152,8 +256,9 @@ pub fn signed_status_headers(signer: &Signer, host: &str, now: time::OffsetDateT
     );
     let day = &date[..8];
     let empty = hex::encode(Sha256::digest(b""));
+    let (method, query) = (request.method, &request.query);
     let canonical = format!(
-        "GET\n/\n{STATUS_QUERY}=\nhost:{host}\nx-amz-content-sha256:{empty}\nx-amz-date:{date}\n\nhost;x-amz-content-sha256;x-amz-date\n{empty}"
+        "{method}\n/\n{query}\nhost:{host}\nx-amz-content-sha256:{empty}\nx-amz-date:{date}\n\nhost;x-amz-content-sha256;x-amz-date\n{empty}"
     );
     let scope = format!("{day}/{}/s3/aws4_request", signer.region);
     let to_sign = format!("AWS4-HMAC-SHA256\n{date}\n{scope}\n{}", hex::encode(Sha256::digest(canonical.as_bytes())));
@@ -187,8 +292,9 @@ pub enum StatusError {
     Garbled { endpoint: String },
 }
 
-/// Ask the node at `endpoint` (http://HOST:PORT) for its status JSON.
-pub async fn fetch_status(endpoint: &str, signer: &Signer) -> Result<String, StatusError> // A
+/// Send an admin request to the node at `endpoint` (http://HOST:PORT);
+/// the body of its answer.
+pub async fn admin_request(endpoint: &str, signer: &Signer, admin: &AdminRequest<'_>) -> Result<String, StatusError> // A
 {
     let host = endpoint
         .strip_prefix("http://")
@@ -197,8 +303,8 @@ pub async fn fetch_status(endpoint: &str, signer: &Signer) -> Result<String, Sta
         .ok_or_else(|| StatusError::Endpoint(endpoint.to_string()))?;
     let connect = |source| StatusError::Connect { endpoint: endpoint.to_string(), source };
     let mut stream = tokio::net::TcpStream::connect(host).await.map_err(connect)?;
-    let mut request = format!("GET /?{STATUS_QUERY}= HTTP/1.0\r\n");
-    for (name, value) in signed_status_headers(signer, host, time::OffsetDateTime::now_utc()) {
+    let mut request = format!("{} /?{} HTTP/1.0\r\ncontent-length: 0\r\n", admin.method, admin.query);
+    for (name, value) in signed_headers(signer, admin, host, time::OffsetDateTime::now_utc()) {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
@@ -219,23 +325,29 @@ pub async fn fetch_status(endpoint: &str, signer: &Signer) -> Result<String, Sta
 pub fn status_table(report: &StatusReport) -> String // A
 {
     let mut out = format!(
-        "{:<14} {:<24} {:<8} {:<8} {:>10} {:>9} {:>12}\n",
-        "node", "address", "state", "role", "generation", "slices", "slice bytes"
+        "{:<14} {:<24} {:<8} {:<9} {:<8} {:>10} {:>9} {:>12}\n",
+        "node", "address", "state", "layout", "role", "generation", "slices", "slice bytes"
     );
     for member in &report.members {
         let short = member.id.get(..12).unwrap_or(&member.id);
         let local = if member.id == report.node { "  (this node)" } else { "" };
         let known = |value: Option<u64>| value.map_or_else(|| "-".to_string(), |v| v.to_string());
         out.push_str(&format!(
-            "{:<14} {:<24} {:<8} {:<8} {:>10} {:>9} {:>12}{local}\n",
+            "{:<14} {:<24} {:<8} {:<9} {:<8} {:>10} {:>9} {:>12}{local}\n",
             short,
             member.addr,
             member.state,
+            member.layout.as_deref().unwrap_or("-"),
             member.role,
             member.generation,
             known(member.slices),
             known(member.slice_bytes)
         ));
     }
+    let repair = &report.repair;
+    out.push_str(&format!(
+        "layout version {}; partitions out of step: {}; slices to move: {} ({} bytes)\n",
+        report.layout_version, repair.partitions_unsynced, repair.slices_to_move, repair.bytes_to_move
+    ));
     out
 }

@@ -53,6 +53,7 @@ pub enum ClusterError {
 /// A node's running membership and transport.
 pub struct Cluster {
     pub members: Arc<Members>,
+    pub store: Arc<LocalStore>,
     pub transport: NetTransport,
     pub gossip: Gossip,
     server: tokio::task::JoinHandle<()>,
@@ -104,18 +105,18 @@ impl Cluster {
         let tcp = TcpListener::bind(config.listen).await.map_err(bind)?;
 
         let keys = NoiseKeys { static_secret: config.node_secret, psk: config.secret.transport_psk() };
-        let transport = NetTransport::new(store, members.clone(), keys, config.transport);
+        let transport = NetTransport::new(store.clone(), members.clone(), keys, config.transport);
         let server = transport.serve(tcp);
         let cipher = Cipher::new(&config.secret.gossip_key());
         let seeds = Seeds { seeds: config.join, timing: config.gossip };
         let gossip = Gossip::start(udp, members.clone(), cipher, seeds);
         tracing::info!(node = %short_id(&id), %advertise, generation, "cluster membership started");
-        Ok(Cluster { members, transport, gossip, server })
+        Ok(Cluster { members, store, transport, gossip, server })
     }
 
     pub fn view(&self) -> MembersView // A
     {
-        MembersView(self.members.clone())
+        MembersView { members: self.members.clone(), store: self.store.clone() }
     }
 
     /// Leave the cluster: the others mark this node down at once.
@@ -140,7 +141,7 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
-    use ouroboros_core::cluster::{ClusterView, GetSlice, PutSlice, Stored, Transport, TransportError, Unreachable};
+    use ouroboros_core::cluster::{GetSlice, PutSlice, Stored, Transport, TransportError, Unreachable};
     use ouroboros_core::store::Durability;
     use ouroboros_core::{Hash, SealedSlice};
     use tokio::io::AsyncWriteExt;
@@ -268,7 +269,7 @@ mod tests {
         let c_id = c.id();
         drop(c.cluster.take());
         until("A sees C down", || a.cluster().members.get(&c_id).map(|m| m.liveness) == Some(Liveness::Down)).await;
-        assert_eq!(MembersView(a.cluster().members.clone()).members().len(), 3, "a down node lost its place");
+        assert_eq!(a.cluster().members.snapshot().len(), 3, "a down node lost its place");
         let call = a.cluster().transport.ask(c_id, GetSlice { hash: put.hash }).await;
         let seen_down = Unreachable::SeenDown;
         assert!(

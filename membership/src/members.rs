@@ -9,8 +9,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use ouroboros_core::cluster::ClusterView;
+use ouroboros_core::layout::Layout;
+use ouroboros_core::store::LocalStore;
 use ouroboros_core::{Hash, NodeId};
 use serde::{Deserialize, Serialize};
 
@@ -114,6 +117,8 @@ impl Liveness {
 pub struct Member {
     pub peer: Peer,
     pub liveness: Liveness,
+    /// Since when SWIM has seen it down without a break.
+    pub down_since: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -144,7 +149,7 @@ impl Members {
                     // Not yet heard from: suspect, not down, so requests
                     // still try them until gossip says otherwise.
                     for peer in peers.into_iter().filter(|p| p.id != local.id && !p.is_seed()) {
-                        table.members.insert(peer.id, Member { peer, liveness: Liveness::Suspect });
+                        table.members.insert(peer.id, Member { peer, liveness: Liveness::Suspect, down_since: None });
                     }
                 }
                 None => tracing::warn!(file = %file.display(), "saved member list unreadable; gossip will rebuild it"),
@@ -152,7 +157,7 @@ impl Members {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => return Err(error),
         }
-        table.members.insert(local.id, Member { peer: local.clone(), liveness: Liveness::Alive });
+        table.members.insert(local.id, Member { peer: local.clone(), liveness: Liveness::Alive, down_since: None });
         Ok(Arc::new(Members { local, file, table: RwLock::new(table) }))
     }
 
@@ -193,11 +198,16 @@ impl Members {
                 Some(member) => {
                     let moved = member.peer != *peer;
                     member.peer = peer.clone();
+                    member.down_since = match liveness {
+                        Liveness::Down => member.down_since.or_else(|| Some(Instant::now())),
+                        _ => None,
+                    };
                     member.liveness = liveness;
                     moved
                 }
                 None => {
-                    table.members.insert(peer.id, Member { peer: peer.clone(), liveness });
+                    let down_since = (liveness == Liveness::Down).then(Instant::now);
+                    table.members.insert(peer.id, Member { peer: peer.clone(), liveness, down_since });
                     true
                 }
             }
@@ -254,24 +264,33 @@ fn saved_peers(bytes: &[u8]) -> Option<Vec<Peer>> // PA
     postcard::from_bytes(body).ok()
 }
 
-/// The engine's view: every known node, down or not, is a member.
+/// The engine's view: placement from the layout the node's store holds,
+/// liveness from gossip.
 #[derive(Clone)]
-pub struct MembersView(pub Arc<Members>);
+pub struct MembersView {
+    pub members: Arc<Members>,
+    pub store: Arc<LocalStore>,
+}
 
 impl ClusterView for MembersView {
     fn local_node(&self) -> NodeId // A
     {
-        self.0.local.id
+        self.members.local.id
     }
 
-    fn members(&self) -> Vec<NodeId> // A
+    fn layout(&self) -> Arc<Layout> // PA
     {
-        self.0.read().members.keys().copied().collect()
+        self.store.layout()
     }
 
     fn is_down(&self, node: NodeId) -> bool // A
     {
-        self.0.read().members.get(&node).is_some_and(|m| m.liveness == Liveness::Down)
+        self.members.read().members.get(&node).is_some_and(|m| m.liveness == Liveness::Down)
+    }
+
+    fn down_for(&self, node: NodeId) -> Option<Duration> // A
+    {
+        self.members.read().members.get(&node).and_then(|m| m.down_since).map(|since| since.elapsed())
     }
 }
 
@@ -296,8 +315,7 @@ mod tests {
         assert!(!members.observe(&Peer::seed(peer(3, 0).addr), Liveness::Alive), "a seed placeholder became a member");
 
         let again = Members::load(peer(1, 2), dir.path()).expect("reload");
-        let ids: Vec<NodeId> = MembersView(again.clone()).members();
-        assert_eq!(ids.len(), 2);
+        assert_eq!(again.snapshot().len(), 2);
         assert_eq!(again.get(&peer(2, 0).id).map(|m| (m.peer.generation, m.liveness)), Some((5, Liveness::Suspect)));
     }
 

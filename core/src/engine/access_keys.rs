@@ -72,7 +72,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     async fn write_access_key(&self, id: &str, version: RowVersion) -> EngineResult<()> // PA
     {
         let row = PutRow { table: ACCESS_KEY_TABLE, key: id.as_bytes().to_vec(), version, partition: None };
-        self.write_to(Query::new(format!("access key {id}"), self.view.members(), row), Wait::ForAll).await
+        self.write_to(Query::new(format!("access key {id}"), self.every_node(), row), Wait::ForAll).await
     }
 
     /// Bring this node's copy of the access keys up to date with what the
@@ -126,7 +126,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let mut after = Vec::new();
         loop {
             let scan = ScanRows { table: ACCESS_KEY_TABLE, prefix: Vec::new(), after, max: ACCESS_KEY_PAGE };
-            let answers = self.ask_all(Query::new("access keys", self.view.members(), scan)).await?;
+            let answers = self.ask_all(Query::new("access keys", self.every_node(), scan)).await?;
             let (rows, more) = merge_rows(answers.into_iter().map(|(_, rows)| rows), ACCESS_KEY_PAGE);
             let last = rows.last().map(|(key, _)| key.clone());
             out.extend(rows);

@@ -5,11 +5,12 @@
 
 use std::collections::HashSet;
 
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::{FuturesUnordered, Stream, StreamExt};
 
 use super::{join_errors, Engine, EngineError, EngineResult};
 use crate::cluster::{Asked, ClusterView, Forgotten, Message, Stored, Transport, TransportError};
 use crate::hash::Hash;
+use crate::layout::{Layout, Replicas};
 use crate::model::NodeId;
 use crate::placement;
 
@@ -39,13 +40,22 @@ pub(super) type Answers<A> = Vec<(NodeId, A)>;
 pub(super) struct Query<M> {
     what: String,
     nodes: Vec<NodeId>,
+    /// The sets a write needs a write quorum in; empty: `nodes` is the one set.
+    sets: Vec<Vec<NodeId>>,
     message: M,
 }
 
 impl<M> Query<M> {
     pub(super) fn new(what: impl Into<String>, nodes: Vec<NodeId>, message: M) -> Self // A
     {
-        Query { what: what.into(), nodes, message }
+        Query { what: what.into(), nodes, sets: Vec::new(), message }
+    }
+
+    /// A write to a partition's replicas: every replica of either set while
+    /// the layout moves, with a write quorum in each.
+    pub(super) fn to_replicas(what: impl Into<String>, replicas: &Replicas, message: M) -> Self // PA
+    {
+        Query { what: what.into(), nodes: replicas.all(), sets: replicas.write_sets(), message }
     }
 }
 
@@ -66,15 +76,22 @@ impl<M: Message<Answer = Stored> + Clone> Write for M {}
 
 impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// The metadata replicas of an object key, best first.
-    pub(super) fn object_replicas(&self, bucket: &str, key: &str) -> Vec<NodeId> // PA
+    pub(super) fn object_replicas(&self, bucket: &str, key: &str) -> Replicas // PA
     {
-        placement::partition_replicas(placement::partition_of(bucket, key), &self.view.members())
+        self.view.layout().partition_replicas(placement::partition_of(bucket, key))
     }
 
     /// The replicas of a content-addressed record (chunk manifest), best first.
-    pub(super) fn hash_replicas(&self, hash: &Hash, members: &[NodeId]) -> Vec<NodeId> // PA
+    pub(super) fn chunk_replicas(&self, hash: &Hash) -> Replicas // PA
     {
-        placement::partition_replicas(placement::partition_of_hash(hash), members)
+        self.view.layout().hash_replicas(hash)
+    }
+
+    /// Every node not gone from the layout: those asked when all must
+    /// answer, and those that keep the registers every node holds whole.
+    pub(super) fn every_node(&self) -> Vec<NodeId> // PA
+    {
+        self.view.layout().in_service()
     }
 
     /// Ask this node's own store.
@@ -84,13 +101,44 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     }
 
     /// Send the query's message to each of its nodes and require a write
-    /// quorum of acknowledgements.
+    /// quorum of acknowledgements in each of its sets.
     pub(super) async fn write_to<M: Write>(&self, query: Query<M>, wait: Wait) -> Acked // PA
     {
-        let Query { what, nodes, message } = query;
-        let needed = placement::write_quorum(nodes.len());
-        let calls = nodes.iter().map(|node| self.transport.ask(*node, message.clone()));
-        self.expect_acks(WriteQuorum { what, needed, wait }, calls).await
+        let Query { what, nodes, sets, message } = query;
+        let sets = if sets.is_empty() { vec![nodes.clone()] } else { sets };
+        let needed: Vec<usize> = sets.iter().map(|set| placement::write_quorum(set.len())).collect();
+        let mut pending: FuturesUnordered<_> = nodes
+            .iter()
+            .map(|node| {
+                let (node, call) = (*node, self.transport.ask(*node, message.clone()));
+                async move { (node, call.await) }
+            })
+            .collect();
+        let mut acked = vec![0; sets.len()];
+        let mut failed = vec![0; sets.len()];
+        let mut errors = Vec::new();
+        let reached = |acked: &[usize]| acked.iter().zip(&needed).all(|(acked, needed)| acked >= needed);
+        let possible = |failed: &[usize]| {
+            sets.iter().zip(failed).zip(&needed).all(|((set, failed), needed)| set.len() - failed >= *needed)
+        };
+        while (!reached(&acked) || wait == Wait::ForAll) && possible(&failed) {
+            let Some((node, result)) = pending.next().await else { break };
+            let counts = if result.is_ok() { &mut acked } else { &mut failed };
+            for (count, set) in counts.iter_mut().zip(&sets) {
+                *count += usize::from(set.contains(&node));
+            }
+            if let Err(error) = result {
+                errors.push(error);
+            }
+        }
+        if let Some(short) = (0..sets.len()).find(|set| acked[*set] < needed[*set]) {
+            return Err(EngineError::Quorum { what, acked: acked[short], needed: needed[short], errors });
+        }
+        if !errors.is_empty() {
+            tracing::warn!(%what, errors = %join_errors(&errors), "write acknowledged with nodes missing");
+        }
+        finish_in_background(what, pending.map(|(_, result)| result));
+        Ok(())
     }
 
     /// Require the quorum's acknowledgements of `calls`, and fail as soon as
@@ -115,19 +163,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         if !errors.is_empty() {
             tracing::warn!(%what, acked, errors = %join_errors(&errors), "write acknowledged with nodes missing");
         }
-        if !pending.is_empty() {
-            tokio::spawn(async move {
-                let mut missed = Vec::new();
-                while let Some(result) = pending.next().await {
-                    if let Err(error) = result {
-                        missed.push(error);
-                    }
-                }
-                if !missed.is_empty() {
-                    tracing::warn!(%what, errors = %join_errors(&missed), "copies beyond the quorum not written");
-                }
-            });
-        }
+        finish_in_background(what, pending);
         Ok(())
     }
 
@@ -176,7 +212,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// as that cannot happen.
     pub(super) async fn ask_quorum<M: Ask>(&self, query: Query<M>, needed: usize) -> Collected<M> // PA
     {
-        let Query { what, nodes, message } = query;
+        let Query { what, nodes, message, .. } = query;
         let mut pending: FuturesUnordered<_> = nodes
             .iter()
             .map(|node| {
@@ -204,7 +240,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// nothing.
     pub(super) async fn ask_first<M: Ask, R>(&self, query: Query<M>, found: Pick<'_, M, R>) -> Firsts<R> // PA
     {
-        let Query { what, nodes, message } = query;
+        let Query { what, nodes, message, .. } = query;
         let mut errors = Vec::new();
         let mut answered = false;
         for node in nodes {
@@ -229,10 +265,10 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// reach.
     pub(super) async fn ask_partitions<M: Ask>(&self, what: String, message: M) -> Collected<M> // PA
     {
-        let members = self.view.members();
-        let answers = self.ask_all(Query::new(what.clone(), members.clone(), message)).await?;
+        let layout = self.view.layout();
+        let answers = self.ask_all(Query::new(what.clone(), layout.in_service(), message)).await?;
         let answered: HashSet<NodeId> = answers.iter().map(|(node, _)| *node).collect();
-        let unreachable = self.partitions_without_quorum(&members, &answered);
+        let unreachable = partitions_without_quorum(&layout, &answered);
         if !unreachable.is_empty() {
             return Err(EngineError::PartitionsUnreachable { what, partitions: unreachable });
         }
@@ -259,25 +295,46 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// How many of `answered` replicate the partition of `bucket`/`key`.
     pub(super) fn replicas_answering(&self, bucket: &str, key: &str, answered: &HashSet<NodeId>) -> usize // PA
     {
-        self.object_replicas(bucket, key).iter().filter(|node| answered.contains(node)).count()
-    }
-
-    /// The metadata partitions that fewer than a read quorum of their
-    /// replicas answered for: what a merged listing may miss.
-    pub(super) fn partitions_without_quorum(&self, members: &[NodeId], answered: &HashSet<NodeId>) -> Vec<u8> // PA
-    {
-        if members.iter().all(|node| answered.contains(node)) {
-            return Vec::new();
-        }
-        (0..=u8::MAX)
-            .filter(|partition| {
-                let replicas = placement::partition_replicas(*partition, members);
-                let heard = replicas.iter().filter(|node| answered.contains(node)).count();
-                heard < placement::read_quorum(replicas.len())
-            })
-            .collect()
+        self.object_replicas(bucket, key).holding.iter().filter(|node| answered.contains(node)).count()
     }
 }
+
+/// The metadata partitions that fewer than a read quorum of their replicas
+/// (those holding data) answered for: what a merged listing may miss.
+pub(super) fn partitions_without_quorum(layout: &Layout, answered: &HashSet<NodeId>) -> Vec<u8> // PA
+{
+    if layout.in_service().iter().all(|node| answered.contains(node)) {
+        return Vec::new();
+    }
+    (0..=u8::MAX)
+        .filter(|partition| {
+            let replicas = layout.partition_replicas(*partition).holding;
+            let heard = replicas.iter().filter(|node| answered.contains(node)).count();
+            heard < placement::read_quorum(replicas.len())
+        })
+        .collect()
+}
+
+/// Let the calls beyond a write's quorum finish on their own, and log
+/// the copies they failed to write.
+fn finish_in_background(what: String, mut pending: impl PendingAcks) // PA
+{
+    tokio::spawn(async move {
+        let mut missed = Vec::new();
+        while let Some(result) = pending.next().await {
+            if let Err(error) = result {
+                missed.push(error);
+            }
+        }
+        if !missed.is_empty() {
+            tracing::warn!(%what, errors = %join_errors(&missed), "copies beyond the quorum not written");
+        }
+    });
+}
+
+/// Acknowledgements still to come.
+trait PendingAcks: Stream<Item = Result<Stored, TransportError>> + Send + Unpin + 'static {}
+impl<S: Stream<Item = Result<Stored, TransportError>> + Send + Unpin + 'static> PendingAcks for S {}
 
 /// Answers from a set of nodes, or why too few came.
 pub(super) type Collected<M> = EngineResult<Answers<<M as Message>::Answer>>;

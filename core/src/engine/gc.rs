@@ -15,13 +15,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::calls::Query;
+use super::calls::{partitions_without_quorum, Query};
 use super::{Engine, EngineResult, GcReport};
 use crate::cluster::{
     ClusterView, FreeChunk, GetChunk, PartitionsUnsynced, Referenced, RemoveSlice, SlicesStoredBefore, Stored,
     Transport, UnclaimedChunks,
 };
 use crate::hash::Hash;
+use crate::layout::Layout;
 use crate::model::NodeId;
 use crate::placement;
 use crate::store::Freed;
@@ -36,8 +37,14 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     pub async fn collect_garbage(&self, claimed_before: u64) -> EngineResult<GcReport> // PA
     {
         let local = self.view.local_node();
-        let members = self.view.members();
+        let layout = self.view.layout();
         let mut report = GcReport::default();
+        if layout.is_moving() {
+            // A chunk's manifests and slices may be on their way to new
+            // homes, where a free would miss them.
+            tracing::debug!("garbage collection waits for the layout to settle");
+            return Ok(report);
+        }
         let mut after = None;
         // Whether the answering members are in step, asked once a pass.
         let mut in_step = None;
@@ -46,16 +53,16 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             let page = self.ask_local(unclaimed).await?;
             let Some(last) = page.last().copied() else { break };
             after = Some(last);
-            let mine: Vec<Hash> = page.into_iter().filter(|id| self.sweeper_of(id, &members) == Some(local)).collect();
+            let mine: Vec<Hash> = page.into_iter().filter(|id| self.sweeper_of(id, &layout) == Some(local)).collect();
             if mine.is_empty() {
                 continue;
             }
-            let Some(referenced) = self.references_among(&mine, &members, &mut in_step).await? else {
+            let Some(referenced) = self.references_among(&mine, &layout, &mut in_step).await? else {
                 report.chunks_kept += mine.len();
                 continue;
             };
             for id in mine.into_iter().filter(|id| !referenced.contains(id)) {
-                match self.free_chunk(&id, claimed_before, &members).await {
+                match self.free_chunk(&id, claimed_before, &layout).await {
                     Some(slices) => {
                         report.chunks_freed += 1;
                         report.slices_removed += slices;
@@ -79,22 +86,23 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
 
     /// The node that sweeps a chunk: the first of its manifest replicas that
     /// the failure detector does not see down.
-    fn sweeper_of(&self, chunk: &Hash, members: &[NodeId]) -> Option<NodeId> // PA
+    fn sweeper_of(&self, chunk: &Hash, layout: &Layout) -> Option<NodeId> // PA
     {
-        self.hash_replicas(chunk, members).into_iter().find(|node| !self.view.is_down(*node))
+        layout.hash_replicas(chunk).holding.into_iter().find(|node| !self.view.is_down(*node))
     }
 
     /// Which of `ids` a blob or table row references anywhere; `None` when
     /// that cannot be known now (a partition without a read quorum among
     /// the answers, or, with a member out of reach, an answering member
     /// whose partitions may not be in step with their replicas).
-    async fn references_among(&self, ids: &[Hash], members: &[NodeId], in_step: &mut Option<bool>) -> Referrers // PA
+    async fn references_among(&self, ids: &[Hash], layout: &Layout, in_step: &mut Option<bool>) -> Referrers // PA
     {
-        let query = Query::new("chunk references", members.to_vec(), Referenced { ids: ids.to_vec() });
+        let members = layout.in_service();
+        let query = Query::new("chunk references", members.clone(), Referenced { ids: ids.to_vec() });
         let answers = self.ask_all(query).await?;
         let answered: HashSet<NodeId> = answers.iter().map(|(node, _)| *node).collect();
         if answered.len() < members.len() {
-            if !self.partitions_without_quorum(members, &answered).is_empty() {
+            if !partitions_without_quorum(layout, &answered).is_empty() {
                 return Ok(None);
             }
             if in_step.is_none() {
@@ -112,13 +120,10 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
 
     /// Every slice the manifests of `chunk` list, over all its replicas;
     /// `None` unless every replica answered.
-    async fn slices_listed_for(&self, chunk: &Hash, members: &[NodeId]) -> Option<Vec<Hash>> // PA
+    async fn slices_listed_for(&self, chunk: &Hash, layout: &Layout) -> Option<Vec<Hash>> // PA
     {
-        let query = Query::new(
-            format!("manifest of chunk {chunk}"),
-            self.hash_replicas(chunk, members),
-            GetChunk { id: *chunk },
-        );
+        let replicas = layout.hash_replicas(chunk).all();
+        let query = Query::new(format!("manifest of chunk {chunk}"), replicas, GetChunk { id: *chunk });
         let manifests = self.ask_every(query).await.ok()?;
         Some(manifests.into_iter().filter_map(|(_, manifest)| manifest).flat_map(|m| m.slices).collect())
     }
@@ -128,7 +133,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     async fn collect_orphan_slices(&self, stored_before: u64) -> EngineResult<usize> // PA
     {
         let local = self.view.local_node();
-        let members = self.view.members();
+        let layout = self.view.layout();
         let mut removed = 0;
         let mut after = None;
         loop {
@@ -138,7 +143,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             let mut listed: BTreeMap<Hash, Vec<Hash>> = BTreeMap::new();
             for (slice, chunk) in page {
                 if let std::collections::btree_map::Entry::Vacant(entry) = listed.entry(chunk) {
-                    match self.slices_listed_for(&chunk, &members).await {
+                    match self.slices_listed_for(&chunk, &layout).await {
                         Some(slices) => entry.insert(slices),
                         // A replica did not answer: nothing is removed.
                         None => continue,
@@ -157,9 +162,9 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
 
     /// Free one unreferenced chunk; the number of slices removed, or `None`
     /// if a replica kept it claimed or too few replicas answered.
-    async fn free_chunk(&self, id: &Hash, claimed_before: u64, members: &[NodeId]) -> Option<usize> // PA
+    async fn free_chunk(&self, id: &Hash, claimed_before: u64, layout: &Layout) -> Option<usize> // PA
     {
-        let replicas = self.hash_replicas(id, members);
+        let replicas = layout.hash_replicas(id).holding;
         let needed = placement::write_quorum(replicas.len());
         let calls = replicas.iter().map(|node| self.transport.ask(*node, FreeChunk { id: *id, claimed_before }));
         let mut manifests = Vec::new();
@@ -181,11 +186,11 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             tracing::warn!(chunk = %id, dropped, needed, "chunk kept: too few replicas dropped its manifest");
             return None;
         }
-        let ranked = placement::rank(id, members);
         let mut removed = 0;
         for manifest in manifests {
+            let homes = placement::slice_homes(id, manifest.slices.len(), &layout.placing());
             for (index, slice) in manifest.slices.iter().enumerate() {
-                let Some(node) = ranked.get(index % ranked.len().max(1)) else { break };
+                let Some(node) = homes.get(index) else { break };
                 match self.transport.ask(*node, RemoveSlice { hash: *slice }).await {
                     Ok(Stored) => removed += 1,
                     Err(error) => tracing::warn!(chunk = %id, index, %error, "slice not removed"),

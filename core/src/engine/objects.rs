@@ -30,8 +30,11 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     pub async fn put_blob(&self, blob: Blob) -> EngineResult<StoredBlob> // PA
     {
         let (hash, bytes) = blob.encode_with_hash();
-        let query =
-            Query::new(format!("blob {hash}"), self.object_replicas(&blob.bucket, &blob.key), PutBlob { bytes });
+        let query = Query::to_replicas(
+            format!("blob {hash}"),
+            &self.object_replicas(&blob.bucket, &blob.key),
+            PutBlob { bytes },
+        );
         self.write_to(query, Wait::ForQuorum).await?;
         tracing::debug!(%hash, bucket = %blob.bucket, key = %blob.key, size = blob.size, "blob stored");
         Ok(StoredBlob { hash, blob })
@@ -48,7 +51,8 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// has it intact.
     async fn get_blob_bytes(&self, bucket: &str, key: &str, hash: &Hash) -> EngineResult<Option<(Blob, Vec<u8>)>> // PA
     {
-        let query = Query::new(format!("blob {hash}"), self.object_replicas(bucket, key), GetBlob { hash: *hash });
+        let query =
+            Query::new(format!("blob {hash}"), self.object_replicas(bucket, key).all(), GetBlob { hash: *hash });
         let verified = |bytes: Option<Vec<u8>>| {
             let bytes = bytes?;
             match Blob::decode_verified(hash, &bytes) {
@@ -69,7 +73,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// replicas behind are sent what they missed.
     pub async fn heads(&self, bucket: &str, key: &str) -> EngineResult<Vec<ObjectSummary>> // PA
     {
-        let replicas = self.object_replicas(bucket, key);
+        let replicas = self.object_replicas(bucket, key).holding;
         let needed = placement::read_quorum(replicas.len());
         let message = Heads { bucket: bucket.to_string(), key: key.to_string() };
         let answers =
@@ -191,7 +195,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// quorum of the key's replicas.
     pub async fn children(&self, bucket: &str, key: &str, version: &Hash) -> EngineResult<Vec<Hash>> // PA
     {
-        let replicas = self.object_replicas(bucket, key);
+        let replicas = self.object_replicas(bucket, key).holding;
         let needed = placement::read_quorum(replicas.len());
         let query = Query::new(format!("children of {version}"), replicas, Children { hash: *version });
         let mut children: Vec<Hash> =
@@ -206,9 +210,9 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     pub async fn forget_version(&self, bucket: &str, key: &str, version: &Hash) -> EngineResult<()> // PA
     {
         let what = format!("forgetting version {version} of {bucket}/{key}");
-        let query = Query::new(
+        let query = Query::to_replicas(
             what,
-            self.object_replicas(bucket, key),
+            &self.object_replicas(bucket, key),
             ForgetBlob { hash: *version, partition: placement::partition_of(bucket, key) },
         );
         // A replica behind takes the tombstone from anti-entropy; until

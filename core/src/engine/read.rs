@@ -8,7 +8,6 @@ use bytes::Bytes;
 use futures::stream::{self, Stream, StreamExt};
 
 use super::calls::Query;
-use super::write::handoff_order;
 use super::{blocking, compute, join_errors, Engine, EngineError, EngineResult};
 use crate::cluster::{ClusterView, GetChunk, GetChunkList, GetSlice, Transport, TransportError};
 use crate::hash::Hash;
@@ -82,8 +81,11 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// A chunk list of a key's blob, from the first replica that has it intact.
     async fn fetch_chunk_list(&self, bucket: &str, key: &str, hash: &Hash) -> EngineResult<ChunkList> // PA
     {
-        let query =
-            Query::new(format!("chunk list {hash}"), self.object_replicas(bucket, key), GetChunkList { hash: *hash });
+        let query = Query::new(
+            format!("chunk list {hash}"),
+            self.object_replicas(bucket, key).all(),
+            GetChunkList { hash: *hash },
+        );
         let verified = |bytes: Option<Vec<u8>>| match ChunkList::decode_verified(hash, &bytes?) {
             Ok(list) => Some(list),
             Err(error) => {
@@ -189,11 +191,11 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     {
         let local = self.view.local_node();
         let Some(store) = self.transport.local_store(local) else { return Ok(None) };
-        let members = self.view.members();
-        if !self.hash_replicas(&id, &members).contains(&local) {
+        let layout = self.view.layout();
+        if !layout.hash_replicas(&id).all().contains(&local) {
             return Ok(None);
         }
-        let ranked = placement::rank(&id, &members);
+        let members = layout.placing();
         let keys = self.keys.clone();
         let (reader, opener) = (store.clone(), keys.clone());
         let opened = compute(move || {
@@ -202,7 +204,8 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                 _ => return None,
             };
             let k = manifest.erasure.data as usize;
-            if ranked.is_empty() || manifest.slices.len() < k || (0..k).any(|i| ranked[i % ranked.len()] != local) {
+            let homes = placement::slice_homes(&id, manifest.slices.len(), &members);
+            if manifest.slices.len() < k || (0..k).any(|i| homes.get(i) != Some(&local)) {
                 return None;
             }
             let opened = gather_data_shards(&reader, &manifest).map(|(stored, seals)| {
@@ -231,7 +234,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let mut tried: Vec<Vec<Hash>> = Vec::new();
         let mut unavailable = None;
         let mut errors = Vec::new();
-        for node in self.hash_replicas(&id, &self.view.members()) {
+        for node in self.chunk_replicas(&id).all() {
             let manifest = match self.transport.ask(node, GetChunk { id }).await {
                 Ok(Some(manifest)) if manifest.id == id => manifest,
                 Ok(_) => continue,
@@ -269,8 +272,12 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let id = manifest.id;
         let k = manifest.erasure.data as usize;
         let total = manifest.erasure.total();
-        let ranked = placement::rank(&id, &self.view.members());
-        if ranked.is_empty() {
+        let layout = self.view.layout();
+        let homes = placement::slice_homes(&id, total, &layout.placing());
+        // Where else a slice may be: handed off, or not yet moved off a
+        // node leaving.
+        let others = layout.in_service();
+        if homes.is_empty() {
             return Err(EngineError::NoReplica { what: format!("chunk {id} (no members)"), errors: Vec::new() });
         }
         let mut slices: Vec<Option<SealedSlice>> = vec![None; total];
@@ -281,7 +288,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             let batch: Vec<usize> = (next..total).take(k - have).collect();
             next += batch.len();
             let fetches = batch.iter().map(|&index| {
-                let node = ranked[index % ranked.len()];
+                let node = homes[index];
                 let hash = manifest.slices[index];
                 let call = self.transport.ask(node, GetSlice { hash });
                 async move { (index, node, call.await) }
@@ -305,10 +312,11 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let mut index = 0;
         while have < k && index < total {
             if slices[index].is_none() {
-                let home = ranked[index % ranked.len()];
+                let home = homes[index];
                 let hash = manifest.slices[index];
-                for node in
-                    handoff_order(index, &ranked, |node| self.view.is_down(node)).into_iter().filter(|n| *n != home)
+                for node in placement::handoff_order(index, &homes, &others, |node| self.view.is_down(node))
+                    .into_iter()
+                    .filter(|n| *n != home)
                 {
                     if let Ok(Some(slice)) = self.transport.ask(node, GetSlice { hash }).await {
                         if slice.hash == hash {

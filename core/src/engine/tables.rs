@@ -58,7 +58,8 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     {
         let replicas = self.object_replicas(home.bucket, home.key);
         let partition = Some(placement::partition_of(home.bucket, home.key));
-        let query = Query::new(format!("row of table {table}"), replicas, PutRow { table, key, version, partition });
+        let query =
+            Query::to_replicas(format!("row of table {table}"), &replicas, PutRow { table, key, version, partition });
         self.write_to(query, Wait::ForQuorum).await
     }
 
@@ -72,7 +73,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
 
     async fn row_version(&self, home: Home<'_>, table: u8, key: Vec<u8>) -> EngineResult<Option<RowVersion>> // PA
     {
-        let replicas = self.object_replicas(home.bucket, home.key);
+        let replicas = self.object_replicas(home.bucket, home.key).holding;
         let needed = placement::read_quorum(replicas.len());
         let query = Query::new(format!("row of table {table}"), replicas, GetRow { table, key });
         let answers = self.ask_quorum(query, needed).await?;
@@ -121,7 +122,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// Every node's view of the bucket registers, merged (newest wins).
     async fn bucket_records(&self) -> EngineResult<BTreeMap<String, BucketRecord>> // PA
     {
-        let query = Query::new("bucket list", self.view.members(), ListBuckets {});
+        let query = Query::new("bucket list", self.every_node(), ListBuckets {});
         let mut merged: BTreeMap<String, BucketRecord> = BTreeMap::new();
         for record in self.ask_all(query).await?.into_iter().flat_map(|(_, records)| records) {
             match merged.get(&record.name) {
@@ -177,7 +178,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     pub async fn put_bucket_record(&self, record: &BucketRecord) -> EngineResult<()> // PA
     {
         let bytes = codec::encode(record);
-        let query = Query::new(format!("bucket {}", record.name), self.view.members(), PutBucket { bytes });
+        let query = Query::new(format!("bucket {}", record.name), self.every_node(), PutBucket { bytes });
         self.write_to(query, Wait::ForAll).await
     }
 

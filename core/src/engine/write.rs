@@ -22,8 +22,9 @@ use crate::cluster::{ClaimChunk, ClusterView, PutChunk, PutChunkList, PutSlice, 
 use crate::codec;
 use crate::hash::Hash;
 use crate::keys::NodeKeys;
+use crate::layout::Layout;
 use crate::model::{
-    Blob, ChunkList, ChunkListRef, ChunkRef, Erasure, NodeId, PartRecord, SealedSlice, CHUNKS_PER_LIST,
+    Blob, Chunk, ChunkList, ChunkListRef, ChunkRef, Erasure, NodeId, PartRecord, SealedSlice, CHUNKS_PER_LIST,
 };
 use crate::placement;
 use crate::seal::{self, SealParams};
@@ -32,30 +33,13 @@ use crate::store::LocalStore;
 /// A blob's chunks kept inline and its chunk lists.
 type Split = EngineResult<(Vec<ChunkRef>, Vec<ChunkListRef>)>;
 
-/// Where slice `index` of a chunk goes, or is looked for: its home (the
-/// `index`-th ranked node) first, then the nodes after it in rank order;
-/// nodes seen down go last, so nobody waits on them first.
-pub(super) fn handoff_order(index: usize, ranked: &[NodeId], is_down: impl Fn(NodeId) -> bool) -> Vec<NodeId> // PA
-{
-    if ranked.is_empty() {
-        return Vec::new();
-    }
-    let n = ranked.len();
-    let rotated = (0..n).map(|step| ranked[(index + step) % n]);
-    let (up, down): (Vec<NodeId>, Vec<NodeId>) = rotated.partition(|node| !is_down(*node));
-    up.into_iter().chain(down).collect()
-}
-
 /// Whether every slice of chunk `id` and every replica of its manifest
 /// belong to `local`.
-fn chunk_is_local(id: &Hash, erasure: Erasure, members: &[NodeId], local: NodeId) -> bool // PA
+fn chunk_is_local(id: &Hash, erasure: Erasure, layout: &Layout, local: NodeId) -> bool // PA
 {
-    let ranked = placement::rank(id, members);
-    let replicas = placement::partition_replicas(placement::partition_of_hash(id), members);
-    !ranked.is_empty()
-        && !replicas.is_empty()
-        && (0..erasure.total()).all(|index| ranked[index % ranked.len()] == local)
-        && replicas.iter().all(|node| *node == local)
+    let homes = placement::slice_homes(id, erasure.total(), &layout.placing());
+    let replicas = layout.hash_replicas(id).all();
+    !homes.is_empty() && !replicas.is_empty() && homes.iter().chain(&replicas).all(|node| *node == local)
 }
 
 /// For a chunk that belongs wholly to this node: claim it if stored (`None`),
@@ -248,7 +232,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             let len = last.offset + last.len as u64 - offset;
             let bytes = codec::encode(&ChunkList { chunks: run.to_vec() });
             let hash = Hash::of(&bytes);
-            let query = Query::new(format!("chunk list {hash}"), replicas.clone(), PutChunkList { bytes });
+            let query = Query::to_replicas(format!("chunk list {hash}"), &replicas, PutChunkList { bytes });
             self.write_to(query, Wait::ForQuorum).await?;
             lists.push(ChunkListRef { hash, offset, len });
         }
@@ -351,11 +335,12 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let len = u32::try_from(plain.len()).map_err(|_| EngineError::Config("chunk over 4 GiB".into()))?;
         let local = self.view.local_node();
         let store = self.transport.local_store(local);
-        let members = self.view.members();
-        let erasure = self.config.erasure.unwrap_or_else(|| Erasure::for_cluster(members.len()));
+        let layout = self.view.layout();
+        let members = layout.placing();
+        let erasure = self.config.erasure.unwrap_or_else(|| layout.erasure());
         let params = SealParams { erasure, zstd_level: self.config.zstd_level };
         let keys = self.keys.clone();
-        let placed_on = members.clone();
+        let placed_on = layout.clone();
         // A chunk wholly this node's is claimed or sealed in one step, and
         // stored apart from the workers, as storing may wait on an fsync.
         let (id, prepared) = compute(move || {
@@ -385,9 +370,12 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let recipients = self.keys.recipients.clone();
         let sealed = compute(move || seal::seal_chunk(id, plain, params, &recipients)).await??;
 
-        let ranked = placement::rank(&id, &members);
-        let calls =
-            sealed.slices.into_iter().enumerate().map(|(index, slice)| self.put_slice(id, index, slice, &ranked));
+        let homes = placement::slice_homes(&id, erasure.total(), &members);
+        let calls = sealed
+            .slices
+            .into_iter()
+            .enumerate()
+            .map(|(index, slice)| self.put_slice(id, index, slice, &homes, &members));
         // Durable once k+1 slices are down (all of them when there is no parity);
         // missing ones are rebuilt by repair.
         let needed = (erasure.data as usize + 1).min(erasure.total());
@@ -395,19 +383,19 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         self.expect_acks(quorum, calls).await?;
 
         let manifest = PutChunk { chunk: sealed.manifest };
-        let query = Query::new(format!("manifest of chunk {id}"), self.hash_replicas(&id, &members), manifest);
+        let query = Query::to_replicas(format!("manifest of chunk {id}"), &layout.hash_replicas(&id), manifest);
         self.write_to(query, Wait::ForQuorum).await?;
         Ok((id, len))
     }
 
-    /// Store slice `index` of a chunk on its home node, the `index`-th
-    /// ranked; when the home is down or fails, hand it to the next ranked
-    /// node that takes it, so a write goes on while a node is away. A node
+    /// Store slice `index` of a chunk on its home node; when the home is
+    /// down or fails, hand it to the next node that takes it (in
+    /// `placement::handoff_order`), so a write goes on while a node is away. A node
     /// SWIM sees down is not waited for. A handed-off slice stays findable:
     /// readers ask the other nodes for a slice missing from its home.
-    fn put_slice(&self, chunk: Hash, index: usize, slice: SealedSlice, ranked: &[NodeId]) -> Acks // PA
+    fn put_slice(&self, chunk: Hash, index: usize, slice: SealedSlice, homes: &[NodeId], members: &[NodeId]) -> Acks // PA
     {
-        let candidates = handoff_order(index, ranked, |node| self.view.is_down(node));
+        let candidates = placement::handoff_order(index, homes, members, |node| self.view.is_down(node));
         let transport = self.transport.clone();
         async move {
             let mut last = None;
@@ -431,12 +419,15 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// slices are gone, and the chunk is stored again instead.
     async fn claim_chunk(&self, id: &Hash) -> bool // PA
     {
-        let replicas = self.hash_replicas(id, &self.view.members());
-        let needed = placement::write_quorum(replicas.len());
-        match self.ask_all(Query::new(format!("claim of chunk {id}"), replicas, ClaimChunk { id: *id })).await {
+        let replicas = self.chunk_replicas(id);
+        let needed = placement::write_quorum(replicas.holding.len());
+        let query = Query::new(format!("claim of chunk {id}"), replicas.all(), ClaimChunk { id: *id });
+        match self.ask_all(query).await {
             Ok(answers) => {
-                answers.iter().filter(|(_, chunk)| chunk.as_ref().is_some_and(|chunk| chunk.id == *id)).count()
-                    >= needed
+                let held = |(node, chunk): &(NodeId, Option<Chunk>)| {
+                    replicas.holding.contains(node) && chunk.as_ref().is_some_and(|chunk| chunk.id == *id)
+                };
+                answers.iter().filter(|answer| held(answer)).count() >= needed
             }
             Err(error) => {
                 tracing::warn!(chunk = %id, %error, "chunk claim failed; storing it again");

@@ -149,7 +149,37 @@ impl TestCluster {
         for index in 0..size {
             cluster.wait_alive(index, size).await;
         }
+        let gateway = (0..size).find(|i| !storage_only.contains(i)).expect("a gateway node");
+        cluster.wait_layout(gateway, |states| states.len() == size && states.iter().all(|s| s == "active")).await;
         cluster
+    }
+
+    /// Every member's layout state, by node index, as node `asked` reports
+    /// them ("-" for a member its layout does not hold).
+    fn layout_states(&self, asked: usize) -> Vec<String> // A
+    {
+        let out = self.status(asked, &self.secret_key);
+        let Ok(report) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else { return Vec::new() };
+        let members = report["members"].as_array().cloned().unwrap_or_default();
+        self.nodes
+            .iter()
+            .filter_map(|node| members.iter().find(|m| m["addr"] == node.cluster.to_string()))
+            .map(|m| m["layout"].as_str().unwrap_or("-").to_string())
+            .collect()
+    }
+
+    /// Until the layout node `asked` holds satisfies `done` (a minute at most).
+    async fn wait_layout(&self, asked: usize, done: impl Fn(&[String]) -> bool) // A
+    {
+        let mut states = Vec::new();
+        for _ in 0..300 {
+            states = self.layout_states(asked);
+            if done(&states) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("the layout never settled: {states:?}\n{}", self.log(asked));
     }
 
     /// Start node `index`; if it exits at once (a port found free was taken
@@ -884,5 +914,93 @@ async fn garbage_is_collected_while_a_node_is_down() // A
     put_bytes(&cluster.client(1), "collected", "again", &body).await.unwrap();
     for index in 0..3 {
         assert!(get_bytes(&cluster.client(index), "collected", "again").await == body, "read through node {index}");
+    }
+}
+
+impl TestCluster {
+    /// `ouroboros node ACTION ID` against node `asked`.
+    fn node_command(&self, asked: usize, action: &str, id: &str) -> std::process::Output // A
+    {
+        Command::new(ouroboros_binary())
+            .args(["node", action, id, "--endpoint", &format!("http://{}", self.nodes[asked].s3)])
+            .env("OUROBOROS_ACCESS_KEY_ID", &self.access_key)
+            .env("OUROBOROS_SECRET_ACCESS_KEY", &self.secret_key)
+            .output()
+            .expect("run ouroboros node")
+    }
+
+    /// `ouroboros status --json` of node `asked`, parsed.
+    fn status_json(&self, asked: usize) -> serde_json::Value // A
+    {
+        let out = self.status(asked, &self.secret_key);
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_hands_over_its_data_and_a_dead_node_is_marked_gone() // A
+{
+    let mut cluster = TestCluster::start_tuned(4, &[], &[("OUROBOROS_DEAD_AFTER_SECS", "3")]).await;
+    let client = cluster.client(0);
+    client.create_bucket().bucket("moving").send().await.unwrap();
+    let mut objects = Vec::new();
+    for n in 0..12usize {
+        let body = random_bytes(if n.is_multiple_of(3) { 6 << 20 } else { 50_000 + n }, 700 + n as u64);
+        let key = format!("object-{n:02}");
+        put_bytes(&cluster.client(n % 4), "moving", &key, &body).await.unwrap();
+        objects.push((key, body));
+    }
+    let ids = cluster.member_ids(0);
+
+    // Refused, naming what is wrong: an id no node has.
+    let unknown = cluster.node_command(0, "drain", "ffffffffffff0000");
+    assert!(!unknown.status.success(), "draining an unknown node succeeded");
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no node of the layout"), "{unknown:?}");
+
+    // Drain node 3 by the short id status shows: it hands its slices over
+    // and leaves the layout with no operator step; stopped, it is missed by
+    // no read.
+    let short = &ids[3].to_hex()[..12];
+    let drain = cluster.node_command(0, "drain", short);
+    assert!(drain.status.success(), "{}", String::from_utf8_lossy(&drain.stderr));
+    assert!(String::from_utf8_lossy(&drain.stdout).contains("draining"), "{drain:?}");
+    cluster.wait_layout(1, |states| states.get(3).is_some_and(|s| s == "gone")).await;
+    let report = cluster.status_json(0);
+    let member = |report: &serde_json::Value, id: &Hash| {
+        report["members"].as_array().and_then(|m| m.iter().find(|m| m["id"] == id.to_hex()).cloned())
+    };
+    let drained = member(&report, &ids[3]).expect("node 3 listed");
+    assert_eq!(drained["slices"], 0, "the drained node kept slices: {drained}");
+    cluster.kill(3);
+    for reader in 0..3 {
+        for (key, body) in &objects {
+            let got = get_bytes(&cluster.client(reader), "moving", key).await;
+            assert!(got == *body, "{key} through node {reader} after node 3 drained");
+        }
+    }
+    let again = cluster.node_command(0, "remove", short);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already gone"), "{again:?}");
+
+    // Node 2 dies: after dead_after (3 s) the others mark it gone on their
+    // own, and everything still reads once replicas are in step.
+    cluster.kill(2);
+    cluster.wait_layout(0, |states| states.get(2).is_some_and(|s| s == "gone")).await;
+    cluster.wait_layout(1, |states| states.get(2).is_some_and(|s| s == "gone")).await;
+    let mut in_step = false;
+    for _ in 0..60 {
+        let report = cluster.status_json(0);
+        let unsynced = [0, 1].map(|i| member(&report, &ids[i]).map(|m| m["partitions_unsynced"].clone()));
+        if unsynced.iter().all(|n| *n == Some(serde_json::json!(0))) {
+            in_step = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(in_step, "the two survivors never reported their partitions in step");
+    for reader in 0..2 {
+        for (key, body) in &objects {
+            let got = get_bytes(&cluster.client(reader), "moving", key).await;
+            assert!(got == *body, "{key} through node {reader} after node 2 was lost");
+        }
     }
 }

@@ -1,0 +1,357 @@
+//! The layout: which nodes hold the cluster's data, and in what state. It
+//! is apart from liveness: a node SWIM sees down keeps its place until the
+//! layout says it is gone, so a restart moves nothing. Placement reads the
+//! layout and never reads liveness.
+//!
+//! The layout is a small CRDT every node holds whole. Each node's entry
+//! only moves forward through its states (joining → active → draining →
+//! gone), and merging two layouts keeps, per node, the further state; with
+//! the same state, the union of the nodes known to have taken it in. So
+//! layouts exchanged in any order, any number of times, end the same.
+//!
+//! While a node joins or drains, two replica sets exist for a partition:
+//! the one over the nodes that hold data now (active and draining), which
+//! every acknowledged write has reached, and the one over the nodes new
+//! data goes to (active and joining). Writes need a quorum in both, reads a
+//! quorum in the first, until the change has settled (`settled`) and the
+//! moving node has brought its data level, when its state moves on.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{Record, RecordKind};
+use crate::hash::Hash;
+use crate::model::{Erasure, NodeId};
+use crate::placement;
+
+/// Where a node is in its life in the cluster. The order is the order it
+/// moves in, and a merge keeps the later state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum NodeState {
+    /// New data is placed on it; reads do not count on it yet.
+    Joining,
+    /// Holds data and takes new data.
+    Active,
+    /// Still holds data, takes no new data; its data moves to the others.
+    Draining,
+    /// Holds nothing the cluster counts on: left after draining, removed by
+    /// an operator, or down for longer than `dead_after`.
+    Gone,
+}
+
+impl NodeState {
+    pub fn as_str(&self) -> &'static str // A
+    {
+        match self {
+            NodeState::Joining => "joining",
+            NodeState::Active => "active",
+            NodeState::Draining => "draining",
+            NodeState::Gone => "gone",
+        }
+    }
+}
+
+/// One node's place in the layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    pub state: NodeState,
+    /// When the state was entered (UTC milliseconds, for operators).
+    pub since_ms: u64,
+    /// The nodes whose layout holds this entry in this state: once every
+    /// node in service is among them, every write in flight counts with it.
+    pub known_by: BTreeSet<NodeId>,
+}
+
+impl NodeEntry {
+    /// Merge another copy of the same node's entry: the later state wins;
+    /// copies of the same state pool what they know.
+    fn merge(&mut self, other: &NodeEntry) -> bool // PA
+    {
+        if other.state > self.state {
+            *self = other.clone();
+            return true;
+        }
+        if other.state < self.state {
+            return false;
+        }
+        let before = (self.since_ms, self.known_by.len());
+        self.since_ms = self.since_ms.max(other.since_ms);
+        self.known_by.extend(other.known_by.iter().copied());
+        before != (self.since_ms, self.known_by.len())
+    }
+}
+
+/// The layout: every node that ever held data, with its state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    pub nodes: BTreeMap<NodeId, NodeEntry>,
+}
+
+impl Record for Layout {
+    const KIND: RecordKind = RecordKind::Layout;
+}
+
+/// The replicas of one metadata partition while the layout may be moving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replicas {
+    /// Over the nodes that hold data: reads need a read quorum here.
+    pub holding: Vec<NodeId>,
+    /// Over the nodes new data goes to; the same as `holding` unless a
+    /// node is joining or draining.
+    pub placing: Vec<NodeId>,
+}
+
+impl Replicas {
+    /// Every node of either set, the holding ones first.
+    pub fn all(&self) -> Vec<NodeId> // PA
+    {
+        let mut all = self.holding.clone();
+        all.extend(self.placing.iter().filter(|node| !self.holding.contains(node)));
+        all
+    }
+
+    /// The sets a write needs a write quorum in: one unless the layout is moving.
+    pub fn write_sets(&self) -> Vec<Vec<NodeId>> // PA
+    {
+        if self.holding == self.placing {
+            vec![self.placing.clone()]
+        } else {
+            vec![self.holding.clone(), self.placing.clone()]
+        }
+    }
+}
+
+impl Layout {
+    /// A layout of nodes that are all active and known to each other: a
+    /// cluster formed before the layout existed, or a test's.
+    pub fn of_active(nodes: &[NodeId]) -> Self // PA
+    {
+        let known_by: BTreeSet<NodeId> = nodes.iter().copied().collect();
+        let entry = NodeEntry { state: NodeState::Active, since_ms: 0, known_by };
+        Layout { nodes: nodes.iter().map(|node| (*node, entry.clone())).collect() }
+    }
+
+    pub fn state_of(&self, node: &NodeId) -> Option<NodeState> // A
+    {
+        self.nodes.get(node).map(|entry| entry.state)
+    }
+
+    /// Merge another node's layout into this one; whether anything changed.
+    pub fn merge(&mut self, other: &Layout) -> bool // PA
+    {
+        let mut changed = false;
+        for (node, theirs) in &other.nodes {
+            match self.nodes.get_mut(node) {
+                Some(ours) => changed |= ours.merge(theirs),
+                None => {
+                    self.nodes.insert(*node, theirs.clone());
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
+    /// Move `node` to `state` if that is further than where it is (a node
+    /// not in the layout enters it); whether anything changed. The node
+    /// making the change is the first to know it.
+    pub fn advance(&mut self, node: NodeId, state: NodeState, by: NodeId, now_ms: u64) -> bool // PA
+    {
+        if self.state_of(&node).is_some_and(|held| held >= state) {
+            return false;
+        }
+        let known_by = BTreeSet::from([by]);
+        self.nodes.insert(node, NodeEntry { state, since_ms: now_ms, known_by });
+        true
+    }
+
+    /// Record that `local` has taken in every entry as it stands; whether
+    /// anything changed.
+    pub fn acknowledge(&mut self, local: NodeId) -> bool // PA
+    {
+        let mut changed = false;
+        for entry in self.nodes.values_mut().filter(|entry| entry.state != NodeState::Gone) {
+            changed |= entry.known_by.insert(local);
+        }
+        changed
+    }
+
+    /// A number that grows with every change of state: equal layouts have
+    /// equal versions, and a merge never lowers it.
+    pub fn version(&self) -> u64 // A
+    {
+        self.nodes.values().map(|entry| entry.state as u64 + 1).sum()
+    }
+
+    /// A digest of the whole layout, for comparing two cheaply.
+    pub fn digest(&self) -> Hash // PA
+    {
+        Hash::of(&crate::codec::encode(self))
+    }
+
+    fn with_states(&self, states: &[NodeState]) -> Vec<NodeId> // A
+    {
+        self.nodes.iter().filter(|(_, entry)| states.contains(&entry.state)).map(|(node, _)| *node).collect()
+    }
+
+    /// The nodes new data is placed on: active and joining.
+    pub fn placing(&self) -> Vec<NodeId> // PA
+    {
+        self.with_states(&[NodeState::Active, NodeState::Joining])
+    }
+
+    /// The nodes that hold the data written so far: active and draining.
+    /// While a cluster forms, before any node is active, the joining ones.
+    pub fn holding(&self) -> Vec<NodeId> // PA
+    {
+        let holding = self.with_states(&[NodeState::Active, NodeState::Draining]);
+        if holding.is_empty() {
+            self.placing()
+        } else {
+            holding
+        }
+    }
+
+    /// Every node not gone: the nodes to ask when every node must answer.
+    pub fn in_service(&self) -> Vec<NodeId> // PA
+    {
+        self.with_states(&[NodeState::Joining, NodeState::Active, NodeState::Draining])
+    }
+
+    /// Whether a node is joining or draining: data is on its way between
+    /// nodes, and two replica sets exist for some partitions.
+    pub fn is_moving(&self) -> bool // PA
+    {
+        self.nodes.values().any(|entry| matches!(entry.state, NodeState::Joining | NodeState::Draining))
+    }
+
+    /// Whether every node in service has taken in `node`'s current state.
+    pub fn settled(&self, node: &NodeId) -> bool // PA
+    {
+        let Some(entry) = self.nodes.get(node) else { return false };
+        self.in_service().iter().all(|other| entry.known_by.contains(other))
+    }
+
+    /// The replicas of a metadata partition.
+    pub fn partition_replicas(&self, partition: u8) -> Replicas // PA
+    {
+        let placing = placement::partition_replicas(partition, &self.placing());
+        let holding = placement::partition_replicas(partition, &self.holding());
+        Replicas { holding, placing }
+    }
+
+    /// The replicas of a content-addressed record (chunk manifest).
+    pub fn hash_replicas(&self, hash: &Hash) -> Replicas // PA
+    {
+        self.partition_replicas(placement::partition_of_hash(hash))
+    }
+
+    /// The coding new chunks get: it follows the number of nodes data is
+    /// placed on.
+    pub fn erasure(&self) -> Erasure // PA
+    {
+        Erasure::for_cluster(self.placing().len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(n: u8) -> NodeId // A
+    {
+        Hash::of(&[n])
+    }
+
+    #[test]
+    fn merges_end_the_same_in_any_order() // A
+    {
+        let base = Layout::of_active(&[node(1), node(2), node(3)]);
+        let mut a = base.clone();
+        a.advance(node(3), NodeState::Gone, node(1), 10);
+        let mut b = base.clone();
+        b.advance(node(3), NodeState::Draining, node(2), 5);
+        b.advance(node(4), NodeState::Joining, node(4), 6);
+        b.acknowledge(node(2));
+        let mut c = base.clone();
+        c.advance(node(3), NodeState::Gone, node(2), 12);
+        c.acknowledge(node(2));
+
+        let layouts = [&a, &b, &c];
+        let mut results = Vec::new();
+        for order in [[0, 1, 2], [2, 1, 0], [1, 0, 2], [1, 2, 0]] {
+            let mut merged = Layout::default();
+            for i in order {
+                merged.merge(layouts[i]);
+                // Idempotent: the same layout twice changes nothing more.
+                assert!(!merged.merge(layouts[i]));
+            }
+            results.push(merged);
+        }
+        assert!(results.windows(2).all(|pair| pair[0] == pair[1]), "merge order changed the result");
+        let merged = &results[0];
+        assert_eq!(merged.state_of(&node(3)), Some(NodeState::Gone), "two nodes' gone marks did not merge to gone");
+        // Both marks of gone are pooled: nodes 1 and 2 know it.
+        assert_eq!(merged.nodes[&node(3)].known_by, BTreeSet::from([node(1), node(2)]));
+        assert_eq!(merged.state_of(&node(4)), Some(NodeState::Joining));
+        assert!(merged.version() > base.version());
+    }
+
+    #[test]
+    fn states_only_move_forward() // A
+    {
+        let mut layout = Layout::of_active(&[node(1), node(2)]);
+        assert!(!layout.advance(node(2), NodeState::Joining, node(1), 1), "an active node went back to joining");
+        assert!(layout.advance(node(2), NodeState::Gone, node(1), 1));
+        let stale = Layout::of_active(&[node(1), node(2)]);
+        assert!(!layout.merge(&stale), "a stale layout revived a gone node");
+        assert_eq!(layout.state_of(&node(2)), Some(NodeState::Gone));
+    }
+
+    #[test]
+    fn a_joining_node_counts_for_writes_and_not_for_reads_until_active() // A
+    {
+        let mut layout = Layout::of_active(&[node(1), node(2), node(3)]);
+        layout.advance(node(4), NodeState::Joining, node(4), 1);
+        assert!(!layout.settled(&node(4)));
+        for n in 1..=3 {
+            layout.acknowledge(node(n));
+        }
+        assert!(layout.settled(&node(4)));
+        assert_eq!(layout.placing().len(), 4);
+        assert_eq!(layout.holding().len(), 3);
+        let moving = (0..=u8::MAX).filter(|p| {
+            let replicas = layout.partition_replicas(*p);
+            assert!(!replicas.holding.contains(&node(4)), "reads count on a joining node");
+            replicas.holding != replicas.placing
+        });
+        // Four nodes at 2+2 replicate every partition four times: every
+        // partition gains the new node.
+        assert_eq!(moving.count(), 256);
+        layout.advance(node(4), NodeState::Active, node(4), 2);
+        assert!((0..=u8::MAX).all(|p| layout.partition_replicas(p).write_sets().len() == 1));
+    }
+
+    #[test]
+    fn a_forming_cluster_reads_from_its_joining_nodes() // A
+    {
+        let mut layout = Layout::default();
+        for n in 1..=3 {
+            layout.advance(node(n), NodeState::Joining, node(n), 0);
+        }
+        assert_eq!(layout.holding(), layout.placing());
+        assert_eq!(layout.partition_replicas(9).write_sets().len(), 1);
+    }
+
+    #[test]
+    fn a_draining_node_keeps_serving_reads_and_takes_no_new_data() // A
+    {
+        let mut layout = Layout::of_active(&[node(1), node(2), node(3), node(4)]);
+        layout.advance(node(4), NodeState::Draining, node(1), 1);
+        assert!(!layout.placing().contains(&node(4)));
+        assert!(layout.holding().contains(&node(4)));
+        assert_eq!(layout.in_service().len(), 4);
+        assert_eq!(layout.erasure(), Erasure::for_cluster(3));
+    }
+}

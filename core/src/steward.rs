@@ -1,0 +1,435 @@
+//! The layout steward: what each node does, every few seconds, to keep the
+//! layout true and the data where it says. It
+//! - enters this node in the layout (joining) the first time;
+//! - exchanges layouts with every node in service and every node gossip
+//!   knows, and records that this node has taken the result in;
+//! - marks gone a node the failure detector has seen down for longer than
+//!   `dead_after` (marks from several nodes merge to the same result);
+//! - moves this node on: joining → active once every node writes to it and
+//!   a full anti-entropy round found its partitions in step; draining →
+//!   gone once, in the same way, its partitions are level with their new
+//!   replicas and its slices and manifests have moved off;
+//! - moves the slices and manifests this node holds to the homes the
+//!   layout gives them, after each change of placement: a slice is removed
+//!   here only once its home has stored it.
+//!
+//! No key is needed: slices move sealed, manifests as they are.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::anti_entropy::{AntiEntropy, SyncReport};
+use crate::cluster::{ClusterView, GetChunk, OfferChunk, PutSlice, ShareLayout, Transport};
+use crate::hash::Hash;
+use crate::layout::{Layout, NodeState};
+use crate::model::{Chunk, NodeId};
+use crate::placement;
+use crate::store::{LocalStore, StoreResult};
+use crate::world::World;
+
+/// Records looked at per page while moving data.
+const PAGE: usize = 500;
+
+/// How the steward behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct StewardSettings {
+    /// A node seen down for longer than this is marked gone.
+    pub dead_after: Duration,
+    /// Whether this node may become active without having heard another
+    /// node's layout: a node started alone, with no address to join.
+    pub may_stand_alone: bool,
+    /// Bytes of slices moved per second at most, so clients keep their speed.
+    pub move_bytes_per_sec: u64,
+}
+
+impl Default for StewardSettings {
+    fn default() -> Self // A
+    {
+        StewardSettings {
+            dead_after: Duration::from_secs(30 * 60),
+            may_stand_alone: true,
+            move_bytes_per_sec: 64 << 20,
+        }
+    }
+}
+
+/// What one move pass did and left.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MoveReport {
+    pub slices_moved: usize,
+    pub manifests_moved: usize,
+    /// Slices and manifests that belong elsewhere and could not be moved
+    /// yet (their home is down or failed), and the slices' bytes.
+    pub slices_left: usize,
+    pub manifests_left: usize,
+    pub bytes_left: u64,
+}
+
+impl MoveReport {
+    pub fn complete(&self) -> bool // A
+    {
+        self.slices_left == 0 && self.manifests_left == 0
+    }
+}
+
+/// What one step of the steward did.
+#[derive(Debug, Clone, Default)]
+pub struct TendReport {
+    /// This node's state after the step.
+    pub state: Option<NodeState>,
+    pub marked_gone: Vec<NodeId>,
+    /// The anti-entropy round run to move this node on, if one was.
+    pub round: Option<SyncReport>,
+    /// The move pass run, if one was.
+    pub moved: Option<MoveReport>,
+}
+
+pub struct Steward<T, V> {
+    transport: Arc<T>,
+    view: Arc<V>,
+    store: Arc<LocalStore>,
+    syncer: AntiEntropy<T, V>,
+    settings: StewardSettings,
+    world: World,
+    /// Whether another node's layout has reached this one.
+    heard_from_peer: AtomicBool,
+    /// The placement the last complete move pass was for.
+    moved_for: Mutex<Option<Hash>>,
+}
+
+impl<T: Transport, V: ClusterView> Steward<T, V> {
+    /// The steward of the node whose store is `store`.
+    pub fn new(transport: Arc<T>, view: Arc<V>, store: Arc<LocalStore>, settings: StewardSettings) -> Self // A
+    {
+        let syncer = AntiEntropy::new(transport.clone(), view.clone());
+        Steward {
+            transport,
+            view,
+            store,
+            syncer,
+            settings,
+            world: World::real(),
+            heard_from_peer: AtomicBool::new(false),
+            moved_for: Mutex::new(None),
+        }
+    }
+
+    /// The same steward on another clock.
+    pub fn with_world(self, world: World) -> Self // A
+    {
+        Steward { world, ..self }
+    }
+
+    fn now_ms(&self) -> u64 // A
+    {
+        self.world.now_nanos() / 1_000_000
+    }
+
+    /// Change this node's layout on the blocking pool (it may fsync).
+    async fn update(&self, change: impl FnOnce(&mut Layout) -> bool + Send + 'static) -> Option<Arc<Layout>> // PA
+    {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.update_layout(change)).await {
+            Ok(Ok(layout)) => Some(layout),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "layout not stored");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(%error, "layout update stopped");
+                None
+            }
+        }
+    }
+
+    /// Move `node` to `state` in this node's layout, and tell every node in
+    /// service at once (an operator's drain or remove).
+    pub async fn set_state(&self, node: NodeId, state: NodeState) -> Option<Arc<Layout>> // PA
+    {
+        let (local, now) = (self.view.local_node(), self.now_ms());
+        let layout = self.update(move |layout| layout.advance(node, state, local, now)).await?;
+        tracing::info!(node = %node, state = state.as_str(), "layout changed");
+        self.exchange(&[]).await;
+        Some(layout)
+    }
+
+    /// Send this node's layout to every node in service and to `peers`, and
+    /// merge each answer; whether any node answered.
+    pub async fn exchange(&self, peers: &[NodeId]) -> bool // PA
+    {
+        let local = self.view.local_node();
+        let layout = self.store.layout();
+        let mut targets = layout.in_service();
+        for peer in peers {
+            if !targets.contains(peer) {
+                targets.push(*peer);
+            }
+        }
+        targets.retain(|node| *node != local && !self.view.is_down(*node));
+        let message = ShareLayout { layout: (*layout).clone() };
+        let calls = targets.iter().map(|node| self.transport.ask(*node, message.clone()));
+        let mut heard = false;
+        for theirs in futures::future::join_all(calls).await.into_iter().flatten() {
+            heard = true;
+            self.update(move |layout| layout.merge(&theirs)).await;
+        }
+        if heard {
+            self.heard_from_peer.store(true, Ordering::Relaxed);
+        }
+        heard
+    }
+
+    /// One step (see the module's summary). `peers` are the nodes gossip
+    /// knows alive, which a joining node may not have in its layout yet.
+    pub async fn tend(&self, peers: &[NodeId]) -> TendReport // PA
+    {
+        let local = self.view.local_node();
+        let now = self.now_ms();
+        let mut report = TendReport::default();
+        self.update(move |layout| {
+            layout.state_of(&local).is_none() && layout.advance(local, NodeState::Joining, local, now)
+        })
+        .await;
+        let before = self.store.layout();
+        self.exchange(peers).await;
+        self.update(move |layout| layout.acknowledge(local)).await;
+        report.marked_gone = self.mark_dead_nodes().await;
+
+        let layout = self.store.layout();
+        match layout.state_of(&local) {
+            Some(NodeState::Joining) if layout.settled(&local) && self.may_go_active() => {
+                let round = self.syncer.round().await;
+                if round.in_step() {
+                    self.update(move |layout| layout.advance(local, NodeState::Active, local, now)).await;
+                    tracing::info!("this node holds its share of the metadata and is active");
+                }
+                report.round = Some(round);
+            }
+            Some(NodeState::Draining) if layout.settled(&local) => {
+                let round = self.syncer.round().await;
+                let moved = self.move_data(&layout).await;
+                if round.in_step() && moved.complete() {
+                    self.update(move |layout| layout.advance(local, NodeState::Gone, local, now)).await;
+                    tracing::info!("this node has handed over all it held and left the layout");
+                }
+                report.round = Some(round);
+                report.moved = Some(moved);
+            }
+            Some(NodeState::Gone) if before.state_of(&local) != Some(NodeState::Gone) => {
+                tracing::error!(
+                    "this node is gone from the layout: the cluster no longer counts on its data; \
+                     start it on an empty data directory to join again"
+                );
+            }
+            _ => {}
+        }
+        if report.moved.is_none() {
+            let placement = placement_key(&layout);
+            let pending = *self.moved_for.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) != Some(placement);
+            if pending {
+                let moved = self.move_data(&layout).await;
+                if moved.complete() {
+                    *self.moved_for.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(placement);
+                }
+                report.moved = Some(moved);
+            }
+        }
+        let after = self.store.layout();
+        if after.nodes.iter().any(|(node, entry)| before.state_of(node) != Some(entry.state)) {
+            self.exchange(&[]).await;
+        }
+        report.state = self.store.layout().state_of(&local);
+        report
+    }
+
+    fn may_go_active(&self) -> bool // A
+    {
+        self.settings.may_stand_alone || self.heard_from_peer.load(Ordering::Relaxed)
+    }
+
+    /// Mark gone every node in service the failure detector has seen down
+    /// for longer than `dead_after`.
+    async fn mark_dead_nodes(&self) -> Vec<NodeId> // PA
+    {
+        let local = self.view.local_node();
+        let now = self.now_ms();
+        let dead: Vec<NodeId> = self
+            .store
+            .layout()
+            .in_service()
+            .into_iter()
+            .filter(|node| *node != local)
+            .filter(|node| self.view.down_for(*node).is_some_and(|down| down >= self.settings.dead_after))
+            .collect();
+        for node in &dead {
+            let node = *node;
+            self.update(move |layout| layout.advance(node, NodeState::Gone, local, now)).await;
+            tracing::warn!(node = %node, after = ?self.settings.dead_after, "node down too long: marked gone");
+        }
+        dead
+    }
+
+    /// Move what this node holds and the layout puts elsewhere: manifests
+    /// of chunks it no longer replicates go to the replicas that lack one
+    /// (and leave here once they all hold one), slices go to their homes
+    /// (and leave here once stored there).
+    pub async fn move_data(&self, layout: &Layout) -> MoveReport // PA
+    {
+        let mut report = MoveReport::default();
+        if let Err(error) = self.move_manifests(layout, &mut report).await {
+            tracing::warn!(%error, "manifests not moved");
+            report.manifests_left += 1;
+        }
+        if let Err(error) = self.move_slices(layout, &mut report).await {
+            tracing::warn!(%error, "slices not moved");
+            report.slices_left += 1;
+        }
+        self.store.set_move_backlog(report.slices_left as u64, report.bytes_left);
+        if report.slices_moved > 0 || report.manifests_moved > 0 || !report.complete() {
+            tracing::info!(
+                slices = report.slices_moved,
+                manifests = report.manifests_moved,
+                slices_left = report.slices_left,
+                manifests_left = report.manifests_left,
+                "data moved to where the layout puts it"
+            );
+        }
+        report
+    }
+
+    async fn move_manifests(&self, layout: &Layout, report: &mut MoveReport) -> StoreResult<()> // PA
+    {
+        let local = self.view.local_node();
+        let mut after = None;
+        loop {
+            let store = self.store.clone();
+            let page = blocking(move || store.unclaimed_chunks(u64::MAX, after, PAGE)).await??;
+            let Some(last) = page.last().copied() else { break };
+            after = Some(last);
+            for id in page {
+                let replicas = layout.hash_replicas(&id).placing;
+                if replicas.contains(&local) || replicas.is_empty() {
+                    continue;
+                }
+                let store = self.store.clone();
+                let Some(chunk) = blocking(move || store.get_chunk(&id)).await?? else { continue };
+                let offers = replicas.iter().map(|node| self.transport.ask(*node, OfferChunk { chunk: chunk.clone() }));
+                let held = futures::future::join_all(offers).await.iter().filter(|answer| answer.is_ok()).count();
+                if held < replicas.len() {
+                    report.manifests_left += 1;
+                    continue;
+                }
+                let store = self.store.clone();
+                blocking(move || store.free_chunk(&id, u64::MAX)).await??;
+                report.manifests_moved += 1;
+            }
+        }
+        Ok(())
+    }
+
+    async fn move_slices(&self, layout: &Layout, report: &mut MoveReport) -> StoreResult<()> // PA
+    {
+        let local = self.view.local_node();
+        let placing = layout.placing();
+        let mut manifests: HashMap<Hash, Option<Chunk>> = HashMap::new();
+        let mut after = None;
+        let started = Instant::now();
+        let mut bytes_moved = 0u64;
+        loop {
+            let store = self.store.clone();
+            let page = blocking(move || store.slices_stored_before(u64::MAX, after, PAGE)).await??;
+            let Some(last) = page.last() else { break };
+            after = Some(last.0);
+            for (slice, chunk) in page {
+                if let std::collections::hash_map::Entry::Vacant(entry) = manifests.entry(chunk) {
+                    entry.insert(self.find_manifest(layout, chunk).await);
+                }
+                // No manifest lists it: a write cut short; garbage collection's.
+                let Some(Some(manifest)) = manifests.get(&chunk) else { continue };
+                let Some(index) = manifest.slices.iter().position(|hash| *hash == slice) else { continue };
+                let homes = placement::slice_homes(&chunk, manifest.slices.len(), &placing);
+                let Some(home) = homes.get(index).copied() else { continue };
+                if home == local {
+                    continue;
+                }
+                let store = self.store.clone();
+                let Some(sealed) = blocking(move || store.get_slice(&slice)).await?? else { continue };
+                let len = sealed.payload.len() as u64;
+                if self.view.is_down(home) {
+                    report.slices_left += 1;
+                    report.bytes_left += len;
+                    continue;
+                }
+                match self.transport.ask(home, PutSlice { chunk, slice: sealed }).await {
+                    Ok(_) => {
+                        let store = self.store.clone();
+                        blocking(move || store.remove_slice(&slice)).await??;
+                        report.slices_moved += 1;
+                        bytes_moved += len;
+                        self.throttle(started, bytes_moved).await;
+                    }
+                    Err(error) => {
+                        tracing::debug!(%slice, home = %home, %error, "slice not moved");
+                        report.slices_left += 1;
+                        report.bytes_left += len;
+                    }
+                }
+            }
+            // Chunks seen on earlier pages rarely come back: keep memory bounded.
+            if manifests.len() > 4 * PAGE {
+                manifests.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// A chunk's manifest: this node's, or the first replica's that has one.
+    async fn find_manifest(&self, layout: &Layout, chunk: Hash) -> Option<Chunk> // PA
+    {
+        let store = self.store.clone();
+        if let Ok(Ok(Some(manifest))) = blocking(move || store.get_chunk(&chunk)).await {
+            return Some(manifest);
+        }
+        for node in layout.hash_replicas(&chunk).all() {
+            if let Ok(Some(manifest)) = self.transport.ask(node, GetChunk { id: chunk }).await {
+                if manifest.id == chunk {
+                    return Some(manifest);
+                }
+            }
+        }
+        None
+    }
+
+    /// Sleep as long as moving `bytes` since `started` is ahead of the
+    /// byte rate.
+    async fn throttle(&self, started: Instant, bytes: u64) // A
+    {
+        let rate = self.settings.move_bytes_per_sec.max(1);
+        let due = Duration::from_secs_f64(bytes as f64 / rate as f64);
+        if let Some(ahead) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(ahead).await;
+        }
+    }
+}
+
+/// What placement depends on: the nodes data is placed on and the nodes
+/// that hold it.
+fn placement_key(layout: &Layout) -> Hash // PA
+{
+    let mut bytes = Vec::new();
+    for node in layout.placing() {
+        bytes.extend_from_slice(node.as_bytes());
+    }
+    bytes.push(0);
+    for node in layout.holding() {
+        bytes.extend_from_slice(node.as_bytes());
+    }
+    Hash::of(&bytes)
+}
+
+async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> Result<R, crate::store::StoreError> // A
+{
+    tokio::task::spawn_blocking(work).await.map_err(|error| crate::store::StoreError::Task(error.to_string()))
+}
