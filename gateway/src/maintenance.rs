@@ -1,6 +1,7 @@
 //! A node's background upkeep, every `Maintenance::interval`: incomplete
-//! multipart uploads past their expiry are removed, then chunks that nothing
-//! references and no write claimed within the grace period are collected.
+//! multipart uploads past their expiry are removed, chunks short of slices
+//! at their homes are repaired, then chunks that nothing references and no
+//! write claimed within the grace period are collected.
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use crate::s3::Gateway;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PassReport {
     pub uploads_expired: usize,
+    pub chunks_repaired: usize,
     pub chunks_freed: usize,
     pub slices_removed: usize,
 }
@@ -31,6 +33,10 @@ pub async fn pass<T: Transport, V: ClusterView>(gateway: &Gateway<T, V>, setting
     match gateway.expire_uploads(nanos_before_now(&world, settings.upload_expiry)).await {
         Ok(expired) => report.uploads_expired = expired,
         Err(error) => tracing::warn!(%error, "expiring incomplete uploads failed"),
+    }
+    match gateway.engine().repair_chunks().await {
+        Ok(repair) => report.chunks_repaired = repair.chunks_degraded - repair.chunks_left_degraded,
+        Err(error) => tracing::warn!(%error, "repair failed"),
     }
     match gateway.engine().collect_garbage(nanos_before_now(&world, settings.gc_grace)).await {
         Ok(gc) => {

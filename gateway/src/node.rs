@@ -12,8 +12,8 @@ use ouroboros_core::steward::{Steward, StewardSettings};
 use ouroboros_core::store::{LocalStore, StoreError};
 use ouroboros_core::{ClusterSecret, DataKeyPair, Engine, EngineConfig, EngineError, Hash, NodeKeys};
 use ouroboros_membership::{
-    node_id_of_secret, short_id, Cluster, ClusterConfig, ClusterError, Members, MembersView, NetTransport, NoiseKeys,
-    Peer, Role,
+    node_id_of_secret, short_id, Cluster, ClusterConfig, ClusterError, Liveness, Members, MembersView, NetTransport,
+    NoiseKeys, Peer, Role,
 };
 use serde::{Deserialize, Serialize};
 
@@ -232,10 +232,11 @@ impl Node {
             }
         };
         let known: Vec<Hash> = members.snapshot().iter().map(|m| m.peer.id).collect();
-        let held_data = store.slice_usage()?.1 > 0;
+        // A node started before: it ran without a layout if it has none.
+        let ran_before = members.local().generation > 1;
         let alone = cluster.is_none();
         let now_ms = ouroboros_core::now_nanos() / 1_000_000;
-        store.update_layout(move |layout| enter_layout(layout, id, &known, alone, held_data, now_ms))?;
+        store.update_layout(move |layout| enter_layout(layout, id, &known, alone, ran_before, now_ms))?;
         if let Some(cluster) = &cluster {
             if secrets.new_cluster && config.cluster.join.is_empty() {
                 print_new_cluster(config, cluster.members.local(), &secrets);
@@ -261,6 +262,9 @@ impl Node {
             let view = Arc::new(MembersView { members: members.clone(), store: store.clone() });
             Arc::new(Steward::new(Arc::new(transport.clone()), view, store.clone(), settings))
         });
+        if let Some(steward) = &steward {
+            hear_the_layout(config, &members, steward).await?;
+        }
         Ok(Node { engine, store, id, members, cluster, transport, steward, _lock: lock })
     }
 
@@ -275,11 +279,11 @@ impl Node {
 
 /// Put this node in its own layout the first time it starts with one. A
 /// node alone is active at once. A node of a cluster formed before the
-/// layout existed (it holds data, knows other members, and has no layout)
-/// enters with every member it knows as active, as placement treated them.
-/// Any other node joins, and the layout steward makes it active once it
-/// holds its share.
-fn enter_layout(layout: &mut Layout, id: Hash, known: &[Hash], alone: bool, held_data: bool, now_ms: u64) -> bool // PA
+/// layout existed (it ran before, knows other members from then, and has
+/// no layout) enters with every member it knows as active, as placement
+/// treated them. Any other node joins, and the layout steward makes it
+/// active once it holds its share.
+fn enter_layout(layout: &mut Layout, id: Hash, known: &[Hash], alone: bool, ran_before: bool, now_ms: u64) -> bool // PA
 {
     if layout.state_of(&id).is_some() {
         return false;
@@ -287,12 +291,44 @@ fn enter_layout(layout: &mut Layout, id: Hash, known: &[Hash], alone: bool, held
     if alone {
         return layout.advance(id, NodeState::Active, id, now_ms);
     }
-    if layout.nodes.is_empty() && held_data && known.len() > 1 {
+    if layout.nodes.is_empty() && ran_before && known.len() > 1 {
         tracing::info!(nodes = known.len(), "a cluster from before the layout: every known node enters it active");
         return layout.merge(&Layout::of_active(known));
     }
     layout.advance(id, NodeState::Joining, id, now_ms)
 }
+
+/// Take in another node's layout before serving. A node told to join
+/// whose layout holds only itself must (a layout of itself alone would
+/// have it acknowledge writes by itself); a node that knew others (a
+/// restart) tries for a few seconds, so it does not serve reads from a
+/// layout changed while it was away, and starts anyway when no one answers
+/// (it may be the first of its cluster back).
+async fn hear_the_layout(config: &Config, members: &Members, steward: &NodeSteward) -> Result<(), NodeError> // PA
+{
+    let must = !config.cluster.join.is_empty() && steward.layout().nodes.len() <= 1;
+    if !must && steward.layout().nodes.len() <= 1 {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + if must { JOIN_TIMEOUT } else { RESTART_LAYOUT_WAIT };
+    while tokio::time::Instant::now() < deadline {
+        let alive = members.snapshot().into_iter().filter(|m| m.liveness == Liveness::Alive);
+        let peers: Vec<Hash> = alive.map(|m| m.peer.id).filter(|peer| *peer != members.local().id).collect();
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if tokio::time::timeout(left, steward.exchange(&peers)).await == Ok(true) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if must {
+        return Err(NodeError::JoinFailed { join: config.cluster.join.clone(), timeout: JOIN_TIMEOUT });
+    }
+    tracing::warn!("no other node answered with its layout; serving with the one held from before");
+    Ok(())
+}
+
+/// How long a restarted node tries to take in another node's layout.
+const RESTART_LAYOUT_WAIT: Duration = Duration::from_secs(3);
 
 /// A node told to join that knows no other member yet waits until one
 /// answers: placing data over itself alone would put it where the cluster

@@ -221,6 +221,7 @@ impl Server {
         let purge = tokio::spawn(keep_tombstones_bounded(self.node.store.clone(), self.maintenance));
         let layout =
             self.node.steward.clone().map(|steward| tokio::spawn(keep_layout(steward, self.node.members.clone())));
+        let moves = self.node.steward.clone().map(|steward| tokio::spawn(keep_data_placed(steward)));
         let limits = self.connections;
         let mut http = ConnBuilder::new(TokioExecutor::new());
         http.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
@@ -292,7 +293,8 @@ impl Server {
             () = graceful.shutdown() => tracing::info!("all requests drained"),
             () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out, closing anyway"),
         }
-        for task in upkeep.into_iter().chain(bucket_sync).chain(anti_entropy).chain(Some(purge)).chain(layout) {
+        let background = [bucket_sync, anti_entropy, Some(purge), layout, moves];
+        for task in upkeep.into_iter().chain(background.into_iter().flatten()) {
             task.abort();
         }
         self.node.leave().await;
@@ -373,6 +375,20 @@ async fn keep_layout(steward: Arc<NodeSteward>, members: Arc<Members>) // A
         let alive = members.snapshot().into_iter().filter(|m| m.liveness == Liveness::Alive);
         let peers: Vec<ouroboros_core::NodeId> = alive.map(|m| m.peer.id).collect();
         steward.tend(&peers).await;
+    }
+}
+
+/// Move slices and manifests to where the layout puts them, whenever
+/// placement changed since the last complete pass (and while this node
+/// drains), checked every `LAYOUT_INTERVAL`. Apart from `keep_layout`, so
+/// a long pass holds up no layout exchange.
+async fn keep_data_placed(steward: Arc<NodeSteward>) // A
+{
+    let mut tick = tokio::time::interval(LAYOUT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        steward.move_if_needed().await;
     }
 }
 
@@ -487,13 +503,13 @@ fn metrics(status: &NodeStatus) -> Response<s3s::Body> // A
 
 /// `/_ouroboros/health`: 200 while this node sees a majority of the known
 /// members alive (itself included), else 503; the body says what it sees,
-/// and how many nodes its layout holds active (a joining node becomes
-/// active once it holds its share).
+/// and how many nodes its layout holds active and known so by every node
+/// (a joining node becomes active once it holds its share).
 fn health(members: &Members, layout: &Layout) -> Response<s3s::Body> // A
 {
     let known = members.snapshot().len();
     let alive = members.alive();
-    let active = layout.nodes.values().filter(|entry| entry.state == NodeState::Active).count();
+    let active = layout.nodes.iter().filter(|(id, e)| e.state == NodeState::Active && layout.settled(id)).count();
     let quorum = alive > known / 2;
     let body = format!(
         "{{\"status\":\"{}\",\"node\":\"{}\",\"members\":{known},\"alive\":{alive},\"active\":{active},\"quorum\":{quorum}}}\n",

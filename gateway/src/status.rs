@@ -67,6 +67,9 @@ pub struct RepairReport {
     /// where the layout puts it.
     pub slices_to_move: u64,
     pub bytes_to_move: u64,
+    /// Chunks short of a slice at its home after each gateway's last repair
+    /// pass: 0 once every chunk has all its k+m slices where they belong.
+    pub chunks_degraded: u64,
 }
 
 /// One member as the answering node sees it.
@@ -91,6 +94,8 @@ pub struct MemberReport {
     /// Slices it holds that belong elsewhere, and their bytes.
     pub slices_to_move: Option<u64>,
     pub bytes_to_move: Option<u64>,
+    /// Chunks its last repair pass left short of slices (gateways only).
+    pub chunks_degraded: Option<u64>,
 }
 
 /// The member table as a report, with what each member that answers in
@@ -120,6 +125,7 @@ pub async fn status_report(members: &Members, transport: &NetTransport, layout: 
             partitions_unsynced: usage.and_then(|u| u.partitions_unsynced),
             slices_to_move: usage.and_then(|u| u.slices_to_move),
             bytes_to_move: usage.and_then(|u| u.bytes_to_move),
+            chunks_degraded: usage.and_then(|u| u.chunks_degraded),
         })
         .collect::<Vec<_>>();
     let sum = |field: fn(&MemberReport) -> Option<u64>| members_seen.iter().filter_map(field).sum();
@@ -127,6 +133,7 @@ pub async fn status_report(members: &Members, transport: &NetTransport, layout: 
         partitions_unsynced: sum(|m| m.partitions_unsynced),
         slices_to_move: sum(|m| m.slices_to_move),
         bytes_to_move: sum(|m| m.bytes_to_move),
+        chunks_degraded: sum(|m| m.chunks_degraded),
     };
     let layout_version = layout.version();
     StatusReport { node: members.local().id.to_hex(), layout_version, members: members_seen, repair }
@@ -189,9 +196,17 @@ impl StatusRoute {
             let held = layout.state_of(&node).map_or("", |s| s.as_str());
             return Err(s3s::s3_error!(InvalidRequest, "node {} is already {held}", node.to_hex()));
         }
-        let in_service = layout.in_service().len();
-        if in_service <= 1 {
-            return Err(s3s::s3_error!(InvalidRequest, "the last node in service cannot leave the layout"));
+        if layout.placing().iter().all(|other| *other == node) {
+            return Err(s3s::s3_error!(
+                InvalidRequest,
+                "the last node new data can be placed on cannot leave the layout"
+            ));
+        }
+        if state == NodeState::Draining && layout.is_moving() {
+            return Err(s3s::s3_error!(
+                InvalidRequest,
+                "a node is joining or draining already: drain one node at a time, once the layout has settled"
+            ));
         }
         let Some(changed) = steward.set_state(node, state).await else {
             return Err(s3s::s3_error!(InternalError, "the layout could not be stored; see this node's log"));
@@ -346,8 +361,12 @@ pub fn status_table(report: &StatusReport) -> String // A
     }
     let repair = &report.repair;
     out.push_str(&format!(
-        "layout version {}; partitions out of step: {}; slices to move: {} ({} bytes)\n",
-        report.layout_version, repair.partitions_unsynced, repair.slices_to_move, repair.bytes_to_move
+        "layout version {}; partitions out of step: {}; slices to move: {} ({} bytes); chunks degraded: {}\n",
+        report.layout_version,
+        repair.partitions_unsynced,
+        repair.slices_to_move,
+        repair.bytes_to_move,
+        repair.chunks_degraded
     ));
     out
 }

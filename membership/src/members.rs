@@ -288,6 +288,11 @@ impl ClusterView for MembersView {
         self.members.read().members.get(&node).is_some_and(|m| m.liveness == Liveness::Down)
     }
 
+    fn opens_chunks(&self, node: NodeId) -> bool // A
+    {
+        self.members.read().members.get(&node).is_some_and(|m| m.peer.role == Role::Gateway)
+    }
+
     fn down_for(&self, node: NodeId) -> Option<Duration> // A
     {
         self.members.read().members.get(&node).and_then(|m| m.down_since).map(|since| since.elapsed())

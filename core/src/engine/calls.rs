@@ -78,13 +78,22 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// The metadata replicas of an object key, best first.
     pub(super) fn object_replicas(&self, bucket: &str, key: &str) -> Replicas // PA
     {
-        self.view.layout().partition_replicas(placement::partition_of(bucket, key))
+        self.replicas_of(placement::partition_of(bucket, key))
     }
 
     /// The replicas of a content-addressed record (chunk manifest), best first.
     pub(super) fn chunk_replicas(&self, hash: &Hash) -> Replicas // PA
     {
-        self.view.layout().hash_replicas(hash)
+        self.replicas_of(placement::partition_of_hash(hash))
+    }
+
+    /// A partition's replicas, with the nodes seen down not waited on to
+    /// hear of layout changes.
+    fn replicas_of(&self, partition: u8) -> Replicas // PA
+    {
+        let layout = self.view.layout();
+        let away: Vec<NodeId> = layout.in_service().into_iter().filter(|node| self.view.is_down(*node)).collect();
+        layout.partition_replicas_with(partition, &away)
     }
 
     /// Every node not gone from the layout: those asked when all must

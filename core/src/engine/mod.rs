@@ -8,7 +8,8 @@
 //! - `objects`: blobs, heads with read repair, the version DAG, listings;
 //! - `tables`: table rows and bucket records;
 //! - `access_keys`: the cluster's access keys, secrets sealed;
-//! - `gc`: garbage collection of unreferenced chunks and orphan slices.
+//! - `gc`: garbage collection of unreferenced chunks and orphan slices;
+//! - `repair`: slices missing at their homes taken home or rebuilt.
 //!
 //! Time and randomness come from the engine's `World`.
 
@@ -17,11 +18,13 @@ mod calls;
 mod gc;
 mod objects;
 mod read;
+mod repair;
 mod tables;
 
 mod write;
 
 pub use access_keys::{AccessKeyEntry, ClusterAccessKeys, ACCESS_KEY_TABLE};
+pub use repair::RepairReport;
 pub use tables::ScannedRows;
 
 use std::collections::BTreeMap;

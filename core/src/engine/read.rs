@@ -272,6 +272,10 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let id = manifest.id;
         let k = manifest.erasure.data as usize;
         let total = manifest.erasure.total();
+        if manifest.slices.len() != total {
+            let reason = format!("{} slices listed for {total} positions", manifest.slices.len());
+            return Err(crate::seal::SealError::BadManifest { chunk: id, reason }.into());
+        }
         let layout = self.view.layout();
         let homes = placement::slice_homes(&id, total, &layout.placing());
         // Where else a slice may be: handed off, or not yet moved off a

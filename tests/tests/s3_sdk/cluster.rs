@@ -89,13 +89,20 @@ struct Health {
     members: usize,
 }
 
-fn health(s3: SocketAddr) -> Option<Health> // A
+/// The whole answer to `GET /_ouroboros/health`.
+fn health_body(s3: SocketAddr) -> Option<String> // A
 {
     let mut stream = std::net::TcpStream::connect(s3).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     stream.write_all(b"GET /_ouroboros/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+fn health(s3: SocketAddr) -> Option<Health> // A
+{
+    let text = health_body(s3)?;
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
     let field = |name: &str| -> Option<String> {
         let start = text.find(&format!("\"{name}\":"))? + name.len() + 3;
@@ -151,6 +158,10 @@ impl TestCluster {
         }
         let gateway = (0..size).find(|i| !storage_only.contains(i)).expect("a gateway node");
         cluster.wait_layout(gateway, |states| states.len() == size && states.iter().all(|s| s == "active")).await;
+        // And every node knows every other is active.
+        for index in 0..size {
+            cluster.wait_settled(index, size).await;
+        }
         cluster
     }
 
@@ -166,6 +177,20 @@ impl TestCluster {
             .filter_map(|node| members.iter().find(|m| m["addr"] == node.cluster.to_string()))
             .map(|m| m["layout"].as_str().unwrap_or("-").to_string())
             .collect()
+    }
+
+    /// Until node `index`'s health says `active` nodes are active and known
+    /// so by every node.
+    async fn wait_settled(&self, index: usize, active: usize) // A
+    {
+        let wanted = format!("\"active\":{active},");
+        for _ in 0..300 {
+            if health_body(self.nodes[index].s3).is_some_and(|body| body.contains(&wanted)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("node {index} never saw {active} nodes settled active: {:?}", health_body(self.nodes[index].s3));
     }
 
     /// Until the layout node `asked` holds satisfies `done` (a minute at most).
@@ -940,7 +965,8 @@ impl TestCluster {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_node_hands_over_its_data_and_a_dead_node_is_marked_gone() // A
 {
-    let mut cluster = TestCluster::start_tuned(4, &[], &[("OUROBOROS_DEAD_AFTER_SECS", "3")]).await;
+    let env = [("OUROBOROS_DEAD_AFTER_SECS", "3"), ("OUROBOROS_MAINTENANCE_INTERVAL_SECS", "2")];
+    let mut cluster = TestCluster::start_tuned(4, &[], &env).await;
     let client = cluster.client(0);
     client.create_bucket().bucket("moving").send().await.unwrap();
     let mut objects = Vec::new();
@@ -982,21 +1008,25 @@ async fn a_drained_node_hands_over_its_data_and_a_dead_node_is_marked_gone() // 
     assert!(String::from_utf8_lossy(&again.stderr).contains("already gone"), "{again:?}");
 
     // Node 2 dies: after dead_after (3 s) the others mark it gone on their
-    // own, and everything still reads once replicas are in step.
+    // own, repair rebuilds its slices on the two left (maintenance every
+    // 2 s), and everything still reads once replicas are in step.
     cluster.kill(2);
     cluster.wait_layout(0, |states| states.get(2).is_some_and(|s| s == "gone")).await;
     cluster.wait_layout(1, |states| states.get(2).is_some_and(|s| s == "gone")).await;
-    let mut in_step = false;
+    let mut healed = false;
+    let zero = Some(serde_json::json!(0));
     for _ in 0..60 {
         let report = cluster.status_json(0);
-        let unsynced = [0, 1].map(|i| member(&report, &ids[i]).map(|m| m["partitions_unsynced"].clone()));
-        if unsynced.iter().all(|n| *n == Some(serde_json::json!(0))) {
-            in_step = true;
+        let field = |name: &str| [0, 1].map(|i| member(&report, &ids[i]).map(|m| m[name].clone()));
+        let unsynced = field("partitions_unsynced");
+        let degraded = field("chunks_degraded");
+        if unsynced.iter().chain(&degraded).all(|n| *n == zero) {
+            healed = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(in_step, "the two survivors never reported their partitions in step");
+    assert!(healed, "the two survivors never reported their partitions in step and no chunk short of slices");
     for reader in 0..2 {
         for (key, body) in &objects {
             let got = get_bytes(&cluster.client(reader), "moving", key).await;

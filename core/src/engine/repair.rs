@@ -1,0 +1,251 @@
+//! Repair: bringing every chunk back to all its k+m slices on the homes the
+//! layout gives them. A gateway checks the chunks it is the repairer of
+//! (below), asks
+//! each home whether it holds its slice, and for each one missing: takes it
+//! home from wherever it was handed off to, or, when no node has it,
+//! rebuilds it by Reed-Solomon from any k others and reseals it with the
+//! chunk's own key, so it comes out byte for byte as first sealed. The
+//! repairer is the first holding replica of the manifest, not seen down,
+//! that can open chunks (a gateway: storage-only nodes hold no key) and
+//! holds the manifest. A home
+//! seen down is left alone (its node may come back; once it is marked gone,
+//! the layout names another home).
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::{compute, Engine, EngineResult};
+use crate::cluster::{
+    ClusterView, GetChunk, GetSlice, HoldsChunks, HoldsSlices, PutSlice, RemoveSlice, Transport, UnclaimedChunks,
+};
+use crate::hash::Hash;
+use crate::layout::Layout;
+use crate::model::{Chunk, NodeId, SealedSlice};
+use crate::placement;
+use crate::seal;
+
+/// Chunks looked at per page.
+const PAGE: usize = 500;
+
+/// What one repair pass found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    /// Chunks this node is the repairer of.
+    pub chunks_checked: usize,
+    /// Of those, chunks that lacked a slice at a home that answered.
+    pub chunks_degraded: usize,
+    /// Chunks whose homes could not all be asked (down or failing).
+    pub chunks_unknown: usize,
+    /// Slices taken home from the node they were handed off to.
+    pub slices_taken_home: usize,
+    /// Slices rebuilt from others.
+    pub slices_rebuilt: usize,
+    /// Chunks still short of slices after the pass.
+    pub chunks_left_degraded: usize,
+}
+
+/// A chunk short of slices: its manifest, the home of each position, and
+/// the positions whose home lacks its slice.
+struct Damaged {
+    manifest: Chunk,
+    homes: Vec<NodeId>,
+    lacking: Vec<usize>,
+}
+
+/// A slice a home should hold: chunk, position, slice hash.
+type Expected = (Hash, usize, Hash);
+
+impl<T: Transport, V: ClusterView> Engine<T, V> {
+    /// One repair pass over the chunks whose manifests this node holds and
+    /// is the repairer of. Waits while the layout moves: the move passes
+    /// are taking slices to their new homes.
+    pub async fn repair_chunks(&self) -> EngineResult<RepairReport> // PA
+    {
+        let layout = self.view.layout();
+        let mut report = RepairReport::default();
+        if layout.is_moving() {
+            return Ok(report);
+        }
+        let local = self.view.local_node();
+        let mut after = None;
+        loop {
+            let page = self.ask_local(UnclaimedChunks { claimed_before: u64::MAX, after, max: PAGE }).await?;
+            let Some(last) = page.last().copied() else { break };
+            after = Some(last);
+            let mut manifests = Vec::new();
+            for id in self.repaired_here(&layout, page).await {
+                if let Some(manifest) = self.ask_local(GetChunk { id }).await?.filter(|m| m.id == id) {
+                    manifests.push(manifest);
+                }
+            }
+            report.chunks_checked += manifests.len();
+            self.repair_page(&layout, manifests, &mut report).await;
+        }
+        if let Some(store) = self.transport.local_store(local) {
+            // A chunk with a slice on a node seen down has lost redundancy too.
+            store.set_chunks_degraded((report.chunks_left_degraded + report.chunks_unknown) as u64);
+        }
+        if report.chunks_degraded > 0 {
+            tracing::info!(
+                checked = report.chunks_checked,
+                degraded = report.chunks_degraded,
+                taken_home = report.slices_taken_home,
+                rebuilt = report.slices_rebuilt,
+                left = report.chunks_left_degraded,
+                "chunks repaired"
+            );
+        }
+        Ok(report)
+    }
+
+    /// The chunks of `held` (whose manifests this node holds) this node
+    /// repairs: those whose holding replicas ranked before it are all
+    /// seen down, unable to open chunks, or without a manifest (a replica
+    /// new to the partition). One question per earlier replica.
+    async fn repaired_here(&self, layout: &Layout, held: Vec<Hash>) -> Vec<Hash> // PA
+    {
+        let local = self.view.local_node();
+        let mut asked: BTreeMap<NodeId, Vec<Hash>> = BTreeMap::new();
+        let mut mine = Vec::new();
+        for id in held {
+            let replicas = layout.hash_replicas(&id).holding;
+            let Some(position) = replicas.iter().position(|node| *node == local) else { continue };
+            if !self.view.opens_chunks(local) {
+                continue;
+            }
+            let earlier =
+                replicas[..position].iter().filter(|n| !self.view.is_down(**n) && self.view.opens_chunks(**n));
+            for node in earlier {
+                asked.entry(*node).or_default().push(id);
+            }
+            mine.push(id);
+        }
+        let mut taken: std::collections::HashSet<Hash> = std::collections::HashSet::new();
+        for (node, ids) in asked {
+            match self.transport.ask(node, HoldsChunks { ids: ids.clone() }).await {
+                Ok(held) => taken.extend(ids.iter().zip(held).filter(|(_, held)| *held).map(|(id, _)| *id)),
+                // It did not answer: it may still repair them; leave them to it.
+                Err(_) => taken.extend(ids),
+            }
+        }
+        mine.retain(|id| !taken.contains(id));
+        mine
+    }
+
+    /// Ask every home about the slices of a page of chunks at once (one
+    /// message per node), then repair the chunks that lack some.
+    async fn repair_page(&self, layout: &Layout, manifests: Vec<Chunk>, report: &mut RepairReport) // PA
+    {
+        let placing = layout.placing();
+        let mut expected: BTreeMap<NodeId, Vec<Expected>> = BTreeMap::new();
+        let mut homes_of: HashMap<Hash, Vec<NodeId>> = HashMap::new();
+        for manifest in &manifests {
+            let homes = placement::slice_homes(&manifest.id, manifest.slices.len(), &placing);
+            for (index, (slice, home)) in manifest.slices.iter().zip(&homes).enumerate() {
+                expected.entry(*home).or_default().push((manifest.id, index, *slice));
+            }
+            homes_of.insert(manifest.id, homes);
+        }
+        let mut missing: HashMap<Hash, Vec<usize>> = HashMap::new();
+        let mut unknown: HashMap<Hash, bool> = HashMap::new();
+        for (node, slices) in expected {
+            let hashes = slices.iter().map(|(_, _, slice)| *slice).collect();
+            let held = match self.view.is_down(node) {
+                true => None,
+                false => self.transport.ask(node, HoldsSlices { hashes }).await.ok(),
+            };
+            for (position, (chunk, index, _)) in slices.into_iter().enumerate() {
+                match held.as_ref().and_then(|held| held.get(position)) {
+                    Some(true) => {}
+                    Some(false) => missing.entry(chunk).or_default().push(index),
+                    None => {
+                        unknown.insert(chunk, true);
+                    }
+                }
+            }
+        }
+        report.chunks_unknown += unknown.len();
+        for manifest in manifests {
+            let Some(lacking) = missing.remove(&manifest.id) else { continue };
+            report.chunks_degraded += 1;
+            let homes = homes_of.remove(&manifest.id).unwrap_or_default();
+            if !self.repair_chunk(layout, Damaged { manifest, homes, lacking }, report).await {
+                report.chunks_left_degraded += 1;
+            }
+        }
+    }
+
+    /// Bring the slices at the lacking positions home; whether all of them are.
+    async fn repair_chunk(&self, layout: &Layout, damaged: Damaged, report: &mut RepairReport) -> bool // PA
+    {
+        let Damaged { manifest, homes, lacking } = damaged;
+        let homes = homes.as_slice();
+        let id = manifest.id;
+        let in_service = layout.in_service();
+        let mut still = Vec::new();
+        for index in lacking {
+            let (home, hash) = (homes[index], manifest.slices[index]);
+            let elsewhere = placement::handoff_order(index, homes, &in_service, |node| self.view.is_down(node));
+            let mut taken = false;
+            for node in elsewhere.into_iter().filter(|node| *node != home && !self.view.is_down(*node)) {
+                let Ok(Some(slice)) = self.transport.ask(node, GetSlice { hash }).await else { continue };
+                if slice.hash != hash || self.transport.ask(home, PutSlice { chunk: id, slice }).await.is_err() {
+                    continue;
+                }
+                if let Err(error) = self.transport.ask(node, RemoveSlice { hash }).await {
+                    tracing::debug!(chunk = %id, index, %error, "a handed-off copy stays where it was");
+                }
+                report.slices_taken_home += 1;
+                taken = true;
+                break;
+            }
+            if !taken {
+                still.push(index);
+            }
+        }
+        if still.is_empty() {
+            return true;
+        }
+        match self.rebuild(&manifest, homes, &still).await {
+            Ok(rebuilt) => {
+                let mut stored = 0;
+                for (index, slice) in still.iter().zip(rebuilt) {
+                    match self.transport.ask(homes[*index], PutSlice { chunk: id, slice }).await {
+                        Ok(_) => stored += 1,
+                        Err(error) => tracing::warn!(chunk = %id, index, %error, "rebuilt slice not stored"),
+                    }
+                }
+                report.slices_rebuilt += stored;
+                stored == still.len()
+            }
+            Err(error) => {
+                tracing::warn!(chunk = %id, %error, "chunk not rebuilt");
+                false
+            }
+        }
+    }
+
+    /// The slices at `wanted` positions, rebuilt from any k others found at
+    /// their homes.
+    async fn rebuild(&self, manifest: &Chunk, homes: &[NodeId], wanted: &[usize]) -> EngineResult<Vec<SealedSlice>> // PA
+    {
+        let k = manifest.erasure.data as usize;
+        let mut slices: Vec<Option<SealedSlice>> = vec![None; manifest.slices.len()];
+        let mut have = 0;
+        for (index, hash) in manifest.slices.iter().enumerate() {
+            if have == k {
+                break;
+            }
+            if wanted.contains(&index) || self.view.is_down(homes[index]) {
+                continue;
+            }
+            if let Ok(Some(slice)) = self.transport.ask(homes[index], GetSlice { hash: *hash }).await {
+                if slice.hash == *hash {
+                    slices[index] = Some(slice);
+                    have += 1;
+                }
+            }
+        }
+        let (manifest, keys, wanted) = (manifest.clone(), self.keys.clone(), wanted.to_vec());
+        Ok(compute(move || seal::rebuild_slices(&manifest, slices, &wanted, &keys)).await??)
+    }
+}
