@@ -25,3 +25,10 @@ echo "== real-client suite against a three-node cluster"
 CLUSTER_SIZE=3 ./scripts/client-suite.sh
 echo "== fuzz smoke (each target ${FUZZ_SECONDS:-10}s; longer runs: scripts/fuzz.sh SECONDS)"
 ./scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
+echo "== compose fault tests (docker-compose clusters of this build's image)"
+if docker info >/dev/null 2>&1; then
+    OUROBOROS_BIN=target/debug/ouroboros ./compose/build.sh
+    ./compose/test.sh
+else
+    echo "compose tests skipped: no Docker daemon reachable"
+fi

@@ -185,7 +185,9 @@ impl Layout {
     pub fn acknowledge(&mut self, local: NodeId) -> bool // PA
     {
         let mut changed = false;
-        for entry in self.nodes.values_mut().filter(|entry| entry.state != NodeState::Gone) {
+        // Gone entries too: until every node knows a node is gone, writers
+        // keep the holding set it was in (`before_unsettled`).
+        for entry in self.nodes.values_mut() {
             changed |= entry.known_by.insert(local);
         }
         changed
@@ -348,6 +350,13 @@ mod tests {
         assert_eq!(merged.nodes[&node(3)].known_by, BTreeSet::from([node(1), node(2)]));
         assert_eq!(merged.state_of(&node(4)), Some(NodeState::Joining));
         assert!(merged.version() > base.version());
+        // Once every node in service has taken the gone mark in, it is settled.
+        let mut merged = merged.clone();
+        for n in [1, 2, 4] {
+            merged.acknowledge(node(n));
+        }
+        assert!(merged.settled(&node(3)), "a gone mark every node knows is not settled");
+        assert_eq!(merged.before_unsettled(&[]), merged);
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! No key is needed: slices move sealed, manifests as they are.
 
 use std::collections::HashMap;
+
+use futures::stream::{FuturesUnordered, StreamExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +34,9 @@ use crate::world::World;
 
 /// Records looked at per page while moving data.
 const PAGE: usize = 500;
+
+/// How long a layout exchange waits for one node.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How the steward behaves.
 #[derive(Debug, Clone, Copy)]
@@ -174,16 +179,27 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
         }
         targets.retain(|node| *node != local && !self.view.is_down(*node));
         let message = ShareLayout { layout: (*layout).clone() };
-        let calls = targets.iter().map(|node| self.transport.ask(*node, message.clone()));
+        // Each answer is merged as it comes, and a node that does not answer
+        // soon (down but not yet seen so) holds up no other.
+        let mut calls: FuturesUnordered<_> = targets
+            .iter()
+            .map(|node| tokio::time::timeout(EXCHANGE_TIMEOUT, self.transport.ask(*node, message.clone())))
+            .collect();
         let mut heard = false;
-        for theirs in futures::future::join_all(calls).await.into_iter().flatten() {
-            heard = true;
-            self.update(move |layout| layout.merge(&theirs)).await;
-        }
-        if heard {
-            self.heard_from_peer.store(true, Ordering::Relaxed);
+        while let Some(answer) = calls.next().await {
+            if let Ok(Ok(theirs)) = answer {
+                heard = true;
+                self.heard_from_peer.store(true, Ordering::Relaxed);
+                self.update(move |layout| layout.merge(&theirs)).await;
+            }
         }
         heard
+    }
+
+    /// Whether another node's layout has reached this one since it started.
+    pub fn has_heard_from_peer(&self) -> bool // A
+    {
+        self.heard_from_peer.load(Ordering::Relaxed)
     }
 
     /// One step (see the module's summary), moving no data (`move_data`

@@ -46,6 +46,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask a node's health check; exit 0 when it answers 200 (for container
+    /// health checks: the image has no other HTTP client).
+    Health {
+        /// The node's S3 endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:9000")]
+        endpoint: String,
+    },
     /// Change the layout: drain a node (its data moves to the others, then
     /// it leaves) or remove one at once (its data is rebuilt elsewhere).
     Node {
@@ -177,6 +184,28 @@ fn change_node(endpoint: &str, action: NodeAction) -> ExitCode // A
     }
 }
 
+/// `ouroboros health`.
+fn health(endpoint: &str) -> ExitCode // A
+{
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ouroboros: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(status::fetch_health(endpoint)) {
+        Ok(body) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("ouroboros: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `ouroboros status`.
 fn status(endpoint: &str, json: bool) -> ExitCode // A
 {
@@ -245,6 +274,7 @@ fn main() -> ExitCode // A
         }
         Command::Status { endpoint, json } => status(&endpoint, json),
         Command::Node { action, endpoint } => change_node(&endpoint, action),
+        Command::Health { endpoint } => health(&endpoint),
         Command::Key { action, data_dir } => match action {
             KeyAction::Create { name } => match credentials::create_key(&data_dir, &name) {
                 Ok(key) => {

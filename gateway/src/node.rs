@@ -315,7 +315,8 @@ async fn hear_the_layout(config: &Config, members: &Members, steward: &NodeStewa
         let alive = members.snapshot().into_iter().filter(|m| m.liveness == Liveness::Alive);
         let peers: Vec<Hash> = alive.map(|m| m.peer.id).filter(|peer| *peer != members.local().id).collect();
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if tokio::time::timeout(left, steward.exchange(&peers)).await == Ok(true) {
+        let _ = tokio::time::timeout(left, steward.exchange(&peers)).await;
+        if steward.has_heard_from_peer() {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

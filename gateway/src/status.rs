@@ -311,18 +311,44 @@ pub enum StatusError {
 /// the body of its answer.
 pub async fn admin_request(endpoint: &str, signer: &Signer, admin: &AdminRequest<'_>) -> Result<String, StatusError> // A
 {
-    let host = endpoint
-        .strip_prefix("http://")
-        .map(|rest| rest.trim_end_matches('/'))
-        .filter(|host| !host.is_empty() && !host.contains('/'))
-        .ok_or_else(|| StatusError::Endpoint(endpoint.to_string()))?;
-    let connect = |source| StatusError::Connect { endpoint: endpoint.to_string(), source };
-    let mut stream = tokio::net::TcpStream::connect(host).await.map_err(connect)?;
+    let host = host_of(endpoint)?;
     let mut request = format!("{} /?{} HTTP/1.0\r\ncontent-length: 0\r\n", admin.method, admin.query);
     for (name, value) in signed_headers(signer, admin, host, time::OffsetDateTime::now_utc()) {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
+    exchange(endpoint, host, &request).await
+}
+
+/// `GET /_ouroboros/health` of the node at `endpoint`: its body when it
+/// answers 200.
+pub async fn fetch_health(endpoint: &str) -> Result<String, StatusError> // A
+{
+    let host = host_of(endpoint)?;
+    let request = format!("GET {} HTTP/1.0\r\nhost: {host}\r\n\r\n", crate::server::HEALTH_PATH);
+    let answer = exchange(endpoint, host, &request);
+    tokio::time::timeout(Duration::from_secs(5), answer).await.unwrap_or_else(|_| {
+        let source = std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 5 s");
+        Err(StatusError::Connect { endpoint: endpoint.to_string(), source })
+    })
+}
+
+/// The `HOST:PORT` of an `http://HOST:PORT` endpoint.
+fn host_of(endpoint: &str) -> Result<&str, StatusError> // A
+{
+    endpoint
+        .strip_prefix("http://")
+        .map(|rest| rest.trim_end_matches('/'))
+        .filter(|host| !host.is_empty() && !host.contains('/'))
+        .ok_or_else(|| StatusError::Endpoint(endpoint.to_string()))
+}
+
+/// Send one HTTP/1.0 request and read the answer to its end; the body when
+/// the status is 200.
+async fn exchange(endpoint: &str, host: &str, request: &str) -> Result<String, StatusError> // A
+{
+    let connect = |source| StatusError::Connect { endpoint: endpoint.to_string(), source };
+    let mut stream = tokio::net::TcpStream::connect(host).await.map_err(connect)?;
     stream.write_all(request.as_bytes()).await.map_err(connect)?;
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await.map_err(connect)?;
