@@ -226,17 +226,37 @@ fn check_manifest(manifest: &Chunk) -> Result<(), SealError> // PA
 
 /// Open a chunk from the slices at hand (`slices[i]` is slice i or `None`).
 /// Any k slices suffice; the result is verified against the chunk id.
-pub fn open_chunk(manifest: &Chunk, slices: Vec<Option<SealedSlice>>, keys: &NodeKeys) -> SealResult<Vec<u8>> // PA
+pub fn open_chunk(manifest: &Chunk, slices: HeldSlices, keys: &NodeKeys) -> SealResult<Vec<u8>> // PA
 {
     check_manifest(manifest)?;
     let chunk = manifest.id;
     let k = manifest.erasure.data as usize;
-    let m = manifest.erasure.parity as usize;
     let shard_len = manifest.shard_len as usize;
     let data_key = keys::unwrap_data_key(&manifest.keys, &chunk, &keys.data_pair)
         .map_err(|source| SealError::Key { chunk, source })?;
-    let cipher = data_key.cipher();
+    let mut shards = open_data_shards(manifest, slices, &data_key.cipher())?;
+    let stored = if k == 1 {
+        // One data shard: it already is the stored bytes.
+        shards.pop().unwrap_or_default()
+    } else {
+        let mut stored = Vec::with_capacity(k * shard_len);
+        for shard in &shards {
+            stored.extend_from_slice(shard);
+        }
+        stored
+    };
+    finish_open(manifest, stored, keys)
+}
 
+/// The k data shards of a chunk, opened from any k of the slices at hand:
+/// data shards missing are restored by Reed-Solomon. Fails naming what is
+/// wrong when fewer than k open (a single damaged slice among too few is
+/// the more useful error).
+fn open_data_shards(manifest: &Chunk, slices: HeldSlices, cipher: &Cipher) -> SealResult<Vec<Vec<u8>>> // PA
+{
+    let chunk = manifest.id;
+    let k = manifest.erasure.data as usize;
+    let m = manifest.erasure.parity as usize;
     let mut opened: Vec<Option<Vec<u8>>> = vec![None; k + m];
     let mut available = 0;
     let mut first_error = None;
@@ -245,7 +265,7 @@ pub fn open_chunk(manifest: &Chunk, slices: Vec<Option<SealedSlice>>, keys: &Nod
             break;
         }
         let Some(slice) = slice else { continue };
-        match open_slice(manifest, index, slice, &cipher) {
+        match open_slice(manifest, index, slice, cipher) {
             Ok(shard) => {
                 opened[index] = Some(shard);
                 available += 1;
@@ -257,39 +277,28 @@ pub fn open_chunk(manifest: &Chunk, slices: Vec<Option<SealedSlice>>, keys: &Nod
         }
     }
     if available < k {
-        // A single damaged slice among too few is the more useful error.
         return Err(match first_error {
             Some(error) if available + 1 >= k => error,
             _ => SealError::NotEnoughSlices { chunk, available, needed: k },
         });
     }
-
-    let stored = if opened[..k].iter().all(Option::is_some) {
-        if k == 1 {
-            // One data shard: it already is the stored bytes.
-            opened[0].take().unwrap_or_default()
-        } else {
-            opened[..k].iter().flatten().map(Vec::as_slice).collect::<Vec<_>>().concat()
-        }
-    } else {
+    if opened[..k].iter().any(Option::is_none) {
         let originals = opened[..k].iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (i, s)));
         let recovery = opened[k..].iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (i, s)));
         let restored = reed_solomon_simd::decode(k, m, originals, recovery)
             .map_err(|e| SealError::Erasure { chunk, reason: e.to_string() })?;
-        let mut stored = Vec::with_capacity(k * shard_len);
-        for (index, shard) in opened[..k].iter().enumerate() {
-            let shard = match shard {
-                Some(shard) => shard,
-                None => restored.get(&index).ok_or_else(|| SealError::Erasure {
-                    chunk,
-                    reason: format!("data shard {index} was not restored"),
-                })?,
-            };
-            stored.extend_from_slice(shard);
+        for (index, shard) in restored.into_iter().filter(|(index, _)| *index < k) {
+            opened[index] = Some(shard);
         }
-        stored
-    };
-    finish_open(manifest, stored, keys)
+    }
+    opened.truncate(k);
+    opened
+        .into_iter()
+        .enumerate()
+        .map(|(index, shard)| {
+            shard.ok_or_else(|| SealError::Erasure { chunk, reason: format!("data shard {index} was not restored") })
+        })
+        .collect()
 }
 
 /// Rebuild the slices at `wanted` positions of a chunk from the slices at
@@ -310,39 +319,7 @@ pub fn rebuild_slices(manifest: &Chunk, slices: HeldSlices, wanted: &[usize], ke
     let data_key = keys::unwrap_data_key(&manifest.keys, &chunk, &keys.data_pair)
         .map_err(|source| SealError::Key { chunk, source })?;
     let cipher = data_key.cipher();
-    let mut opened: Vec<Option<Vec<u8>>> = vec![None; k + m];
-    let mut available = 0;
-    for (index, slice) in slices.into_iter().enumerate().take(k + m) {
-        if available == k {
-            break;
-        }
-        let Some(slice) = slice else { continue };
-        match open_slice(manifest, index, slice, &cipher) {
-            Ok(shard) => {
-                opened[index] = Some(shard);
-                available += 1;
-            }
-            Err(error) => tracing::warn!(%chunk, index, %error, "slice unusable for a rebuild, trying the others"),
-        }
-    }
-    if available < k {
-        return Err(SealError::NotEnoughSlices { chunk, available, needed: k });
-    }
-    if opened[..k].iter().any(Option::is_none) {
-        let originals = opened[..k].iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (i, s)));
-        let recovery = opened[k..].iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|s| (i, s)));
-        let restored = reed_solomon_simd::decode(k, m, originals, recovery)
-            .map_err(|e| SealError::Erasure { chunk, reason: e.to_string() })?;
-        for (index, shard) in restored {
-            if index < k {
-                opened[index] = Some(shard);
-            }
-        }
-    }
-    let data: Vec<&Vec<u8>> = opened[..k].iter().flatten().collect();
-    if data.len() < k {
-        return Err(SealError::Erasure { chunk, reason: "data shards not restored".into() });
-    }
+    let data = open_data_shards(manifest, slices, &cipher)?;
     let parity = if wanted.iter().any(|index| *index >= k) {
         reed_solomon_simd::encode(k, m, &data).map_err(|e| SealError::Erasure { chunk, reason: e.to_string() })?
     } else {
