@@ -246,7 +246,7 @@ impl Layout {
     pub fn settled(&self, node: &NodeId) -> bool // PA
     {
         let Some(entry) = self.nodes.get(node) else { return false };
-        self.in_service().iter().all(|other| entry.known_by.contains(other))
+        known_by_all(entry, &self.in_service(), &[])
     }
 
     /// The layout before the state changes not yet known by every node in
@@ -258,7 +258,7 @@ impl Layout {
         let in_service = self.in_service();
         let mut before = Layout::default();
         for (node, entry) in &self.nodes {
-            let settled = in_service.iter().all(|other| entry.known_by.contains(other) || away.contains(other));
+            let settled = known_by_all(entry, &in_service, away);
             let state = match entry.state {
                 _ if settled => Some(entry.state),
                 NodeState::Joining => None,
@@ -287,10 +287,11 @@ impl Layout {
     {
         let placing = placement::partition_replicas(partition, &self.placing());
         let holding = placement::partition_replicas(partition, &self.holding());
-        let before = self.before_unsettled(away);
-        let held_before = match before == *self {
+        // Every change known by all is the common case: no layout to rebuild.
+        let in_service = self.in_service();
+        let held_before = match self.nodes.values().all(|entry| known_by_all(entry, &in_service, away)) {
             true => holding.clone(),
-            false => placement::partition_replicas(partition, &before.holding()),
+            false => placement::partition_replicas(partition, &self.before_unsettled(away).holding()),
         };
         Replicas { holding, placing, held_before }
     }
@@ -307,6 +308,13 @@ impl Layout {
     {
         Erasure::for_cluster(self.placing().len())
     }
+}
+
+/// Whether every node of `in_service` but those in `away` has taken in
+/// `entry` as it stands.
+fn known_by_all(entry: &NodeEntry, in_service: &[NodeId], away: &[NodeId]) -> bool // PA
+{
+    in_service.iter().all(|other| entry.known_by.contains(other) || away.contains(other))
 }
 
 #[cfg(test)]

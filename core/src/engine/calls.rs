@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
+use futures::FutureExt;
 
 use super::{join_errors, Engine, EngineError, EngineResult};
 use crate::cluster::{Asked, ClusterView, Forgotten, Message, Stored, Transport, TransportError};
@@ -116,13 +117,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let Query { what, nodes, sets, message } = query;
         let sets = if sets.is_empty() { vec![nodes.clone()] } else { sets };
         let needed: Vec<usize> = sets.iter().map(|set| placement::write_quorum(set.len())).collect();
-        let mut pending: FuturesUnordered<_> = nodes
-            .iter()
-            .map(|node| {
-                let (node, call) = (*node, self.transport.ask(*node, message.clone()));
-                async move { (node, call.await) }
-            })
-            .collect();
+        let mut pending: FuturesUnordered<_> = self.send_each(&nodes, &message).into_iter().collect();
         let mut acked = vec![0; sets.len()];
         let mut failed = vec![0; sets.len()];
         let mut errors = Vec::new();
@@ -199,12 +194,20 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         }
     }
 
+    /// Send `message` to each of `nodes` at once; each answer comes with
+    /// its node.
+    fn send_each<M: Ask>(&self, nodes: &[NodeId], message: &M) -> Vec<NodeCall<M::Answer>> // PA
+    {
+        let call = |node: NodeId| {
+            let call = self.transport.ask(node, message.clone());
+            async move { (node, call.await) }.boxed()
+        };
+        nodes.iter().map(|node| call(*node)).collect()
+    }
+
     async fn ask_each<M: Ask>(&self, query: &Query<M>) -> AnswersAndErrors<M::Answer> // PA
     {
-        let calls = query.nodes.iter().map(|node| {
-            let call = self.transport.ask(*node, query.message.clone());
-            async move { (*node, call.await) }
-        });
+        let calls = self.send_each(&query.nodes, &query.message);
         let mut answers = Vec::with_capacity(query.nodes.len());
         let mut errors = Vec::new();
         for (node, result) in futures::future::join_all(calls).await {
@@ -222,13 +225,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     pub(super) async fn ask_quorum<M: Ask>(&self, query: Query<M>, needed: usize) -> Collected<M> // PA
     {
         let Query { what, nodes, message, .. } = query;
-        let mut pending: FuturesUnordered<_> = nodes
-            .iter()
-            .map(|node| {
-                let (node, call) = (*node, self.transport.ask(*node, message.clone()));
-                async move { (node, call.await) }
-            })
-            .collect();
+        let mut pending: FuturesUnordered<_> = self.send_each(&nodes, &message).into_iter().collect();
         let mut answers = Vec::with_capacity(nodes.len());
         let mut errors = Vec::new();
         while answers.len() < needed && nodes.len() - errors.len() >= needed {
@@ -344,6 +341,9 @@ fn finish_in_background(what: String, mut pending: impl PendingAcks) // PA
 /// Acknowledgements still to come.
 trait PendingAcks: Stream<Item = Result<Stored, TransportError>> + Send + Unpin + 'static {}
 impl<S: Stream<Item = Result<Stored, TransportError>> + Send + Unpin + 'static> PendingAcks for S {}
+
+/// A call under way, answering with its node.
+type NodeCall<A> = futures::future::BoxFuture<'static, (NodeId, Result<A, TransportError>)>;
 
 /// Answers from a set of nodes, or why too few came.
 pub(super) type Collected<M> = EngineResult<Answers<<M as Message>::Answer>>;
