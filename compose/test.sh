@@ -8,126 +8,30 @@
 #
 #   compose/test.sh            # every scenario
 #   compose/test.sh 1 4        # some of them
+#   compose/test.sh --soak     # soak: each scenario 3 times (or
+#                              # OUROBOROS_SOAK_ROUNDS), ten times the objects
 #
 # Skips, saying so, when no Docker daemon is reachable.
 set -uo pipefail
 cd "$(dirname "$0")"
 
-if ! docker info >/dev/null 2>&1; then
-    echo "compose tests skipped: no Docker daemon reachable"
-    exit 0
-fi
-if command -v docker-compose >/dev/null 2>&1; then
-    COMPOSE=(docker-compose)
-elif docker compose version >/dev/null 2>&1; then
-    COMPOSE=(docker compose)
-else
-    echo "compose tests skipped: neither docker-compose nor docker compose is installed"
-    exit 0
-fi
-for tool in aws rclone curl md5sum; do
-    command -v "$tool" >/dev/null || { echo "compose tests need $tool (scripts/client-suite.sh installs it)" >&2; exit 1; }
-done
-docker image inspect ouroboros:dev >/dev/null 2>&1 || { echo "no ouroboros:dev image: run compose/build.sh" >&2; exit 1; }
-
-WORK=$(mktemp -d)
-PROJECT=ouroborostest$$
+WHAT="compose tests"
+PROJECT_KIND=test
 # A subnet of its own, apart from a cluster the user runs.
-export OUROBOROS_SUBNET=${OUROBOROS_TEST_SUBNET:-172.31.214}
-FILE=docker-compose.yml
-export OUROBOROS_ENV_FILE=$WORK/cluster.env
-export AWS_ACCESS_KEY_ID=GKCOMPOSETEST$$ AWS_SECRET_ACCESS_KEY AWS_DEFAULT_REGION=us-east-1
-AWS_SECRET_ACCESS_KEY=$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')
-hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
-cat >"$OUROBOROS_ENV_FILE" <<ENV
-OUROBOROS_CLUSTER_SECRET=$(hex 32)
-OUROBOROS_DATA_KEY=$(hex 32)
-OUROBOROS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID
-OUROBOROS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY
-OUROBOROS_SYNC_INTERVAL_SECS=2
+SUBNET=172.31.214
+# Short intervals, so that a scenario sees healing within seconds.
+NODE_SETTINGS="OUROBOROS_SYNC_INTERVAL_SECS=2
 OUROBOROS_MAINTENANCE_INTERVAL_SECS=3
-OUROBOROS_DURABILITY=flush
-ENV
-# Host ports for S3, free at the start.
-for i in 1 2 3 4 5 6; do
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    export "OUROBOROS_S3_PORT_$i=$port"
-done
+OUROBOROS_DURABILITY=flush"
+# shellcheck source=compose/lib.sh
+. ./lib.sh
+# Objects per scenario are multiplied by SCALE (--soak: 10).
+SCALE=1
 
-compose() { "${COMPOSE[@]}" -p "$PROJECT" -f "$FILE" "$@"; }
-endpoint() { local var="OUROBOROS_S3_PORT_$1"; echo "http://127.0.0.1:${!var}"; }
-# rclone against node $1 (plain HTTP: a CA bundle from the environment
-# only trips its SDK).
-rc() {
-    local node=$1
-    shift
-    env -u AWS_CA_BUNDLE RCLONE_S3_PROVIDER=Other RCLONE_S3_ENV_AUTH=true RCLONE_S3_ENDPOINT="$(endpoint "$node")" rclone "$@"
-}
-s3() { local node=$1; shift; aws --endpoint-url "$(endpoint "$node")" --cli-read-timeout 20 --cli-connect-timeout 5 s3 "$@"; }
-container() { compose ps -q "node$1"; }
-teardown() {
-    compose --profile grow down -v --remove-orphans >/dev/null 2>&1
-    # Whatever another compose file of this project left behind.
-    local label="label=com.docker.compose.project=$PROJECT"
-    docker ps -aq --filter "$label" | xargs -r docker rm -f >/dev/null 2>&1
-    docker network ls -q --filter "$label" | xargs -r docker network rm >/dev/null 2>&1
-    docker volume ls -q --filter "$label" | xargs -r docker volume rm >/dev/null 2>&1
-    return 0
-}
-# OUROBOROS_COMPOSE_KEEP=1 leaves the last cluster up, to look into.
-trap '[ -n "${OUROBOROS_COMPOSE_KEEP:-}" ] || teardown; rm -rf "$WORK"' EXIT
-
-# The JSON status node $1 gives, asked inside its container.
-status_json() { docker exec "$(container "$1")" /ouroboros status --json --endpoint http://127.0.0.1:9000 2>/dev/null; }
-# A field of every member that answered, one per line.
-member_field() { status_json "$1" | python3 -c "import json,sys; [print(m.get('$2')) for m in json.load(sys.stdin)['members'] if m.get('slices') is not None]"; }
-
-# up FILE N [services...]: a fresh cluster; returns once node 1 sees N
-# nodes alive and N active and known so by all.
-up() {
-    teardown
-    FILE=$1
-    local n=$2
-    shift 2
-    compose up -d "$@" >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log"; return 1; }
-    wait_active 1 "$n"
-}
-wait_active() {
-    local node=$1 n=$2
-    for _ in $(seq 1 150); do
-        curl -sf "$(endpoint "$node")/_ouroboros/health" 2>/dev/null | grep -q "\"alive\":$n,\"active\":$n," && return 0
-        sleep 0.4
-    done
-    echo "node $node never saw $n nodes active: $(curl -s "$(endpoint "$node")/_ouroboros/health")"
-    return 1
-}
-# Until node $1 sees $2 nodes alive.
-wait_alive() {
-    for _ in $(seq 1 150); do
-        curl -sf "$(endpoint "$1")/_ouroboros/health" 2>/dev/null | grep -q "\"alive\":$2," && return 0
-        sleep 0.4
-    done
-    echo "node $1 never saw $2 nodes alive"
-    return 1
-}
-# Until every member node $1 reaches reports its partitions in step and no
-# chunk short of a slice.
-wait_healed() {
-    local unsynced degraded
-    for _ in $(seq 1 120); do
-        unsynced=$(member_field "$1" partitions_unsynced | sort -u | tr '\n' ' ')
-        degraded=$(member_field "$1" chunks_degraded | sort -u | tr '\n' ' ')
-        [ "$unsynced$degraded" = "0 0 " ] && return 0
-        sleep 1
-    done
-    echo "never healed: partitions_unsynced of the members: $unsynced; chunks_degraded: $degraded"
-    return 1
-}
-
-# put_files NODE PREFIX COUNT: write COUNT files through NODE; records
+# put_files NODE PREFIX COUNT: write COUNT (times SCALE) files through NODE; records
 # "key md5" of each acknowledged one in $WORK/acked.
 put_files() {
-    local node=$1 prefix=$2 count=$3 i
+    local node=$1 prefix=$2 count=$(($3 * SCALE)) i
     for i in $(seq 1 "$count"); do
         local file="$WORK/$prefix-$i"
         head -c $((RANDOM * 8 + i)) /dev/urandom >"$file"
@@ -165,9 +69,9 @@ scenario_1() { # kill one node of three during a stream of PUTs through the othe
     wait "$one" "$two"
     local before
     before=$(wc -l <"$WORK/acked")
-    [ "$before" -ge 20 ] || { echo "only $before of 30 PUTs acknowledged around the kill"; return 1; }
+    [ "$before" -ge $((20 * SCALE)) ] || { echo "only $before of $((30 * SCALE)) PUTs acknowledged around the kill"; return 1; }
     put_files 2 after 5
-    [ "$(wc -l <"$WORK/acked")" -eq $((before + 5)) ] || { echo "writes failed after the kill"; return 1; }
+    [ "$(wc -l <"$WORK/acked")" -eq $((before + 5 * SCALE)) ] || { echo "writes failed after the kill"; return 1; }
     check_acked 1 2
 }
 
@@ -193,12 +97,12 @@ scenario_3() { # pause a node past the suspicion timeout, then resume it
     count=$(wc -l <"$WORK/acked")
     put_files 1 paused1 5
     put_files 3 paused3 5
-    [ "$(wc -l <"$WORK/acked")" -eq $((count + 10)) ] || { echo "writes through the other nodes failed while node 2 was paused"; return 1; }
+    [ "$(wc -l <"$WORK/acked")" -eq $((count + 10 * SCALE)) ] || { echo "writes through the other nodes failed while node 2 was paused"; return 1; }
     check_acked 1 3 || return 1
     docker unpause "$(container 2)" >/dev/null
     wait_active 2 3 || return 1
     put_files 2 resumed 3
-    [ "$(wc -l <"$WORK/acked")" -eq $((count + 13)) ] || { echo "writes through node 2 failed after it resumed"; return 1; }
+    [ "$(wc -l <"$WORK/acked")" -eq $((count + 13 * SCALE)) ] || { echo "writes through node 2 failed after it resumed"; return 1; }
     check_acked 2
 }
 
@@ -214,7 +118,7 @@ scenario_4() { # cut a node off the network while both sides write; heal
     local count
     count=$(wc -l <"$WORK/acked")
     put_files 1 majority 6
-    [ "$(wc -l <"$WORK/acked")" -eq $((count + 6)) ] || { echo "the majority side refused writes"; return 1; }
+    [ "$(wc -l <"$WORK/acked")" -eq $((count + 6 * SCALE)) ] || { echo "the majority side refused writes"; return 1; }
     s3 2 rm --quiet s3://test/doomed || { echo "a delete on the majority side failed"; return 1; }
     # The minority side refuses writes it cannot reach quorum for.
     if s3 3 cp --only-show-errors - s3://test/minority <<<"lost?" 2>"$WORK/minority.err"; then
@@ -252,11 +156,17 @@ scenario_5() { # six nodes at 4+2: two killed, everything reads; one removed, re
 scenario_6() { # a node added to a running cluster; reads go on throughout
     up docker-compose.yml 3 node1 node2 node3 && fresh || return 1
     put_files 1 grow 12
+    local count
+    count=$(wc -l <"$WORK/acked")
     compose --profile grow up -d node4 >/dev/null 2>&1 || return 1
-    local i
+    # Writes go on while the node joins and data moves to it.
+    (put_files 2 joining 12) &
+    local writer=$! i
     for i in 1 2 3 4 5; do
         check_acked $((i % 3 + 1)) || return 1
     done
+    wait "$writer"
+    [ "$(wc -l <"$WORK/acked")" -eq $((count + 12 * SCALE)) ] || { echo "writes failed while node 4 joined"; return 1; }
     wait_active 1 4 || return 1
     sleep 4
     wait_healed 1 || return 1
@@ -272,7 +182,7 @@ scenario_7() { # rolling restart of every node while rclone syncs a tree
     mkdir -p "$tree"
     for d in 1 2 3 4; do
         mkdir -p "$tree/dir$d"
-        for f in $(seq 1 40); do head -c $((RANDOM * 16 + f)) /dev/urandom >"$tree/dir$d/file$f"; done
+        for f in $(seq 1 $((40 * SCALE))); do head -c $((RANDOM * 16 + f)) /dev/urandom >"$tree/dir$d/file$f"; done
     done
     (rc 1 sync --retries 10 --low-level-retries 10 --retries-sleep 2s "$tree" :s3:test/tree >"$WORK/rclone.log" 2>&1) &
     local sync=$!
@@ -296,24 +206,33 @@ NAMES=(
     "a node added to a running cluster"
     "rolling restart while rclone syncs; rclone check passes"
 )
+REPEAT=1
+if [ "${1:-}" = --soak ]; then
+    shift
+    REPEAT=${OUROBOROS_SOAK_ROUNDS:-3} SCALE=10
+fi
 wanted=("$@")
 [ ${#wanted[@]} -eq 0 ] && wanted=(1 2 3 4 5 6 7)
 passed=0
 failed=0
-for n in "${wanted[@]}"; do
-    started=$SECONDS
-    if out=$("scenario_$n" 2>&1); then
-        echo "ok   $n. ${NAMES[$n]} ($((SECONDS - started)) s)"
-        passed=$((passed + 1))
-    else
-        echo "FAIL $n. ${NAMES[$n]} ($((SECONDS - started)) s)"
-        echo "$out" | tail -15 | sed 's/^/     /'
-        for i in 1 2 3 4 5 6; do
-            c=$(container "$i" 2>/dev/null)
-            [ -n "$c" ] && docker logs --tail 15 "$c" 2>&1 | sed "s/^/     node$i: /"
-        done
-        failed=$((failed + 1))
-    fi
+for round in $(seq 1 "$REPEAT"); do
+    label=""
+    [ "$REPEAT" -gt 1 ] && label=" [round $round of $REPEAT]"
+    for n in "${wanted[@]}"; do
+        started=$SECONDS
+        if out=$("scenario_$n" 2>&1); then
+            echo "ok   $n. ${NAMES[$n]}$label ($((SECONDS - started)) s)"
+            passed=$((passed + 1))
+        else
+            echo "FAIL $n. ${NAMES[$n]}$label ($((SECONDS - started)) s)"
+            echo "$out" | tail -15 | sed 's/^/     /'
+            for i in 1 2 3 4 5 6; do
+                c=$(container "$i" 2>/dev/null)
+                [ -n "$c" ] && docker logs --tail 15 "$c" 2>&1 | sed "s/^/     node$i: /"
+            done
+            failed=$((failed + 1))
+        fi
+    done
 done
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

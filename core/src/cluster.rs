@@ -14,7 +14,7 @@ use crate::codec::{self, Record, RecordKind};
 use crate::hash::Hash;
 use crate::layout::Layout;
 use crate::model::{BucketRecord, Chunk, NodeId, ObjectSummary, RowVersion, SealedSlice};
-use crate::store::{Freed, ListStart, LocalStore, Row, StoreError, VersionStart};
+use crate::store::{Freed, ListStart, LocalStore, Passes, Row, ScrubSummary, StoreError, VersionStart};
 use crate::sync::{Entry, SyncItem};
 
 /// A node-to-node message: its answer type is part of its type, so a reply
@@ -117,6 +117,10 @@ pub struct StoreUsage {
     /// Chunks its last repair pass left short of slices; `None` before its
     /// first pass, and on a node that does not repair (storage-only).
     pub chunks_degraded: Option<u64>,
+    /// Its moves, repairs and scrubs under way.
+    pub passes: Passes,
+    /// Its last finished scrub.
+    pub last_scrub: Option<ScrubSummary>,
 }
 
 messages! {
@@ -162,7 +166,7 @@ messages! {
     /// Rows with their versions, tombstones included.
     ScanRows { table: u8, prefix: Vec<u8>, after: Vec<u8>, max: usize } -> Vec<Row>;
     /// What the receiver stores, for `ouroboros status`.
-    Usage {} -> StoreUsage;
+    Usage {} -> Box<StoreUsage>;
     /// The roots of the receiver's sync trees of these partitions.
     SyncRoots { partitions: Vec<u8> } -> Vec<(u8, Hash)>;
     /// The digests of the 256 leaves of a partition's sync tree.
@@ -188,14 +192,18 @@ messages! {
     HoldsSlices { hashes: Vec<Hash> } -> Vec<bool>;
     /// Whether the receiver holds a manifest of each of these chunks.
     HoldsChunks { ids: Vec<Hash> } -> Vec<bool>;
+    /// Start a scrub of the receiver's slices now; false when one is
+    /// under way already.
+    StartScrub {} -> bool;
 }
 
 /// Requests and responses cross the network in the record envelope, so a
 /// node refuses a message of another format version by name.
 impl Record for Request {
     const KIND: RecordKind = RecordKind::Request;
-    /// 2: rows carry versions and tombstones. 3: the layout.
-    const VERSION: u8 = 3;
+    /// 2: rows carry versions and tombstones. 3: the layout. 4: scrub, and
+    /// the passes under way in `StoreUsage`.
+    const VERSION: u8 = 4;
 }
 
 /// A response as it crosses the network: the answer, or why the remote
@@ -208,7 +216,7 @@ pub enum Reply {
 
 impl Record for Reply {
     const KIND: RecordKind = RecordKind::Response;
-    const VERSION: u8 = 3;
+    const VERSION: u8 = 4;
 }
 
 impl Reply {
@@ -520,17 +528,19 @@ impl Handle for ScanRows {
 }
 
 impl Handle for Usage {
-    fn handle(self, store: &LocalStore) -> Result<StoreUsage, StoreError> // A
+    fn handle(self, store: &LocalStore) -> Result<Box<StoreUsage>, StoreError> // A
     {
         let (bytes, slices) = store.slice_usage()?;
-        Ok(StoreUsage {
+        Ok(Box::new(StoreUsage {
             slices: slices as u64,
             bytes,
             partitions_unsynced: store.partitions_unsynced().map(|n| n as u64),
             slices_to_move: store.move_backlog().map(|(slices, _)| slices),
             bytes_to_move: store.move_backlog().map(|(_, bytes)| bytes),
             chunks_degraded: store.chunks_degraded(),
-        })
+            passes: store.passes(),
+            last_scrub: store.last_scrub()?,
+        }))
     }
 }
 
@@ -600,6 +610,13 @@ impl Handle for HoldsSlices {
     fn handle(self, store: &LocalStore) -> Result<Vec<bool>, StoreError> // PA
     {
         store.holds_slices(&self.hashes)
+    }
+}
+
+impl Handle for StartScrub {
+    fn handle(self, store: &LocalStore) -> Result<bool, StoreError> // A
+    {
+        Ok(store.request_scrub())
     }
 }
 

@@ -223,6 +223,15 @@ impl SliceLog {
         Ok(Some(SliceSeal { nonce, tag }))
     }
 
+    /// Forget a slice but leave its bytes where they are (a damaged one,
+    /// kept for an operator to look at); its location, if it was stored.
+    pub fn set_aside(&self, hash: &Hash) -> StoreResult<Option<[u8; 16]>> // PA
+    {
+        let Some(location) = self.location(hash)? else { return Ok(None) };
+        self.index.remove(hash.as_bytes())?;
+        Ok(Some(location.encode()))
+    }
+
     /// Forget a slice and give its disk space back.
     pub fn remove(&self, hash: &Hash) -> StoreResult<()> // PA
     {

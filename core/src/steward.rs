@@ -21,15 +21,16 @@ use std::collections::HashMap;
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::anti_entropy::{AntiEntropy, SyncReport};
 use crate::cluster::{ClusterView, GetChunk, OfferChunk, PutSlice, ShareLayout, Transport};
 use crate::hash::Hash;
 use crate::layout::{Layout, NodeState};
 use crate::model::{Chunk, NodeId};
+use crate::pace::Pace;
 use crate::placement;
-use crate::store::{LocalStore, StoreResult};
+use crate::store::{blocking, LocalStore, PassKind, StoreResult};
 use crate::world::World;
 
 /// Records looked at per page while moving data.
@@ -333,7 +334,9 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
             tracing::warn!(%error, "manifests not moved");
             report.manifests_left += 1;
         }
-        if let Err(error) = self.move_slices(layout, &mut report).await {
+        let moved = self.move_slices(layout, &mut report).await;
+        self.store.set_pass(PassKind::Move, None);
+        if let Err(error) = moved {
             tracing::warn!(%error, "slices not moved");
             report.slices_left += 1;
         }
@@ -390,13 +393,13 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
         let placing = layout.placing();
         let mut manifests: HashMap<Hash, Found> = HashMap::new();
         let mut after = None;
-        let started = Instant::now();
-        let mut bytes_moved = 0u64;
+        let mut pace = Pace::new(self.settings.move_bytes_per_sec);
         loop {
             let store = self.store.clone();
             let page = blocking(move || store.slices_stored_before(u64::MAX, after, PAGE)).await??;
             let Some(last) = page.last() else { break };
-            after = Some(last.0);
+            let last_slice = last.0;
+            after = Some(last_slice);
             for (slice, chunk) in page {
                 if let std::collections::hash_map::Entry::Vacant(entry) = manifests.entry(chunk) {
                     entry.insert(self.find_manifest(layout, chunk).await);
@@ -433,8 +436,7 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
                         let store = self.store.clone();
                         blocking(move || store.remove_slice(&slice)).await??;
                         report.slices_moved += 1;
-                        bytes_moved += len;
-                        self.throttle(started, bytes_moved).await;
+                        pace.spent(len).await;
                     }
                     Err(error) => {
                         tracing::debug!(%slice, home = %home, %error, "slice not moved");
@@ -443,6 +445,8 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
                     }
                 }
             }
+            pace.reached(&last_slice);
+            self.store.set_pass(PassKind::Move, Some(pace.progress()));
             // Chunks seen on earlier pages rarely come back: keep memory bounded.
             if manifests.len() > 4 * PAGE {
                 manifests.clear();
@@ -472,17 +476,6 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
             Found::Unknown
         }
     }
-
-    /// Sleep as long as moving `bytes` since `started` is ahead of the
-    /// byte rate.
-    async fn throttle(&self, started: Instant, bytes: u64) // A
-    {
-        let rate = self.settings.move_bytes_per_sec.max(1);
-        let due = Duration::from_secs_f64(bytes as f64 / rate as f64);
-        if let Some(ahead) = due.checked_sub(started.elapsed()) {
-            tokio::time::sleep(ahead).await;
-        }
-    }
 }
 
 /// What the replicas said about a chunk's manifest.
@@ -507,9 +500,4 @@ fn placement_key(layout: &Layout) -> Hash // PA
         bytes.extend_from_slice(node.as_bytes());
     }
     Hash::of(&bytes)
-}
-
-async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> Result<R, crate::store::StoreError> // A
-{
-    tokio::task::spawn_blocking(work).await.map_err(|error| crate::store::StoreError::Task(error.to_string()))
 }

@@ -21,6 +21,7 @@ use crate::layout::Layout;
 use crate::model::{
     Blob, BucketRecord, Chunk, ChunkList, ObjectSummary, RecordError, RowVersion, SealedSlice, SliceSeal, VersionEntry,
 };
+use crate::pace::PassProgress;
 use crate::slicelog::SliceLog;
 pub use crate::store_error::{is_storage_full, StoreError, StoreResult};
 use crate::sync::{self, Entry, EntryKind, SyncItem};
@@ -28,6 +29,9 @@ use crate::world::{Clock, SystemClock};
 
 /// The key of the layout in the `cluster` partition.
 const LAYOUT_KEY: &[u8] = b"layout";
+/// The last scrub that finished: when (UTC milliseconds), slices checked,
+/// slices found damaged; three big-endian u64s.
+const SCRUB_KEY: &[u8] = b"scrub";
 
 pub type Summaries = Vec<ObjectSummary>;
 type Listing = StoreResult<Summaries>;
@@ -46,6 +50,45 @@ pub enum Durability {
     /// Handed to the operating system: survives a killed process, not a
     /// power cut. For tests and benchmarks.
     Flush,
+}
+
+/// A background pass that reports how far it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassKind {
+    Move,
+    Repair,
+    Scrub,
+}
+
+/// What a scrub found of one slice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SliceCheck {
+    /// Its bytes hash to its name; `len` bytes were read.
+    Sound {
+        len: u64,
+    },
+    Damaged {
+        reason: String,
+    },
+    /// Not stored (any more).
+    Missing,
+}
+
+/// The last scrub a node finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubSummary {
+    /// UTC milliseconds.
+    pub finished_ms: u64,
+    pub slices_checked: u64,
+    pub slices_damaged: u64,
+}
+
+/// The passes under way on a node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Passes {
+    pub moving: Option<PassProgress>,
+    pub repairing: Option<PassProgress>,
+    pub scrubbing: Option<PassProgress>,
 }
 
 pub struct LocalStore {
@@ -78,8 +121,11 @@ pub struct LocalStore {
     /// Partition ‖ leaf ‖ item id → entry kind ‖ digest ‖ locator: what
     /// anti-entropy compares (`sync`).
     sync_index: PartitionHandle,
-    /// This node's cluster state: the layout.
+    /// This node's cluster state: the layout, the last scrub.
     cluster: PartitionHandle,
+    /// Slice hash → its location ‖ why: slices a scrub found damaged and
+    /// set aside, their bytes left in place.
+    damaged_slices: PartitionHandle,
     /// The layout as last stored, for placement to read without the disk.
     layout: std::sync::RwLock<Arc<Layout>>,
     /// Serialises layout changes, so none is lost to a concurrent one.
@@ -95,6 +141,10 @@ pub struct LocalStore {
     move_backlog: Mutex<Option<(u64, u64)>>,
     /// Chunks the last repair pass left short of slices.
     chunks_degraded: Mutex<Option<u64>>,
+    /// The background passes under way, for status.
+    passes: Mutex<Passes>,
+    /// Wakes the scrubber for a scrub asked for now.
+    scrub_wanted: tokio::sync::Notify,
     durability: Durability,
     /// When slices are stored and chunks claimed.
     clock: Arc<dyn Clock>,
@@ -365,12 +415,15 @@ impl LocalStore {
             rows: keyspace.open_partition("rows", plain())?,
             sync_index: keyspace.open_partition("sync_index", plain())?,
             cluster: keyspace.open_partition("cluster", plain())?,
+            damaged_slices: keyspace.open_partition("damaged_slices", plain())?,
             layout: std::sync::RwLock::new(Arc::new(Layout::default())),
             layout_lock: Mutex::new(()),
             sync_cache: Mutex::new(SyncCache::default()),
             partitions_unsynced: AtomicUsize::new(NO_ROUND_YET),
             move_backlog: Mutex::new(None),
             chunks_degraded: Mutex::new(None),
+            passes: Mutex::new(Passes::default()),
+            scrub_wanted: tokio::sync::Notify::new(),
             keyspace,
             durability,
             clock: Arc::new(SystemClock),
@@ -480,6 +533,58 @@ impl LocalStore {
     {
         self.slices.remove(hash)?;
         Ok(self.slice_owners.remove(hash.as_bytes())?)
+    }
+
+    /// Read a slice back and check that its bytes still hash to the name
+    /// it is stored under (scrub). A read that fails counts as damage: the
+    /// bytes cannot be served either.
+    pub fn check_slice(&self, hash: &Hash) -> SliceCheck // PA
+    {
+        match self.slices.get(hash) {
+            Ok(None) => SliceCheck::Missing,
+            Ok(Some(slice)) => {
+                let actual = Hash::of_parts(&[&slice.nonce, &slice.payload]);
+                let len = (SealedSlice::HEADER_LEN + slice.payload.len()) as u64;
+                match actual == *hash {
+                    true => SliceCheck::Sound { len },
+                    false => SliceCheck::Damaged { reason: format!("its bytes hash to {actual}") },
+                }
+            }
+            Err(error) => SliceCheck::Damaged { reason: error.to_string() },
+        }
+    }
+
+    /// Set a damaged slice aside: it counts as not held from now on (so
+    /// repair stores a sound copy), and its bytes stay where they are,
+    /// listed with `reason` among the damaged slices.
+    pub fn set_aside_slice(&self, hash: &Hash, reason: &str) -> StoreResult<()> // PA
+    {
+        let Some(location) = self.slices.set_aside(hash)? else { return Ok(()) };
+        self.slice_owners.remove(hash.as_bytes())?;
+        self.damaged_slices.insert(hash.as_bytes(), [location.as_slice(), reason.as_bytes()].concat())?;
+        self.make_durable()
+    }
+
+    /// The last scrub that finished here, if any.
+    pub fn last_scrub(&self) -> StoreResult<Option<ScrubSummary>> // PA
+    {
+        let Some(bytes) = self.cluster.get(SCRUB_KEY)? else { return Ok(None) };
+        let field =
+            |i: usize| bytes.get(i * 8..i * 8 + 8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
+        match (bytes.len(), field(0), field(1), field(2)) {
+            (24, Some(finished_ms), Some(slices_checked), Some(slices_damaged)) => {
+                Ok(Some(ScrubSummary { finished_ms, slices_checked, slices_damaged }))
+            }
+            _ => Err(StoreError::BadIndexEntry { index: "scrub record", len: bytes.len() }),
+        }
+    }
+
+    pub fn record_scrub(&self, summary: &ScrubSummary) -> StoreResult<()> // PA
+    {
+        let record =
+            [summary.finished_ms, summary.slices_checked, summary.slices_damaged].map(u64::to_be_bytes).concat();
+        self.cluster.insert(SCRUB_KEY, record)?;
+        Ok(self.keyspace.persist(PersistMode::SyncData)?)
     }
 
     pub fn get_slice(&self, hash: &Hash) -> StoreResult<Option<SealedSlice>> // PA
@@ -1276,6 +1381,39 @@ impl LocalStore {
         *self.move_backlog.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// How far a background pass is; `None` once it finished.
+    pub fn set_pass(&self, kind: PassKind, progress: Option<PassProgress>) // A
+    {
+        let mut passes = self.passes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match kind {
+            PassKind::Move => passes.moving = progress,
+            PassKind::Repair => passes.repairing = progress,
+            PassKind::Scrub => passes.scrubbing = progress,
+        }
+    }
+
+    /// Ask for a scrub now; false when one is under way already.
+    pub fn request_scrub(&self) -> bool // A
+    {
+        if self.passes().scrubbing.is_some() {
+            return false;
+        }
+        self.scrub_wanted.notify_one();
+        true
+    }
+
+    /// Returns once a scrub is asked for.
+    pub async fn scrub_requested(&self) // A
+    {
+        self.scrub_wanted.notified().await
+    }
+
+    /// The background passes under way.
+    pub fn passes(&self) -> Passes // A
+    {
+        *self.passes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// What the last anti-entropy round found: partitions out of step.
     pub fn set_partitions_unsynced(&self, partitions: usize) // A
     {
@@ -1465,6 +1603,12 @@ impl LocalStore {
         self.slices.sync()?;
         Ok(self.keyspace.persist(PersistMode::SyncAll)?)
     }
+}
+
+/// Run store work on tokio's blocking pool: it may wait on the disk.
+pub async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> StoreResult<R> // A
+{
+    tokio::task::spawn_blocking(work).await.map_err(|error| StoreError::Task(error.to_string()))
 }
 
 #[cfg(test)]

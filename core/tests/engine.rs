@@ -15,6 +15,7 @@ use ouroboros_core::chunker::ChunkerConfig;
 use ouroboros_core::layout::NodeState;
 use ouroboros_core::memory::{MemoryCluster, MemoryView};
 use ouroboros_core::placement;
+use ouroboros_core::scrub::scrub_slices;
 use ouroboros_core::steward::{Steward, StewardSettings};
 use ouroboros_core::store::{Durability, LocalStore};
 use ouroboros_core::{DataKeyPair, Engine, EngineConfig, EngineError, Erasure, Hash, NodeKeys, PutRequest, StoredBlob};
@@ -1213,6 +1214,64 @@ async fn lost_slices_are_rebuilt_at_their_homes_after_a_lost_disk_and_a_gone_nod
     for (key, data) in &objects {
         let read = read_all(&cluster.engines[0], key).await;
         assert_eq!(read.as_deref().ok(), Some(data.as_slice()), "{key} after repair: {read:?}");
+    }
+}
+
+/// Flip one byte in every `stride` of every slice segment under `dir`: a
+/// disk that rotted under a running node.
+fn rot_segments(dir: &Path, stride: u64) // A
+{
+    use std::os::unix::fs::FileExt;
+    for entry in std::fs::read_dir(dir.join("slices")).unwrap() {
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(entry.unwrap().path()).unwrap();
+        let len = file.metadata().unwrap().len();
+        let mut byte = [0u8; 1];
+        for at in (stride / 2..len).step_by(stride as usize) {
+            file.read_exact_at(&mut byte, at).unwrap();
+            byte[0] ^= 0x5a;
+            file.write_all_at(&byte, at).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrub_finds_rotten_slices_and_repair_rebuilds_them() // A
+{
+    let cluster = Cluster::new(6, small_chunks());
+    let mut objects = Vec::new();
+    for i in 0..8u64 {
+        let (key, data) = (format!("object-{i}"), random_bytes(200_000 + i as usize * 100_000, 1700 + i));
+        put(&cluster.engines[(i % 6) as usize], &key, &data).await;
+        objects.push((key, data));
+    }
+    let rotten = cluster.transport.store(&cluster.nodes[3]).unwrap();
+    let held = rotten.slices_stored_before(u64::MAX, None, usize::MAX).unwrap().len() as u64;
+    assert!(held > 0);
+
+    // Every slice on node 3 has bits flipped (slices are 4 KiB or more).
+    rot_segments(cluster._dirs[3].path(), 1024);
+    for (key, data) in &objects {
+        let read = read_all(&cluster.engines[0], key).await;
+        assert!(read.as_ref().is_ok_and(|read| read == data), "{key} with rotten slices: {:?}", read.err());
+    }
+    let sound = scrub_slices(cluster.transport.store(&cluster.nodes[0]).unwrap(), u64::MAX).await.unwrap();
+    assert!(sound.slices_checked > 0 && sound.slices_damaged == 0, "an untouched node: {sound:?}");
+    let found = scrub_slices(rotten.clone(), u64::MAX).await.unwrap();
+    assert_eq!((found.slices_checked, found.slices_damaged), (held, held), "the rotten node's scrub");
+    assert_eq!(rotten.last_scrub().unwrap(), Some(found), "the scrub's record");
+    assert!(rotten.passes().scrubbing.is_none(), "a finished scrub still shows as under way");
+    // Counted once per manifest replica.
+    assert!(misplaced_slices(&cluster, &cluster.nodes) >= held as usize, "the set-aside slices count as missing");
+
+    // Repair rebuilds exactly those, and the next scrub finds them sound.
+    let (rebuilt, left) = repair_everywhere(&cluster, &[]).await;
+    assert_eq!((rebuilt, left), (held as usize, 0), "slices rebuilt, chunks left short");
+    assert_eq!(misplaced_slices(&cluster, &cluster.nodes), 0);
+    let again = scrub_slices(rotten, u64::MAX).await.unwrap();
+    assert_eq!((again.slices_checked, again.slices_damaged), (held, 0), "the scrub after repair");
+    for (key, data) in &objects {
+        let read = read_all(&cluster.engines[1], key).await;
+        assert!(read.as_ref().is_ok_and(|read| read == data), "{key} after repair: {:?}", read.err());
     }
 }
 

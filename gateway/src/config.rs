@@ -44,6 +44,10 @@ pub struct FileConfig {
     pub upload_expiry_secs: Option<u64>,
     /// Seconds between background maintenance passes (default 600).
     pub maintenance_interval_secs: Option<u64>,
+    /// Seconds between scrubs, which read back every slice stored and
+    /// drop damaged ones for repair to rebuild (default 30 days; 0: only
+    /// when asked, by `ouroboros repair scrub`).
+    pub scrub_interval_secs: Option<u64>,
     /// Seconds a connection has to send a complete request head, from
     /// opening or from its previous response (default 30; also closes idle
     /// keep-alive connections).
@@ -161,6 +165,8 @@ pub struct Maintenance {
     pub upload_expiry: Duration,
     /// How long tombstones are kept.
     pub tombstone_grace: Duration,
+    /// Time between scrubs; zero: only when asked.
+    pub scrub_interval: Duration,
 }
 
 impl Default for Maintenance {
@@ -171,6 +177,7 @@ impl Default for Maintenance {
             gc_grace: Duration::from_secs(24 * 3600),
             upload_expiry: Duration::from_secs(7 * 24 * 3600),
             tombstone_grace: Duration::from_secs(7 * 24 * 3600),
+            scrub_interval: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -275,6 +282,11 @@ impl Config {
                 "OUROBOROS_TOMBSTONE_GRACE_SECS",
                 file.tombstone_grace_secs,
                 defaults.tombstone_grace,
+            )?,
+            scrub_interval: seconds(
+                "OUROBOROS_SCRUB_INTERVAL_SECS",
+                file.scrub_interval_secs,
+                defaults.scrub_interval,
             )?,
         };
         let limits = ConnectionLimits::default();

@@ -62,6 +62,15 @@ enum Command {
         #[arg(long, env = "OUROBOROS_ENDPOINT", default_value = "http://127.0.0.1:9000", global = true)]
         endpoint: String,
     },
+    /// Repair actions: `scrub` reads back every slice on every node and
+    /// drops damaged ones, which repair then rebuilds from the others.
+    Repair {
+        #[command(subcommand)]
+        action: RepairAction,
+        /// The S3 endpoint of any running node of the cluster.
+        #[arg(long, env = "OUROBOROS_ENDPOINT", default_value = "http://127.0.0.1:9000", global = true)]
+        endpoint: String,
+    },
     /// Manage S3 access keys.
     Key {
         #[command(subcommand)]
@@ -109,6 +118,12 @@ enum NodeAction {
         /// The node's id, or a prefix of it that names one node.
         id: String,
     },
+}
+
+#[derive(Subcommand)]
+enum RepairAction {
+    /// Start a scrub now on every node in service (progress in `status`).
+    Scrub,
 }
 
 #[derive(Subcommand)]
@@ -164,6 +179,18 @@ fn send_admin(endpoint: &str, request: &status::AdminRequest<'_>) -> Result<Stri
     })
 }
 
+/// Send an admin request and print the answer.
+fn print_admin(endpoint: &str, request: &status::AdminRequest<'_>) -> ExitCode // A
+{
+    match send_admin(endpoint, request) {
+        Ok(answer) => {
+            print!("{answer}");
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
 /// `ouroboros node drain|remove ID`.
 fn change_node(endpoint: &str, action: NodeAction) -> ExitCode // A
 {
@@ -175,13 +202,16 @@ fn change_node(endpoint: &str, action: NodeAction) -> ExitCode // A
         eprintln!("ouroboros: a node id is hexadecimal digits");
         return ExitCode::from(2);
     }
-    match send_admin(endpoint, &request) {
-        Ok(answer) => {
-            print!("{answer}");
-            ExitCode::SUCCESS
-        }
-        Err(code) => code,
-    }
+    print_admin(endpoint, &request)
+}
+
+/// `ouroboros repair scrub`.
+fn repair(endpoint: &str, action: RepairAction) -> ExitCode // A
+{
+    let request = match action {
+        RepairAction::Scrub => status::AdminRequest::scrub(),
+    };
+    print_admin(endpoint, &request)
 }
 
 /// `ouroboros health`.
@@ -274,6 +304,7 @@ fn main() -> ExitCode // A
         }
         Command::Status { endpoint, json } => status(&endpoint, json),
         Command::Node { action, endpoint } => change_node(&endpoint, action),
+        Command::Repair { action, endpoint } => repair(&endpoint, action),
         Command::Health { endpoint } => health(&endpoint),
         Command::Key { action, data_dir } => match action {
             KeyAction::Create { name } => match credentials::create_key(&data_dir, &name) {

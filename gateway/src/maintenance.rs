@@ -1,7 +1,9 @@
 //! A node's background upkeep, every `Maintenance::interval`: incomplete
 //! multipart uploads past their expiry are removed, chunks short of slices
 //! at their homes are repaired, then chunks that nothing references and no
-//! write claimed within the grace period are collected.
+//! write claimed within the grace period are collected. A repair pass also
+//! runs soon after the layout changes and settles (a node marked gone, a
+//! join or drain finished), not only at the next interval.
 
 use std::time::Duration;
 
@@ -48,15 +50,36 @@ pub async fn pass<T: Transport, V: ClusterView>(gateway: &Gateway<T, V>, setting
     report
 }
 
+/// How often the layout is looked at for a change that calls for repair.
+const LAYOUT_CHECK: Duration = Duration::from_secs(2);
+
 /// Run passes forever (the server aborts the task when it stops).
 pub async fn run<T: Transport, V: ClusterView>(gateway: Gateway<T, V>, settings: Maintenance) // PA
 {
     let mut ticks = tokio::time::interval(settings.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
+    let mut checks = tokio::time::interval(LAYOUT_CHECK);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut repaired_for = gateway.engine().layout().version();
     loop {
-        ticks.tick().await;
-        let report = pass(&gateway, settings).await;
-        tracing::debug!(?report, "maintenance pass done");
+        tokio::select! {
+            _ = ticks.tick() => {
+                repaired_for = gateway.engine().layout().version();
+                let report = pass(&gateway, settings).await;
+                tracing::debug!(?report, "maintenance pass done");
+            }
+            _ = checks.tick() => {
+                let layout = gateway.engine().layout();
+                if layout.version() == repaired_for || layout.is_moving() {
+                    continue;
+                }
+                repaired_for = layout.version();
+                match gateway.engine().repair_chunks().await {
+                    Ok(repair) => tracing::debug!(?repair, "repair pass after a layout change"),
+                    Err(error) => tracing::warn!(%error, "repair failed"),
+                }
+            }
+        }
     }
 }

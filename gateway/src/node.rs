@@ -249,7 +249,11 @@ impl Node {
                 let recipients = vec![data_pair.public()];
                 let keys = NodeKeys { dedup_key: cluster_secret.dedup_key(), recipients, data_pair };
                 let view = Arc::new(MembersView { members: members.clone(), store: store.clone() });
-                Some(Engine::new(Arc::new(transport.clone()), view, keys, EngineConfig::default())?)
+                let engine_config = EngineConfig {
+                    repair_bytes_per_sec: config.cluster.repair_bytes_per_sec,
+                    ..EngineConfig::default()
+                };
+                Some(Engine::new(Arc::new(transport.clone()), view, keys, engine_config)?)
             }
             None => None,
         };

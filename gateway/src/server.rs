@@ -63,6 +63,8 @@ pub struct Server {
     maintenance: Maintenance,
     /// How often replicas and registers are brought up to date.
     sync_interval: Duration,
+    /// How fast repairs and scrubs go at most.
+    repair_bytes_per_sec: u64,
     connections: ConnectionLimits,
     /// The virtual-host domains s3s routes by, to see a request as s3s will.
     hosts: Option<Arc<MultiDomain>>,
@@ -149,6 +151,7 @@ impl Server {
             region: config.region.clone(),
             maintenance: config.maintenance,
             sync_interval: config.cluster.sync_interval,
+            repair_bytes_per_sec: config.cluster.repair_bytes_per_sec,
             connections,
             hosts,
         })
@@ -176,6 +179,7 @@ impl Server {
             region: config.region.clone(),
             maintenance: config.maintenance,
             sync_interval: config.cluster.sync_interval,
+            repair_bytes_per_sec: config.cluster.repair_bytes_per_sec,
             connections: config.connections,
             hosts: None,
         })
@@ -219,6 +223,11 @@ impl Server {
             tokio::spawn(keep_replicas_in_step(syncer, self.sync_interval))
         });
         let purge = tokio::spawn(keep_tombstones_bounded(self.node.store.clone(), self.maintenance));
+        let scrub = tokio::spawn(keep_slices_scrubbed(
+            self.node.store.clone(),
+            self.maintenance.scrub_interval,
+            self.repair_bytes_per_sec,
+        ));
         let layout =
             self.node.steward.clone().map(|steward| tokio::spawn(keep_layout(steward, self.node.members.clone())));
         let moves = self.node.steward.clone().map(|steward| tokio::spawn(keep_data_placed(steward)));
@@ -293,7 +302,7 @@ impl Server {
             () = graceful.shutdown() => tracing::info!("all requests drained"),
             () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out, closing anyway"),
         }
-        let background = [bucket_sync, anti_entropy, Some(purge), layout, moves];
+        let background = [bucket_sync, anti_entropy, Some(purge), Some(scrub), layout, moves];
         for task in upkeep.into_iter().chain(background.into_iter().flatten()) {
             task.abort();
         }
@@ -408,6 +417,35 @@ async fn keep_tombstones_bounded(store: Arc<LocalStore>, settings: Maintenance) 
             Ok(Ok(_)) => {}
             Ok(Err(error)) => tracing::warn!(%error, "tombstones not purged"),
             Err(error) => tracing::warn!(%error, "tombstone purge stopped"),
+        }
+    }
+}
+
+/// Scrub this node's slices every `every` after the last scrub finished
+/// (after `every` from now on a node never scrubbed; never when zero), and
+/// whenever one is asked for (`ouroboros repair scrub`).
+async fn keep_slices_scrubbed(store: Arc<LocalStore>, every: Duration, bytes_per_sec: u64) // A
+{
+    let started_ms = ouroboros_core::now_nanos() / 1_000_000;
+    loop {
+        let last_ms = match store.last_scrub() {
+            Ok(last) => last.map_or(started_ms, |last| last.finished_ms),
+            Err(error) => {
+                tracing::warn!(%error, "the last scrub's record is unreadable; counting from now");
+                started_ms
+            }
+        };
+        let now_ms = ouroboros_core::now_nanos() / 1_000_000;
+        let every_ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
+        let due_in = Duration::from_millis(last_ms.saturating_add(every_ms).saturating_sub(now_ms));
+        tokio::select! {
+            () = tokio::time::sleep(due_in), if !every.is_zero() => {}
+            () = store.scrub_requested() => {}
+        }
+        if let Err(error) = ouroboros_core::scrub::scrub_slices(store.clone(), bytes_per_sec).await {
+            tracing::warn!(%error, "scrub stopped");
+            // Not at once again: whatever failed may need a moment.
+            tokio::time::sleep(Duration::from_secs(60)).await;
         }
     }
 }

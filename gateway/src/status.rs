@@ -1,7 +1,9 @@
-//! `ouroboros status` and `ouroboros node drain|remove`, for operators.
-//! The server side is an s3s custom route on `GET /?x-ouroboros-status`
-//! (the members a node sees, with their layout states and what they store)
-//! and `POST /?x-ouroboros-node=drain|remove&id=ID` (a layout change), so
+//! `ouroboros status`, `ouroboros node drain|remove` and `ouroboros repair
+//! scrub`, for operators. The server side is an s3s custom route on `GET
+//! /?x-ouroboros-status` (the members a node sees, with their layout
+//! states, what they store and the passes under way), `POST
+//! /?x-ouroboros-node=drain|remove&id=ID` (a layout change) and `POST
+//! /?x-ouroboros-repair=scrub` (a scrub on every node in service), so
 //! s3s checks the SigV4 signature against the node's access keys like any
 //! S3 request; the client side signs that one request and prints the answer.
 
@@ -11,9 +13,10 @@ use std::time::Duration;
 use hmac::{KeyInit, Mac};
 use hyper::http::Extensions;
 use hyper::{HeaderMap, Method, Uri};
-use ouroboros_core::cluster::{StoreUsage, Transport, Usage};
+use ouroboros_core::cluster::{StartScrub, StoreUsage, Transport, Usage};
 use ouroboros_core::layout::{Layout, NodeState};
-use ouroboros_core::store::LocalStore;
+use ouroboros_core::pace::PassProgress;
+use ouroboros_core::store::{LocalStore, ScrubSummary};
 use ouroboros_core::NodeId;
 use ouroboros_membership::{Members, NetTransport};
 
@@ -29,6 +32,8 @@ pub const STATUS_QUERY: &str = "x-ouroboros-status";
 /// The query parameter that names a layout change, and the one naming its node.
 pub const NODE_QUERY: &str = "x-ouroboros-node";
 pub const NODE_ID_QUERY: &str = "id";
+/// The query parameter that asks for a repair action (`scrub`).
+pub const REPAIR_QUERY: &str = "x-ouroboros-repair";
 
 /// Answers the status request with the member table as JSON, and layout
 /// changes.
@@ -70,6 +75,9 @@ pub struct RepairReport {
     /// Chunks short of a slice at its home after each gateway's last repair
     /// pass: 0 once every chunk has all its k+m slices where they belong.
     pub chunks_degraded: u64,
+    /// Seconds until the slowest move or repair pass under way is done, at
+    /// its pace so far; `None` when none is under way or none can tell yet.
+    pub eta_secs: Option<u64>,
 }
 
 /// One member as the answering node sees it.
@@ -96,6 +104,13 @@ pub struct MemberReport {
     pub bytes_to_move: Option<u64>,
     /// Chunks its last repair pass left short of slices (gateways only).
     pub chunks_degraded: Option<u64>,
+    /// Its passes under way: moving slices to their homes, repairing
+    /// chunks, scrubbing its disk; each with how far it is.
+    pub moving: Option<PassProgress>,
+    pub repairing: Option<PassProgress>,
+    pub scrubbing: Option<PassProgress>,
+    /// Its last finished scrub.
+    pub last_scrub: Option<ScrubSummary>,
 }
 
 /// The member table as a report, with what each member that answers in
@@ -113,19 +128,26 @@ pub async fn status_report(members: &Members, transport: &NetTransport, layout: 
     let members_seen = snapshot
         .into_iter()
         .zip(usage)
-        .map(|(m, usage): (_, Option<StoreUsage>)| MemberReport {
-            id: m.peer.id.to_hex(),
-            addr: m.peer.addr.to_string(),
-            state: m.liveness.as_str().to_string(),
-            layout: layout.state_of(&m.peer.id).map(|state| state.as_str().to_string()),
-            role: m.peer.role.as_str().to_string(),
-            generation: m.peer.generation,
-            slices: usage.map(|u| u.slices),
-            slice_bytes: usage.map(|u| u.bytes),
-            partitions_unsynced: usage.and_then(|u| u.partitions_unsynced),
-            slices_to_move: usage.and_then(|u| u.slices_to_move),
-            bytes_to_move: usage.and_then(|u| u.bytes_to_move),
-            chunks_degraded: usage.and_then(|u| u.chunks_degraded),
+        .map(|(m, usage): (_, Option<Box<StoreUsage>>)| {
+            let usage = usage.as_deref();
+            MemberReport {
+                id: m.peer.id.to_hex(),
+                addr: m.peer.addr.to_string(),
+                state: m.liveness.as_str().to_string(),
+                layout: layout.state_of(&m.peer.id).map(|state| state.as_str().to_string()),
+                role: m.peer.role.as_str().to_string(),
+                generation: m.peer.generation,
+                slices: usage.map(|u| u.slices),
+                slice_bytes: usage.map(|u| u.bytes),
+                partitions_unsynced: usage.and_then(|u| u.partitions_unsynced),
+                slices_to_move: usage.and_then(|u| u.slices_to_move),
+                bytes_to_move: usage.and_then(|u| u.bytes_to_move),
+                chunks_degraded: usage.and_then(|u| u.chunks_degraded),
+                moving: usage.and_then(|u| u.passes.moving),
+                repairing: usage.and_then(|u| u.passes.repairing),
+                scrubbing: usage.and_then(|u| u.passes.scrubbing),
+                last_scrub: usage.and_then(|u| u.last_scrub),
+            }
         })
         .collect::<Vec<_>>();
     let sum = |field: fn(&MemberReport) -> Option<u64>| members_seen.iter().filter_map(field).sum();
@@ -134,6 +156,12 @@ pub async fn status_report(members: &Members, transport: &NetTransport, layout: 
         slices_to_move: sum(|m| m.slices_to_move),
         bytes_to_move: sum(|m| m.bytes_to_move),
         chunks_degraded: sum(|m| m.chunks_degraded),
+        eta_secs: members_seen
+            .iter()
+            .flat_map(|m| [m.moving, m.repairing])
+            .flatten()
+            .filter_map(|pass| pass.eta_secs)
+            .max(),
     };
     let layout_version = layout.version();
     StatusReport { node: members.local().id.to_hex(), layout_version, members: members_seen, repair }
@@ -145,11 +173,15 @@ impl S3Route for StatusRoute {
     {
         let names = |name: &str| uri.query().is_some_and(|q| q.split('&').any(|p| p.split('=').next() == Some(name)));
         uri.path() == "/"
-            && ((*method == Method::GET && names(STATUS_QUERY)) || (*method == Method::POST && names(NODE_QUERY)))
+            && ((*method == Method::GET && names(STATUS_QUERY))
+                || (*method == Method::POST && (names(NODE_QUERY) || names(REPAIR_QUERY))))
     }
 
     async fn call(&self, request: S3Request<Body>) -> S3Result<S3Response<Body>> // PA
     {
+        if request.method == Method::POST && query_param(&request.uri, REPAIR_QUERY).is_some() {
+            return self.start_scrub(&request.uri).await;
+        }
         if request.method == Method::POST {
             return self.change_layout(&request.uri).await;
         }
@@ -170,9 +202,7 @@ impl StatusRoute {
     /// names one node.
     async fn change_layout(&self, uri: &Uri) -> S3Result<S3Response<Body>> // PA
     {
-        let param = |name: &str| {
-            uri.query()?.split('&').find_map(|p| p.split_once('=').filter(|(key, _)| *key == name).map(|(_, v)| v))
-        };
+        let param = |name: &str| query_param(uri, name);
         let state = match param(NODE_QUERY) {
             Some("drain") => NodeState::Draining,
             Some("remove") => NodeState::Gone,
@@ -216,6 +246,44 @@ impl StatusRoute {
     }
 }
 
+impl StatusRoute {
+    /// `POST /?x-ouroboros-repair=scrub`: every node in service (this one
+    /// alone on a single node) starts a scrub; one line per node.
+    async fn start_scrub(&self, uri: &Uri) -> S3Result<S3Response<Body>> // A
+    {
+        match query_param(uri, REPAIR_QUERY) {
+            Some("scrub") => {}
+            other => return Err(s3s::s3_error!(InvalidArgument, "{REPAIR_QUERY} must be scrub, not {other:?}")),
+        }
+        let local = self.members.local().id;
+        let layout = self.store.layout();
+        let mut nodes = layout.in_service();
+        if !nodes.contains(&local) {
+            nodes.push(local);
+        }
+        let asked = nodes.iter().map(|node| async move {
+            tokio::time::timeout(USAGE_TIMEOUT, self.transport.ask(*node, StartScrub {})).await
+        });
+        let mut out = String::new();
+        for (node, answer) in nodes.iter().zip(futures::future::join_all(asked).await) {
+            let said = match answer {
+                Ok(Ok(true)) => "scrub started".to_string(),
+                Ok(Ok(false)) => "a scrub is under way already".to_string(),
+                Ok(Err(error)) => format!("not started: {error}"),
+                Err(_) => "not started: no answer in time".to_string(),
+            };
+            out.push_str(&format!("node {}: {said}\n", node.to_hex()));
+        }
+        Ok(S3Response::new(Body::from(out)))
+    }
+}
+
+/// The value of a query parameter.
+fn query_param<'u>(uri: &'u Uri, name: &str) -> Option<&'u str> // A
+{
+    uri.query()?.split('&').find_map(|p| p.split_once('=').filter(|(key, _)| *key == name).map(|(_, v)| v))
+}
+
 /// Who is asking: an access key and the region to sign for.
 pub struct Signer {
     pub access_key: String,
@@ -248,6 +316,12 @@ impl AdminRequest<'_> {
     pub fn status() -> Self // A
     {
         AdminRequest { method: "GET", query: format!("{STATUS_QUERY}=") }
+    }
+
+    /// Start a scrub on every node in service.
+    pub fn scrub() -> Self // A
+    {
+        AdminRequest { method: "POST", query: format!("{REPAIR_QUERY}=scrub") }
     }
 
     /// Drain or remove (`action`) the node whose id starts with `id`.
@@ -385,14 +459,43 @@ pub fn status_table(report: &StatusReport) -> String // A
             known(member.slice_bytes)
         ));
     }
+    for member in &report.members {
+        let short = member.id.get(..12).unwrap_or(&member.id);
+        let passes =
+            [("moving slices", member.moving), ("repairing", member.repairing), ("scrubbing", member.scrubbing)];
+        for (doing, pass) in passes.into_iter().filter_map(|(doing, pass)| Some((doing, pass?))) {
+            out.push_str(&format!("{short}: {doing}, {}\n", pass_line(&pass)));
+        }
+        if let Some(scrub) = member.last_scrub {
+            let when = time::OffsetDateTime::from_unix_timestamp((scrub.finished_ms / 1000) as i64)
+                .map_or_else(|_| "-".to_string(), |t| format!("{} {:02}:{:02} UTC", t.date(), t.hour(), t.minute()));
+            out.push_str(&format!(
+                "{short}: last scrub finished {when}: {} slices checked, {} damaged\n",
+                scrub.slices_checked, scrub.slices_damaged
+            ));
+        }
+    }
     let repair = &report.repair;
     out.push_str(&format!(
-        "layout version {}; partitions out of step: {}; slices to move: {} ({} bytes); chunks degraded: {}\n",
+        "layout version {}; partitions out of step: {}; slices to move: {} ({} bytes); chunks degraded: {}{}\n",
         report.layout_version,
         repair.partitions_unsynced,
         repair.slices_to_move,
         repair.bytes_to_move,
-        repair.chunks_degraded
+        repair.chunks_degraded,
+        repair.eta_secs.map_or_else(String::new, |secs| format!("; done in about {secs} s"))
     ));
     out
+}
+
+/// How far a pass is, for people: "42% done, 1.2 GiB, about 3 min left".
+fn pass_line(pass: &PassProgress) -> String // A
+{
+    let left = match pass.eta_secs {
+        None => "time left not known yet".to_string(),
+        Some(secs) if secs < 120 => format!("about {secs} s left"),
+        Some(secs) if secs < 7200 => format!("about {} min left", secs.div_ceil(60)),
+        Some(secs) => format!("about {} h left", secs.div_ceil(3600)),
+    };
+    format!("{}.{}% done, {} bytes, {left}", pass.done_permille / 10, pass.done_permille % 10, pass.bytes)
 }

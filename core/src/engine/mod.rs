@@ -132,6 +132,9 @@ pub struct EngineConfig {
     pub node_read_chunks: usize,
     /// Fixed coding; `None` follows the cluster size.
     pub erasure: Option<Erasure>,
+    /// Bytes of slices repair stores per second at most, so clients keep
+    /// their speed.
+    pub repair_bytes_per_sec: u64,
 }
 
 impl Default for EngineConfig {
@@ -146,6 +149,7 @@ impl Default for EngineConfig {
             node_write_chunks: cores * 4,
             node_read_chunks: cores * 4,
             erasure: None,
+            repair_bytes_per_sec: 64 << 20,
         }
     }
 }
@@ -326,5 +330,11 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     pub fn local_node(&self) -> NodeId // A
     {
         self.view.local_node()
+    }
+
+    /// The layout placement reads now.
+    pub fn layout(&self) -> Arc<crate::layout::Layout> // A
+    {
+        self.view.layout()
     }
 }

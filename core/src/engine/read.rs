@@ -266,16 +266,41 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     }
 
     /// Fetch k slices of a chunk from the nodes that hold them, parity only
-    /// when data slices are missing, and open it.
+    /// when data slices are missing, and open it. A slice that fails its
+    /// authentication (its bytes rotted on a disk that no scrub has read
+    /// yet) is left out and another one fetched in its place, up to the
+    /// chunk's parity.
     async fn open_with_manifest(&self, manifest: Chunk) -> EngineResult<Vec<u8>> // PA
     {
         let id = manifest.id;
-        let k = manifest.erasure.data as usize;
         let total = manifest.erasure.total();
         if manifest.slices.len() != total {
             let reason = format!("{} slices listed for {total} positions", manifest.slices.len());
             return Err(crate::seal::SealError::BadManifest { chunk: id, reason }.into());
         }
+        let mut damaged = Vec::new();
+        loop {
+            let slices = self.fetch_slices(&manifest, &damaged).await?;
+            let (opened, keys) = (manifest.clone(), self.keys.clone());
+            match compute(move || seal::open_chunk(&opened, slices, &keys)).await? {
+                Err(crate::seal::SealError::SliceAuthentication { index, .. })
+                    if damaged.len() < manifest.erasure.parity as usize && !damaged.contains(&index) =>
+                {
+                    tracing::warn!(chunk = %id, index, "a slice failed its authentication; reading another in its place");
+                    damaged.push(index);
+                }
+                opened => return Ok(opened?),
+            }
+        }
+    }
+
+    /// k slices of a chunk, none of the `damaged` positions: from their
+    /// homes, data slices first, then from where a writer hands them off.
+    async fn fetch_slices(&self, manifest: &Chunk, damaged: &[usize]) -> EngineResult<Vec<Option<SealedSlice>>> // PA
+    {
+        let id = manifest.id;
+        let k = manifest.erasure.data as usize;
+        let total = manifest.erasure.total();
         let layout = self.view.layout();
         let homes = placement::slice_homes(&id, total, &layout.placing());
         // Where else a slice may be: handed off, or not yet moved off a
@@ -288,8 +313,9 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let mut errors = Vec::new();
         let mut have = 0;
         let mut next = 0;
-        while have < k && next < total {
-            let batch: Vec<usize> = (next..total).take(k - have).collect();
+        let usable: Vec<usize> = (0..total).filter(|index| !damaged.contains(index)).collect();
+        while have < k && next < usable.len() {
+            let batch: Vec<usize> = usable[next..].iter().copied().take(k - have).collect();
             next += batch.len();
             let fetches = batch.iter().map(|&index| {
                 let node = homes[index];
@@ -313,25 +339,27 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         }
         // Too few at home (nodes away, slices handed off): ask the other
         // nodes, in the order a writer hands slices off.
-        let mut index = 0;
-        while have < k && index < total {
-            if slices[index].is_none() {
-                let home = homes[index];
-                let hash = manifest.slices[index];
-                for node in placement::handoff_order(index, &homes, &others, |node| self.view.is_down(node))
-                    .into_iter()
-                    .filter(|n| *n != home)
-                {
-                    if let Ok(Some(slice)) = self.transport.ask(node, GetSlice { hash }).await {
-                        if slice.hash == hash {
-                            slices[index] = Some(slice);
-                            have += 1;
-                            break;
-                        }
+        for &index in &usable {
+            if have >= k {
+                break;
+            }
+            if slices[index].is_some() {
+                continue;
+            }
+            let home = homes[index];
+            let hash = manifest.slices[index];
+            for node in placement::handoff_order(index, &homes, &others, |node| self.view.is_down(node))
+                .into_iter()
+                .filter(|n| *n != home)
+            {
+                if let Ok(Some(slice)) = self.transport.ask(node, GetSlice { hash }).await {
+                    if slice.hash == hash {
+                        slices[index] = Some(slice);
+                        have += 1;
+                        break;
                     }
                 }
             }
-            index += 1;
         }
         if have < k {
             // Too few slices within reach: the chunk is unavailable, not lost.
@@ -340,7 +368,6 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         if !errors.is_empty() {
             tracing::warn!(chunk = %id, errors = %join_errors(&errors), "slices missing, reading parity");
         }
-        let keys = self.keys.clone();
-        Ok(compute(move || seal::open_chunk(&manifest, slices, &keys)).await??)
+        Ok(slices)
     }
 }

@@ -20,8 +20,10 @@ use crate::cluster::{
 use crate::hash::Hash;
 use crate::layout::Layout;
 use crate::model::{Chunk, NodeId, SealedSlice};
+use crate::pace::Pace;
 use crate::placement;
 use crate::seal;
+use crate::store::PassKind;
 
 /// Chunks looked at per page.
 const PAGE: usize = 500;
@@ -65,22 +67,14 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         if layout.is_moving() {
             return Ok(report);
         }
-        let local = self.view.local_node();
-        let mut after = None;
-        loop {
-            let page = self.ask_local(UnclaimedChunks { claimed_before: u64::MAX, after, max: PAGE }).await?;
-            let Some(last) = page.last().copied() else { break };
-            after = Some(last);
-            let mut manifests = Vec::new();
-            for id in self.repaired_here(&layout, page).await {
-                if let Some(manifest) = self.ask_local(GetChunk { id }).await?.filter(|m| m.id == id) {
-                    manifests.push(manifest);
-                }
-            }
-            report.chunks_checked += manifests.len();
-            self.repair_page(&layout, manifests, &mut report).await;
+        let store = self.transport.local_store(self.view.local_node());
+        let mut pace = Pace::new(self.config.repair_bytes_per_sec);
+        let walked = self.walk_chunks(&layout, &mut pace, &mut report).await;
+        if let Some(store) = &store {
+            store.set_pass(PassKind::Repair, None);
         }
-        if let Some(store) = self.transport.local_store(local) {
+        walked?;
+        if let Some(store) = &store {
             // A chunk with a slice on a node seen down has lost redundancy too.
             store.set_chunks_degraded((report.chunks_left_degraded + report.chunks_unknown) as u64);
         }
@@ -95,6 +89,31 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             );
         }
         Ok(report)
+    }
+
+    /// Repair the chunks whose manifests this node holds, a page at a time
+    /// in id order.
+    async fn walk_chunks(&self, layout: &Layout, pace: &mut Pace, report: &mut RepairReport) -> EngineResult<()> // PA
+    {
+        let store = self.transport.local_store(self.view.local_node());
+        let mut after = None;
+        loop {
+            let page = self.ask_local(UnclaimedChunks { claimed_before: u64::MAX, after, max: PAGE }).await?;
+            let Some(last) = page.last().copied() else { return Ok(()) };
+            after = Some(last);
+            let mut manifests = Vec::new();
+            for id in self.repaired_here(layout, page).await {
+                if let Some(manifest) = self.ask_local(GetChunk { id }).await?.filter(|m| m.id == id) {
+                    manifests.push(manifest);
+                }
+            }
+            report.chunks_checked += manifests.len();
+            self.repair_page(layout, manifests, pace, report).await;
+            pace.reached(&last);
+            if let Some(store) = &store {
+                store.set_pass(PassKind::Repair, Some(pace.progress()));
+            }
+        }
     }
 
     /// The chunks of `held` (whose manifests this node holds) this node
@@ -133,7 +152,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
 
     /// Ask every home about the slices of a page of chunks at once (one
     /// message per node), then repair the chunks that lack some.
-    async fn repair_page(&self, layout: &Layout, manifests: Vec<Chunk>, report: &mut RepairReport) // PA
+    async fn repair_page(&self, layout: &Layout, manifests: Vec<Chunk>, pace: &mut Pace, report: &mut RepairReport) // PA
     {
         let placing = layout.placing();
         let mut expected: BTreeMap<NodeId, Vec<Expected>> = BTreeMap::new();
@@ -168,14 +187,21 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             let Some(lacking) = missing.remove(&manifest.id) else { continue };
             report.chunks_degraded += 1;
             let homes = homes_of.remove(&manifest.id).unwrap_or_default();
-            if !self.repair_chunk(layout, Damaged { manifest, homes, lacking }, report).await {
+            if !self.repair_chunk(layout, Damaged { manifest, homes, lacking }, pace, report).await {
                 report.chunks_left_degraded += 1;
             }
         }
     }
 
-    /// Bring the slices at the lacking positions home; whether all of them are.
-    async fn repair_chunk(&self, layout: &Layout, damaged: Damaged, report: &mut RepairReport) -> bool // PA
+    /// Bring the slices at the lacking positions home; whether all of them
+    /// are. The bytes stored count against the repair rate.
+    async fn repair_chunk(
+        &self,
+        layout: &Layout,
+        damaged: Damaged,
+        pace: &mut Pace,
+        report: &mut RepairReport,
+    ) -> bool // PA
     {
         let Damaged { manifest, homes, lacking } = damaged;
         let homes = homes.as_slice();
@@ -188,9 +214,11 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             let mut taken = false;
             for node in elsewhere.into_iter().filter(|node| *node != home && !self.view.is_down(*node)) {
                 let Ok(Some(slice)) = self.transport.ask(node, GetSlice { hash }).await else { continue };
+                let len = slice.payload.len() as u64;
                 if slice.hash != hash || self.transport.ask(home, PutSlice { chunk: id, slice }).await.is_err() {
                     continue;
                 }
+                pace.spent(len).await;
                 if let Err(error) = self.transport.ask(node, RemoveSlice { hash }).await {
                     tracing::debug!(chunk = %id, index, %error, "a handed-off copy stays where it was");
                 }
@@ -209,8 +237,12 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             Ok(rebuilt) => {
                 let mut stored = 0;
                 for (index, slice) in still.iter().zip(rebuilt) {
+                    let len = slice.payload.len() as u64;
                     match self.transport.ask(homes[*index], PutSlice { chunk: id, slice }).await {
-                        Ok(_) => stored += 1,
+                        Ok(_) => {
+                            stored += 1;
+                            pace.spent(len).await;
+                        }
                         Err(error) => tracing::warn!(chunk = %id, index, %error, "rebuilt slice not stored"),
                     }
                 }

@@ -946,12 +946,51 @@ impl TestCluster {
     /// `ouroboros node ACTION ID` against node `asked`.
     fn node_command(&self, asked: usize, action: &str, id: &str) -> std::process::Output // A
     {
+        self.admin_command(asked, &["node", action, id])
+    }
+
+    /// `ouroboros ARGS... --endpoint` node `asked`, with the root key.
+    fn admin_command(&self, asked: usize, args: &[&str]) -> std::process::Output // A
+    {
         Command::new(ouroboros_binary())
-            .args(["node", action, id, "--endpoint", &format!("http://{}", self.nodes[asked].s3)])
+            .args(args)
+            .args(["--endpoint", &format!("http://{}", self.nodes[asked].s3)])
             .env("OUROBOROS_ACCESS_KEY_ID", &self.access_key)
             .env("OUROBOROS_SECRET_ACCESS_KEY", &self.secret_key)
             .output()
-            .expect("run ouroboros node")
+            .expect("run ouroboros")
+    }
+
+    /// Run `ouroboros repair scrub` through node 0 and wait until every
+    /// node has finished a scrub since; each node's last scrub, by index.
+    async fn scrub_everywhere(&self, ids: &[Hash]) -> Vec<serde_json::Value> // A
+    {
+        let finished = |report: &serde_json::Value| -> Vec<serde_json::Value> {
+            let members = report["members"].as_array().cloned().unwrap_or_default();
+            ids.iter()
+                .map(|id| {
+                    let member = members.iter().find(|m| m["id"] == id.to_hex());
+                    member.map_or(serde_json::Value::Null, |m| m["last_scrub"].clone())
+                })
+                .collect()
+        };
+        let before = finished(&self.status_json(0));
+        let out = self.admin_command(0, &["repair", "scrub"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(said.matches("scrub started").count(), ids.len(), "{said}");
+        for _ in 0..120 {
+            let now = finished(&self.status_json(0));
+            if now
+                .iter()
+                .zip(&before)
+                .all(|(now, before)| now["finished_ms"] != before["finished_ms"] && !now.is_null())
+            {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("the nodes never finished the scrub asked for: {}", self.status_json(0));
     }
 
     /// `ouroboros status --json` of node `asked`, parsed.
@@ -1033,4 +1072,70 @@ async fn a_drained_node_hands_over_its_data_and_a_dead_node_is_marked_gone() // 
             assert!(got == *body, "{key} through node {reader} after node 2 was lost");
         }
     }
+}
+
+/// Flip one byte in every KiB of the slice segments of a node's store: a
+/// disk that rotted under a running node (every slice is larger).
+fn rot_slices(data_dir: &std::path::Path) // A
+{
+    use std::os::unix::fs::FileExt;
+    for entry in std::fs::read_dir(data_dir.join("store").join("slices")).expect("a slices folder") {
+        let path = entry.expect("a segment").path();
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).expect("open a segment");
+        let len = file.metadata().expect("segment size").len();
+        let mut byte = [0u8; 1];
+        for at in (512..len).step_by(1024) {
+            file.read_exact_at(&mut byte, at).expect("read a segment");
+            byte[0] ^= 0x5a;
+            file.write_all_at(&byte, at).expect("write a segment");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrub_finds_a_rotten_disk_and_repair_rebuilds_what_it_held() // A
+{
+    let env = [("OUROBOROS_MAINTENANCE_INTERVAL_SECS", "2")];
+    let cluster = TestCluster::start_tuned(3, &[], &env).await;
+    let client = cluster.client(0);
+    client.create_bucket().bucket("rot").send().await.unwrap();
+    let mut objects = Vec::new();
+    for n in 0..8usize {
+        let body = random_bytes(if n == 0 { 6 << 20 } else { 40_000 + n * 9_000 }, 1900 + n as u64);
+        let key = format!("object-{n}");
+        put_bytes(&cluster.client(n % 3), "rot", &key, &body).await.unwrap();
+        objects.push((key, body));
+    }
+    let ids = cluster.member_ids(0);
+
+    // Node 1's disk rots: reads still succeed from the other slices, and a
+    // scrub finds every slice it holds damaged and sets them aside.
+    rot_slices(cluster.nodes[1].dir.path());
+    for (key, body) in &objects {
+        assert!(get_bytes(&cluster.client(1), "rot", key).await == *body, "{key} through the rotten node");
+    }
+    let first = cluster.scrub_everywhere(&ids).await;
+    let checked = first[1]["slices_checked"].as_u64().unwrap_or(0);
+    assert!(checked > 0 && first[1]["slices_damaged"] == checked, "the rotten node's scrub: {}", first[1]);
+    for sound in [0, 2] {
+        assert_eq!(first[sound]["slices_damaged"], 0, "node {sound}'s scrub: {}", first[sound]);
+    }
+
+    // Repair (every 2 s) rebuilds them: a later scrub finds the same number
+    // of slices on node 1, all sound, and everything reads through it.
+    let mut healed = None;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let again = cluster.scrub_everywhere(&ids).await;
+        if again[1]["slices_checked"] == checked && again[1]["slices_damaged"] == 0 {
+            healed = Some(again);
+            break;
+        }
+    }
+    assert!(healed.is_some(), "node 1 never held its slices sound again: {}", cluster.status_json(0));
+    for (key, body) in &objects {
+        assert!(get_bytes(&cluster.client(1), "rot", key).await == *body, "{key} after repair");
+    }
+    let table = cluster.admin_command(0, &["status"]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("last scrub finished"), "{table:?}");
 }
