@@ -81,43 +81,21 @@ measure() {
     end=$(date +%s.%N)
     add "$setup:$workload" "$(echo "$amount / ($end - $start)" | bc -l)"
 }
-# Each of the three clients at once, client i against the setup's i-th node.
-big_puts() { # SETUP ROUND
-    local i=0 node pids=()
-    for node in ${NODES[$1]}; do
+# at_once SETUP EACH ROUND: `EACH NODE I ROUND` for each of the three
+# clients at once, client I against the setup's I-th node.
+at_once() {
+    local setup=$1 each=$2 round=$3 i=0 node pids=()
+    for node in ${NODES[$setup]}; do
         i=$((i + 1))
-        s3 "$node" cp --only-show-errors "$WORK/big-$i" "s3://bench/r$2-big-$i" &
+        "$each" "$node" "$i" "$round" &
         pids+=($!)
     done
     wait "${pids[@]}"
 }
-big_gets() { # SETUP ROUND
-    local i=0 node pids=()
-    for node in ${NODES[$1]}; do
-        i=$((i + 1))
-        s3 "$node" cp --only-show-errors "s3://bench/r$2-big-$i" "$WORK/got-$i" &
-        pids+=($!)
-    done
-    wait "${pids[@]}"
-}
-small_puts() { # SETUP ROUND
-    local i=0 node pids=()
-    for node in ${NODES[$1]}; do
-        i=$((i + 1))
-        rc "$node" copy --transfers 16 "$WORK/small-$i" ":s3:bench/r$2-small-$i" &
-        pids+=($!)
-    done
-    wait "${pids[@]}"
-}
-small_gets() { # SETUP ROUND
-    local i=0 node pids=()
-    for node in ${NODES[$1]}; do
-        i=$((i + 1))
-        rc "$node" copy --transfers 16 ":s3:bench/r$2-small-$i" "$WORK/got-small-$i" &
-        pids+=($!)
-    done
-    wait "${pids[@]}"
-}
+big_put() { s3 "$1" cp --only-show-errors "$WORK/big-$2" "s3://bench/r$3-big-$2"; }
+big_get() { s3 "$1" cp --only-show-errors "s3://bench/r$3-big-$2" "$WORK/got-$2"; }
+small_put() { rc "$1" copy --transfers 16 "$WORK/small-$2" ":s3:bench/r$3-small-$2"; }
+small_get() { rc "$1" copy --transfers 16 ":s3:bench/r$3-small-$2" "$WORK/got-small-$2"; }
 # 16 requests at once for the aws CLI, without touching the user's config.
 printf '[default]\ns3 =\n    max_concurrent_requests = 16\n' >"$WORK/aws-config"
 export AWS_CONFIG_FILE=$WORK/aws-config
@@ -142,11 +120,11 @@ for round in $(seq 1 "$ROUNDS"); do
         for f in $(seq 1 1000); do head -c 4096 /dev/urandom >"$WORK/small-$i/$f"; done
     done
     for setup in single cluster; do
-        measure "$setup" "3 × 1 GiB PUT, aws CLI (MB/s)" "$(echo "3 * $GIB" | bc -l)" big_puts "$setup" "$round"
-        measure "$setup" "3 × 1 GiB GET, aws CLI (MB/s)" "$(echo "3 * $GIB" | bc -l)" big_gets "$setup" "$round"
+        measure "$setup" "3 × 1 GiB PUT, aws CLI (MB/s)" "$(echo "3 * $GIB" | bc -l)" at_once "$setup" big_put "$round"
+        measure "$setup" "3 × 1 GiB GET, aws CLI (MB/s)" "$(echo "3 * $GIB" | bc -l)" at_once "$setup" big_get "$round"
         rm -f "$WORK"/got-*
-        measure "$setup" "3 × 1000 × 4 KiB PUT, rclone (obj/s)" 3000 small_puts "$setup" "$round"
-        measure "$setup" "3 × 1000 × 4 KiB GET, rclone (obj/s)" 3000 small_gets "$setup" "$round"
+        measure "$setup" "3 × 1000 × 4 KiB PUT, rclone (obj/s)" 3000 at_once "$setup" small_put "$round"
+        measure "$setup" "3 × 1000 × 4 KiB GET, rclone (obj/s)" 3000 at_once "$setup" small_get "$round"
         rm -rf "$WORK"/got-small-*
     done
 done

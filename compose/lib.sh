@@ -62,6 +62,13 @@ teardown() {
     docker ps -aq --filter "$label" | xargs -r docker rm -f >/dev/null 2>&1
     docker network ls -q --filter "$label" | xargs -r docker network rm >/dev/null 2>&1
     docker volume ls -q --filter "$label" | xargs -r docker volume rm >/dev/null 2>&1
+    # A network can outlive its containers by a moment, and the next
+    # cluster's network must not find its subnet taken.
+    for _ in $(seq 1 40); do
+        [ -z "$(docker network ls -q --filter "$label")" ] && return 0
+        sleep 0.5
+        docker network ls -q --filter "$label" | xargs -r docker network rm >/dev/null 2>&1
+    done
     return 0
 }
 # OUROBOROS_COMPOSE_KEEP=1 leaves the last cluster up, to look into.

@@ -23,6 +23,8 @@ echo "== real-client suite (aws CLI, boto3, rclone, s3cmd)"
 ./scripts/client-suite.sh
 echo "== real-client suite against a three-node cluster"
 CLUSTER_SIZE=3 ./scripts/client-suite.sh
+echo "== multipart dedup (aws CLI at its defaults)"
+./scripts/dedup-suite.sh
 echo "== fuzz smoke (each target ${FUZZ_SECONDS:-10}s; longer runs: scripts/fuzz.sh SECONDS)"
 ./scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 echo "== compose fault tests (docker-compose clusters of this build's image)"

@@ -386,6 +386,44 @@ mod property {
             })?;
             prop_assert!(back.0 == back.1);
         }
+
+        /// However a body is split into parts, the completed object's
+        /// chunks are the ones one PUT of the same bytes makes.
+        #[test]
+        fn parts_completed_cut_like_one_stream(seed in any::<u64>(), len in 1usize..1_200_000, cuts in proptest::collection::vec(1usize..400_000, 0..8), text in any::<bool>()) { // A
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let outcome = runtime.block_on(async {
+                let cluster = Cluster::new(3, small_chunks());
+                let data = if text { text_bytes(len) } else { random_bytes(len, seed) };
+                let whole = put(&cluster.engines[0], "whole", &data).await;
+                let mut bounds: Vec<usize> = cuts.iter().map(|c| c % len).filter(|c| *c > 0).collect();
+                bounds.sort_unstable();
+                bounds.dedup();
+                bounds.push(len);
+                let mut parts = Vec::new();
+                let mut from = 0;
+                for (number, to) in bounds.into_iter().enumerate() {
+                    let engine = &cluster.engines[number % 3];
+                    let (written, ()) = engine.write_body(body(&data[from..to]), ()).await.unwrap();
+                    parts.push(ouroboros_core::PartRecord {
+                        number: number as u16 + 1,
+                        etag: hex::encode(written.md5),
+                        size: written.size,
+                        created: 0,
+                        chunks: written.chunks,
+                        checksums: Default::default(),
+                    });
+                    from = to;
+                }
+                let count = parts.len();
+                let stitched = cluster.engines[1].commit_parts(PutRequest::new("bucket", "parts"), parts).await.unwrap();
+                let back = read_all(&cluster.engines[2], "parts").await.unwrap();
+                Ok::<_, TestCaseError>((whole.blob.chunks, stitched.blob.chunks, back == data, count))
+            })?;
+            let (whole, stitched, same_bytes, count) = outcome;
+            prop_assert!(same_bytes, "the completed object's bytes differ");
+            prop_assert_eq!(stitched, whole, "{} parts", count);
+        }
     }
 }
 

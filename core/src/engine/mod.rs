@@ -19,6 +19,7 @@ mod gc;
 mod objects;
 mod read;
 mod repair;
+mod stitch;
 mod tables;
 
 mod write;

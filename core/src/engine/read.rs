@@ -170,7 +170,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
 
     /// Fetch a chunk's slices (data slices first, parity only if needed) and
     /// open it.
-    async fn read_chunk(&self, chunk: &ChunkRef) -> EngineResult<Vec<u8>> // PA
+    pub(super) async fn read_chunk(&self, chunk: &ChunkRef) -> EngineResult<Vec<u8>> // PA
     {
         let plain = match self.read_local_chunk(chunk.id).await? {
             Some(plain) => plain,

@@ -53,6 +53,12 @@ struct Damaged {
     lacking: Vec<usize>,
 }
 
+/// A repair pass under way: its pace and what it did so far.
+struct Pass {
+    pace: Pace,
+    report: RepairReport,
+}
+
 /// A slice a home should hold: chunk, position, slice hash.
 type Expected = (Hash, usize, Hash);
 
@@ -63,17 +69,17 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     pub async fn repair_chunks(&self) -> EngineResult<RepairReport> // PA
     {
         let layout = self.view.layout();
-        let mut report = RepairReport::default();
         if layout.is_moving() {
-            return Ok(report);
+            return Ok(RepairReport::default());
         }
         let store = self.transport.local_store(self.view.local_node());
-        let mut pace = Pace::new(self.config.repair_bytes_per_sec);
-        let walked = self.walk_chunks(&layout, &mut pace, &mut report).await;
+        let mut pass = Pass { pace: Pace::new(self.config.repair_bytes_per_sec), report: RepairReport::default() };
+        let walked = self.walk_chunks(&layout, &mut pass).await;
         if let Some(store) = &store {
             store.set_pass(PassKind::Repair, None);
         }
         walked?;
+        let report = pass.report;
         if let Some(store) = &store {
             // A chunk with a slice on a node seen down has lost redundancy too.
             store.set_chunks_degraded((report.chunks_left_degraded + report.chunks_unknown) as u64);
@@ -93,7 +99,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
 
     /// Repair the chunks whose manifests this node holds, a page at a time
     /// in id order.
-    async fn walk_chunks(&self, layout: &Layout, pace: &mut Pace, report: &mut RepairReport) -> EngineResult<()> // PA
+    async fn walk_chunks(&self, layout: &Layout, pass: &mut Pass) -> EngineResult<()> // PA
     {
         let store = self.transport.local_store(self.view.local_node());
         let mut after = None;
@@ -107,11 +113,11 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                     manifests.push(manifest);
                 }
             }
-            report.chunks_checked += manifests.len();
-            self.repair_page(layout, manifests, pace, report).await;
-            pace.reached(&last);
+            pass.report.chunks_checked += manifests.len();
+            self.repair_page(layout, manifests, pass).await;
+            pass.pace.reached(&last);
             if let Some(store) = &store {
-                store.set_pass(PassKind::Repair, Some(pace.progress()));
+                store.set_pass(PassKind::Repair, Some(pass.pace.progress()));
             }
         }
     }
@@ -152,7 +158,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
 
     /// Ask every home about the slices of a page of chunks at once (one
     /// message per node), then repair the chunks that lack some.
-    async fn repair_page(&self, layout: &Layout, manifests: Vec<Chunk>, pace: &mut Pace, report: &mut RepairReport) // PA
+    async fn repair_page(&self, layout: &Layout, manifests: Vec<Chunk>, pass: &mut Pass) // PA
     {
         let placing = layout.placing();
         let mut expected: BTreeMap<NodeId, Vec<Expected>> = BTreeMap::new();
@@ -182,26 +188,20 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                 }
             }
         }
-        report.chunks_unknown += unknown.len();
+        pass.report.chunks_unknown += unknown.len();
         for manifest in manifests {
             let Some(lacking) = missing.remove(&manifest.id) else { continue };
-            report.chunks_degraded += 1;
+            pass.report.chunks_degraded += 1;
             let homes = homes_of.remove(&manifest.id).unwrap_or_default();
-            if !self.repair_chunk(layout, Damaged { manifest, homes, lacking }, pace, report).await {
-                report.chunks_left_degraded += 1;
+            if !self.repair_chunk(layout, Damaged { manifest, homes, lacking }, pass).await {
+                pass.report.chunks_left_degraded += 1;
             }
         }
     }
 
     /// Bring the slices at the lacking positions home; whether all of them
     /// are. The bytes stored count against the repair rate.
-    async fn repair_chunk(
-        &self,
-        layout: &Layout,
-        damaged: Damaged,
-        pace: &mut Pace,
-        report: &mut RepairReport,
-    ) -> bool // PA
+    async fn repair_chunk(&self, layout: &Layout, damaged: Damaged, pass: &mut Pass) -> bool // PA
     {
         let Damaged { manifest, homes, lacking } = damaged;
         let homes = homes.as_slice();
@@ -218,11 +218,11 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                 if slice.hash != hash || self.transport.ask(home, PutSlice { chunk: id, slice }).await.is_err() {
                     continue;
                 }
-                pace.spent(len).await;
+                pass.pace.spent(len).await;
                 if let Err(error) = self.transport.ask(node, RemoveSlice { hash }).await {
                     tracing::debug!(chunk = %id, index, %error, "a handed-off copy stays where it was");
                 }
-                report.slices_taken_home += 1;
+                pass.report.slices_taken_home += 1;
                 taken = true;
                 break;
             }
@@ -241,12 +241,12 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                     match self.transport.ask(homes[*index], PutSlice { chunk: id, slice }).await {
                         Ok(_) => {
                             stored += 1;
-                            pace.spent(len).await;
+                            pass.pace.spent(len).await;
                         }
                         Err(error) => tracing::warn!(chunk = %id, index, %error, "rebuilt slice not stored"),
                     }
                 }
-                report.slices_rebuilt += stored;
+                pass.report.slices_rebuilt += stored;
                 stored == still.len()
             }
             Err(error) => {

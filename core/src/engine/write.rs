@@ -147,24 +147,20 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     }
 
     /// Make the parts of a multipart upload one new version: their chunk
-    /// lists are stitched together, no byte is copied. The ETag is S3's
-    /// MD5 of the part MD5s, with the part count.
+    /// lists are stitched together with each junction cut as one stream
+    /// would cut it (`stitch`), so the chunks are a single PUT's. The ETag
+    /// is S3's MD5 of the part MD5s, with the part count.
     pub async fn commit_parts(&self, request: PutRequest, parts: Vec<PartRecord>) -> EngineResult<StoredBlob> // PA
     {
         let mut digests = Md5::new();
-        let mut chunks = Vec::new();
-        let mut offset = 0u64;
         for part in &parts {
             let digest = hex::decode(&part.etag)
                 .map_err(|_| EngineError::Config(format!("part {} has a malformed ETag", part.number)))?;
             digests.update(&digest);
-            for chunk in &part.chunks {
-                chunks.push(ChunkRef { offset, ..*chunk });
-                offset += chunk.len as u64;
-            }
         }
+        let chunks = self.stitch_parts(&parts).await?;
         let content = BlobContent {
-            size: offset,
+            size: chunks.last().map_or(0, |last| last.offset + last.len as u64),
             etag: format!("{}-{}", hex::encode(digests.finalize()), parts.len()),
             chunks,
             part_sizes: parts.iter().map(|p| p.size).collect(),
@@ -330,7 +326,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     }
 
     /// Store one chunk unless the cluster already has it; returns (id, length).
-    async fn store_chunk(&self, plain: Vec<u8>) -> EngineResult<(Hash, u32)> // PA
+    pub(super) async fn store_chunk(&self, plain: Vec<u8>) -> EngineResult<(Hash, u32)> // PA
     {
         let len = u32::try_from(plain.len()).map_err(|_| EngineError::Config("chunk over 4 GiB".into()))?;
         let local = self.view.local_node();
