@@ -7,7 +7,10 @@
 #
 #   scripts/bench-multipart.sh /tmp/ouroboros-before target/release/ouroboros
 #
-# Prints each upload's seconds and each binary's median.
+# Prints each upload's seconds and each binary's median. Each round then
+# uploads the same file again under another key with boto3 (8 MiB parts, 10
+# at once) and times the CompleteMultipartUpload call alone: the time a
+# client waits once its last part is stored.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
@@ -27,7 +30,31 @@ export AWS_ACCESS_KEY_ID=OBBENCHMULTIPART01 AWS_SECRET_ACCESS_KEY=bench-multipar
 unset AWS_CA_BUNDLE
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
-declare -A TIMES
+# Seconds the CompleteMultipartUpload call of a boto3 upload of FILE takes.
+complete_seconds() {
+    python3 - "$1" "$2" <<'PY'
+import sys, time, boto3
+from concurrent.futures import ThreadPoolExecutor
+endpoint, path = sys.argv[1], sys.argv[2]
+s3 = boto3.client("s3", endpoint_url=endpoint)
+part = 8 << 20
+upload = s3.create_multipart_upload(Bucket="bench", Key="completed")["UploadId"]
+def send(number):
+    with open(path, "rb") as f:
+        f.seek((number - 1) * part)
+        body = f.read(part)
+    etag = s3.upload_part(Bucket="bench", Key="completed", UploadId=upload, PartNumber=number, Body=body)["ETag"]
+    return {"PartNumber": number, "ETag": etag}
+size = __import__("os").path.getsize(path)
+with ThreadPoolExecutor(10) as pool:
+    parts = list(pool.map(send, range(1, (size + part - 1) // part + 1)))
+start = time.monotonic()
+s3.complete_multipart_upload(Bucket="bench", Key="completed", UploadId=upload, MultipartUpload={"Parts": parts})
+print(f"{time.monotonic() - start:.3f}")
+PY
+}
+
+declare -A TIMES COMPLETIONS
 for round in $(seq 1 "$ROUNDS"); do
     head -c 1073741824 /dev/urandom >"$WORK/gib.bin"
     for bin in "${BINS[@]}"; do
@@ -46,7 +73,9 @@ for round in $(seq 1 "$ROUNDS"); do
         end=$(date +%s.%N)
         seconds=$(echo "$end - $start" | bc -l)
         TIMES[$bin]="${TIMES[$bin]:-} $seconds"
-        printf 'round %d  %-40s %6.2f s\n' "$round" "$bin" "$seconds"
+        completion=$(complete_seconds "http://127.0.0.1:$PORT" "$WORK/gib.bin")
+        COMPLETIONS[$bin]="${COMPLETIONS[$bin]:-} $completion"
+        printf 'round %d  %-40s %6.2f s  (completion %5.2f s)\n' "$round" "$bin" "$seconds" "$completion"
         kill "$SERVER" && wait "$SERVER" 2>/dev/null || true
         SERVER=
     done
@@ -55,5 +84,6 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[i
 echo
 for bin in "${BINS[@]}"; do
     m=$(echo "${TIMES[$bin]}" | median)
-    printf '%-40s median %6.2f s  (%.1f MB/s)\n' "$bin" "$m" "$(echo "1073.741824 / $m" | bc -l)"
+    c=$(echo "${COMPLETIONS[$bin]}" | median)
+    printf '%-40s median %6.2f s  (%.1f MB/s), completion %5.2f s\n' "$bin" "$m" "$(echo "1073.741824 / $m" | bc -l)" "$c"
 done

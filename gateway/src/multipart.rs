@@ -10,7 +10,7 @@ use md5::{Digest, Md5};
 use ouroboros_core::cluster::{ClusterView, Transport};
 use ouroboros_core::codec;
 use ouroboros_core::world::World;
-use ouroboros_core::{ChunkRef, Home, PartRecord, PutRequest, TableRow, UploadRecord, Versioning};
+use ouroboros_core::{ChunkRef, Engine, Home, PartRecord, PutRequest, TableRow, UploadRecord, Versioning};
 use s3s::dto::*;
 use s3s::{s3_error, S3ErrorCode, S3Result};
 
@@ -23,6 +23,7 @@ type Created = S3Result<CreateMultipartUploadOutput>;
 type Uploaded = S3Result<UploadPartOutput>;
 type Completed = S3Result<CompleteMultipartUploadOutput>;
 type CopiedPart = S3Result<UploadPartCopyOutput>;
+type PartRows = S3Result<Vec<PartRecord>>;
 
 /// Table ids of the multipart rows.
 const UPLOADS: u8 = 1;
@@ -49,6 +50,38 @@ fn part_row_key(upload_id: &str, number: u16) -> Vec<u8> // PA
 fn new_upload_id(world: &World) -> String // PA
 {
     format!("{:016x}{}", world.now_nanos(), hex::encode(world.random_bytes::<12>()))
+}
+
+/// Part rows of an upload, by part number, from the one after `after`.
+async fn part_rows<T: Transport, V: ClusterView>(engine: &Engine<T, V>, id: &str, after: u16, max: usize) -> PartRows // A
+{
+    let prefix = [id.as_bytes(), &[0]].concat();
+    let after = if after == 0 { Vec::new() } else { part_row_key(id, after) };
+    let rows = engine.scan_rows(PARTS, &prefix, &after, max).await.map_err(engine_failure)?;
+    rows.into_iter()
+        .map(|(_, bytes)| {
+            codec::decode(&bytes).map_err(|error| {
+                tracing::error!(%error, upload_id = id, "damaged part record");
+                internal_fault()
+            })
+        })
+        .collect()
+}
+
+/// Cut the junctions between a part just stored and the parts beside it
+/// again in the background, so completing the upload finds them done.
+fn prepare_junctions<T: Transport, V: ClusterView>(engine: &Engine<T, V>, upload_id: &str, number: u16) // A
+{
+    let (engine, upload_id) = (engine.clone(), upload_id.to_owned());
+    tokio::spawn(async move {
+        let Ok(near) = part_rows(&engine, &upload_id, number.saturating_sub(2), 3).await else { return };
+        for pair in near.windows(2) {
+            let (before, after) = (&pair[0], &pair[1]);
+            if after.number == before.number + 1 && (before.number == number || after.number == number) {
+                engine.prepare_junction(before, after).await;
+            }
+        }
+    });
 }
 
 /// The byte range of `x-amz-copy-source-range` (`bytes=FIRST-LAST`,
@@ -105,17 +138,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
     /// Every part row of an upload, by part number.
     async fn parts(&self, upload_id: &str, after: u16, max: usize) -> S3Result<Vec<PartRecord>> // A
     {
-        let prefix = [upload_id.as_bytes(), &[0]].concat();
-        let after = if after == 0 { Vec::new() } else { part_row_key(upload_id, after) };
-        let rows = self.engine().scan_rows(PARTS, &prefix, &after, max).await.map_err(engine_failure)?;
-        rows.into_iter()
-            .map(|(_, bytes)| {
-                codec::decode(&bytes).map_err(|error| {
-                    tracing::error!(%error, upload_id, "damaged part record");
-                    internal_fault()
-                })
-            })
-            .collect()
+        part_rows(self.engine(), upload_id, after, max).await
     }
 
     async fn forget_upload(&self, upload: &UploadRecord, parts: &[PartRecord]) -> S3Result<()> // A
@@ -279,7 +302,9 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         let row = part_row_key(&upload.upload_id, part.number);
         let chunks = part.chunks.iter().map(|c| c.id).collect();
         let row = TableRow { table: PARTS, key: row, value: codec::encode(part), chunks };
-        self.engine().put_row(home, row).await.map_err(engine_failure)
+        self.engine().put_row(home, row).await.map_err(engine_failure)?;
+        prepare_junctions(self.engine(), &upload.upload_id, part.number);
+        Ok(())
     }
 
     pub(crate) async fn complete_upload(&self, input: CompleteMultipartUploadInput) -> Completed // A

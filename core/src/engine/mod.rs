@@ -257,6 +257,7 @@ pub struct Engine<T, V> {
     config: Arc<EngineConfig>,
     write_permits: Arc<Semaphore>,
     read_permits: Arc<Semaphore>,
+    junctions: Arc<stitch::Junctions>,
     world: World,
 }
 
@@ -270,6 +271,7 @@ impl<T, V> Clone for Engine<T, V> {
             config: self.config.clone(),
             write_permits: self.write_permits.clone(),
             read_permits: self.read_permits.clone(),
+            junctions: self.junctions.clone(),
             world: self.world.clone(),
         }
     }
@@ -313,7 +315,8 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let write_permits = Arc::new(Semaphore::new(config.node_write_chunks.max(1)));
         let read_permits = Arc::new(Semaphore::new(config.node_read_chunks.max(1)));
         let (keys, config) = (Arc::new(keys), Arc::new(config));
-        Ok(Engine { transport, view, keys, config, write_permits, read_permits, world: World::real() })
+        let junctions = Arc::new(stitch::Junctions::new());
+        Ok(Engine { transport, view, keys, config, write_permits, read_permits, junctions, world: World::real() })
     }
 
     /// The same engine on another clock and random source.

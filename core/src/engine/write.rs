@@ -413,7 +413,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// dropped its manifest, so the two never both succeed; a manifest held
     /// by fewer replicas may be one a node kept while it was away, whose
     /// slices are gone, and the chunk is stored again instead.
-    async fn claim_chunk(&self, id: &Hash) -> bool // PA
+    pub(super) async fn claim_chunk(&self, id: &Hash) -> bool // PA
     {
         let replicas = self.chunk_replicas(id);
         let needed = placement::write_quorum(replicas.holding.len());
