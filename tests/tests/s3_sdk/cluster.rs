@@ -1139,3 +1139,92 @@ async fn a_scrub_finds_a_rotten_disk_and_repair_rebuilds_what_it_held() // A
     let table = cluster.admin_command(0, &["status"]);
     assert!(String::from_utf8_lossy(&table.stdout).contains("last scrub finished"), "{table:?}");
 }
+
+/// The slices every member in `members` reports, or `None` while one of
+/// them has not answered, still has slices to move, or still has chunks
+/// short of a slice or partitions out of step.
+fn settled_slices(report: &serde_json::Value, members: &[Hash]) -> Option<u64> // A
+{
+    let listed = report["members"].as_array()?;
+    let mut total = 0;
+    for id in members {
+        let member = listed.iter().find(|m| m["id"] == id.to_hex())?;
+        let zero = |name: &str| member[name].as_u64() == Some(0);
+        let level = zero("slices_to_move") && zero("partitions_unsynced") && zero("chunks_degraded");
+        if !level || member["repairing"].is_object() || member["moving"].is_object() {
+            return None;
+        }
+        total += member["slices"].as_u64()?;
+    }
+    Some(total)
+}
+
+impl TestCluster {
+    /// Wait until every member of `members` reports everything in place
+    /// (as `settled_slices`) and, if `slices` is given, holds that many
+    /// slices in all, asking node `asked`; the slices they hold.
+    async fn wait_healed(&self, asked: usize, members: &[Hash], slices: Option<u64>, what: &str) -> u64 // A
+    {
+        for _ in 0..240 {
+            let settled = settled_slices(&self.status_json(asked), members);
+            if let Some(total) = settled.filter(|total| slices.is_none_or(|wanted| wanted == *total)) {
+                return total;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        panic!("{what}: never healed; last status {}", self.status_json(asked));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seven_nodes_at_4_2_heal_a_lost_node_with_no_operator_step() // A
+{
+    let env = [("OUROBOROS_DEAD_AFTER_SECS", "3"), ("OUROBOROS_MAINTENANCE_INTERVAL_SECS", "2")];
+    let mut cluster = TestCluster::start_tuned(7, &[], &env).await;
+    cluster.client(0).create_bucket().bucket("healing").send().await.unwrap();
+    let mut objects = Vec::new();
+    for n in 0..10usize {
+        let body = random_bytes(if n.is_multiple_of(3) { 5 << 20 } else { 60_000 + n }, 800 + n as u64);
+        let key = format!("object-{n:02}");
+        put_bytes(&cluster.client(n % 7), "healing", &key, &body).await.unwrap();
+        objects.push((key, body));
+    }
+    let ids = cluster.member_ids(0);
+    // Every chunk is coded 4+2: six slices, one on each of six nodes.
+    let before = cluster.wait_healed(0, &ids, None, "seven nodes").await;
+    assert!(before > 0 && before.is_multiple_of(6), "{before} slices over seven nodes");
+
+    // Node 6 dies for good. After dead_after the others mark it gone on
+    // their own, and repair rebuilds what it held on the six left: every
+    // chunk again has its six slices on six distinct live nodes, and every
+    // partition has its replicas in step.
+    cluster.kill(6);
+    for asked in 0..6 {
+        cluster.wait_layout(asked, |states| states.get(6).is_some_and(|s| s == "gone")).await;
+    }
+    // Every slice again, each at its home: with six nodes, six distinct.
+    cluster.wait_healed(0, &ids[..6], Some(before), "six nodes after node 6 was lost").await;
+    for (key, body) in &objects {
+        assert!(get_bytes(&cluster.client(1), "healing", key).await == *body, "{key} after node 6 was lost");
+    }
+
+    // Two more die at once, the parity of every chunk: everything still
+    // reads through each survivor, before and after they are marked gone.
+    cluster.kill(4);
+    cluster.kill(5);
+    for reader in 0..4 {
+        for (key, body) in &objects {
+            let got = get_bytes(&cluster.client(reader), "healing", key).await;
+            assert!(got == *body, "{key} through node {reader} with nodes 4 and 5 just killed");
+        }
+    }
+    cluster.wait_layout(0, |states| states[4..7].iter().all(|s| s == "gone")).await;
+    // Four nodes hold the six slices of each chunk, two of them two each.
+    cluster.wait_healed(0, &ids[..4], Some(before), "four nodes after nodes 4 and 5 were lost").await;
+    for reader in 0..4 {
+        for (key, body) in &objects {
+            let got = get_bytes(&cluster.client(reader), "healing", key).await;
+            assert!(got == *body, "{key} through node {reader} once nodes 4 and 5 are gone");
+        }
+    }
+}
