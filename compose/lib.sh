@@ -3,7 +3,8 @@
 # for, looks into and removes the clusters of compose/*.yml under a
 # project name of their own. The sourcing script sets WHAT (its name in
 # messages), PROJECT_KIND (part of the project name), SUBNET (the first
-# three octets of the cluster network) and NODE_SETTINGS
+# three octets of the cluster network, 172.31.x; the clients' network is
+# 172.30.x) and NODE_SETTINGS
 # (more lines for the nodes' environment file), and runs in compose/.
 
 if ! docker info >/dev/null 2>&1; then
@@ -26,6 +27,8 @@ docker image inspect ouroboros:dev >/dev/null 2>&1 || { echo "no ouroboros:dev i
 WORK=$(mktemp -d)
 PROJECT=ouroboros$PROJECT_KIND$$
 export OUROBOROS_SUBNET=${OUROBOROS_TEST_SUBNET:-$SUBNET}
+# The clients' network beside it: 172.31.x → 172.30.x.
+export OUROBOROS_FRONT_SUBNET=${OUROBOROS_TEST_FRONT_SUBNET:-${OUROBOROS_SUBNET/#172.31./172.30.}}
 FILE=docker-compose.yml
 export OUROBOROS_ENV_FILE=$WORK/cluster.env
 export AWS_ACCESS_KEY_ID=GKCOMPOSE$$ AWS_SECRET_ACCESS_KEY AWS_DEFAULT_REGION=us-east-1

@@ -28,14 +28,25 @@ pub struct Pace {
     bytes_per_sec: u64,
     started: Instant,
     bytes: u64,
-    /// The fraction of the hash space walked.
+    /// The fraction of the hash space walked, and where this run of the
+    /// pass began (past 0 when it takes up a pass a restart cut short).
     done: f64,
+    began: f64,
 }
 
 impl Pace {
     pub fn new(bytes_per_sec: u64) -> Self // A
     {
-        Pace { bytes_per_sec: bytes_per_sec.max(1), started: Instant::now(), bytes: 0, done: 0.0 }
+        Pace { bytes_per_sec: bytes_per_sec.max(1), started: Instant::now(), bytes: 0, done: 0.0, began: 0.0 }
+    }
+
+    /// A pace for a pass taken up where it was cut short, past `reached`.
+    pub fn resumed(bytes_per_sec: u64, reached: &Hash) -> Self // A
+    {
+        let mut pace = Pace::new(bytes_per_sec);
+        pace.reached(reached);
+        pace.began = pace.done;
+        pace
     }
 
     /// The pass has walked every hash up to `hash`.
@@ -48,7 +59,8 @@ impl Pace {
     {
         let elapsed = self.started.elapsed().as_secs_f64();
         // Below a hundredth, the estimate is mostly noise.
-        let eta_secs = (self.done >= 0.01).then(|| (elapsed * (1.0 - self.done) / self.done).ceil() as u64);
+        let walked = self.done - self.began;
+        let eta_secs = (walked >= 0.01).then(|| (elapsed * (1.0 - self.done) / walked).ceil() as u64);
         PassProgress { done_permille: (self.done * 1000.0) as u16, bytes: self.bytes, eta_secs }
     }
 

@@ -32,6 +32,7 @@ const LAYOUT_KEY: &[u8] = b"layout";
 /// The last scrub that finished: when (UTC milliseconds), slices checked,
 /// slices found damaged; three big-endian u64s.
 const SCRUB_KEY: &[u8] = b"scrub";
+const SCRUB_PROGRESS_KEY: &[u8] = b"scrub-progress";
 
 pub type Summaries = Vec<ObjectSummary>;
 type Listing = StoreResult<Summaries>;
@@ -79,6 +80,15 @@ pub enum SliceCheck {
 pub struct ScrubSummary {
     /// UTC milliseconds.
     pub finished_ms: u64,
+    pub slices_checked: u64,
+    pub slices_damaged: u64,
+}
+
+/// A scrub under way: every slice up to `reached`, in hash order, is
+/// checked, with these counts so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScrubProgress {
+    pub reached: Hash,
     pub slices_checked: u64,
     pub slices_damaged: u64,
 }
@@ -579,12 +589,37 @@ impl LocalStore {
         }
     }
 
+    /// Record a finished scrub; it is no longer under way.
     pub fn record_scrub(&self, summary: &ScrubSummary) -> StoreResult<()> // PA
     {
         let record =
             [summary.finished_ms, summary.slices_checked, summary.slices_damaged].map(u64::to_be_bytes).concat();
+        self.cluster.remove(SCRUB_PROGRESS_KEY)?;
         self.cluster.insert(SCRUB_KEY, record)?;
         Ok(self.keyspace.persist(PersistMode::SyncData)?)
+    }
+
+    /// How far the scrub under way here had come, if one is (a node that
+    /// stopped during a scrub takes it up again where it was).
+    pub fn scrub_progress(&self) -> StoreResult<Option<ScrubProgress>> // PA
+    {
+        let Some(bytes) = self.cluster.get(SCRUB_PROGRESS_KEY)? else { return Ok(None) };
+        let reached = bytes.get(..32).and_then(Hash::from_slice);
+        let count = |at: usize| bytes.get(at..at + 8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
+        match (bytes.len(), reached, count(32), count(40)) {
+            (48, Some(reached), Some(slices_checked), Some(slices_damaged)) => {
+                Ok(Some(ScrubProgress { reached, slices_checked, slices_damaged }))
+            }
+            _ => Err(StoreError::BadIndexEntry { index: "scrub progress", len: bytes.len() }),
+        }
+    }
+
+    /// Note how far the scrub under way has come. Not flushed: losing the
+    /// last notes only checks a few pages again.
+    pub fn record_scrub_progress(&self, progress: &ScrubProgress) -> StoreResult<()> // PA
+    {
+        let counts = [progress.slices_checked, progress.slices_damaged].map(u64::to_be_bytes).concat();
+        Ok(self.cluster.insert(SCRUB_PROGRESS_KEY, [progress.reached.as_bytes().as_slice(), &counts].concat())?)
     }
 
     pub fn get_slice(&self, hash: &Hash) -> StoreResult<Option<SealedSlice>> // PA

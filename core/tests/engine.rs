@@ -1199,6 +1199,20 @@ async fn a_node_joins_and_another_drains_while_every_object_keeps_reading() // A
     }
 }
 
+/// A put returns once k+1 slices of each chunk are stored, and the last
+/// ones land a moment later: wait (at most 10 s) until every slice is at
+/// its home.
+async fn settle_slice_writes(cluster: &Cluster) // A
+{
+    for _ in 0..100 {
+        if misplaced_slices(cluster, &cluster.nodes) == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(misplaced_slices(cluster, &cluster.nodes), 0, "slices still missing at their homes after the puts");
+}
+
 /// One repair pass on every node that is up; the slices rebuilt, and the
 /// chunks left short.
 async fn repair_everywhere(cluster: &Cluster, down: &[Hash]) -> (usize, usize) // A
@@ -1224,7 +1238,7 @@ async fn lost_slices_are_rebuilt_at_their_homes_after_a_lost_disk_and_a_gone_nod
         put(&cluster.engines[(i % 6) as usize], &key, &data).await;
         objects.push((key, data));
     }
-    assert_eq!(misplaced_slices(&cluster, &cluster.nodes), 0);
+    settle_slice_writes(&cluster).await;
     assert_eq!(repair_everywhere(&cluster, &[]).await, (0, 0), "a healthy cluster had something repaired");
 
     // A lost disk: node 2 keeps running with every slice gone. A repair
@@ -1288,6 +1302,7 @@ async fn a_scrub_finds_rotten_slices_and_repair_rebuilds_them() // A
         put(&cluster.engines[(i % 6) as usize], &key, &data).await;
         objects.push((key, data));
     }
+    settle_slice_writes(&cluster).await;
     let rotten = cluster.transport.store(&cluster.nodes[3]).unwrap();
     let held = rotten.slices_stored_before(u64::MAX, None, usize::MAX).unwrap().len() as u64;
     assert!(held > 0);

@@ -423,10 +423,16 @@ async fn keep_tombstones_bounded(store: Arc<LocalStore>, settings: Maintenance) 
 
 /// Scrub this node's slices every `every` after the last scrub finished
 /// (after `every` from now on a node never scrubbed; never when zero), and
-/// whenever one is asked for (`ouroboros repair scrub`).
+/// whenever one is asked for (`ouroboros repair scrub`). A scrub a stop cut
+/// short goes on at once, from where it was.
 async fn keep_slices_scrubbed(store: Arc<LocalStore>, every: Duration, bytes_per_sec: u64) // A
 {
     let started_ms = ouroboros_core::now_nanos() / 1_000_000;
+    if matches!(store.scrub_progress(), Ok(Some(_))) {
+        if let Err(error) = ouroboros_core::scrub::scrub_slices(store.clone(), bytes_per_sec).await {
+            tracing::warn!(%error, "scrub stopped");
+        }
+    }
     loop {
         let last_ms = match store.last_scrub() {
             Ok(last) => last.map_or(started_ms, |last| last.finished_ms),
