@@ -7,7 +7,8 @@
 #
 #   scripts/bench-multipart.sh /tmp/ouroboros-before target/release/ouroboros
 #
-# Prints each upload's seconds and each binary's median. Each round then
+# Prints each upload's seconds and the server's CPU seconds for it (user and
+# system), and each binary's medians. Each round then
 # uploads the same file again under another key with boto3 (8 MiB parts, 10
 # at once) and times the CompleteMultipartUpload call alone: the time a
 # client waits once its last part is stored.
@@ -54,7 +55,11 @@ print(f"{time.monotonic() - start:.3f}")
 PY
 }
 
-declare -A TIMES COMPLETIONS
+# CPU seconds (user and system) process $1 has used so far.
+TICKS=$(getconf CLK_TCK)
+cpu_seconds() { awk -v ticks="$TICKS" '{print ($14 + $15) / ticks}' "/proc/$1/stat"; }
+
+declare -A TIMES COMPLETIONS CPUS
 for round in $(seq 1 "$ROUNDS"); do
     head -c 1073741824 /dev/urandom >"$WORK/gib.bin"
     for bin in "${BINS[@]}"; do
@@ -69,13 +74,19 @@ for round in $(seq 1 "$ROUNDS"); do
         aws --endpoint-url "http://127.0.0.1:$PORT" s3 mb s3://bench >/dev/null
         sync
         start=$(date +%s.%N)
+        cpu_start=$(cpu_seconds "$SERVER")
         aws --endpoint-url "http://127.0.0.1:$PORT" s3 cp --quiet "$WORK/gib.bin" s3://bench/gib.bin
         end=$(date +%s.%N)
+        # Junctions cut ahead may still be running in the background.
+        sleep 2
+        cpu=$(echo "$(cpu_seconds "$SERVER") - $cpu_start" | bc -l)
         seconds=$(echo "$end - $start" | bc -l)
         TIMES[$bin]="${TIMES[$bin]:-} $seconds"
+        CPUS[$bin]="${CPUS[$bin]:-} $cpu"
         completion=$(complete_seconds "http://127.0.0.1:$PORT" "$WORK/gib.bin")
         COMPLETIONS[$bin]="${COMPLETIONS[$bin]:-} $completion"
-        printf 'round %d  %-40s %6.2f s  (completion %5.2f s)\n' "$round" "$bin" "$seconds" "$completion"
+        printf 'round %d  %-40s %6.2f s  (server CPU %5.2f s, completion %5.2f s)\n' \
+            "$round" "$bin" "$seconds" "$cpu" "$completion"
         kill "$SERVER" && wait "$SERVER" 2>/dev/null || true
         SERVER=
     done
@@ -85,5 +96,7 @@ echo
 for bin in "${BINS[@]}"; do
     m=$(echo "${TIMES[$bin]}" | median)
     c=$(echo "${COMPLETIONS[$bin]}" | median)
-    printf '%-40s median %6.2f s  (%.1f MB/s), completion %5.2f s\n' "$bin" "$m" "$(echo "1073.741824 / $m" | bc -l)" "$c"
+    u=$(echo "${CPUS[$bin]}" | median)
+    printf '%-40s median %6.2f s  (%.1f MB/s), server CPU %5.2f s, completion %5.2f s\n' \
+        "$bin" "$m" "$(echo "1073.741824 / $m" | bc -l)" "$u" "$c"
 done

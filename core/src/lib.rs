@@ -26,14 +26,14 @@ pub mod sync;
 pub mod world;
 
 pub use engine::{
-    AccessKeyEntry, BlobContent, BodyStream, BodyTap, ClusterAccessKeys, Engine, EngineConfig, EngineError,
-    FailureClass, GcReport, Home, PutRequest, StoredBlob, TableRow, WrittenBody, ACCESS_KEY_TABLE,
+    AccessKeyEntry, BlobContent, BodyKind, BodyStream, BodyTap, ClusterAccessKeys, Engine, EngineConfig, EngineError,
+    FailureClass, GcReport, Home, PartOf, PutRequest, StoredBlob, TableRow, WrittenBody, ACCESS_KEY_TABLE,
 };
 pub use hash::Hash;
 pub use keys::{ClusterSecret, DataKeyPair, NodeKeys};
 pub use model::{
-    Blob, BlobKind, BucketRecord, Chunk, ChunkList, ChunkListRef, ChunkRef, Erasure, NodeId, ObjectSummary, PartRecord,
-    RowVersion, SealedSlice, UploadRecord, VersionEntry, Versioning, CHUNKS_PER_LIST, NULL_VERSION_ID,
+    Blob, BlobKind, BucketRecord, Chunk, ChunkList, ChunkListRef, ChunkRef, Erasure, NodeId, ObjectSummary, PartLead,
+    PartRecord, RowVersion, SealedSlice, UploadRecord, VersionEntry, Versioning, CHUNKS_PER_LIST, NULL_VERSION_ID,
 };
 pub use store::{ListStart, VersionStart};
 pub use world::now_nanos;

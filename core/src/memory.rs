@@ -55,6 +55,20 @@ impl MemoryCluster {
         self.write().stores.insert(id, store);
     }
 
+    /// Take a node's store out, as a crash does: the node is unreachable
+    /// until `restore_node` puts a store back.
+    pub fn remove_store(&self, id: &NodeId) -> Option<Arc<LocalStore>> // A
+    {
+        self.write().stores.remove(id)
+    }
+
+    /// Put back a node's store, reopened after `remove_store`; its layout
+    /// is the one the store kept.
+    pub fn restore_node(&self, id: NodeId, store: Arc<LocalStore>) // A
+    {
+        self.write().stores.insert(id, store);
+    }
+
     /// Requests to a down node fail as if it had crashed.
     pub fn set_down(&self, id: NodeId, down: bool) // A
     {

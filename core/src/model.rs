@@ -621,12 +621,58 @@ pub struct PartRecord {
     pub etag: String,
     pub size: u64,
     pub created: u64,
+    /// From the start of the lead when there is one: the first chunk then
+    /// holds `lead.len` bytes of the part before, then this part's own.
     pub chunks: Vec<ChunkRef>,
     pub checksums: BTreeMap<String, String>,
+    pub lead: Option<PartLead>,
+}
+
+/// A part chunked from the start of the last chunk of the part before it,
+/// as one stream of both would be (see `engine::stitch`): its first chunk
+/// is the stream's chunk across the junction, and begins with that last
+/// chunk's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartLead {
+    /// The id of the part before's last chunk.
+    pub from: Hash,
+    /// Its length: the bytes at the start of this part's first chunk that
+    /// are not this part's.
+    pub len: u32,
+}
+
+/// Part layout 1, before `lead`.
+#[derive(Serialize, Deserialize)]
+struct PartRecordV1 {
+    number: u16,
+    etag: String,
+    size: u64,
+    created: u64,
+    chunks: Vec<ChunkRef>,
+    checksums: BTreeMap<String, String>,
 }
 
 impl Record for PartRecord {
     const KIND: RecordKind = RecordKind::Part;
+    const VERSION: u8 = 2;
+
+    /// Layout 1 lacks `lead`: its parts were all chunked from their start.
+    fn decode_older(version: u8, body: &[u8]) -> Result<Self, DecodeError> // PA
+    {
+        if version != 1 {
+            return Err(DecodeError::UnknownVersion { kind: Self::KIND, version, newest: Self::VERSION });
+        }
+        let v1 = codec::decode_body::<PartRecordV1>(Self::KIND, body)?;
+        Ok(PartRecord {
+            number: v1.number,
+            etag: v1.etag,
+            size: v1.size,
+            created: v1.created,
+            chunks: v1.chunks,
+            checksums: v1.checksums,
+            lead: None,
+        })
+    }
 }
 
 /// A stored record that could not be read back.
@@ -738,6 +784,35 @@ pub(crate) mod tests {
         bytes.extend(postcard::to_stdvec(&(&v1, false)).unwrap());
         let decoded = Blob::decode_verified(&Hash::of(&bytes), &bytes).unwrap();
         assert_eq!(decoded, Blob { null_version: false, ..blob });
+    }
+
+    #[test]
+    fn a_part_written_before_leads_reads_as_chunked_from_its_start() // A
+    {
+        let chunk = ChunkRef { id: Hash::of(b"chunk"), offset: 0, len: 5 };
+        let v1 = PartRecordV1 {
+            number: 3,
+            etag: "e".into(),
+            size: 5,
+            created: 9,
+            chunks: vec![chunk],
+            checksums: BTreeMap::new(),
+        };
+        let mut bytes = codec::envelope(RecordKind::Part, 1).to_vec();
+        bytes.extend(postcard::to_stdvec(&v1).unwrap());
+        let decoded = codec::decode::<PartRecord>(&bytes).unwrap();
+        let expected = PartRecord {
+            number: 3,
+            etag: "e".into(),
+            size: 5,
+            created: 9,
+            chunks: vec![chunk],
+            checksums: BTreeMap::new(),
+            lead: None,
+        };
+        assert_eq!(decoded, expected);
+        let led = PartRecord { lead: Some(PartLead { from: Hash::of(b"before"), len: 2 }), ..expected };
+        assert_eq!(codec::decode::<PartRecord>(&codec::encode(&led)).unwrap(), led);
     }
 
     #[test]

@@ -390,9 +390,11 @@ mod property {
         /// However a body is split into parts, the completed object's
         /// chunks are the ones one PUT of the same bytes makes, whether its
         /// junctions were cut ahead on the completing node (bit set in
-        /// `ahead`), on another node, or not at all.
+        /// `ahead`), on another node, or not at all, and whether a part was
+        /// written on the node that wrote the part before it (bit set in
+        /// `led`: chunked from that part's last chunk) or on another.
         #[test]
-        fn parts_completed_cut_like_one_stream(seed in any::<u64>(), len in 1usize..1_200_000, cuts in proptest::collection::vec(1usize..400_000, 0..8), text in any::<bool>(), ahead in any::<u8>()) { // A
+        fn parts_completed_cut_like_one_stream(seed in any::<u64>(), len in 1usize..1_200_000, cuts in proptest::collection::vec(1usize..400_000, 0..8), text in any::<bool>(), ahead in any::<u8>(), led in any::<u8>()) { // A
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             let outcome = runtime.block_on(async {
                 let cluster = Cluster::new(3, small_chunks());
@@ -405,8 +407,10 @@ mod property {
                 let mut parts = Vec::new();
                 let mut from = 0;
                 for (number, to) in bounds.into_iter().enumerate() {
-                    let engine = &cluster.engines[number % 3];
-                    let (written, ()) = engine.write_body(body(&data[from..to]), ()).await.unwrap();
+                    let writer = if led & (1 << number) != 0 { 0 } else { number % 3 };
+                    let part = ouroboros_core::PartOf { upload: "upload".into(), number: number as u16 + 1 };
+                    let kind = ouroboros_core::BodyKind::Part(part);
+                    let (written, ()) = cluster.engines[writer].write_body(body(&data[from..to]), kind, ()).await.unwrap();
                     parts.push(ouroboros_core::PartRecord {
                         number: number as u16 + 1,
                         etag: hex::encode(written.md5),
@@ -414,6 +418,7 @@ mod property {
                         created: 0,
                         chunks: written.chunks,
                         checksums: Default::default(),
+                        lead: written.lead,
                     });
                     from = to;
                 }
@@ -433,6 +438,64 @@ mod property {
     }
 }
 
+/// Write `data` split at `bounds` as parts of one upload on `engine`, all
+/// at once (each part waits for the one before it to end, and is chunked
+/// from that part's last chunk); the part records.
+async fn write_parts_at_once(engine: &TestEngine, data: &[u8], bounds: &[usize]) -> Vec<ouroboros_core::PartRecord> // A
+{
+    use ouroboros_core::{BodyKind, PartOf, PartRecord};
+    let mut starts = vec![0];
+    starts.extend_from_slice(bounds);
+    let ends = bounds.iter().copied().chain([data.len()]);
+    let writes = starts.into_iter().zip(ends).enumerate().map(|(index, (from, to))| async move {
+        let part = PartOf { upload: "at once".into(), number: index as u16 + 1 };
+        let (written, ()) = engine.write_body(body(&data[from..to]), BodyKind::Part(part), ()).await.unwrap();
+        PartRecord {
+            number: index as u16 + 1,
+            etag: hex::encode(written.md5),
+            size: written.size,
+            created: 0,
+            chunks: written.chunks,
+            checksums: Default::default(),
+            lead: written.lead,
+        }
+    });
+    futures::future::join_all(writes).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_sent_at_once_are_chunked_as_one_stream_and_need_no_cut() // A
+{
+    let cluster = Cluster::new(3, small_chunks());
+    let engine = &cluster.engines[0];
+    let data = random_bytes(1_500_000, 21);
+    let whole = put(engine, "whole", &data).await;
+    let parts = write_parts_at_once(engine, &data, &[300_000, 700_000, 1_100_000]).await;
+    // Every part after the first was led in from the one before.
+    assert!(
+        parts[1..].iter().all(|part| part.lead.is_some()),
+        "{:?}",
+        parts.iter().map(|p| p.lead).collect::<Vec<_>>()
+    );
+    let stitched = engine.commit_parts(PutRequest::new("bucket", "parts"), parts.clone()).await.unwrap();
+    assert_eq!(stitched.blob.chunks, whole.blob.chunks);
+    assert!(read_all(&cluster.engines[2], "parts").await.unwrap() == data);
+
+    // Completed without part 2, part 3 no longer follows the part it was
+    // led in from: its own bytes are cut again, as one PUT of what the
+    // object holds would cut them.
+    let skipping: Vec<_> = [&parts[0], &parts[2], &parts[3]].into_iter().cloned().collect();
+    let without = engine.commit_parts(PutRequest::new("bucket", "without-2"), skipping).await.unwrap();
+    let expected: Vec<u8> = [&data[..300_000], &data[700_000..]].concat();
+    assert_eq!(without.blob.chunks, put(engine, "without-2-whole", &expected).await.blob.chunks);
+    assert!(read_all(&cluster.engines[1], "without-2").await.unwrap() == expected);
+    // And an object that starts with a part led in from one it lacks.
+    let from_second = engine.commit_parts(PutRequest::new("bucket", "from-2"), parts[1..].to_vec()).await.unwrap();
+    let expected = &data[300_000..];
+    assert_eq!(from_second.blob.chunks, put(engine, "from-2-whole", expected).await.blob.chunks);
+    assert!(read_all(&cluster.engines[2], "from-2").await.unwrap() == expected);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_five_tib_object_of_ten_thousand_parts_is_representable() // A
 {
@@ -441,7 +504,8 @@ async fn a_five_tib_object_of_ten_thousand_parts_is_representable() // A
     let engine = &cluster.engines[0];
     // Zeros are cut at the 4 MiB maximum: every chunk is the same chunk, so
     // terabytes of references cost no storage.
-    let (zeros, ()) = engine.write_body(body(&vec![0u8; 16 << 20]), ()).await.unwrap();
+    let (zeros, ()) =
+        engine.write_body(body(&vec![0u8; 16 << 20]), ouroboros_core::BodyKind::Object, ()).await.unwrap();
     let chunk = zeros.chunks[0];
     assert!(zeros.chunks.iter().all(|c| c.id == chunk.id && c.len == chunk.len), "{:?}", zeros.chunks);
     let chunk_len = chunk.len as u64;
@@ -457,6 +521,7 @@ async fn a_five_tib_object_of_ten_thousand_parts_is_representable() // A
             created: 0,
             chunks: (0..per_part).map(|i| ChunkRef { id: chunk.id, offset: i * chunk_len, len: chunk.len }).collect(),
             checksums: Default::default(),
+            lead: None,
         })
         .collect();
     let stored = engine.commit_parts(PutRequest::new("bucket", "huge"), records).await.unwrap();
@@ -518,7 +583,8 @@ async fn garbage_collection_frees_exactly_the_unreferenced_chunks() // A
 
     // Chunks referenced only by a table row (an upload part) are kept until
     // the row goes.
-    let (written, ()) = engine.write_body(body(&random_bytes(300_000, 13)), ()).await.unwrap();
+    let (written, ()) =
+        engine.write_body(body(&random_bytes(300_000, 13)), ouroboros_core::BodyKind::Object, ()).await.unwrap();
     let home = ouroboros_core::Home { bucket: "bucket", key: "upload" };
     let chunks = written.chunks.iter().map(|c| c.id).collect();
     let row = ouroboros_core::TableRow { table: 9, key: b"part".to_vec(), value: b"x".to_vec(), chunks };

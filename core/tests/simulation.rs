@@ -1,7 +1,9 @@
 //! The seeded fault simulation (issue 17). Several nodes run in one process
 //! over a transport that drops messages, loses their answers, duplicates
-//! and delays them, and cuts nodes off; nodes are also taken down. A seed
-//! decides the operations (puts, forgotten versions, delete markers, row
+//! and delays them, and cuts nodes off; nodes are also taken down, and
+//! crash and start again from their stores with their memory lost. A seed
+//! decides the operations (puts, multipart uploads with some junctions cut
+//! ahead, merges of two versions, forgotten versions, delete markers, row
 //! writes and deletes, garbage collection) and the faults. After the faults
 //! stop, every node runs anti-entropy until the replicas agree, and the
 //! checker compares what the cluster holds with a model of what was
@@ -35,7 +37,8 @@ use ouroboros_core::cluster::{Call, Request, Transport, TransportError, Unreacha
 use ouroboros_core::memory::{MemoryCluster, MemoryView};
 use ouroboros_core::store::{Durability, LocalStore};
 use ouroboros_core::{
-    BlobKind, DataKeyPair, Engine, EngineConfig, Hash, Home, NodeKeys, PutRequest, StoredBlob, TableRow,
+    BlobKind, BodyKind, DataKeyPair, Engine, EngineConfig, Hash, Home, NodeKeys, PartRecord, PutRequest, StoredBlob,
+    TableRow,
 };
 use rand::{Rng, SeedableRng};
 
@@ -146,7 +149,9 @@ impl Transport for SimTransport {
 type SimEngine = Engine<SimTransport, MemoryView>;
 
 struct Sim {
-    _dirs: Vec<tempfile::TempDir>,
+    dirs: Vec<tempfile::TempDir>,
+    keys: NodeKeys,
+    config: EngineConfig,
     nodes: Vec<Hash>,
     cluster: MemoryCluster,
     faults: Arc<Mutex<Faults>>,
@@ -184,16 +189,37 @@ impl Sim {
             chunking: ChunkerConfig { min: 16 * 1024, avg: 32 * 1024, max: 64 * 1024 },
             ..Default::default()
         };
-        let engines = nodes
-            .iter()
-            .map(|id| {
-                let transport = SimTransport { cluster: cluster.clone(), from: *id, faults: faults.clone() };
-                let view = Arc::new(cluster.view(*id));
-                Engine::new(Arc::new(transport), view, keys.clone(), config.clone()).unwrap()
-            })
-            .collect();
         let parity = ouroboros_core::Erasure::for_cluster(size).parity as usize;
-        Sim { _dirs: dirs, nodes, cluster, faults, engines, parity }
+        let mut sim = Sim { dirs, keys, config, nodes, cluster, faults, engines: Vec::new(), parity };
+        sim.engines = (0..size).map(|node| sim.engine(node)).collect();
+        sim
+    }
+
+    fn engine(&self, node: usize) -> SimEngine // A
+    {
+        let id = self.nodes[node];
+        let transport = SimTransport { cluster: self.cluster.clone(), from: id, faults: self.faults.clone() };
+        let view = Arc::new(self.cluster.view(id));
+        Engine::new(Arc::new(transport), view, self.keys.clone(), self.config.clone()).unwrap()
+    }
+
+    /// A node crashes and starts again: its engine and everything it held
+    /// in memory are gone, and its store is opened again from its
+    /// directory, holding what it had acknowledged.
+    async fn restart(&mut self, node: usize, stay_down: bool) // A
+    {
+        let id = self.nodes[node];
+        self.cluster.set_down(id, true);
+        let store = self.cluster.remove_store(&id).unwrap();
+        // Calls already under way finish before the files are opened again.
+        while Arc::strong_count(&store) > 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(store);
+        let store = LocalStore::open(self.dirs[node].path(), Durability::Flush).unwrap();
+        self.cluster.restore_node(id, Arc::new(store));
+        self.engines[node] = self.engine(node);
+        self.cluster.set_down(id, stay_down);
     }
 
     fn syncer(&self, node: usize) -> AntiEntropy<SimTransport, MemoryView> // A
@@ -220,6 +246,12 @@ struct Model {
 
 const BUCKET: &str = "sim";
 const TABLE: u8 = 9;
+
+/// Part `number` (from 0) of the upload made at `step`.
+fn part_of(step: usize, number: usize) -> ouroboros_core::PartOf // A
+{
+    ouroboros_core::PartOf { upload: format!("upload-{step}"), number: number as u16 + 1 }
+}
 
 fn body(data: &[u8]) -> impl ouroboros_core::BodyStream // A
 {
@@ -249,7 +281,7 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
     let size = if rng.gen_bool(0.7) { 3 } else { 5 };
     let verbose = std::env::var_os("SIM_VERBOSE").is_some();
     let started = std::time::Instant::now();
-    let sim = Sim::new(seed, size);
+    let mut sim = Sim::new(seed, size);
     if verbose {
         eprintln!("seed {seed}: {size} nodes opened after {:?}", started.elapsed());
     }
@@ -269,6 +301,7 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
             .filter(|i| !down.contains(i) && !sim.faults.lock().unwrap().cut.contains(&sim.nodes[*i]))
             .collect();
         let via = live[rng.gen_range(0..live.len())];
+        let mut restart = None;
         let engine = &sim.engines[via];
         match rng.gen_range(0..100) {
             // Take a node down, or cut it off, within the parity.
@@ -281,14 +314,16 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
                     sim.faults.lock().unwrap().cut.insert(sim.nodes[node]);
                 }
             }
+            // A node crashes and restarts at once.
+            8..=9 => restart = Some(rng.gen_range(0..size)),
             // Bring every faulty node back.
-            8..=13 => {
+            10..=13 => {
                 for node in std::mem::take(&mut down) {
                     sim.cluster.set_down(sim.nodes[node], false);
                 }
                 sim.faults.lock().unwrap().cut.clear();
             }
-            14..=55 => {
+            14..=45 => {
                 let key = format!("key-{}", rng.gen_range(0..6));
                 // Now and then the bytes of another version, so writes
                 // deduplicate against chunks garbage collection may free.
@@ -304,6 +339,71 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
                     engine.put_object(PutRequest::new(BUCKET, key.clone()), body(&bytes)).await
                 {
                     model.versions.insert(hash, (key, bytes));
+                }
+            }
+            // A multipart upload: each part written through a live node,
+            // some junctions cut ahead on one, completed through `via`.
+            46..=50 => {
+                let key = format!("key-{}", rng.gen_range(0..6));
+                let mut bytes = vec![0u8; rng.gen_range(1..300_000)];
+                rng.fill(&mut bytes[..]);
+                let mut bounds: Vec<usize> = (0..rng.gen_range(0..4)).map(|_| rng.gen_range(0..bytes.len())).collect();
+                bounds.retain(|bound| *bound > 0);
+                bounds.sort_unstable();
+                bounds.dedup();
+                bounds.push(bytes.len());
+                let mut parts = Vec::new();
+                let mut from = 0;
+                for (number, to) in bounds.into_iter().enumerate() {
+                    let writer = &sim.engines[live[rng.gen_range(0..live.len())]];
+                    let Ok((written, ())) =
+                        writer.write_body(body(&bytes[from..to]), BodyKind::Part(part_of(step, number)), ()).await
+                    else {
+                        break;
+                    };
+                    parts.push(PartRecord {
+                        number: number as u16 + 1,
+                        etag: hex::encode(written.md5),
+                        size: written.size,
+                        created: 0,
+                        chunks: written.chunks,
+                        checksums: Default::default(),
+                        lead: written.lead,
+                    });
+                    from = to;
+                }
+                if from == bytes.len() {
+                    for pair in parts.windows(2) {
+                        if rng.gen_bool(0.5) {
+                            let cutting = &sim.engines[live[rng.gen_range(0..live.len())]];
+                            cutting.prepare_junction(&pair[0], &pair[1]).await;
+                        }
+                    }
+                    if let Ok(StoredBlob { hash, .. }) =
+                        engine.commit_parts(PutRequest::new(BUCKET, key.clone()), parts).await
+                    {
+                        model.versions.insert(hash, (key, bytes));
+                    }
+                }
+            }
+            // A merge: a new version whose parents are two acknowledged
+            // versions of a key.
+            51..=55 => {
+                let key = format!("key-{}", rng.gen_range(0..6));
+                let held =
+                    |version: &Hash| !model.forgotten.contains(version) && !model.maybe_forgotten.contains(version);
+                let of_key: Vec<Hash> =
+                    model.versions.iter().filter(|(v, (k, _))| *k == key && held(v)).map(|(v, _)| *v).collect();
+                if of_key.len() >= 2 {
+                    let first = rng.gen_range(0..of_key.len());
+                    let second = (first + rng.gen_range(1..of_key.len())) % of_key.len();
+                    let mut bytes = vec![0u8; rng.gen_range(0..50_000)];
+                    rng.fill(&mut bytes[..]);
+                    let parents = Some(vec![of_key[first], of_key[second]]);
+                    let merge = PutRequest { parents, ..PutRequest::new(BUCKET, key.clone()) };
+                    if let Ok(StoredBlob { hash, .. }) = engine.put_object(merge, body(&bytes)).await {
+                        model.versions.insert(hash, (key, bytes));
+                    }
                 }
             }
             56..=67 if !model.versions.is_empty() => {
@@ -347,6 +447,9 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
                 let _ = engine.collect_garbage(ouroboros_core::now_nanos()).await;
             }
             _ => {}
+        }
+        if let Some(node) = restart {
+            sim.restart(node, down.contains(&node)).await;
         }
     }
 

@@ -10,7 +10,9 @@ use md5::{Digest, Md5};
 use ouroboros_core::cluster::{ClusterView, Transport};
 use ouroboros_core::codec;
 use ouroboros_core::world::World;
-use ouroboros_core::{ChunkRef, Engine, Home, PartRecord, PutRequest, TableRow, UploadRecord, Versioning};
+use ouroboros_core::{
+    BodyKind, ChunkRef, Engine, Home, PartOf, PartRecord, PutRequest, TableRow, UploadRecord, Versioning,
+};
 use s3s::dto::*;
 use s3s::{s3_error, S3ErrorCode, S3Result};
 
@@ -205,7 +207,8 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
             sha256: input.checksum_sha256,
             crc64nvme: input.checksum_crc64nvme,
         };
-        let received = Received { content_length: input.content_length, content_md5: input.content_md5, sent };
+        let kind = BodyKind::Part(PartOf { upload: upload.upload_id.clone(), number });
+        let received = Received { content_length: input.content_length, content_md5: input.content_md5, sent, kind };
         let (written, checksums) = self.receive_body(body, received, trailers).await?;
         let part = PartRecord {
             number,
@@ -214,6 +217,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
             created: self.engine().world().now_nanos(),
             chunks: written.chunks,
             checksums,
+            lead: written.lead,
         };
         self.store_part(&upload, &part).await?;
         let checksum = |name: &str| part.checksums.get(name).cloned();
@@ -270,7 +274,8 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
                 chunks.push(ChunkRef { offset: size, ..chunk });
             } else {
                 let one = futures::stream::iter([Ok::<Bytes, std::io::Error>(piece.clone())]);
-                let (written, ()) = self.engine().write_body(one, ()).await.map_err(engine_failure)?;
+                let (written, ()) =
+                    self.engine().write_body(one, BodyKind::Object, ()).await.map_err(engine_failure)?;
                 chunks.extend(written.chunks.into_iter().map(|c| ChunkRef { offset: size + c.offset, ..c }));
             }
             size += piece.len() as u64;
@@ -282,6 +287,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
             created: self.engine().world().now_nanos(),
             chunks,
             checksums: BTreeMap::new(),
+            lead: None,
         };
         self.store_part(&upload, &part).await?;
         Ok(UploadPartCopyOutput {

@@ -13,7 +13,7 @@ use hyper::HeaderMap;
 use ouroboros_core::cluster::{ClusterView, Transport};
 use ouroboros_core::store::ListStart;
 use ouroboros_core::{
-    Blob, BlobContent, BlobKind, BodyTap, Engine, EngineError, FailureClass, ObjectSummary, PutRequest,
+    Blob, BlobContent, BlobKind, BodyKind, BodyTap, Engine, EngineError, FailureClass, ObjectSummary, PutRequest,
 };
 use ouroboros_core::{VersionStart, Versioning};
 use s3s::checksum::ChecksumHasher;
@@ -301,6 +301,7 @@ pub(crate) struct Received {
     pub content_length: Option<i64>,
     pub content_md5: Option<String>,
     pub sent: SentChecksums,
+    pub kind: BodyKind,
 }
 
 pub(crate) type Trailers = Option<TrailingHeaders>;
@@ -532,7 +533,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
     /// length, Content-MD5 and the checksums sent in headers or trailers.
     pub(crate) async fn receive_body(&self, body: StreamingBlob, received: Received, trailers: Trailers) -> Stored // A
     {
-        let Received { content_length, content_md5, sent } = received;
+        let Received { content_length, content_md5, sent, kind } = received;
         let mut hasher = ChecksumHasher::default();
         let SentChecksums { algorithm, crc32, crc32c, sha1, sha256, crc64nvme } = sent;
         let announced = algorithm.as_ref().map(|a| a.as_str().to_ascii_uppercase());
@@ -551,7 +552,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
 
         let body = body.map_err(|error| std::io::Error::other(error.to_string()));
         let (written, Checksums(hasher)) =
-            self.engine.write_body(body, Checksums(hasher)).await.map_err(|error| match error {
+            self.engine.write_body(body, kind, Checksums(hasher)).await.map_err(|error| match error {
                 EngineError::Body(cause) => s3_error!(IncompleteBody, "The request body ended early: {cause}"),
                 other => engine_failure(other),
             })?;
@@ -697,7 +698,12 @@ impl<T: Transport, V: ClusterView> S3 for Gateway<T, V> {
             sha256: input.checksum_sha256,
             crc64nvme: input.checksum_crc64nvme,
         };
-        let received = Received { content_length: input.content_length, content_md5: input.content_md5, sent };
+        let received = Received {
+            content_length: input.content_length,
+            content_md5: input.content_md5,
+            sent,
+            kind: BodyKind::Object,
+        };
         let (written, checksums) = self.receive_body(body, received, req.trailing_headers).await?;
 
         let system = SystemHeaders {

@@ -8,8 +8,8 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, LAST_MODIFIED};
 use hyper::HeaderMap;
 use ouroboros_core::cluster::{ClusterView, Transport};
 use ouroboros_core::{
-    Blob, BlobKind, BucketRecord, Hash, ListStart, ObjectSummary, PutRequest, StoredBlob, VersionStart, Versioning,
-    NULL_VERSION_ID,
+    Blob, BlobKind, BodyKind, BucketRecord, Hash, ListStart, ObjectSummary, PutRequest, StoredBlob, VersionStart,
+    Versioning, NULL_VERSION_ID,
 };
 use s3s::dto::*;
 use s3s::header::{X_AMZ_DELETE_MARKER, X_AMZ_VERSION_ID};
@@ -204,7 +204,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         marker.kind = BlobKind::DeleteMarker;
         marker.null_version = null_version;
         let nothing = futures::stream::empty::<std::io::Result<Bytes>>();
-        let (empty, ()) = self.engine().write_body(nothing, ()).await.map_err(engine_failure)?;
+        let (empty, ()) = self.engine().write_body(nothing, BodyKind::Object, ()).await.map_err(engine_failure)?;
         self.engine().commit(marker, empty).await.map_err(engine_failure)
     }
 

@@ -26,6 +26,7 @@ mod write;
 
 pub use access_keys::{AccessKeyEntry, ClusterAccessKeys, ACCESS_KEY_TABLE};
 pub use repair::RepairReport;
+pub use stitch::PartOf;
 pub use tables::ScannedRows;
 
 use std::collections::BTreeMap;
@@ -40,7 +41,7 @@ use crate::chunker::ChunkerConfig;
 use crate::cluster::{ClusterView, Transport, TransportError};
 use crate::hash::Hash;
 use crate::keys::NodeKeys;
-use crate::model::{Blob, BlobKind, ChunkRef, Erasure, NodeId, ObjectSummary, RecordError};
+use crate::model::{Blob, BlobKind, ChunkRef, Erasure, NodeId, ObjectSummary, PartLead, RecordError};
 use crate::seal::SealError;
 use crate::store::StoreError;
 use crate::world::World;
@@ -164,12 +165,24 @@ impl BodyTap for () {
     fn update(&mut self, _data: &[u8]) {} // A
 }
 
+/// What a body is written as: an object, or a part of a multipart upload,
+/// which starts where the part before it left the stream when that part
+/// was written here, and whose edge chunks this node keeps in memory a
+/// while for cutting its junctions with the parts beside it (`stitch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyKind {
+    Object,
+    Part(PartOf),
+}
+
 /// A body whose chunks are stored but that no blob references yet.
 #[derive(Debug, Clone)]
 pub struct WrittenBody {
+    /// From the start of the lead when there is one (see `PartRecord`).
     pub chunks: Vec<ChunkRef>,
     pub md5: [u8; 16],
     pub size: u64,
+    pub lead: Option<PartLead>,
 }
 
 /// The object key whose metadata partition holds a table row.

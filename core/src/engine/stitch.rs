@@ -18,18 +18,38 @@
 //! completion takes it when the parts it lists are those, so the client
 //! waits at completion about as long as without any re-cutting. A run
 //! seals each chunk as soon as the next is cut, so it holds about two
-//! chunks in memory however long it runs.
+//! chunks in memory however long it runs. The chunks a run reads are the
+//! edges of parts just stored: the first part's last chunk and the next
+//! part's first few. Storing a part keeps their plaintext in memory for a
+//! while (`EdgeChunks`), so a junction cut ahead reads nothing back.
+//!
+//! Most parts need no cut at all: when the part before is written on the
+//! same node, a part's bytes are held as they arrive (parts up to
+//! `LEAD_HOLD_BYTES`) until that part's chunker has ended, and are then
+//! chunked from the start of its last chunk, whose bytes lead in
+//! (`PartTails`). Every cut is then the stream's: the first chunk is the
+//! stream's chunk across the junction, kept whole, and the part records
+//! that it begins with the lead (`PartRecord::lead`: the id and length of
+//! the part before's last chunk). Completion puts that chunk in place of
+//! the part before's last one, reading and sealing nothing; only when the
+//! part before in the object is not the one the part was led in from (left
+//! out, or uploaded again) are its own bytes of that chunk sealed apart
+//! (`unlead`) and the junction cut as any. Parts sent at once by one
+//! client (the aws CLI sends ten) end about in order, so the wait is short;
+//! a part whose predecessor is elsewhere or not yet begun is chunked from
+//! its own start and its junction cut again as above.
 //!
 //! A part copied from another object (`UploadPartCopy`) reuses that
 //! object's chunks, whose cuts are taken as the stream's: if they are not
 //! (an object completed before junctions were cut again), the result dedups
 //! less well, and holds the same bytes all the same.
 
-use std::collections::{HashMap, VecDeque};
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{Notify, OnceCell, Semaphore};
 
 use super::{Engine, EngineError, EngineResult};
 use crate::chunker::Chunker;
@@ -51,6 +71,86 @@ struct Recut {
 /// and the oldest go first.
 const JUNCTIONS_KEPT: usize = 4096;
 
+/// How many of a chunk's first bytes a junction's run scans before the
+/// rest, in case a cut at its start lines up.
+const LINE_UP_BYTES: usize = 64;
+
+/// Junctions cut ahead at once on a node. A run mostly waits for its
+/// sealed pieces to be stored, and with fewer the runs fell behind a
+/// 1 GiB upload through the aws CLI.
+const JUNCTIONS_AT_ONCE: usize = 4;
+
+/// Bytes of part edges a node keeps for cutting junctions ahead: with the
+/// aws CLI's 8 MiB parts, ten at once, about sixteen parts' edges.
+const EDGE_BYTES: usize = 128 << 20;
+
+/// A part keeps this many of its first chunks: a junction's run over a
+/// part chunked from the part before it lines up at the end of the first
+/// and reads the first bytes of the second.
+pub(super) const PART_HEAD_CHUNKS: usize = 2;
+
+/// How many bytes of a part are held, waiting for the last chunk of the
+/// part before it, before the part is chunked from its own start instead;
+/// a part of the aws CLI's or boto3's 8 MiB, or rclone's 5 MiB, fits.
+pub(super) const LEAD_HOLD_BYTES: usize = 16 << 20;
+
+/// Bytes of parts held at once on a node; beyond, a part is chunked from
+/// its own start at once.
+const LEAD_HELD_BYTES: usize = 256 << 20;
+
+/// How long a part whose bytes have all arrived waits for the part before
+/// it, still being written on this node, to end (parts sent at once end
+/// about in order, a fraction of a part's time apart).
+pub(super) const LEAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Last chunks of parts written on this node, kept for the next part
+/// (bytes at most; the oldest go first).
+const TAILS_BYTES: usize = 64 << 20;
+
+/// A part of a multipart upload, as written on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PartOf {
+    pub upload: String,
+    pub number: u16,
+}
+
+/// The parts of uploads being written on this node, and the last chunk of
+/// those written, from where the next part's chunking starts.
+pub(super) struct PartTails {
+    parts: Mutex<TailMap>,
+    /// Woken whenever a part ends.
+    ended: Notify,
+    /// Room for the bytes parts hold while they wait, in `HELD_UNIT`s.
+    pub(super) held: Arc<Semaphore>,
+}
+
+/// The unit of `PartTails::held`.
+pub(super) const HELD_UNIT: usize = 4 << 10;
+
+#[derive(Default)]
+struct TailMap {
+    writing: HashSet<PartOf>,
+    /// The last chunk's plaintext; `None` when it is no place to start
+    /// from (a chunk of the maximum length, where the stream cuts too).
+    written: HashMap<PartOf, Option<Arc<Vec<u8>>>>,
+    order: VecDeque<PartOf>,
+    bytes: usize,
+}
+
+/// Ends a part's writing when dropped, as failed unless `PartTails::ended`
+/// was given its last chunk.
+pub(super) struct Writing<'a> {
+    tails: &'a PartTails,
+    part: PartOf,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) // A
+    {
+        self.tails.end(&self.part, None);
+    }
+}
+
 /// Junctions between parts cut again while the upload is still going on
 /// (`Engine::prepare_junction`), so completing it has little left to do.
 /// They are found by what the two parts hold, so a part uploaded again
@@ -59,6 +159,25 @@ pub(super) struct Junctions {
     cut: Mutex<CutJunctions>,
     /// Cutting ahead runs beside the uploads; at most this many at once.
     running: Semaphore,
+    pub(super) edges: EdgeChunks,
+    pub(super) tails: PartTails,
+}
+
+/// The plaintext of the chunks at the edges of parts recently stored on
+/// this node, by chunk id (a keyed hash of that plaintext, computed here):
+/// what cutting their junctions reads. A chunk is taken out when a run
+/// reads it; the oldest go first beyond `EDGE_BYTES`, and a chunk not here
+/// is read back from its slices as usual.
+#[derive(Default)]
+pub(super) struct EdgeChunks {
+    kept: Mutex<KeptEdges>,
+}
+
+#[derive(Default)]
+struct KeptEdges {
+    by_id: HashMap<Hash, Vec<u8>>,
+    order: VecDeque<Hash>,
+    bytes: usize,
 }
 
 #[derive(Default)]
@@ -90,7 +209,12 @@ struct PartPair {
 impl Junctions {
     pub(super) fn new() -> Self // A
     {
-        Junctions { cut: Mutex::new(CutJunctions::default()), running: Semaphore::new(2) }
+        Junctions {
+            cut: Mutex::new(CutJunctions::default()),
+            running: Semaphore::new(JUNCTIONS_AT_ONCE),
+            edges: EdgeChunks::default(),
+            tails: PartTails::new(),
+        }
     }
 
     /// The cell of a pair, made if `make`.
@@ -120,6 +244,116 @@ impl Junctions {
         if cut.by_pair.remove(key).is_some() {
             cut.order.retain(|kept| kept != key);
         }
+    }
+}
+
+impl PartTails {
+    fn new() -> Self // A
+    {
+        let held = Arc::new(Semaphore::new(LEAD_HELD_BYTES / HELD_UNIT));
+        PartTails { parts: Mutex::new(TailMap::default()), ended: Notify::new(), held }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TailMap> // A
+    {
+        self.parts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `part` is being written here until the guard is dropped or ended.
+    pub(super) fn writing(&self, part: PartOf) -> Writing<'_> // A
+    {
+        self.lock().writing.insert(part.clone());
+        Writing { tails: self, part }
+    }
+
+    /// `part` ended; `last` is its last chunk as the stream would have cut
+    /// it, when the next part can start from there.
+    pub(super) fn end(&self, part: &PartOf, last: Option<Vec<u8>>) // PA
+    {
+        let mut parts = self.lock();
+        if !parts.writing.remove(part) {
+            return;
+        }
+        let last = last.filter(|last| last.len() <= TAILS_BYTES).map(Arc::new);
+        parts.bytes += last.as_ref().map_or(0, |last| last.len());
+        if let Some(replaced) = parts.written.insert(part.clone(), last).flatten() {
+            parts.bytes -= replaced.len();
+        }
+        parts.order.retain(|kept| kept != part);
+        parts.order.push_back(part.clone());
+        while parts.bytes > TAILS_BYTES || parts.order.len() > JUNCTIONS_KEPT {
+            let Some(oldest) = parts.order.pop_front() else { break };
+            if let Some(dropped) = parts.written.remove(&oldest).flatten() {
+                parts.bytes -= dropped.len();
+            }
+        }
+        drop(parts);
+        self.ended.notify_waiters();
+    }
+
+    /// Where the part before `part` left the stream, taken out: `Some` with
+    /// its last chunk, `Some(None)` when there is nothing to start from
+    /// (not written here, or it failed), `None` while it is being written.
+    pub(super) fn before(&self, part: &PartOf) -> Option<Option<Arc<Vec<u8>>>> // PA
+    {
+        let Some(number) = part.number.checked_sub(1) else { return Some(None) };
+        let before = PartOf { upload: part.upload.clone(), number };
+        let mut parts = self.lock();
+        if let Some(last) = parts.written.remove(&before) {
+            parts.order.retain(|kept| *kept != before);
+            parts.bytes -= last.as_ref().map_or(0, |last| last.len());
+            return Some(last);
+        }
+        if parts.writing.contains(&before) {
+            return None;
+        }
+        Some(None)
+    }
+
+    /// As `before`, waiting up to `LEAD_WAIT` for a part being written.
+    pub(super) async fn wait_before(&self, part: &PartOf) -> Option<Arc<Vec<u8>>> // PA
+    {
+        let deadline = tokio::time::Instant::now() + LEAD_WAIT;
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if let Some(last) = self.before(part) {
+                return last;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+impl EdgeChunks {
+    pub(super) fn keep(&self, id: Hash, plain: Vec<u8>) // A
+    {
+        let mut kept = self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if plain.len() > EDGE_BYTES || kept.by_id.contains_key(&id) {
+            return;
+        }
+        kept.bytes += plain.len();
+        kept.by_id.insert(id, plain);
+        kept.order.push_back(id);
+        while kept.bytes > EDGE_BYTES {
+            let Some(oldest) = kept.order.pop_front() else { break };
+            if let Some(dropped) = kept.by_id.remove(&oldest) {
+                kept.bytes -= dropped.len();
+            }
+        }
+    }
+
+    /// The plaintext of `chunk`, if kept, taken out.
+    fn take(&self, chunk: &ChunkRef) -> Option<Vec<u8>> // PA
+    {
+        let mut kept = self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let plain = kept.by_id.remove(&chunk.id)?;
+        kept.bytes -= plain.len();
+        kept.order.retain(|id| *id != chunk.id);
+        (plain.len() == chunk.len as usize).then_some(plain)
     }
 }
 
@@ -153,9 +387,17 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// completion cuts what it finds no result for.
     pub async fn prepare_junction(&self, before: &PartRecord, after: &PartRecord) // PA
     {
+        // A part chunked from the part before needs no cut (or, when the
+        // part before changed since, its completion cuts it).
+        if after.lead.is_some() {
+            return;
+        }
         let Some(pair) = PartPair::of(&before.chunks, &after.chunks, self.config.chunking.max) else { return };
-        let Ok(_running) = self.junctions.running.acquire().await else { return };
+        // The cell is there before the wait, so a completion that comes
+        // meanwhile cuts the junction itself and this run finds it done,
+        // instead of the two cutting it twice.
         let Some(cell) = self.junctions.cell(&pair.key, true) else { return };
+        let Ok(_running) = self.junctions.running.acquire().await else { return };
         if let Err(error) = cell.get_or_try_init(|| self.cut_pair(&pair)).await {
             tracing::warn!(%error, part = after.number, "cutting a junction ahead of completion failed");
         }
@@ -198,26 +440,56 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// as one stream of the same bytes would cut it.
     pub(super) async fn stitch_parts(&self, parts: &[PartRecord]) -> EngineResult<Vec<ChunkRef>> // PA
     {
-        let mut joined = Vec::new();
+        let mut joined: Vec<ChunkRef> = Vec::new();
         // (index in `joined` of a part's last chunk, index of the next part)
         let mut junctions: Vec<(usize, usize)> = Vec::new();
+        // Each part's chunks as joined.
+        let mut own: Vec<Cow<[ChunkRef]>> = Vec::with_capacity(parts.len());
         let mut size = 0u64;
+        // The object starts with a part led in from one it lacks: its
+        // first chunk was cut from elsewhere than the object's start.
+        let mut cut_from_start = false;
         for (number, part) in parts.iter().enumerate() {
-            for chunk in &part.chunks {
+            let mut chunks = Cow::Borrowed(part.chunks.as_slice());
+            if let Some(lead) = part.lead {
+                let continues = joined.last().is_some_and(|last| last.id == lead.from && last.len == lead.len);
+                if continues {
+                    // Chunked from where the part before left the stream:
+                    // its first chunk replaces that part's last, and the
+                    // junction between them is cut already.
+                    joined.pop();
+                    size -= lead.len as u64;
+                    if junctions.last().is_some_and(|(index, _)| *index == joined.len()) {
+                        junctions.pop();
+                    }
+                } else {
+                    chunks = Cow::Owned(self.unlead(&part.chunks, lead.len).await?);
+                    cut_from_start |= joined.is_empty();
+                }
+            }
+            for chunk in chunks.iter() {
                 joined.push(ChunkRef { offset: size, ..*chunk });
                 size += chunk.len as u64;
             }
-            if !part.chunks.is_empty() {
+            if !chunks.is_empty() {
                 junctions.push((joined.len() - 1, number + 1));
             }
+            own.push(chunks);
+        }
+        let parts_size: u64 = parts.iter().map(|part| part.size).sum();
+        if size != parts_size {
+            return Err(EngineError::Config(format!("the parts' chunks hold {size} bytes, the parts {parts_size}")));
         }
         // The object's last chunk ends the stream as well; a chunk of the
         // maximum length ends where the stream would cut it too (no cut
         // came before the maximum in the same bytes from the same cut).
         let max = self.config.chunking.max;
         junctions.retain(|(index, _)| index + 1 < joined.len() && joined[*index].len < max);
+        if cut_from_start && !joined.is_empty() {
+            junctions.insert(0, (0, usize::MAX));
+        }
         let recuts: Vec<Recut> = stream::iter(junctions)
-            .map(|(start, next)| self.stitch_junction(&joined, start, parts.get(next)))
+            .map(|(start, next)| self.stitch_junction(&joined, start, own.get(next).map(|chunks| &chunks[..])))
             .buffered(self.config.write_parallelism.max(1))
             .try_collect()
             .await?;
@@ -249,11 +521,39 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         Ok(stitched)
     }
 
+    /// A part's own chunks when it was chunked from the part before it but
+    /// does not follow that part in the object (that part was left out, or
+    /// uploaded again): the bytes of its first chunk after the lead are
+    /// sealed as a chunk of their own, and its junction is cut as any.
+    async fn unlead(&self, chunks: &[ChunkRef], lead: u32) -> EngineResult<Vec<ChunkRef>> // PA
+    {
+        let Some(first) = chunks.first() else { return Ok(Vec::new()) };
+        let plain = {
+            let _permit = self.read_permits.clone().acquire_owned().await.ok();
+            self.read_chunk(first).await?
+        };
+        let Some(own) = plain.get(lead as usize..).filter(|own| !own.is_empty()) else {
+            return Err(EngineError::Config(format!("a part's lead of {lead} bytes fills its first chunk")));
+        };
+        let (id, len) = {
+            let _permit = self.write_permits.clone().acquire_owned().await.ok();
+            self.store_chunk(own.to_vec()).await?
+        };
+        let mut unled = Vec::with_capacity(chunks.len());
+        unled.push(ChunkRef { id, offset: 0, len });
+        let mut offset = len as u64;
+        for chunk in &chunks[1..] {
+            unled.push(ChunkRef { offset, ..*chunk });
+            offset += chunk.len as u64;
+        }
+        Ok(unled)
+    }
+
     /// The junction after `joined[start]`, cut ahead or cut now.
-    async fn stitch_junction(&self, joined: &[ChunkRef], start: usize, next: Option<&PartRecord>) -> Stitched // PA
+    async fn stitch_junction(&self, joined: &[ChunkRef], start: usize, next: Option<&[ChunkRef]>) -> Stitched // PA
     {
         if let Some(next) = next {
-            if let Some(prepared) = self.prepared_junction(joined, start, &next.chunks).await {
+            if let Some(prepared) = self.prepared_junction(joined, start, next).await {
                 return Ok(prepared);
             }
         }
@@ -274,27 +574,43 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let mut chunker = Chunker::new(self.config.chunking);
         let mut cut = joined[start].offset;
         let mut chunks = Vec::new();
+        let mut kept = 0;
         for index in start..joined.len() {
-            let permit = self.read_permits.clone().acquire_owned().await.ok();
-            let plain = self.read_chunk(&joined[index]).await;
-            drop(permit);
-            let mut pieces = Vec::new();
-            for piece in chunker.push(&plain?) {
-                let len = piece.len() as u64;
-                pieces.push((cut, piece));
-                cut += len;
+            let plain = match self.junctions.edges.take(&joined[index]) {
+                Some(plain) => {
+                    kept += 1;
+                    Ok(plain)
+                }
+                None => {
+                    let _permit = self.read_permits.clone().acquire_owned().await.ok();
+                    self.read_chunk(&joined[index]).await
+                }
+            };
+            let plain = plain?;
+            // A cut is certain once the bytes just after it are in: a cut
+            // at the end of the chunk before needs only this chunk's first
+            // bytes, and the rest is not scanned when it lines up there.
+            let (first, rest) = plain.split_at(plain.len().min(LINE_UP_BYTES));
+            for bytes in [first, rest] {
+                let mut pieces = Vec::new();
+                for piece in chunker.push(bytes) {
+                    let len = piece.len() as u64;
+                    pieces.push((cut, piece));
+                    cut += len;
+                }
+                // A cut of an earlier push lies before every end from
+                // `joined[index]` on, and would have lined up then.
+                let cuts: Vec<u64> = pieces.iter().map(|(offset, piece)| offset + piece.len() as u64).collect();
+                let level = (start..=index).find(|m| cuts.contains(&(joined[*m].offset + joined[*m].len as u64)));
+                if let Some(level) = level {
+                    let end = joined[level].offset + joined[level].len as u64;
+                    pieces.retain(|(offset, _)| *offset < end);
+                    chunks.extend(self.seal_pieces(&joined[start..=level], pieces).await?);
+                    tracing::debug!(chunks = level + 1 - start, kept, cut = chunks.len(), "junction cut again");
+                    return Ok(Some(Recut { start, end: level + 1, chunks }));
+                }
+                chunks.extend(self.seal_pieces(&joined[start..=index], pieces).await?);
             }
-            // A cut of an earlier push lies before every end from
-            // `joined[index]` on, and would have lined up then.
-            let cuts: Vec<u64> = pieces.iter().map(|(offset, piece)| offset + piece.len() as u64).collect();
-            let level = (start..=index).find(|m| cuts.contains(&(joined[*m].offset + joined[*m].len as u64)));
-            if let Some(level) = level {
-                let end = joined[level].offset + joined[level].len as u64;
-                pieces.retain(|(offset, _)| *offset < end);
-                chunks.extend(self.seal_pieces(&joined[start..=level], pieces).await?);
-                return Ok(Some(Recut { start, end: level + 1, chunks }));
-            }
-            chunks.extend(self.seal_pieces(&joined[start..=index], pieces).await?);
         }
         if !ends_object {
             return Ok(None);

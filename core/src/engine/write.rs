@@ -9,14 +9,14 @@ use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use futures::FutureExt;
 use md5::{Digest, Md5};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::calls::{Acks, Query, Wait, WriteQuorum};
 use super::{
-    blocking, compute, BlobContent, BodyStream, BodyTap, Engine, EngineError, EngineResult, PutRequest, StoredBlob,
-    WrittenBody,
+    blocking, compute, stitch, BlobContent, BodyKind, BodyStream, BodyTap, Engine, EngineError, EngineResult, PartLead,
+    PartOf, PutRequest, StoredBlob, WrittenBody,
 };
-use crate::chunker::Chunker;
+use crate::chunker::{Chunker, ChunkerConfig};
 use crate::cluster::Unreachable;
 use crate::cluster::{ClaimChunk, ClusterView, PutChunk, PutChunkList, PutSlice, Stored, Transport, TransportError};
 use crate::codec;
@@ -29,6 +29,9 @@ use crate::model::{
 use crate::placement;
 use crate::seal::{self, SealParams};
 use crate::store::LocalStore;
+
+/// A written body and the tap that saw it.
+type Written<H> = EngineResult<(WrittenBody, H)>;
 
 /// A blob's chunks kept inline and its chunk lists.
 type Split = EngineResult<(Vec<ChunkRef>, Vec<ChunkListRef>)>;
@@ -122,25 +125,217 @@ impl PieceSender {
     }
 }
 
+/// The last chunk of the part before, from whose start a part is chunked
+/// (see `stitch`), or `None` to chunk it from its own start.
+type Lead = Option<Arc<Vec<u8>>>;
+type LeadRx = oneshot::Receiver<Lead>;
+
+/// Chunks on their way to sealing, each with whether it is an edge of a
+/// part (kept for cutting the part's junctions): one of the part's first
+/// `PART_HEAD_CHUNKS`, or its last.
+type ChunkSender = mpsc::Sender<(Vec<u8>, bool)>;
+
+/// The chunker's side of `store_body`: cuts the body as it arrives, from
+/// the start of the lead when there is one (the last chunk of the part
+/// before, whose bytes come first: the piece that crosses into the body is
+/// kept whole, and the lead it begins with is returned). A part's last
+/// piece is left in `tails` for the part after it.
+fn cut_body(config: ChunkerConfig, lead: LeadRx, body: PieceReceiver, chunks: ChunkSender, tail: TailTo) -> Led // PA
+{
+    let lead = lead.blocking_recv().ok().flatten();
+    let mut cuts = BodyCuts {
+        offset: 0,
+        lead: lead.as_ref().map_or(0, |lead| lead.len() as u64),
+        crossing: None,
+        sent: 0,
+        part: tail.is_some(),
+        last: None,
+        chunks,
+    };
+    let cut = cuts.cut_all(config, lead.as_deref().map(Vec::as_slice), body);
+    let last = cuts.last.take();
+    if let Some(PartWrite { part, junctions, .. }) = &tail {
+        // With no piece at all, the stream still stands where the lead left it.
+        let open = match &last {
+            Some(last) => (last.len() < config.max as usize).then(|| last.clone()),
+            None => lead.as_deref().cloned(),
+        };
+        junctions.tails.end(part, open);
+    }
+    if let (Some(last), true) = (last, cut) {
+        cuts.send(last, true);
+    }
+    let (lead, len) = (lead?, cuts.crossing?);
+    let dedup_key = tail?.dedup_key;
+    Some(PartLead { from: Hash::keyed(&dedup_key, &lead), len })
+}
+
+/// What a part was led in with, if it was.
+type Led = Option<PartLead>;
+
+/// A part being written: where its last piece goes, and the key chunk ids
+/// are made with.
+struct PartWrite {
+    part: PartOf,
+    junctions: Arc<stitch::Junctions>,
+    dedup_key: [u8; 32],
+}
+
+type TailTo = Option<PartWrite>;
+
+/// Pieces cut from a lead and a body, sent on one behind, so the last is
+/// known as the last.
+struct BodyCuts {
+    /// Where the next piece starts, counting the lead's bytes.
+    offset: u64,
+    lead: u64,
+    /// The lead's bytes in the piece that crosses into the body.
+    crossing: Option<u32>,
+    /// Chunks of the body sent so far.
+    sent: usize,
+    part: bool,
+    last: Option<Vec<u8>>,
+    chunks: ChunkSender,
+}
+
+impl BodyCuts {
+    /// Cut the lead and the body; false when the chunks' receiver is gone.
+    fn cut_all(&mut self, config: ChunkerConfig, lead: Option<&[u8]>, mut body: PieceReceiver) -> bool // A
+    {
+        let mut chunker = Chunker::new(config);
+        for piece in lead.map(|lead| chunker.push(lead)).unwrap_or_default() {
+            if !self.take(piece) {
+                return false;
+            }
+        }
+        while let Some((piece, _room)) = body.blocking_recv() {
+            for piece in chunker.push(&piece) {
+                if !self.take(piece) {
+                    return false;
+                }
+            }
+        }
+        chunker.finish().into_iter().all(|piece| self.take(piece))
+    }
+
+    fn take(&mut self, piece: Vec<u8>) -> bool // A
+    {
+        match self.last.replace(piece) {
+            Some(before) => self.send(before, false),
+            None => true,
+        }
+    }
+
+    fn send(&mut self, piece: Vec<u8>, last: bool) -> bool // PA
+    {
+        let start = self.offset;
+        self.offset += piece.len() as u64;
+        // A piece wholly inside the lead is the part before's.
+        if self.offset <= self.lead {
+            return true;
+        }
+        if start < self.lead {
+            self.crossing = Some((self.lead - start) as u32);
+        }
+        // Only a part chunked from its own start has its junction cut
+        // again, reading these.
+        let edge = self.part && self.lead == 0 && (last || self.sent < stitch::PART_HEAD_CHUNKS);
+        self.sent += 1;
+        self.chunks.blocking_send((piece, edge)).is_ok()
+    }
+}
+
+/// A part's bytes held as they arrive until the part before it ends here,
+/// so it can be chunked from that part's last chunk (see `stitch`).
+struct LeadIn<'a> {
+    tails: &'a stitch::PartTails,
+    part: Option<PartOf>,
+    /// Until the lead is decided.
+    decide: Option<oneshot::Sender<Lead>>,
+    held: Vec<(Bytes, Option<OwnedSemaphorePermit>)>,
+    held_bytes: usize,
+}
+
+impl<'a> LeadIn<'a> {
+    fn new(part: Option<PartOf>, decide: oneshot::Sender<Lead>, tails: &'a stitch::PartTails) -> Self // A
+    {
+        let mut lead = LeadIn { tails, part, decide: Some(decide), held: Vec::new(), held_bytes: 0 };
+        match lead.part.as_ref().map(|part| tails.before(part)) {
+            None | Some(Some(None)) => {
+                lead.decided(None);
+            }
+            Some(Some(Some(last))) => {
+                lead.decided(Some(last));
+            }
+            Some(None) => {}
+        }
+        lead
+    }
+
+    /// Take the next piece of the body; the pieces to chunk now.
+    fn take(&mut self, piece: Bytes) -> Vec<Bytes> // PA
+    {
+        let Some(part) = self.part.clone().filter(|_| self.decide.is_some()) else { return vec![piece] };
+        let units = piece.len().div_ceil(stitch::HELD_UNIT) as u32;
+        let room = self.tails.held.clone().try_acquire_many_owned(units).ok();
+        let no_room = room.is_none();
+        self.held_bytes += piece.len();
+        self.held.push((piece, room));
+        if no_room || self.held_bytes > stitch::LEAD_HOLD_BYTES {
+            // A part too large to hold, or the node holds all it may: go on
+            // from the part's own start rather than hold up its client.
+            return self.decided(None);
+        }
+        match self.tails.before(&part) {
+            Some(last) => self.decided(last),
+            None => Vec::new(),
+        }
+    }
+
+    /// The body ended: the pieces still held, once the lead is known.
+    async fn finish(&mut self) -> Vec<Bytes> // PA
+    {
+        match self.part.clone().filter(|_| self.decide.is_some()) {
+            Some(part) => {
+                let last = self.tails.wait_before(&part).await;
+                self.decided(last)
+            }
+            None => Vec::new(),
+        }
+    }
+
+    fn decided(&mut self, lead: Lead) -> Vec<Bytes> // A
+    {
+        if let Some(decide) = self.decide.take() {
+            let _ = decide.send(lead);
+        }
+        self.held_bytes = 0;
+        self.held.drain(..).map(|(piece, _room)| piece).collect()
+    }
+}
+
 impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// Store an object streamed from `body` as a new blob.
     pub async fn put_object(&self, request: PutRequest, body: impl BodyStream) -> EngineResult<StoredBlob> // PA
     {
-        let (written, ()) = self.write_body(body, ()).await?;
+        let (written, ()) = self.write_body(body, BodyKind::Object, ()).await?;
         self.commit(request, written).await
     }
 
     /// Chunk, seal and place a body without making it visible; `tap` sees
     /// every byte on the MD5 thread (for the checksums a client asked for).
     /// Nothing references the chunks until `commit`.
-    pub async fn write_body<H: BodyTap>(&self, body: impl BodyStream, tap: H) -> EngineResult<(WrittenBody, H)> // PA
+    pub async fn write_body<H: BodyTap>(&self, body: impl BodyStream, kind: BodyKind, tap: H) -> Written<H> // PA
     {
-        self.store_body(body, tap).await
+        self.store_body(body, kind, tap).await
     }
 
     /// Make a written body visible as a new version of `request.key`.
     pub async fn commit(&self, request: PutRequest, body: WrittenBody) -> EngineResult<StoredBlob> // PA
     {
+        if body.lead.is_some() {
+            return Err(EngineError::Config("a part's body cannot be committed as an object".into()));
+        }
         let content =
             BlobContent { size: body.size, etag: hex::encode(body.md5), chunks: body.chunks, part_sizes: Vec::new() };
         self.commit_content(request, content).await
@@ -236,14 +431,14 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     }
 
     /// Chunk, seal and place the body; returns the chunk list, MD5 and size.
-    async fn store_body<H: BodyTap>(&self, mut body: impl BodyStream, mut tap: H) -> EngineResult<(WrittenBody, H)> // PA
+    async fn store_body<H: BodyTap>(&self, mut body: impl BodyStream, kind: BodyKind, mut tap: H) -> Written<H> // PA
     {
         // Queues bounded in bytes keep memory flat whatever the object size:
         // at most MD5_LAG_BYTES of body and `write_parallelism` chunks are in
         // flight.
         let (md5_tx, mut md5_rx) = PieceSender::new(MD5_LAG_BYTES);
-        let (cdc_tx, mut cdc_rx) = PieceSender::new(CDC_QUEUE_BYTES);
-        let (chunk_tx, chunk_rx) = mpsc::channel::<Vec<u8>>(1);
+        let (cdc_tx, cdc_rx) = PieceSender::new(CDC_QUEUE_BYTES);
+        let (chunk_tx, chunk_rx) = mpsc::channel(1);
 
         let md5_task = tokio::task::spawn_blocking(move || {
             let mut md5 = Md5::new();
@@ -255,31 +450,39 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             }
             (<[u8; 16]>::from(md5.finalize()), size, tap)
         });
+        let part = match &kind {
+            BodyKind::Part(part) => Some(part.clone()),
+            BodyKind::Object => None,
+        };
+        let _writing = part.clone().map(|part| self.junctions.tails.writing(part));
+        let (lead_tx, lead_rx) = oneshot::channel();
         let chunking = self.config.chunking;
-        let cdc_task = tokio::task::spawn_blocking(move || {
-            let mut chunker = Chunker::new(chunking);
-            while let Some((piece, _room)) = cdc_rx.blocking_recv() {
-                for chunk in chunker.push(&piece) {
-                    if chunk_tx.blocking_send(chunk).is_err() {
-                        return;
-                    }
-                }
-            }
-            for chunk in chunker.finish() {
-                if chunk_tx.blocking_send(chunk).is_err() {
-                    return;
-                }
-            }
+        let tails = part.clone().map(|part| PartWrite {
+            part,
+            junctions: self.junctions.clone(),
+            dedup_key: self.keys.dedup_key,
         });
+        let cdc_task = tokio::task::spawn_blocking(move || cut_body(chunking, lead_rx, cdc_rx, chunk_tx, tails));
 
+        let mut lead = LeadIn::new(part, lead_tx, &self.junctions.tails);
         let feed = async move {
-            while let Some(piece) = body.next().await {
+            'body: while let Some(piece) = body.next().await {
                 let piece = piece.map_err(EngineError::Body)?;
                 if piece.is_empty() {
                     continue;
                 }
                 // A closed channel means a later stage failed; its error wins.
-                if !md5_tx.send(piece.clone()).await || !cdc_tx.send(piece).await {
+                if !md5_tx.send(piece.clone()).await {
+                    break;
+                }
+                for piece in lead.take(piece) {
+                    if !cdc_tx.send(piece).await {
+                        break 'body;
+                    }
+                }
+            }
+            for piece in lead.finish().await {
+                if !cdc_tx.send(piece).await {
                     break;
                 }
             }
@@ -298,10 +501,15 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         // chunk would hold back the next ones and leave cores idle.
         let store = chunks
             .enumerate()
-            .map(|(index, (chunk, permit))| async move {
+            .map(|(index, ((chunk, edge), permit))| async move {
+                let kept = edge.then(|| chunk.clone());
                 let stored = self.store_chunk(chunk).await;
                 drop(permit);
-                stored.map(|stored| (index, stored))
+                let stored = stored?;
+                if let Some(kept) = kept {
+                    self.junctions.edges.keep(stored.0, kept);
+                }
+                Ok::<_, EngineError>((index, stored))
             })
             .buffer_unordered(self.config.write_parallelism)
             .try_collect::<Vec<(usize, (Hash, u32))>>();
@@ -309,7 +517,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let mut stored = stored?;
         fed?;
         stored.sort_unstable_by_key(|(index, _)| *index);
-        cdc_task.await.map_err(|error| EngineError::Task(error.to_string()))?;
+        let lead = cdc_task.await.map_err(|error| EngineError::Task(error.to_string()))?;
         let (md5, size, tap) = md5_task.await.map_err(|error| EngineError::Task(error.to_string()))?;
 
         let mut offset = 0u64;
@@ -321,8 +529,11 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                 chunk
             })
             .collect();
-        debug_assert_eq!(offset, size, "chunks must cover the body exactly");
-        Ok((WrittenBody { chunks, md5, size }, tap))
+        let covered = offset - lead.map_or(0, |lead| lead.len as u64);
+        if covered != size {
+            return Err(EngineError::Config(format!("the chunks of a body cover {covered} bytes, the body {size}")));
+        }
+        Ok((WrittenBody { chunks, md5, size, lead }, tap))
     }
 
     /// Store one chunk unless the cluster already has it; returns (id, length).

@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ouroboros_core::{placement, Hash};
 
@@ -1226,5 +1227,102 @@ async fn seven_nodes_at_4_2_heal_a_lost_node_with_no_operator_step() // A
             let got = get_bytes(&cluster.client(reader), "healing", key).await;
             assert!(got == *body, "{key} through node {reader} once nodes 4 and 5 are gone");
         }
+    }
+}
+
+/// Read every object through each client in turn until `stop`; the reads
+/// made and a line for each that failed or returned other bytes.
+async fn read_until(clients: Vec<Client>, objects: Arc<Vec<(String, Vec<u8>)>>, stop: Arc<AtomicBool>) -> Reads // A
+{
+    let mut reads = 0;
+    let mut failures = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        for (reader, client) in clients.iter().enumerate() {
+            for (key, body) in objects.iter() {
+                let got = client.get_object().bucket("growing").key(key).send().await;
+                let got = match got {
+                    Ok(out) => out.body.collect().await.map(|b| b.into_bytes().to_vec()).map_err(|e| e.to_string()),
+                    Err(error) => Err(format!("{error:?}")),
+                };
+                reads += 1;
+                match got {
+                    Ok(got) if got == *body => {}
+                    Ok(got) => failures.push(format!("{key} through node {reader}: {} other bytes", got.len())),
+                    Err(error) => failures.push(format!("{key} through node {reader}: {error}")),
+                }
+            }
+        }
+    }
+    (reads, failures)
+}
+
+/// Reads made, and the ones that went wrong.
+type Reads = (usize, Vec<String>);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_added_to_six_takes_its_share_while_every_object_reads() // A
+{
+    // Moves are paced to 1 MiB/s, so the new node is restarted while its
+    // share is still arriving.
+    let env = [("OUROBOROS_MAINTENANCE_INTERVAL_SECS", "2"), ("OUROBOROS_REPAIR_BYTES_PER_SEC", "1048576")];
+    let mut cluster = TestCluster::start_tuned(6, &[], &env).await;
+    cluster.client(0).create_bucket().bucket("growing").send().await.unwrap();
+    let mut objects = Vec::new();
+    for n in 0..12usize {
+        let body = random_bytes(if n.is_multiple_of(3) { 6 << 20 } else { 70_000 + n }, 900 + n as u64);
+        let key = format!("object-{n:02}");
+        put_bytes(&cluster.client(n % 6), "growing", &key, &body).await.unwrap();
+        objects.push((key, body));
+    }
+    let six = cluster.member_ids(0);
+    let before = cluster.wait_healed(0, &six, None, "six nodes").await;
+
+    // Clients of the six read every object over and over from here on.
+    let objects = Arc::new(objects);
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = (0..6).map(|index| cluster.client(index)).collect();
+    let readers = tokio::spawn(read_until(clients, objects.clone(), stop.clone()));
+
+    // Node 6 joins with no operator step beyond starting it.
+    cluster.nodes.push(ClusterNode {
+        dir: tempfile::tempdir().expect("tempdir"),
+        s3: free_address(),
+        cluster: free_address(),
+        child: None,
+        storage_only: false,
+    });
+    cluster.spawn_on_free_ports(6).await;
+    cluster.wait_layout(0, |states| states.len() == 7 && states.iter().all(|s| s == "active")).await;
+    let seven = cluster.member_ids(0);
+    let held_by = |report: &serde_json::Value, id: &Hash| {
+        let members = report["members"].as_array().cloned().unwrap_or_default();
+        members.iter().find(|m| m["id"] == id.to_hex()).and_then(|m| m["slices"].as_u64()).unwrap_or(0)
+    };
+    // Killed and started again as soon as its first slices are in: the
+    // move goes on from where it was.
+    let mut arrived = 0;
+    for _ in 0..600 {
+        arrived = held_by(&cluster.status_json(0), &seven[6]);
+        if arrived > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(arrived > 0, "nothing moved to the new node: {}", cluster.status_json(0));
+    cluster.kill(6);
+    cluster.spawn(6);
+    cluster.wait_alive(6, 7).await;
+
+    // Each chunk keeps its six slices, now over seven nodes: the old
+    // owners dropped what moved, and the new node holds its share.
+    cluster.wait_healed(0, &seven, Some(before), "seven nodes after node 6 joined").await;
+    let share = held_by(&cluster.status_json(0), &seven[6]);
+    assert!(share >= before / 7 / 2, "node 6 holds {share} of {before} slices");
+    stop.store(true, Ordering::Relaxed);
+    let (reads, failures) = readers.await.expect("readers");
+    assert!(failures.is_empty(), "{} of {reads} reads went wrong during the join: {failures:#?}", failures.len());
+    assert!(reads >= objects.len() * 6, "only {reads} reads during the join");
+    for (key, body) in objects.iter() {
+        assert!(get_bytes(&cluster.client(6), "growing", key).await == *body, "{key} through the new node");
     }
 }
