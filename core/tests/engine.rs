@@ -411,15 +411,7 @@ mod property {
                     let part = ouroboros_core::PartOf { upload: "upload".into(), number: number as u16 + 1 };
                     let kind = ouroboros_core::BodyKind::Part(part);
                     let (written, ()) = cluster.engines[writer].write_body(body(&data[from..to]), kind, ()).await.unwrap();
-                    parts.push(ouroboros_core::PartRecord {
-                        number: number as u16 + 1,
-                        etag: hex::encode(written.md5),
-                        size: written.size,
-                        created: 0,
-                        chunks: written.chunks,
-                        checksums: Default::default(),
-                        lead: written.lead,
-                    });
+                    parts.push(written.into_part(number as u16 + 1, 0, Default::default()));
                     from = to;
                 }
                 let count = parts.len();
@@ -443,22 +435,14 @@ mod property {
 /// from that part's last chunk); the part records.
 async fn write_parts_at_once(engine: &TestEngine, data: &[u8], bounds: &[usize]) -> Vec<ouroboros_core::PartRecord> // A
 {
-    use ouroboros_core::{BodyKind, PartOf, PartRecord};
+    use ouroboros_core::{BodyKind, PartOf};
     let mut starts = vec![0];
     starts.extend_from_slice(bounds);
     let ends = bounds.iter().copied().chain([data.len()]);
     let writes = starts.into_iter().zip(ends).enumerate().map(|(index, (from, to))| async move {
         let part = PartOf { upload: "at once".into(), number: index as u16 + 1 };
         let (written, ()) = engine.write_body(body(&data[from..to]), BodyKind::Part(part), ()).await.unwrap();
-        PartRecord {
-            number: index as u16 + 1,
-            etag: hex::encode(written.md5),
-            size: written.size,
-            created: 0,
-            chunks: written.chunks,
-            checksums: Default::default(),
-            lead: written.lead,
-        }
+        written.into_part(index as u16 + 1, 0, Default::default())
     });
     futures::future::join_all(writes).await
 }
@@ -762,6 +746,20 @@ async fn check_history(steps: Vec<Step>) -> Result<(), String> // A
         let stored = engine.put_object(request, futures::stream::iter(vec![Ok(Bytes::from(body.clone()))])).await;
         let stored = stored.map_err(|e| e.to_string())?;
         contents.insert(stored.hash, body);
+    }
+    // Writes and forgets return at their write quorum and reach the last
+    // replica in the background (or by anti-entropy): every node's store is
+    // looked at below, so let the replicas agree first.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..4 {
+        let mut differing = 0;
+        for node in &cluster.nodes {
+            let view = Arc::new(cluster.transport.view(*node));
+            differing += AntiEntropy::new(Arc::new(cluster.transport.clone()), view).round().await.partitions_differing;
+        }
+        if differing == 0 {
+            break;
+        }
     }
     for key in 0..3 {
         let name = format!("k{key}");

@@ -37,8 +37,7 @@ use ouroboros_core::cluster::{Call, Request, Transport, TransportError, Unreacha
 use ouroboros_core::memory::{MemoryCluster, MemoryView};
 use ouroboros_core::store::{Durability, LocalStore};
 use ouroboros_core::{
-    BlobKind, BodyKind, DataKeyPair, Engine, EngineConfig, Hash, Home, NodeKeys, PartRecord, PutRequest, StoredBlob,
-    TableRow,
+    BlobKind, BodyKind, DataKeyPair, Engine, EngineConfig, Hash, Home, NodeKeys, PutRequest, StoredBlob, TableRow,
 };
 use rand::{Rng, SeedableRng};
 
@@ -361,15 +360,7 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
                     else {
                         break;
                     };
-                    parts.push(PartRecord {
-                        number: number as u16 + 1,
-                        etag: hex::encode(written.md5),
-                        size: written.size,
-                        created: 0,
-                        chunks: written.chunks,
-                        checksums: Default::default(),
-                        lead: written.lead,
-                    });
+                    parts.push(written.into_part(number as u16 + 1, 0, Default::default()));
                     from = to;
                 }
                 if from == bytes.len() {

@@ -210,15 +210,7 @@ impl<T: Transport, V: ClusterView> Gateway<T, V> {
         let kind = BodyKind::Part(PartOf { upload: upload.upload_id.clone(), number });
         let received = Received { content_length: input.content_length, content_md5: input.content_md5, sent, kind };
         let (written, checksums) = self.receive_body(body, received, trailers).await?;
-        let part = PartRecord {
-            number,
-            etag: hex::encode(written.md5),
-            size: written.size,
-            created: self.engine().world().now_nanos(),
-            chunks: written.chunks,
-            checksums,
-            lead: written.lead,
-        };
+        let part = written.into_part(number, self.engine().world().now_nanos(), checksums);
         self.store_part(&upload, &part).await?;
         let checksum = |name: &str| part.checksums.get(name).cloned();
         Ok(UploadPartOutput {

@@ -41,7 +41,7 @@ use crate::chunker::ChunkerConfig;
 use crate::cluster::{ClusterView, Transport, TransportError};
 use crate::hash::Hash;
 use crate::keys::NodeKeys;
-use crate::model::{Blob, BlobKind, ChunkRef, Erasure, NodeId, ObjectSummary, PartLead, RecordError};
+use crate::model::{Blob, BlobKind, ChunkRef, Erasure, NodeId, ObjectSummary, PartLead, PartRecord, RecordError};
 use crate::seal::SealError;
 use crate::store::StoreError;
 use crate::world::World;
@@ -183,6 +183,22 @@ pub struct WrittenBody {
     pub md5: [u8; 16],
     pub size: u64,
     pub lead: Option<PartLead>,
+}
+
+impl WrittenBody {
+    /// The record of part `number`, written as this body.
+    pub fn into_part(self, number: u16, created: u64, checksums: BTreeMap<String, String>) -> PartRecord // A
+    {
+        PartRecord {
+            number,
+            etag: hex::encode(self.md5),
+            size: self.size,
+            created,
+            chunks: self.chunks,
+            checksums,
+            lead: self.lead,
+        }
+    }
 }
 
 /// The object key whose metadata partition holds a table row.

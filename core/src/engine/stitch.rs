@@ -127,14 +127,56 @@ pub(super) struct PartTails {
 /// The unit of `PartTails::held`.
 pub(super) const HELD_UNIT: usize = 4 << 10;
 
-#[derive(Default)]
 struct TailMap {
     writing: HashSet<PartOf>,
     /// The last chunk's plaintext; `None` when it is no place to start
     /// from (a chunk of the maximum length, where the stream cuts too).
-    written: HashMap<PartOf, Option<Arc<Vec<u8>>>>,
-    order: VecDeque<PartOf>,
-    bytes: usize,
+    written: Newest<PartOf, Option<Arc<Vec<u8>>>>,
+}
+
+/// A map that keeps its newest entries: beyond `max_entries`, or beyond
+/// `max_weight` for the weights given with them, the oldest go first.
+struct Newest<K, V> {
+    by_key: HashMap<K, (V, usize)>,
+    order: VecDeque<K>,
+    weight: usize,
+    max_entries: usize,
+    max_weight: usize,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V> Newest<K, V> {
+    fn new(max_entries: usize, max_weight: usize) -> Self // A
+    {
+        Newest { by_key: HashMap::new(), order: VecDeque::new(), weight: 0, max_entries, max_weight }
+    }
+
+    fn get(&self, key: &K) -> Option<&V> // A
+    {
+        self.by_key.get(key).map(|(value, _)| value)
+    }
+
+    /// Keep `value` as the newest, in place of any under the same key.
+    fn insert(&mut self, key: K, value: V, weight: usize) // A
+    {
+        self.take(&key);
+        self.weight += weight;
+        self.by_key.insert(key.clone(), (value, weight));
+        self.order.push_back(key);
+        while self.order.len() > self.max_entries || self.weight > self.max_weight {
+            let Some(oldest) = self.order.pop_front() else { break };
+            if let Some((_, dropped)) = self.by_key.remove(&oldest) {
+                self.weight -= dropped;
+            }
+        }
+    }
+
+    fn take(&mut self, key: &K) -> Option<V> // A
+    {
+        let (value, weight) = self.by_key.remove(key)?;
+        self.weight -= weight;
+        self.order.retain(|kept| kept != key);
+        Some(value)
+    }
 }
 
 /// Ends a part's writing when dropped, as failed unless `PartTails::ended`
@@ -168,23 +210,11 @@ pub(super) struct Junctions {
 /// what cutting their junctions reads. A chunk is taken out when a run
 /// reads it; the oldest go first beyond `EDGE_BYTES`, and a chunk not here
 /// is read back from its slices as usual.
-#[derive(Default)]
 pub(super) struct EdgeChunks {
-    kept: Mutex<KeptEdges>,
+    kept: Mutex<Newest<Hash, Vec<u8>>>,
 }
 
-#[derive(Default)]
-struct KeptEdges {
-    by_id: HashMap<Hash, Vec<u8>>,
-    order: VecDeque<Hash>,
-    bytes: usize,
-}
-
-#[derive(Default)]
-struct CutJunctions {
-    by_pair: HashMap<Hash, JunctionCell>,
-    order: VecDeque<Hash>,
-}
+type CutJunctions = Newest<Hash, JunctionCell>;
 
 /// Filled by whichever comes first, the upload cutting ahead or the
 /// completion; the other waits for it. `None`: the run did not line up
@@ -210,9 +240,9 @@ impl Junctions {
     pub(super) fn new() -> Self // A
     {
         Junctions {
-            cut: Mutex::new(CutJunctions::default()),
+            cut: Mutex::new(Newest::new(JUNCTIONS_KEPT, usize::MAX)),
             running: Semaphore::new(JUNCTIONS_AT_ONCE),
-            edges: EdgeChunks::default(),
+            edges: EdgeChunks { kept: Mutex::new(Newest::new(usize::MAX, EDGE_BYTES)) },
             tails: PartTails::new(),
         }
     }
@@ -221,29 +251,20 @@ impl Junctions {
     fn cell(&self, key: &Hash, make: bool) -> Option<JunctionCell> // A
     {
         let mut cut = self.cut.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(cell) = cut.by_pair.get(key) {
+        if let Some(cell) = cut.get(key) {
             return Some(cell.clone());
         }
         if !make {
             return None;
         }
-        if cut.order.len() >= JUNCTIONS_KEPT {
-            if let Some(oldest) = cut.order.pop_front() {
-                cut.by_pair.remove(&oldest);
-            }
-        }
         let cell = JunctionCell::default();
-        cut.by_pair.insert(*key, cell.clone());
-        cut.order.push_back(*key);
+        cut.insert(*key, cell.clone(), 0);
         Some(cell)
     }
 
     fn forget(&self, key: &Hash) // A
     {
-        let mut cut = self.cut.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if cut.by_pair.remove(key).is_some() {
-            cut.order.retain(|kept| kept != key);
-        }
+        self.cut.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take(key);
     }
 }
 
@@ -251,7 +272,8 @@ impl PartTails {
     fn new() -> Self // A
     {
         let held = Arc::new(Semaphore::new(LEAD_HELD_BYTES / HELD_UNIT));
-        PartTails { parts: Mutex::new(TailMap::default()), ended: Notify::new(), held }
+        let parts = TailMap { writing: HashSet::new(), written: Newest::new(JUNCTIONS_KEPT, TAILS_BYTES) };
+        PartTails { parts: Mutex::new(parts), ended: Notify::new(), held }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, TailMap> // A
@@ -274,19 +296,8 @@ impl PartTails {
         if !parts.writing.remove(part) {
             return;
         }
-        let last = last.filter(|last| last.len() <= TAILS_BYTES).map(Arc::new);
-        parts.bytes += last.as_ref().map_or(0, |last| last.len());
-        if let Some(replaced) = parts.written.insert(part.clone(), last).flatten() {
-            parts.bytes -= replaced.len();
-        }
-        parts.order.retain(|kept| kept != part);
-        parts.order.push_back(part.clone());
-        while parts.bytes > TAILS_BYTES || parts.order.len() > JUNCTIONS_KEPT {
-            let Some(oldest) = parts.order.pop_front() else { break };
-            if let Some(dropped) = parts.written.remove(&oldest).flatten() {
-                parts.bytes -= dropped.len();
-            }
-        }
+        let weight = last.as_ref().map_or(0, Vec::len);
+        parts.written.insert(part.clone(), last.map(Arc::new), weight);
         drop(parts);
         self.ended.notify_waiters();
     }
@@ -299,9 +310,7 @@ impl PartTails {
         let Some(number) = part.number.checked_sub(1) else { return Some(None) };
         let before = PartOf { upload: part.upload.clone(), number };
         let mut parts = self.lock();
-        if let Some(last) = parts.written.remove(&before) {
-            parts.order.retain(|kept| *kept != before);
-            parts.bytes -= last.as_ref().map_or(0, |last| last.len());
+        if let Some(last) = parts.written.take(&before) {
             return Some(last);
         }
         if parts.writing.contains(&before) {
@@ -331,28 +340,14 @@ impl PartTails {
 impl EdgeChunks {
     pub(super) fn keep(&self, id: Hash, plain: Vec<u8>) // A
     {
-        let mut kept = self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if plain.len() > EDGE_BYTES || kept.by_id.contains_key(&id) {
-            return;
-        }
-        kept.bytes += plain.len();
-        kept.by_id.insert(id, plain);
-        kept.order.push_back(id);
-        while kept.bytes > EDGE_BYTES {
-            let Some(oldest) = kept.order.pop_front() else { break };
-            if let Some(dropped) = kept.by_id.remove(&oldest) {
-                kept.bytes -= dropped.len();
-            }
-        }
+        let weight = plain.len();
+        self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(id, plain, weight);
     }
 
     /// The plaintext of `chunk`, if kept, taken out.
     fn take(&self, chunk: &ChunkRef) -> Option<Vec<u8>> // PA
     {
-        let mut kept = self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let plain = kept.by_id.remove(&chunk.id)?;
-        kept.bytes -= plain.len();
-        kept.order.retain(|id| *id != chunk.id);
+        let plain = self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take(&chunk.id)?;
         (plain.len() == chunk.len as usize).then_some(plain)
     }
 }

@@ -466,18 +466,18 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
 
         let mut lead = LeadIn::new(part, lead_tx, &self.junctions.tails);
         let feed = async move {
-            'body: while let Some(piece) = body.next().await {
+            while let Some(piece) = body.next().await {
                 let piece = piece.map_err(EngineError::Body)?;
                 if piece.is_empty() {
                     continue;
                 }
                 // A closed channel means a later stage failed; its error wins.
                 if !md5_tx.send(piece.clone()).await {
-                    break;
+                    return Ok(());
                 }
                 for piece in lead.take(piece) {
                     if !cdc_tx.send(piece).await {
-                        break 'body;
+                        return Ok(());
                     }
                 }
             }
@@ -529,7 +529,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                 chunk
             })
             .collect();
-        let covered = offset - lead.map_or(0, |lead| lead.len as u64);
+        let covered = offset.saturating_sub(lead.map_or(0, |lead| lead.len as u64));
         if covered != size {
             return Err(EngineError::Config(format!("the chunks of a body cover {covered} bytes, the body {size}")));
         }
