@@ -121,6 +121,8 @@ pub struct StoreUsage {
     pub passes: Passes,
     /// Its last finished scrub.
     pub last_scrub: Option<ScrubSummary>,
+    /// Metadata writes it keeps for other nodes that missed them (hints).
+    pub hints: u64,
 }
 
 messages! {
@@ -272,6 +274,16 @@ pub enum Unreachable {
 }
 
 impl TransportError {
+    /// The node that could not be reached, when that is what failed (as
+    /// against a node that answered with an error).
+    pub fn unreachable_node(&self) -> Option<NodeId> // A
+    {
+        match self {
+            TransportError::Unreachable { node, .. } => Some(*node),
+            _ => None,
+        }
+    }
+
     /// A store's failure to answer, as the node that asked sees it.
     pub fn from_store(node: NodeId, error: &StoreError) -> Self // PA
     {
@@ -540,6 +552,7 @@ impl Handle for Usage {
             chunks_degraded: store.chunks_degraded(),
             passes: store.passes(),
             last_scrub: store.last_scrub()?,
+            hints: store.hints().len(),
         }))
     }
 }

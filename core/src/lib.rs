@@ -10,6 +10,7 @@ pub mod codec;
 pub mod compute;
 pub mod engine;
 pub mod hash;
+pub mod hints;
 pub mod keys;
 pub mod layout;
 pub mod memory;

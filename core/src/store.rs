@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::hash::Hash;
+use crate::hints::HintLog;
 use crate::layout::Layout;
 use crate::model::{
     Blob, BucketRecord, Chunk, ChunkList, ObjectSummary, RecordError, RowVersion, SealedSlice, SliceSeal, VersionEntry,
@@ -136,6 +137,8 @@ pub struct LocalStore {
     /// Slice hash → its location ‖ why: slices a scrub found damaged and
     /// set aside, their bytes left in place.
     damaged_slices: PartitionHandle,
+    /// Metadata writes other nodes missed, kept for them (`hints`).
+    hints: HintLog,
     /// The layout as last stored, for placement to read without the disk.
     layout: std::sync::RwLock<Arc<Layout>>,
     /// Serialises layout changes, so none is lost to a concurrent one.
@@ -426,6 +429,7 @@ impl LocalStore {
             sync_index: keyspace.open_partition("sync_index", plain())?,
             cluster: keyspace.open_partition("cluster", plain())?,
             damaged_slices: keyspace.open_partition("damaged_slices", plain())?,
+            hints: HintLog::open(keyspace.clone(), keyspace.open_partition("hints", plain())?)?,
             layout: std::sync::RwLock::new(Arc::new(Layout::default())),
             layout_lock: Mutex::new(()),
             sync_cache: Mutex::new(SyncCache::default()),
@@ -449,6 +453,12 @@ impl LocalStore {
         store.migrate_unversioned_rows()?;
         store.load_layout()?;
         Ok(store)
+    }
+
+    /// The metadata writes other nodes missed, kept here for them.
+    pub fn hints(&self) -> &HintLog // A
+    {
+        &self.hints
     }
 
     /// The same store on another clock (a test's or a simulation's).

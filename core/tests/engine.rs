@@ -967,6 +967,78 @@ async fn anti_entropy_brings_a_returning_replica_level_and_deletes_stay_deleted(
     }
 }
 
+/// Hinted handoff: the writes a replica missed while down are kept by the
+/// node that wrote them and handed over once it is back, with no
+/// anti-entropy round; forgets and deletes among them stay forgotten, and
+/// hints for a node that leaves the layout are dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_a_replica_missed_while_down_are_handed_over_when_it_is_back() // A
+{
+    let cluster = Cluster::new(3, small_chunks());
+    let engine = &cluster.engines[0];
+    let behind = cluster.nodes[2];
+    let doomed = put(engine, "doomed", b"to be forgotten while node 2 is away").await;
+    cluster.transport.set_down(behind, true);
+    let mut written = Vec::new();
+    for i in 0..20 {
+        written.push(put(engine, &format!("key-{i}"), &random_bytes(3000 + i * 10, i as u64)).await);
+    }
+    engine.forget_version("bucket", "doomed", &doomed.hash).await.unwrap();
+    let home = ouroboros_core::Home { bucket: "bucket", key: "upload" };
+    let row = ouroboros_core::TableRow { table: 9, key: b"r".to_vec(), value: b"v".to_vec(), chunks: Vec::new() };
+    cluster.engines[1].put_row(home, row).await.unwrap();
+
+    // Hints are kept off the write's path: wait for them (a blob per
+    // version, the forget's tombstone, the row; never a chunk manifest).
+    let hints = |node: usize| cluster.transport.store(&cluster.nodes[node]).unwrap().hints().len();
+    for _ in 0..100 {
+        if hints(0) >= 21 && hints(1) >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!((hints(0), hints(1)), (21, 1), "hints kept");
+    let waiting = engine.hand_off_hints().await.unwrap();
+    assert_eq!((waiting.handed, waiting.left), (0, 21), "hints handed to a node seen down: {waiting:?}");
+
+    cluster.transport.set_down(behind, false);
+    let stale = cluster.transport.store(&behind).unwrap();
+    assert!(stale.get_blob(&written[0].hash).unwrap().is_none(), "node 2 had the writes before the hand-off");
+    for node in 0..2 {
+        let report = cluster.engines[node].hand_off_hints().await.unwrap();
+        assert!(report.handed > 0 && report.left == 0 && report.dropped == 0, "node {node}: {report:?}");
+        assert_eq!(hints(node), 0);
+    }
+    for version in &written {
+        assert!(stale.get_blob(&version.hash).unwrap().is_some(), "{} not handed over", version.blob.key);
+    }
+    assert!(stale.get_blob(&doomed.hash).unwrap().is_none(), "the forgotten version is still on node 2");
+    assert!(stale.is_forgotten(&doomed.hash).unwrap());
+    assert_eq!(stale.get_row(9, b"r").unwrap().and_then(|v| v.value), Some(b"v".to_vec()));
+    // Every replica now holds the same tree, with no anti-entropy round.
+    let all: Vec<u8> = (0..=u8::MAX).collect();
+    let roots: Vec<_> =
+        cluster.nodes.iter().map(|n| cluster.transport.store(n).unwrap().sync_roots(&all).unwrap()).collect();
+    assert!(roots.windows(2).all(|pair| pair[0] == pair[1]), "replicas differ after the hand-off");
+
+    // Hints for a node that is then removed from the layout are dropped.
+    cluster.transport.set_down(behind, true);
+    put(engine, "late", b"written while node 2 is down again").await;
+    // Its blob.
+    for _ in 0..100 {
+        if hints(0) >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let kept = hints(0);
+    assert_eq!(kept, 1);
+    steward_of(&cluster, cluster.nodes[0], Duration::from_secs(3600)).set_state(behind, NodeState::Gone).await;
+    let report = engine.hand_off_hints().await.unwrap();
+    assert_eq!((report.handed, report.dropped), (0, kept), "{report:?}");
+    assert_eq!(hints(0), 0);
+}
+
 /// A forget returns at its write quorum; a replica it has not reached yet
 /// still holds the version, but reads of heads and listings through a
 /// read quorum that includes that replica leave it out, because the other

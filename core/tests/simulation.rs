@@ -1,31 +1,40 @@
 //! The seeded fault simulation (issue 17). Several nodes run in one process
 //! over a transport that drops messages, loses their answers, duplicates
 //! and delays them, and cuts nodes off; nodes are also taken down, and
-//! crash and start again from their stores with their memory lost. A seed
+//! crash and start again from their stores with their memory lost. The
+//! membership changes too: new nodes join, an operator drains a node, and
+//! a node is lost for good and marked gone (by an operator, or by a node
+//! that saw it down past `dead_after`), each while the faults go on. A seed
 //! decides the operations (puts, multipart uploads with some junctions cut
 //! ahead, merges of two versions, forgotten versions, delete markers, row
-//! writes and deletes, garbage collection) and the faults. After the faults
-//! stop, every node runs anti-entropy until the replicas agree, and the
+//! writes and deletes, garbage collection, the stewards' steps and repair
+//! passes) and the faults. After the faults stop, every node runs its
+//! steward, anti-entropy and repair until the layout has settled, and the
 //! checker compares what the cluster holds with a model of what was
 //! acknowledged:
 //!
 //! 1. every acknowledged version that was not forgotten reads back byte for
-//!    byte, through every node;
+//!    byte, through every node that serves (a drained node is stopped
+//!    first: it must hold nothing the cluster needs);
 //! 2. every acknowledged forget holds on every replica: the blob is gone and
 //!    its tombstone is there;
-//! 3. every replica of every partition holds the same tree, within a bounded
-//!    number of rounds;
+//! 3. within a bounded number of rounds, every replica of every partition
+//!    holds the same tree, and every chunk of every acknowledged version
+//!    has all its slices on the homes the final layout names;
 //! 4. every row whose last write was acknowledged reads as that write.
 //!
-//! At most m nodes (the coding's parity) are faulty at once. A message's
-//! fate is a hash of the seed and the message, so a schedule replays the
-//! same faults whatever order concurrent calls run in.
+//! At most m nodes (the coding's parity) are faulty at once, a node lost
+//! for good counting for the rest of the run; a node leaves only when the
+//! nodes left keep that parity, and one membership change runs at a time.
+//! A message's fate is a hash of the seed and the message, so a schedule
+//! replays the same faults whatever order concurrent calls run in.
 //!
 //! `SIM_SCHEDULES` schedules (default 300) from `SIM_FIRST_SEED` (default
 //! 1), or the one `SIM_SEED`; `scripts/simulate.sh` runs it. A failure
 //! prints its seed.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,7 +43,10 @@ use futures::{FutureExt, StreamExt};
 use ouroboros_core::anti_entropy::AntiEntropy;
 use ouroboros_core::chunker::ChunkerConfig;
 use ouroboros_core::cluster::{Call, Request, Transport, TransportError, Unreachable};
+use ouroboros_core::layout::{Layout, NodeState};
 use ouroboros_core::memory::{MemoryCluster, MemoryView};
+use ouroboros_core::placement;
+use ouroboros_core::steward::{Steward, StewardSettings};
 use ouroboros_core::store::{Durability, LocalStore};
 use ouroboros_core::{
     BlobKind, BodyKind, DataKeyPair, Engine, EngineConfig, Hash, Home, NodeKeys, PutRequest, StoredBlob, TableRow,
@@ -52,6 +64,9 @@ struct Faults {
     delayed: u32,
     /// Nodes cut off from every other node.
     cut: BTreeSet<Hash>,
+    /// Messages between nodes that are not cut off all arrive (the time a
+    /// schedule lets the background passes run undisturbed).
+    calm: bool,
 }
 
 enum Fate {
@@ -73,6 +88,9 @@ impl Faults {
         }
         if self.cut.contains(&from) || self.cut.contains(&to) {
             return Fate::Drop;
+        }
+        if self.calm {
+            return Fate::Deliver;
         }
         let encoded = ouroboros_core::codec::encode(request);
         let roll = Hash::of_parts(&[&self.seed.to_le_bytes(), from.as_bytes(), to.as_bytes(), &encoded]);
@@ -146,6 +164,7 @@ impl Transport for SimTransport {
 }
 
 type SimEngine = Engine<SimTransport, MemoryView>;
+type SimSteward = Steward<SimTransport, MemoryView>;
 
 struct Sim {
     dirs: Vec<tempfile::TempDir>,
@@ -155,6 +174,10 @@ struct Sim {
     cluster: MemoryCluster,
     faults: Arc<Mutex<Faults>>,
     engines: Vec<SimEngine>,
+    /// Each node's layout steward; `None` only while the node restarts.
+    stewards: Vec<Option<SimSteward>>,
+    /// Nodes lost for good: down from then on, and marked gone.
+    lost: BTreeSet<usize>,
     /// The coding's parity: how many nodes may be faulty at once.
     parity: usize,
 }
@@ -171,17 +194,8 @@ impl Sim {
             duplicated: 0,
             delayed: 0,
             cut: BTreeSet::new(),
+            calm: false,
         }));
-        let mut dirs = Vec::new();
-        let mut nodes = Vec::new();
-        for i in 0..size {
-            let dir = tempfile::tempdir().unwrap();
-            let store = LocalStore::open(dir.path(), Durability::Flush).unwrap();
-            let id = Hash::of(format!("sim node {i}").as_bytes());
-            cluster.add_node(id, Arc::new(store));
-            dirs.push(dir);
-            nodes.push(id);
-        }
         let pair = DataKeyPair::from_secret_bytes([9; 32]);
         let keys = NodeKeys { dedup_key: [5; 32], recipients: vec![pair.public()], data_pair: pair };
         let config = EngineConfig {
@@ -189,26 +203,73 @@ impl Sim {
             ..Default::default()
         };
         let parity = ouroboros_core::Erasure::for_cluster(size).parity as usize;
-        let mut sim = Sim { dirs, keys, config, nodes, cluster, faults, engines: Vec::new(), parity };
-        sim.engines = (0..size).map(|node| sim.engine(node)).collect();
+        let mut sim = Sim {
+            dirs: Vec::new(),
+            keys,
+            config,
+            nodes: Vec::new(),
+            cluster,
+            faults,
+            engines: Vec::new(),
+            stewards: Vec::new(),
+            lost: BTreeSet::new(),
+            parity,
+        };
+        for _ in 0..size {
+            let (id, store) = sim.open_node();
+            sim.cluster.add_node(id, store);
+            sim.start_node();
+        }
         sim
+    }
+
+    /// A new node's directory and store.
+    fn open_node(&mut self) -> (Hash, Arc<LocalStore>) // A
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), Durability::Flush).unwrap();
+        let id = Hash::of(format!("sim node {}", self.nodes.len()).as_bytes());
+        self.dirs.push(dir);
+        self.nodes.push(id);
+        (id, Arc::new(store))
+    }
+
+    /// The engine and steward of the node last opened.
+    fn start_node(&mut self) // A
+    {
+        let node = self.nodes.len() - 1;
+        self.engines.push(self.engine(node));
+        self.stewards.push(Some(self.steward(node, Duration::from_secs(3600))));
+    }
+
+    fn transport(&self, node: usize) -> SimTransport // A
+    {
+        SimTransport { cluster: self.cluster.clone(), from: self.nodes[node], faults: self.faults.clone() }
     }
 
     fn engine(&self, node: usize) -> SimEngine // A
     {
-        let id = self.nodes[node];
-        let transport = SimTransport { cluster: self.cluster.clone(), from: id, faults: self.faults.clone() };
-        let view = Arc::new(self.cluster.view(id));
-        Engine::new(Arc::new(transport), view, self.keys.clone(), self.config.clone()).unwrap()
+        let view = Arc::new(self.cluster.view(self.nodes[node]));
+        Engine::new(Arc::new(self.transport(node)), view, self.keys.clone(), self.config.clone()).unwrap()
     }
 
-    /// A node crashes and starts again: its engine and everything it held
-    /// in memory are gone, and its store is opened again from its
-    /// directory, holding what it had acknowledged.
+    /// A steward that marks gone a node seen down for longer than `dead_after`.
+    fn steward(&self, node: usize, dead_after: Duration) -> SimSteward // A
+    {
+        let id = self.nodes[node];
+        let store = self.cluster.store(&id).unwrap();
+        let settings = StewardSettings { dead_after, may_stand_alone: false, move_bytes_per_sec: u64::MAX };
+        Steward::new(Arc::new(self.transport(node)), Arc::new(self.cluster.view(id)), store, settings)
+    }
+
+    /// A node crashes and starts again: its engine, its steward and
+    /// everything they held in memory are gone, and its store is opened
+    /// again from its directory, holding what it had acknowledged.
     async fn restart(&mut self, node: usize, stay_down: bool) // A
     {
         let id = self.nodes[node];
         self.cluster.set_down(id, true);
+        self.stewards[node] = None;
         let store = self.cluster.remove_store(&id).unwrap();
         // Calls already under way finish before the files are opened again.
         while Arc::strong_count(&store) > 1 {
@@ -218,15 +279,164 @@ impl Sim {
         let store = LocalStore::open(self.dirs[node].path(), Durability::Flush).unwrap();
         self.cluster.restore_node(id, Arc::new(store));
         self.engines[node] = self.engine(node);
+        self.stewards[node] = Some(self.steward(node, Duration::from_secs(3600)));
         self.cluster.set_down(id, stay_down);
     }
 
     fn syncer(&self, node: usize) -> AntiEntropy<SimTransport, MemoryView> // A
     {
-        let transport =
-            SimTransport { cluster: self.cluster.clone(), from: self.nodes[node], faults: self.faults.clone() };
-        AntiEntropy::new(Arc::new(transport), Arc::new(self.cluster.view(self.nodes[node])))
+        AntiEntropy::new(Arc::new(self.transport(node)), Arc::new(self.cluster.view(self.nodes[node])))
     }
+
+    /// A repair pass on every node that serves; whether every pass found
+    /// every chunk whole (none short of a slice, none it could not ask about).
+    async fn repair_everywhere(&self) -> bool // A
+    {
+        let mut whole = true;
+        for node in self.in_play().into_iter().filter(|node| self.serving(*node)) {
+            let report = self.engines[node].repair_chunks().await;
+            whole &= report.is_ok_and(|report| report.chunks_left_degraded == 0 && report.chunks_unknown == 0);
+        }
+        whole
+    }
+
+    /// Chunks of acknowledged versions that fewer than k of their slices
+    /// would be left of without `lost` (for a failure's report).
+    fn chunks_below_k_without(&self, lost: usize, model: &Model) -> Vec<String> // A
+    {
+        let mut below = Vec::new();
+        let others: Vec<usize> = self.in_play().into_iter().filter(|node| *node != lost).collect();
+        for version in model.versions.keys() {
+            let blob = self.in_play().into_iter().find_map(|node| {
+                self.cluster.store(&self.nodes[node]).and_then(|store| store.get_blob(version).ok().flatten())
+            });
+            for chunk in blob.map(|blob| blob.chunks).unwrap_or_default() {
+                let manifest = self.in_play().into_iter().find_map(|node| {
+                    self.cluster.store(&self.nodes[node]).and_then(|store| store.get_chunk(&chunk.id).ok().flatten())
+                });
+                let Some(manifest) = manifest else { continue };
+                let held_on = |node: usize| {
+                    let store = self.cluster.store(&self.nodes[node]);
+                    manifest
+                        .slices
+                        .iter()
+                        .filter(|slice| {
+                            store.as_ref().and_then(|s| s.holds_slices(&[**slice]).ok()) == Some(vec![true])
+                        })
+                        .count()
+                };
+                let left: usize = others.iter().map(|node| held_on(*node)).sum();
+                if left < manifest.erasure.data as usize {
+                    below.push(format!(
+                        "{} ({} on the lost node, {left} elsewhere)",
+                        &chunk.id.to_hex()[..8],
+                        held_on(lost)
+                    ));
+                }
+            }
+        }
+        below
+    }
+
+    fn steward_of(&self, node: usize) -> &SimSteward // A
+    {
+        self.stewards[node].as_ref().expect("a running node has a steward")
+    }
+
+    /// The layout as `node` holds it.
+    fn layout_of(&self, node: usize) -> Arc<Layout> // A
+    {
+        self.cluster.store(&self.nodes[node]).map(|store| store.layout()).unwrap_or_default()
+    }
+
+    /// Nodes not lost for good.
+    fn in_play(&self) -> Vec<usize> // A
+    {
+        (0..self.nodes.len()).filter(|node| !self.lost.contains(node)).collect()
+    }
+
+    /// Whether some node's layout has a node joining or draining, or a
+    /// change not every node in service has taken in.
+    fn layout_moving(&self) -> bool // A
+    {
+        self.in_play().into_iter().any(|node| {
+            let layout = self.layout_of(node);
+            layout.is_moving() || layout.nodes.keys().any(|other| !layout.settled(other))
+        })
+    }
+
+    /// Whether `node` may serve clients: it has taken in the cluster's
+    /// layout (a node joining serves only after hearing another's, as the
+    /// server does) and is not gone from it.
+    fn serving(&self, node: usize) -> bool // A
+    {
+        let layout = self.layout_of(node);
+        layout.nodes.len() > 1 && layout.state_of(&self.nodes[node]) != Some(NodeState::Gone)
+    }
+
+    /// One step of every running node's steward, move pass and hand-off
+    /// of hints, as the server's loops run them; whether every move pass
+    /// was complete and every hint handed over.
+    async fn tend(&self, down: &BTreeSet<usize>) -> bool // A
+    {
+        let peers: Vec<Hash> = self.in_play().into_iter().map(|node| self.nodes[node]).collect();
+        let mut complete = true;
+        for node in self.in_play().into_iter().filter(|node| !down.contains(node)) {
+            let Some(steward) = &self.stewards[node] else { continue };
+            steward.tend(&peers).await;
+            complete &= steward.move_if_needed().await.is_none_or(|moved| moved.complete());
+            let handoff = self.engines[node].hand_off_hints().await;
+            complete &= handoff.is_ok_and(|report| report.left == 0);
+        }
+        complete
+    }
+}
+
+/// Slices of `chunks` not held at the homes `layout` gives them, the
+/// chunks whose manifest no holding replica had, and a line on each of the
+/// first few chunks short of a slice: its coding, which positions lack
+/// their slice, and how many of its slices any node in play holds.
+fn chunks_out_of_place(sim: &Sim, layout: &Layout, chunks: &BTreeSet<Hash>) -> (usize, usize, Vec<String>) // A
+{
+    let placing = layout.placing();
+    let (mut misplaced, mut unknown, mut short) = (0, 0, Vec::new());
+    for id in chunks {
+        let manifest = layout
+            .hash_replicas(id)
+            .holding
+            .iter()
+            .find_map(|node| sim.cluster.store(node).and_then(|store| store.get_chunk(id).ok().flatten()));
+        let Some(manifest) = manifest else {
+            unknown += 1;
+            continue;
+        };
+        let homes = placement::slice_homes(id, manifest.slices.len(), &placing);
+        let mut lacking = Vec::new();
+        for (position, (slice, home)) in manifest.slices.iter().zip(&homes).enumerate() {
+            let held = sim.cluster.store(home).and_then(|store| store.holds_slices(&[*slice]).ok());
+            if held != Some(vec![true]) {
+                lacking.push(position);
+            }
+        }
+        misplaced += lacking.len();
+        if !lacking.is_empty() && short.len() < 3 {
+            let anywhere = manifest
+                .slices
+                .iter()
+                .filter(|slice| {
+                    sim.in_play().into_iter().any(|node| {
+                        let store = sim.cluster.store(&sim.nodes[node]);
+                        store.and_then(|store| store.holds_slices(&[**slice]).ok()) == Some(vec![true])
+                    })
+                })
+                .count();
+            short.push(format!(
+                "chunk {id} ({}+{}): positions {lacking:?} lack their slice, {anywhere} of its slices are held",
+                manifest.erasure.data, manifest.erasure.parity
+            ));
+        }
+    }
+    (misplaced, unknown, short)
 }
 
 /// What was acknowledged.
@@ -242,6 +452,12 @@ struct Model {
     /// delete); `None` once a write of unknown outcome may have won.
     rows: BTreeMap<String, Option<Option<Vec<u8>>>>,
 }
+
+/// Membership changes over every schedule run: nodes that joined, drained
+/// out of the layout, and were lost for good; and hints handed over.
+static JOINED: AtomicUsize = AtomicUsize::new(0);
+static DRAINED: AtomicUsize = AtomicUsize::new(0);
+static LOST: AtomicUsize = AtomicUsize::new(0);
 
 const BUCKET: &str = "sim";
 const TABLE: u8 = 9;
@@ -293,19 +509,42 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
     }
     let mut model = Model::default();
     let mut down: BTreeSet<usize> = BTreeSet::new();
-    let steps = rng.gen_range(20..50);
+    let steps = rng.gen_range(25..60);
+    let mut joins = 0;
+    // The membership changes, for a failure's report.
+    let mut changes: Vec<String> = Vec::new();
+    let overlap = std::env::var_os("SIM_OVERLAP").is_some();
+    // Nodes back from being down or cut off whose data the cluster has not
+    // healed around yet: a write made while a node was away has one of its
+    // chunk's slices on another home until the move pass takes it home, or
+    // a slice short until repair rebuilds it. A node counts as faulty until
+    // then, so "at most m at once" holds for the data too.
+    let mut healing: BTreeSet<usize> = BTreeSet::new();
     for step in 0..steps {
-        let faulty = |down: &BTreeSet<usize>, sim: &Sim| down.len() + sim.faults.lock().unwrap().cut.len();
-        let live: Vec<usize> = (0..size)
-            .filter(|i| !down.contains(i) && !sim.faults.lock().unwrap().cut.contains(&sim.nodes[*i]))
+        let faulty = |down: &BTreeSet<usize>, healing: &BTreeSet<usize>, sim: &Sim| {
+            let cut = sim.faults.lock().unwrap().cut.clone();
+            let away = (0..sim.nodes.len())
+                .filter(|node| down.contains(node) || healing.contains(node) || cut.contains(&sim.nodes[*node]));
+            away.count() + sim.lost.len()
+        };
+        let in_play = sim.in_play();
+        let live: Vec<usize> = in_play
+            .iter()
+            .copied()
+            .filter(|i| {
+                !down.contains(i) && !sim.faults.lock().unwrap().cut.contains(&sim.nodes[*i]) && sim.serving(*i)
+            })
             .collect();
+        if live.is_empty() {
+            return Err(format!("step {step}: no node left to serve"));
+        }
         let via = live[rng.gen_range(0..live.len())];
         let mut restart = None;
         let engine = &sim.engines[via];
-        match rng.gen_range(0..100) {
+        match rng.gen_range(0..130) {
             // Take a node down, or cut it off, within the parity.
-            0..=7 if faulty(&down, &sim) < sim.parity => {
-                let node = rng.gen_range(0..size);
+            0..=7 if faulty(&down, &healing, &sim) < sim.parity => {
+                let node = in_play[rng.gen_range(0..in_play.len())];
                 if rng.gen_bool(0.5) {
                     down.insert(node);
                     sim.cluster.set_down(sim.nodes[node], true);
@@ -314,13 +553,15 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
                 }
             }
             // A node crashes and restarts at once.
-            8..=9 => restart = Some(rng.gen_range(0..size)),
-            // Bring every faulty node back.
+            8..=9 => restart = Some(in_play[rng.gen_range(0..in_play.len())]),
+            // Bring every faulty node back (a node lost for good stays lost).
             10..=13 => {
                 for node in std::mem::take(&mut down) {
                     sim.cluster.set_down(sim.nodes[node], false);
+                    healing.insert(node);
                 }
-                sim.faults.lock().unwrap().cut.clear();
+                let cut = std::mem::take(&mut sim.faults.lock().unwrap().cut);
+                healing.extend((0..sim.nodes.len()).filter(|node| cut.contains(&sim.nodes[*node])));
             }
             14..=45 => {
                 let key = format!("key-{}", rng.gen_range(0..6));
@@ -437,6 +678,75 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
                 // claimed is referenced by now.
                 let _ = engine.collect_garbage(ouroboros_core::now_nanos()).await;
             }
+            // The stewards' loops: layouts exchanged, nodes moved on, data
+            // moved to where the layout puts it.
+            100..=115 => {
+                let moved = sim.tend(&down).await;
+                let faults = !down.is_empty() || !sim.faults.lock().unwrap().cut.is_empty();
+                // Repair waits while the layout moves: no pass vouches then.
+                let settled = !sim.layout_moving();
+                if moved && !faults && settled && !healing.is_empty() && sim.repair_everywhere().await {
+                    healing.clear();
+                }
+            }
+            116..=117 => {
+                let _ = engine.repair_chunks().await;
+            }
+            // A new node joins, while no other change is under way.
+            // An operator drains a node, or a node is lost for good and
+            // marked gone (by an operator, or by a node that saw it down
+            // past `dead_after`), while no other change is under way and
+            // the nodes left keep the coding's parity; when they would
+            // not, a new node joins first.
+            118..=124 if !sim.layout_moving() || overlap => {
+                let placing = sim.layout_of(via).placing();
+                let after = placing.len() - 1;
+                let keeps_parity =
+                    after >= 3 && ouroboros_core::Erasure::for_cluster(after).parity as usize >= sim.parity;
+                let node = in_play[rng.gen_range(0..in_play.len())];
+                if !keeps_parity || rng.gen_bool(0.2) {
+                    if joins < 2 && in_play.len() < 7 {
+                        joins += 1;
+                        JOINED.fetch_add(1, Ordering::Relaxed);
+                        let (id, store) = sim.open_node();
+                        sim.cluster.add_unplaced_node(id, store);
+                        sim.start_node();
+                        changes.push(format!("step {step}: node {} joins", sim.nodes.len() - 1));
+                        sim.tend(&down).await;
+                    }
+                } else if !placing.contains(&sim.nodes[node]) || node == via {
+                    // Not this time.
+                } else if rng.gen_bool(0.5) {
+                    changes.push(format!("step {step}: node {node} drains (via {via})"));
+                    sim.steward_of(via).set_state(sim.nodes[node], NodeState::Draining).await;
+                } else if !down.contains(&node) && faulty(&down, &healing, &sim) < sim.parity {
+                    // Time passes first: the background passes take every
+                    // slice handed off around a failure home, where the
+                    // home is up (a write during a lost message or a node
+                    // away leaves one on another node, which one node's
+                    // loss would then cost two).
+                    sim.faults.lock().unwrap().calm = true;
+                    sim.tend(&down).await;
+                    sim.repair_everywhere().await;
+                    sim.faults.lock().unwrap().calm = false;
+                    let below = sim.chunks_below_k_without(node, &model);
+                    sim.lost.insert(node);
+                    changes.push(format!(
+                        "step {step}: node {node} lost (via {via}, down {down:?}, takes {below:?} below k)"
+                    ));
+                    LOST.fetch_add(1, Ordering::Relaxed);
+                    sim.cluster.set_down(sim.nodes[node], true);
+                    if rng.gen_bool(0.5) || !down.is_empty() {
+                        sim.steward_of(via).set_state(sim.nodes[node], NodeState::Gone).await;
+                    } else {
+                        let peers: Vec<Hash> = sim.in_play().into_iter().map(|node| sim.nodes[node]).collect();
+                        let marked = sim.steward(via, Duration::ZERO).tend(&peers).await.marked_gone;
+                        if marked != [sim.nodes[node]] {
+                            return Err(format!("step {step}: node {node} lost, {marked:?} marked gone"));
+                        }
+                    }
+                }
+            }
             _ => {}
         }
         if let Some(node) = restart {
@@ -454,7 +764,10 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
             model.rows.values().filter(|r| r.is_some()).count()
         );
     }
-    // The faults stop; anti-entropy runs until a round finds every replica in step.
+    // The faults stop (a node lost for good stays lost). The stewards,
+    // anti-entropy and repair run until the layout has settled, every
+    // move is done, a round finds every replica in step, and every chunk
+    // of an acknowledged version has all its slices at their homes.
     for node in std::mem::take(&mut down) {
         sim.cluster.set_down(sim.nodes[node], false);
     }
@@ -465,11 +778,21 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
     }
     // Copies a write left to finish in the background land first.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    const MAX_ROUNDS: usize = 4;
+    let held = |version: &Hash| !model.forgotten.contains(version) && !model.maybe_forgotten.contains(version);
+    let mut chunks = BTreeSet::new();
+    for version in model.versions.keys().filter(|version| held(version)) {
+        let blob = sim.in_play().into_iter().find_map(|node| {
+            sim.cluster.store(&sim.nodes[node]).and_then(|store| store.get_blob(version).ok().flatten())
+        });
+        let Some(blob) = blob else { return Err(format!("acknowledged version {version} is on no node")) };
+        chunks.extend(blob.chunks.iter().map(|chunk| chunk.id));
+    }
+    const MAX_ROUNDS: usize = 10;
     let mut rounds = 0;
-    loop {
+    let layout = loop {
+        let moves_done = sim.tend(&BTreeSet::new()).await;
         let mut differing = 0;
-        for node in 0..size {
+        for node in sim.in_play() {
             let began = std::time::Instant::now();
             let report = sim.syncer(node).round().await;
             if verbose {
@@ -477,21 +800,54 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
             }
             differing += report.partitions_differing;
         }
-        if differing == 0 {
-            break;
+        let mut repairs = Vec::new();
+        for node in sim.in_play().into_iter().filter(|node| sim.serving(*node)) {
+            let report = sim.engines[node].repair_chunks().await;
+            repairs.push(format!("{node}: {report:?}"));
+        }
+        let layouts: Vec<Arc<Layout>> = sim.in_play().into_iter().map(|node| sim.layout_of(node)).collect();
+        let layout = layouts[0].clone();
+        let layouts_agree = layouts.iter().all(|other| *other == layout) && !sim.layout_moving();
+        let (misplaced, unknown, short) = chunks_out_of_place(&sim, &layout, &chunks);
+        let mut state = format!(
+            "{} layouts agree: {layouts_agree}, moves done: {moves_done}, {differing} partitions differ, \
+             {misplaced} slices missing at their homes, {unknown} chunks without a manifest",
+            layouts.len()
+        );
+        if misplaced > 0 {
+            state.push_str(&format!("; {}; repairs: {}", short.join("; "), repairs.join("; ")));
+        }
+        if verbose {
+            eprintln!("seed {seed}: after round {rounds}: {state}");
+        }
+        if layouts_agree && moves_done && differing == 0 && misplaced == 0 && unknown == 0 {
+            break layout;
         }
         rounds += 1;
         if rounds > MAX_ROUNDS {
-            return Err(format!("replicas still differ after {MAX_ROUNDS} rounds ({differing} partitions)"));
+            return Err(format!("not converged after {MAX_ROUNDS} rounds: {state}; changes: {}", changes.join(", ")));
+        }
+    };
+    // A node drained out of the layout holds nothing the cluster needs: stop it.
+    for node in sim.in_play() {
+        if layout.state_of(&sim.nodes[node]) == Some(NodeState::Gone) {
+            sim.cluster.set_down(sim.nodes[node], true);
+            DRAINED.fetch_add(1, Ordering::Relaxed);
         }
     }
+    let serving: Vec<usize> = sim.in_play().into_iter().filter(|node| sim.serving(*node)).collect();
 
     if verbose {
-        eprintln!("seed {seed}: converged in {rounds} rounds after {:?}", started.elapsed());
+        eprintln!(
+            "seed {seed}: converged in {rounds} rounds after {:?}; {} nodes serve, {} lost",
+            started.elapsed(),
+            serving.len(),
+            sim.lost.len()
+        );
     }
     // 3: the same tree on every replica of every partition.
     for partition in 0..=u8::MAX {
-        let replicas = ouroboros_core::placement::partition_replicas(partition, &sim.nodes);
+        let replicas = layout.partition_replicas(partition).holding;
         let roots: BTreeSet<Hash> = replicas
             .iter()
             .map(|node| sim.cluster.store(node).unwrap().sync_roots(&[partition]).unwrap()[0].1)
@@ -502,8 +858,7 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
     }
     // 1 and 2: versions.
     for (version, (key, bytes)) in &model.versions {
-        let partition = ouroboros_core::placement::partition_of(BUCKET, key);
-        let replicas = ouroboros_core::placement::partition_replicas(partition, &sim.nodes);
+        let replicas = layout.partition_replicas(placement::partition_of(BUCKET, key)).holding;
         if model.forgotten.contains(version) {
             for node in &replicas {
                 let store = sim.cluster.store(node).unwrap();
@@ -513,11 +868,11 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
             }
             continue;
         }
-        if model.maybe_forgotten.contains(version) {
+        if !held(version) {
             continue;
         }
-        for (index, engine) in sim.engines.iter().enumerate() {
-            match read_version(engine, key, version).await {
+        for index in &serving {
+            match read_version(&sim.engines[*index], key, version).await {
                 Ok(read) if read == *bytes => {}
                 Ok(read) => {
                     return Err(format!("{key}@{version} read through node {index}: {} bytes differ", read.len()))
@@ -530,8 +885,9 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
     for (row, expected) in &model.rows {
         let Some(expected) = expected else { continue };
         let home = Home { bucket: BUCKET, key: row };
-        for (index, engine) in sim.engines.iter().enumerate() {
-            let got = engine.get_row(home, TABLE, row.clone().into_bytes()).await.map_err(|e| e.to_string())?;
+        for index in &serving {
+            let got =
+                sim.engines[*index].get_row(home, TABLE, row.clone().into_bytes()).await.map_err(|e| e.to_string())?;
             if got != *expected {
                 return Err(format!("row {row} through node {index}: {got:?}, acknowledged {expected:?}"));
             }
@@ -567,9 +923,12 @@ async fn seeded_fault_schedules_keep_every_acknowledged_write() // A
     }
     failed.sort_unstable();
     eprintln!(
-        "simulated {} schedules in {:.1} s\n{} passed, {} failed",
+        "simulated {} schedules in {:.1} s: {} nodes joined, {} drained, {} lost for good\n{} passed, {} failed",
         seeds.len(),
         started.elapsed().as_secs_f64(),
+        JOINED.load(Ordering::Relaxed),
+        DRAINED.load(Ordering::Relaxed),
+        LOST.load(Ordering::Relaxed),
         seeds.len() - failed.len(),
         failed.len()
     );

@@ -210,12 +210,14 @@ impl Server {
         let upkeep = engine.clone().map(|engine| {
             tokio::spawn(crate::maintenance::run(Gateway::new(engine, self.region.clone()), self.maintenance))
         });
-        let bucket_sync = match (&self.node.cluster, engine) {
+        let (bucket_sync, handoff) = match (&self.node.cluster, engine) {
             (Some(_), Some(engine)) => {
                 let keys = self.keys.clone();
-                Some(tokio::spawn(keep_registers_in_sync(engine, self.node.members.clone(), keys, self.sync_interval)))
+                let handoff = tokio::spawn(keep_hints_handed_over(engine.clone()));
+                let registers = keep_registers_in_sync(engine, self.node.members.clone(), keys, self.sync_interval);
+                (Some(tokio::spawn(registers)), Some(handoff))
             }
-            _ => None,
+            _ => (None, None),
         };
         let anti_entropy = self.node.cluster.as_ref().map(|_| {
             let view = Arc::new(MembersView { members: self.node.members.clone(), store: self.node.store.clone() });
@@ -302,7 +304,7 @@ impl Server {
             () = graceful.shutdown() => tracing::info!("all requests drained"),
             () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out, closing anyway"),
         }
-        let background = [bucket_sync, anti_entropy, Some(purge), Some(scrub), layout, moves];
+        let background = [bucket_sync, handoff, anti_entropy, Some(purge), Some(scrub), layout, moves];
         for task in upkeep.into_iter().chain(background.into_iter().flatten()) {
             task.abort();
         }
@@ -368,6 +370,20 @@ async fn keep_replicas_in_step(syncer: AntiEntropy<NetTransport, MembersView>, e
     loop {
         tick.tick().await;
         syncer.round().await;
+    }
+}
+
+/// Hand the metadata writes other nodes missed over to them as soon as
+/// they are back (`ouroboros_core::hints`), checked every `LAYOUT_INTERVAL`.
+async fn keep_hints_handed_over(engine: NodeEngine) // A
+{
+    let mut tick = tokio::time::interval(LAYOUT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(error) = engine.hand_off_hints().await {
+            tracing::warn!(%error, "hints not handed over");
+        }
     }
 }
 

@@ -75,6 +75,9 @@ pub struct RepairReport {
     /// Chunks short of a slice at its home after each gateway's last repair
     /// pass: 0 once every chunk has all its k+m slices where they belong.
     pub chunks_degraded: u64,
+    /// Metadata writes members keep for nodes that missed them, handed over
+    /// as soon as those are back: 0 once every replica has every write.
+    pub hints: u64,
     /// Seconds until the slowest move or repair pass under way is done, at
     /// its pace so far; `None` when none is under way or none can tell yet.
     pub eta_secs: Option<u64>,
@@ -111,6 +114,8 @@ pub struct MemberReport {
     pub scrubbing: Option<PassProgress>,
     /// Its last finished scrub.
     pub last_scrub: Option<ScrubSummary>,
+    /// Metadata writes it keeps for nodes that missed them.
+    pub hints: Option<u64>,
 }
 
 /// The member table as a report, with what each member that answers in
@@ -147,6 +152,7 @@ pub async fn status_report(members: &Members, transport: &NetTransport, layout: 
                 repairing: usage.and_then(|u| u.passes.repairing),
                 scrubbing: usage.and_then(|u| u.passes.scrubbing),
                 last_scrub: usage.and_then(|u| u.last_scrub),
+                hints: usage.map(|u| u.hints),
             }
         })
         .collect::<Vec<_>>();
@@ -156,6 +162,7 @@ pub async fn status_report(members: &Members, transport: &NetTransport, layout: 
         slices_to_move: sum(|m| m.slices_to_move),
         bytes_to_move: sum(|m| m.bytes_to_move),
         chunks_degraded: sum(|m| m.chunks_degraded),
+        hints: sum(|m| m.hints),
         eta_secs: members_seen
             .iter()
             .flat_map(|m| [m.moving, m.repairing])
@@ -477,12 +484,14 @@ pub fn status_table(report: &StatusReport) -> String // A
     }
     let repair = &report.repair;
     out.push_str(&format!(
-        "layout version {}; partitions out of step: {}; slices to move: {} ({} bytes); chunks degraded: {}{}\n",
+        "layout version {}; partitions out of step: {}; slices to move: {} ({} bytes); chunks degraded: {}; \
+         writes kept for nodes away: {}{}\n",
         report.layout_version,
         repair.partitions_unsynced,
         repair.slices_to_move,
         repair.bytes_to_move,
         repair.chunks_degraded,
+        repair.hints,
         repair.eta_secs.map_or_else(String::new, |secs| format!("; done in about {secs} s"))
     ));
     out

@@ -4,16 +4,18 @@
 //! call has the transport's deadline, and a node seen down fails at once.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use futures::FutureExt;
 
 use super::{join_errors, Engine, EngineError, EngineResult};
-use crate::cluster::{Asked, ClusterView, Forgotten, Message, Stored, Transport, TransportError};
+use crate::cluster::{Asked, ClusterView, Forgotten, Message, Request, Stored, Transport, TransportError};
 use crate::hash::Hash;
 use crate::layout::{Layout, Replicas};
 use crate::model::NodeId;
 use crate::placement;
+use crate::store::LocalStore;
 
 /// When a write returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +119,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let Query { what, nodes, sets, message } = query;
         let sets = if sets.is_empty() { vec![nodes.clone()] } else { sets };
         let needed: Vec<usize> = sets.iter().map(|set| placement::write_quorum(set.len())).collect();
+        let hints = self.hint_keeper(&message);
         let mut pending: FuturesUnordered<_> = self.send_each(&nodes, &message).into_iter().collect();
         let mut acked = vec![0; sets.len()];
         let mut failed = vec![0; sets.len()];
@@ -140,9 +143,27 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         }
         if !errors.is_empty() {
             tracing::warn!(%what, errors = %join_errors(&errors), "write acknowledged with nodes missing");
+            hints.keep(&errors);
         }
-        finish_in_background(what, pending.map(|(_, result)| result));
+        finish_in_background(what, pending.map(|(_, result)| result), hints);
         Ok(())
+    }
+
+    /// What keeps, on this node, the writes of `message` that replicas
+    /// missed for being unreachable (`hints`). Chunk manifests are never
+    /// kept: a manifest handed over late may arrive after garbage
+    /// collection freed its chunk, and a write deduplicating against it
+    /// would then count it towards its claim while the slices are gone
+    /// (the reason manifests are not in anti-entropy either). A replica
+    /// without a manifest is harmless: readers and repair ask the others.
+    fn hint_keeper<M: Write>(&self, message: &M) -> HintKeeper // PA
+    {
+        let request: Request = message.clone().into();
+        if matches!(request, Request::PutChunk(_)) {
+            return HintKeeper { store: None };
+        }
+        let store = self.transport.local_store(self.view.local_node());
+        HintKeeper { store: store.map(|store| (store, request)) }
     }
 
     /// Require the quorum's acknowledgements of `calls`, and fail as soon as
@@ -167,7 +188,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         if !errors.is_empty() {
             tracing::warn!(%what, acked, errors = %join_errors(&errors), "write acknowledged with nodes missing");
         }
-        finish_in_background(what, pending);
+        finish_in_background(what, pending, HintKeeper { store: None });
         Ok(())
     }
 
@@ -321,9 +342,9 @@ pub(super) fn partitions_without_quorum(layout: &Layout, answered: &HashSet<Node
         .collect()
 }
 
-/// Let the calls beyond a write's quorum finish on their own, and log
-/// the copies they failed to write.
-fn finish_in_background(what: String, mut pending: impl PendingAcks) // PA
+/// Let the calls beyond a write's quorum finish on their own, log the
+/// copies they failed to write, and keep hints for them.
+fn finish_in_background(what: String, mut pending: impl PendingAcks, hints: HintKeeper) // PA
 {
     tokio::spawn(async move {
         let mut missed = Vec::new();
@@ -334,8 +355,38 @@ fn finish_in_background(what: String, mut pending: impl PendingAcks) // PA
         }
         if !missed.is_empty() {
             tracing::warn!(%what, errors = %join_errors(&missed), "copies beyond the quorum not written");
+            hints.keep(&missed);
         }
     });
+}
+
+/// A write's message, and the store that keeps hints of it for replicas
+/// that were unreachable; `None` where this node has no store of its own.
+struct HintKeeper {
+    store: Option<(Arc<LocalStore>, Request)>,
+}
+
+impl HintKeeper {
+    /// Keep a hint for each node `errors` found unreachable (off the async
+    /// threads: the store writes).
+    fn keep(&self, errors: &[TransportError]) // PA
+    {
+        let Some((store, request)) = &self.store else { return };
+        let targets: Vec<NodeId> = errors.iter().filter_map(TransportError::unreachable_node).collect();
+        if targets.is_empty() {
+            return;
+        }
+        let (store, request) = (store.clone(), request.clone());
+        tokio::task::spawn_blocking(move || {
+            for target in targets {
+                match store.hints().add(target, &request) {
+                    Ok(true) => {}
+                    Ok(false) => tracing::debug!(node = %target, "hints full: the write is left to anti-entropy"),
+                    Err(error) => tracing::warn!(node = %target, %error, "hint not kept"),
+                }
+            }
+        });
+    }
 }
 
 /// Acknowledgements still to come.

@@ -9,13 +9,15 @@
 //! - `tables`: table rows and bucket records;
 //! - `access_keys`: the cluster's access keys, secrets sealed;
 //! - `gc`: garbage collection of unreferenced chunks and orphan slices;
-//! - `repair`: slices missing at their homes taken home or rebuilt.
+//! - `repair`: slices missing at their homes taken home or rebuilt;
+//! - `handoff`: metadata writes a replica missed, handed over once it is back.
 //!
 //! Time and randomness come from the engine's `World`.
 
 mod access_keys;
 mod calls;
 mod gc;
+mod handoff;
 mod objects;
 mod read;
 mod repair;
@@ -25,6 +27,7 @@ mod tables;
 mod write;
 
 pub use access_keys::{AccessKeyEntry, ClusterAccessKeys, ACCESS_KEY_TABLE};
+pub use handoff::HandoffReport;
 pub use repair::RepairReport;
 pub use stitch::PartOf;
 pub use tables::ScannedRows;

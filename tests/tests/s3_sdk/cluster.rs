@@ -817,13 +817,15 @@ async fn an_access_key_made_on_one_node_works_through_every_node() // A
 }
 
 /// Issue 17: a node that was down while objects were written, a version
-/// was forgotten and a delete marker was written catches up by
-/// anti-entropy alone, with nothing read through it first. Once every
-/// node's last round found its partitions in step, the returning node
-/// serves everything, the forgotten version stays forgotten, and its store
-/// holds exactly what the others hold.
+/// was forgotten and a delete marker was written catches up with nothing
+/// read through it first: the others kept what it missed as hints and hand
+/// them over once it is back, and anti-entropy checks every partition.
+/// Once every hint is handed over and every node's last round found its
+/// partitions in step, the returning node serves everything, the forgotten
+/// version stays forgotten, and its store holds exactly what the others
+/// hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_returning_node_catches_up_by_anti_entropy_and_deletes_stay_deleted() // A
+async fn a_returning_node_catches_up_from_hints_and_anti_entropy_and_deletes_stay_deleted() // A
 {
     let mut cluster = TestCluster::start(3).await;
     let client = cluster.client(0);
@@ -842,8 +844,22 @@ async fn a_returning_node_catches_up_by_anti_entropy_and_deletes_stay_deleted() 
     }
     client.delete_object().bucket("healing").key("doomed").version_id(&doomed).send().await.unwrap();
     client.delete_object().bucket("healing").key("marked").send().await.unwrap();
+    // The two nodes up keep every write node 2 missed: a blob per object,
+    // the forget's tombstone and the marker.
+    let hints = |cluster: &TestCluster| cluster.status_json(0)["repair"]["hints"].as_u64();
+    let missed = hints(&cluster).unwrap_or(0);
+    assert!(missed >= 32, "{missed} writes kept for node 2 while it was down");
     cluster.spawn(2);
     cluster.wait_alive(2, 3).await;
+    let mut left = Some(missed);
+    for _ in 0..40 {
+        left = hints(&cluster);
+        if left == Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(left, Some(0), "hints never handed over to the returning node");
 
     // Every node has had a round with node 2 back (rounds every 2 s), and
     // then each reports its partitions in step.

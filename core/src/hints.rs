@@ -1,0 +1,156 @@
+//! Hinted handoff: the metadata writes a replica missed, kept on the node
+//! that wrote them until that replica can take them. A write still needs
+//! its quorum; a hint only brings the replica that was down level as soon
+//! as it is back, instead of at the next anti-entropy round that reaches
+//! the partition. Every hinted message merges (blobs and manifests are
+//! content-addressed, rows carry versions, tombstones win over what they
+//! remove), so hints are handed over in any order, any number of times.
+//!
+//! Hints live in their own partition of the node's keyspace, keyed by the
+//! target node and the hash of the message, so the same write missed twice
+//! is one hint. They are bounded (`MAX_HINT_BYTES`): past that, a missed
+//! write is left to anti-entropy, which is what a lost hint costs anyway.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use fjall::{Keyspace, PartitionHandle, PersistMode};
+
+use crate::cluster::Request;
+use crate::codec;
+use crate::hash::Hash;
+use crate::model::NodeId;
+use crate::store_error::{StoreError, StoreResult};
+
+/// The most bytes of hints one node keeps.
+pub const MAX_HINT_BYTES: u64 = 256 << 20;
+
+/// One hint: its key (to remove it once handed over) and its message.
+pub type Hint = (Vec<u8>, Request);
+
+/// The hints a node keeps for others.
+pub struct HintLog {
+    keyspace: Keyspace,
+    partition: PartitionHandle,
+    /// Hints per target node, and the bytes of all of them.
+    counts: Mutex<BTreeMap<NodeId, u64>>,
+    bytes: AtomicU64,
+}
+
+impl HintLog {
+    /// The hints kept in `partition` of `keyspace`.
+    pub fn open(keyspace: Keyspace, partition: PartitionHandle) -> StoreResult<Self> // PA
+    {
+        let mut counts = BTreeMap::new();
+        let mut bytes = 0;
+        for entry in partition.iter() {
+            let (key, value) = entry?;
+            let target = target_of(&key)?;
+            *counts.entry(target).or_insert(0) += 1;
+            bytes += value.len() as u64;
+        }
+        Ok(HintLog { keyspace, partition, counts: Mutex::new(counts), bytes: AtomicU64::new(bytes) })
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, u64>> // A
+    {
+        self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Keep `request` for `target`; `false` when the log is full.
+    pub fn add(&self, target: NodeId, request: &Request) -> StoreResult<bool> // PA
+    {
+        let bytes = codec::encode(request);
+        if self.bytes.load(Ordering::Relaxed) + bytes.len() as u64 > MAX_HINT_BYTES {
+            return Ok(false);
+        }
+        let key = [target.as_bytes().as_slice(), Hash::of(&bytes).as_bytes()].concat();
+        let mut counts = self.counts();
+        if self.partition.contains_key(&key)? {
+            return Ok(true);
+        }
+        self.partition.insert(&key, &bytes)?;
+        *counts.entry(target).or_insert(0) += 1;
+        self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        // A lost hint costs only time (anti-entropy brings the replica
+        // level), so hints reach the operating system, not the platter.
+        self.keyspace.persist(PersistMode::Buffer)?;
+        Ok(true)
+    }
+
+    /// The nodes hints are kept for, with how many each.
+    pub fn targets(&self) -> BTreeMap<NodeId, u64> // A
+    {
+        self.counts().clone()
+    }
+
+    /// How many hints are kept, for all nodes.
+    pub fn len(&self) -> u64 // A
+    {
+        self.counts().values().sum()
+    }
+
+    pub fn is_empty(&self) -> bool // A
+    {
+        self.len() == 0
+    }
+
+    /// Up to `max` hints for `target`.
+    pub fn for_node(&self, target: &NodeId, max: usize) -> StoreResult<Vec<Hint>> // PA
+    {
+        let mut hints = Vec::new();
+        for entry in self.partition.prefix(target.as_bytes()).take(max) {
+            let (key, value) = entry?;
+            let request =
+                codec::decode::<Request>(&value).map_err(|source| StoreError::BadHint { node: *target, source })?;
+            hints.push((key.to_vec(), request));
+        }
+        Ok(hints)
+    }
+
+    /// Drop a hint, handed over or no longer wanted.
+    pub fn remove(&self, key: &[u8]) -> StoreResult<()> // PA
+    {
+        let target = target_of(key)?;
+        let mut counts = self.counts();
+        let Some(value) = self.partition.get(key)? else { return Ok(()) };
+        self.partition.remove(key)?;
+        self.bytes.fetch_sub(value.len() as u64, Ordering::Relaxed);
+        if let Some(count) = counts.get_mut(&target) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&target);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drop every hint for `target` (gone from the layout: its replacement
+    /// takes the data from anti-entropy); how many were dropped.
+    pub fn drop_node(&self, target: &NodeId) -> StoreResult<u64> // PA
+    {
+        let mut dropped = 0;
+        loop {
+            let keys: Vec<Vec<u8>> = self
+                .partition
+                .prefix(target.as_bytes())
+                .take(1000)
+                .map(|entry| entry.map(|(key, _)| key.to_vec()))
+                .collect::<Result<_, _>>()?;
+            if keys.is_empty() {
+                return Ok(dropped);
+            }
+            for key in keys {
+                self.remove(&key)?;
+                dropped += 1;
+            }
+        }
+    }
+}
+
+/// The target node a hint's key names.
+fn target_of(key: &[u8]) -> StoreResult<NodeId> // PA
+{
+    key.get(..32).and_then(Hash::from_slice).ok_or(StoreError::BadIndexEntry { index: "hint", len: key.len() })
+}
