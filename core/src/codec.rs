@@ -25,6 +25,7 @@ pub enum RecordKind {
     AccessKey = 10,
     Row = 11,
     Layout = 12,
+    Hint = 13,
 }
 
 /// Why bytes could not be decoded as a record.

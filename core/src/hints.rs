@@ -1,24 +1,31 @@
-//! Hinted handoff: the metadata writes a replica missed, kept on the node
-//! that wrote them until that replica can take them. A write still needs
-//! its quorum; a hint only brings the replica that was down level as soon
-//! as it is back, instead of at the next anti-entropy round that reaches
-//! the partition. Every hinted message merges (blobs and manifests are
-//! content-addressed, rows carry versions, tombstones win over what they
-//! remove), so hints are handed over in any order, any number of times.
+//! Hinted handoff: what a node missed while it was away, kept on the node
+//! that wrote it until that node can take it. Two kinds:
+//! - a metadata write a replica missed (`Hinted::Write`): a write still
+//!   needs its quorum; the hint brings the replica level as soon as it is
+//!   back, instead of at the next anti-entropy round that reaches the
+//!   partition. Every hinted message merges (blobs are content-addressed,
+//!   rows carry versions, tombstones win over what they remove), so hints
+//!   are handed over in any order, any number of times;
+//! - a slice the writer stored on another node than its home
+//!   (`Hinted::Slice`): where it went, so it is taken home as soon as the
+//!   home answers, instead of at the next repair pass. The slice's bytes
+//!   stay on the node that took it; the hint is its address.
 //!
 //! Hints live in their own partition of the node's keyspace, keyed by the
-//! target node and the hash of the message, so the same write missed twice
+//! target node and the hash of the hint, so the same write missed twice
 //! is one hint. They are bounded (`MAX_HINT_BYTES`): past that, a missed
-//! write is left to anti-entropy, which is what a lost hint costs anyway.
+//! write is left to anti-entropy and a slice to repair, which is what a
+//! lost hint costs anyway.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use fjall::{Keyspace, PartitionHandle, PersistMode};
+use fjall::{Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
+use serde::{Deserialize, Serialize};
 
 use crate::cluster::Request;
-use crate::codec;
+use crate::codec::{self, Record, RecordKind};
 use crate::hash::Hash;
 use crate::model::NodeId;
 use crate::store_error::{StoreError, StoreResult};
@@ -26,8 +33,39 @@ use crate::store_error::{StoreError, StoreResult};
 /// The most bytes of hints one node keeps.
 pub const MAX_HINT_BYTES: u64 = 256 << 20;
 
-/// One hint: its key (to remove it once handed over) and its message.
-pub type Hint = (Vec<u8>, Request);
+/// The partition hints are kept in.
+const PARTITION: &str = "hints";
+
+/// What a node keeps for another that missed it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Hinted {
+    /// A metadata write, sent as it was.
+    Write(Request),
+    /// A slice stored on another node than its home.
+    Slice(HandedOffSlice),
+}
+
+/// A hint is kept in the record envelope; hints of the first format were
+/// the write's `Request` itself (`HintLog::decode`).
+impl Record for Hinted {
+    const KIND: RecordKind = RecordKind::Hint;
+}
+
+/// Where a writer put a slice whose home did not take it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HandedOffSlice {
+    pub chunk: Hash,
+    /// The chunk's slices, in position order (the manifest's list): the
+    /// hand-off finds the slice's home from its position and their number,
+    /// and checks the chunk's other slices are not left doubled up.
+    pub slices: Vec<Hash>,
+    pub index: u32,
+    /// The node that took it.
+    pub holder: NodeId,
+}
+
+/// One hint: its key (to remove it once handed over) and what it keeps.
+pub type Hint = (Vec<u8>, Hinted);
 
 /// The hints a node keeps for others.
 pub struct HintLog {
@@ -39,9 +77,10 @@ pub struct HintLog {
 }
 
 impl HintLog {
-    /// The hints kept in `partition` of `keyspace`.
-    pub fn open(keyspace: Keyspace, partition: PartitionHandle) -> StoreResult<Self> // PA
+    /// The hints kept in `keyspace`.
+    pub fn open(keyspace: Keyspace, options: PartitionCreateOptions) -> StoreResult<Self> // PA
     {
+        let partition = keyspace.open_partition(PARTITION, options)?;
         let mut counts = BTreeMap::new();
         let mut bytes = 0;
         for entry in partition.iter() {
@@ -58,10 +97,10 @@ impl HintLog {
         self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Keep `request` for `target`; `false` when the log is full.
-    pub fn add(&self, target: NodeId, request: &Request) -> StoreResult<bool> // PA
+    /// Keep `hint` for `target`; `false` when the log is full.
+    pub fn add(&self, target: NodeId, hint: &Hinted) -> StoreResult<bool> // PA
     {
-        let bytes = codec::encode(request);
+        let bytes = codec::encode(hint);
         if self.bytes.load(Ordering::Relaxed) + bytes.len() as u64 > MAX_HINT_BYTES {
             return Ok(false);
         }
@@ -96,15 +135,24 @@ impl HintLog {
         self.len() == 0
     }
 
-    /// Up to `max` hints for `target`.
+    /// Up to `max` hints for `target`. One that does not decode is
+    /// dropped: anti-entropy and repair do what it would have done.
     pub fn for_node(&self, target: &NodeId, max: usize) -> StoreResult<Vec<Hint>> // PA
     {
         let mut hints = Vec::new();
+        let mut unreadable = Vec::new();
         for entry in self.partition.prefix(target.as_bytes()).take(max) {
             let (key, value) = entry?;
-            let request =
-                codec::decode::<Request>(&value).map_err(|source| StoreError::BadHint { node: *target, source })?;
-            hints.push((key.to_vec(), request));
+            match decode(&value) {
+                Ok(hint) => hints.push((key.to_vec(), hint)),
+                Err(error) => {
+                    tracing::warn!(node = %target, %error, "an unreadable hint is dropped");
+                    unreadable.push(key.to_vec());
+                }
+            }
+        }
+        for key in unreadable {
+            self.remove(&key)?;
         }
         Ok(hints)
     }
@@ -147,6 +195,15 @@ impl HintLog {
             }
         }
     }
+}
+
+/// A kept hint, of this format or the first (a metadata write's request).
+fn decode(value: &[u8]) -> Result<Hinted, codec::DecodeError> // PA
+{
+    codec::decode::<Hinted>(value).or_else(|error| match codec::decode::<Request>(value) {
+        Ok(request) => Ok(Hinted::Write(request)),
+        Err(_) => Err(error),
+    })
 }
 
 /// The target node a hint's key names.

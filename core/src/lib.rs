@@ -11,6 +11,7 @@ pub mod compute;
 pub mod engine;
 pub mod hash;
 pub mod hints;
+pub mod homing;
 pub mod keys;
 pub mod layout;
 pub mod memory;

@@ -66,13 +66,19 @@ pub fn slice_homes(id: &Hash, count: usize, members: &[NodeId]) -> Vec<NodeId> /
 }
 
 /// Where slice `index` of a chunk goes, or is looked for: its home first,
-/// then the homes of the positions after it, then `others`; nodes seen
-/// down go last, so nobody waits on them first.
+/// then `others` that are no home of the chunk's, then the homes of the
+/// positions after it; nodes seen down go last, so nobody waits on them
+/// first. A slice handed off to a node holding no other slice of the chunk
+/// costs nothing if that node is lost; one handed to another home doubles
+/// the chunk up there until it is taken home.
 pub fn handoff_order(index: usize, homes: &[NodeId], others: &[NodeId], down: impl Fn(NodeId) -> bool) -> Vec<NodeId> // PA
 {
     let n = homes.len();
     let mut order: Vec<NodeId> = Vec::with_capacity(n + others.len());
-    for node in (0..n).map(|step| homes[(index + step) % n]).chain(others.iter().copied()) {
+    let home = homes.get(index % n.max(1)).copied();
+    let spare = others.iter().copied().filter(|node| !homes.contains(node));
+    let later_homes = (1..n).map(|step| homes[(index + step) % n]);
+    for node in home.into_iter().chain(spare).chain(later_homes) {
         if !order.contains(&node) {
             order.push(node);
         }
@@ -227,5 +233,18 @@ mod tests {
             let parity = Erasure::for_cluster(n).parity as usize;
             assert!(replicas - write_quorum(replicas) >= parity, "{n} nodes");
         }
+    }
+
+    #[test]
+    fn a_slice_is_handed_off_to_a_node_without_one_before_another_home() // A
+    {
+        let all = nodes(5);
+        let homes = vec![all[0], all[1], all[2]];
+        let up = |_| false;
+        assert_eq!(handoff_order(1, &homes, &all, up), vec![all[1], all[3], all[4], all[2], all[0]]);
+        let down = |node| node == all[1] || node == all[3];
+        assert_eq!(handoff_order(1, &homes, &all, down), vec![all[4], all[2], all[0], all[1], all[3]]);
+        // No spare node: the next homes, as before.
+        assert_eq!(handoff_order(2, &homes, &homes, up), vec![all[2], all[0], all[1]]);
     }
 }

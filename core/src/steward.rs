@@ -18,7 +18,7 @@
 //!
 //! No key is needed: slices move sealed, manifests as they are.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,8 +26,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::anti_entropy::{AntiEntropy, SyncReport};
-use crate::cluster::{ClusterView, GetChunk, GetSlice, HoldsSlices, OfferChunk, PutSlice, ShareLayout, Transport};
+use crate::cluster::{ClusterView, GetChunk, OfferChunk, PutSlice, ShareLayout, Transport};
 use crate::hash::Hash;
+use crate::homing::{Homing, SlicePlace};
 use crate::layout::{Layout, NodeState};
 use crate::model::{Chunk, NodeId};
 use crate::pace::Pace;
@@ -127,6 +128,11 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
     pub fn with_world(self, world: World) -> Self // A
     {
         Steward { world, ..self }
+    }
+
+    fn homing(&self) -> Homing<'_, T> // A
+    {
+        Homing { transport: self.transport.as_ref(), local: self.view.local_node(), store: &self.store }
     }
 
     fn now_ms(&self) -> u64 // A
@@ -433,8 +439,9 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
                     report.bytes_left += len;
                     continue;
                 }
+                let place = SlicePlace { chunk, slices: &manifest.slices, index, homes: &homes };
                 match self.transport.ask(home, PutSlice { chunk, slice: sealed }).await {
-                    Ok(_) if self.home_doubles_up(home, manifest, index, &homes).await => {
+                    Ok(_) if self.homing().home_doubles_up(&place).await => {
                         // Ours stays until the home's other slice has moved on.
                         report.slices_left += 1;
                         report.bytes_left += len;
@@ -461,61 +468,6 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
             }
         }
         Ok(())
-    }
-
-    /// Whether `home`, once it alone holds slice `index` of the chunk, would
-    /// also be the only holder of another of its slices that is not at its
-    /// own home (`homes`), on its way there: two slices of one chunk on one
-    /// node alone, so that losing that node would cost the chunk two. A
-    /// move pass meets this while a change of placement moves a chunk's
-    /// slices in more than one step (a slice arrives before the home's old
-    /// one has left). A slice on its way that its own home lacks is copied
-    /// there first, so nothing waits on another node's pass. Unknown
-    /// counts as yes: keeping a copy is always safe.
-    async fn home_doubles_up(&self, home: NodeId, manifest: &Chunk, index: usize, homes: &[NodeId]) -> bool // PA
-    {
-        let passing: Vec<usize> = (0..manifest.slices.len())
-            .filter(|position| *position != index && homes.get(*position).is_some_and(|other| *other != home))
-            .collect();
-        if passing.is_empty() {
-            return false;
-        }
-        let hashes: Vec<Hash> = passing.iter().map(|position| manifest.slices[*position]).collect();
-        let Ok(at_home) = self.transport.ask(home, HoldsSlices { hashes }).await else { return true };
-        // Each slice on its way that the home holds must be held at its own home as well.
-        let mut elsewhere: BTreeMap<NodeId, Vec<Hash>> = BTreeMap::new();
-        for (position, held) in passing.into_iter().zip(at_home) {
-            if held {
-                elsewhere.entry(homes[position]).or_default().push(manifest.slices[position]);
-            }
-        }
-        let local = self.view.local_node();
-        for (node, hashes) in elsewhere {
-            let held = if node == local {
-                let store = self.store.clone();
-                let asked = hashes.clone();
-                blocking(move || store.holds_slices(&asked)).await.ok().and_then(Result::ok)
-            } else {
-                self.transport.ask(node, HoldsSlices { hashes: hashes.clone() }).await.ok()
-            };
-            let Some(held) = held else { return true };
-            // One not there yet is copied there from the home now: the
-            // home's own move pass may not come (its placement is done).
-            for (hash, held) in hashes.into_iter().zip(held) {
-                if !held && !self.copy_slice(manifest.id, hash, home, node).await {
-                    return true;
-                }
-            }
-        }
-        false
-    }
-
-    /// Copy slice `hash` of `chunk` from node `from` to node `to`; whether
-    /// `to` stored it.
-    async fn copy_slice(&self, chunk: Hash, hash: Hash, from: NodeId, to: NodeId) -> bool // PA
-    {
-        let Ok(Some(slice)) = self.transport.ask(from, GetSlice { hash }).await else { return false };
-        self.transport.ask(to, PutSlice { chunk, slice }).await.is_ok()
     }
 
     /// A chunk's manifest: this node's, or the first replica's that has one.

@@ -137,7 +137,7 @@ pub struct LocalStore {
     /// Slice hash → its location ‖ why: slices a scrub found damaged and
     /// set aside, their bytes left in place.
     damaged_slices: PartitionHandle,
-    /// Metadata writes other nodes missed, kept for them (`hints`).
+    /// Metadata writes and slices other nodes missed, kept for them (`hints`).
     hints: HintLog,
     /// The layout as last stored, for placement to read without the disk.
     layout: std::sync::RwLock<Arc<Layout>>,
@@ -429,7 +429,7 @@ impl LocalStore {
             sync_index: keyspace.open_partition("sync_index", plain())?,
             cluster: keyspace.open_partition("cluster", plain())?,
             damaged_slices: keyspace.open_partition("damaged_slices", plain())?,
-            hints: HintLog::open(keyspace.clone(), keyspace.open_partition("hints", plain())?)?,
+            hints: HintLog::open(keyspace.clone(), plain())?,
             layout: std::sync::RwLock::new(Arc::new(Layout::default())),
             layout_lock: Mutex::new(()),
             sync_cache: Mutex::new(SyncCache::default()),

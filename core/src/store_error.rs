@@ -32,8 +32,6 @@ pub enum StoreError {
     Layout(DecodeError),
     #[error("local store: index entry value in {index}: {source}")]
     BadIndexValue { index: &'static str, source: DecodeError },
-    #[error("local store: a hint for node {node}: {source}")]
-    BadHint { node: Hash, source: DecodeError },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

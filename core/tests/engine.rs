@@ -12,6 +12,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use ouroboros_core::anti_entropy::AntiEntropy;
 use ouroboros_core::chunker::ChunkerConfig;
+use ouroboros_core::hints::Hinted;
 use ouroboros_core::layout::NodeState;
 use ouroboros_core::memory::{MemoryCluster, MemoryView};
 use ouroboros_core::placement;
@@ -917,19 +918,9 @@ async fn a_deleted_row_stays_deleted_when_the_replica_that_missed_it_answers() /
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anti_entropy_brings_a_returning_replica_level_and_deletes_stay_deleted() // A
 {
-    let cluster = Cluster::new(3, small_chunks());
-    let engine = &cluster.engines[0];
-    let behind = cluster.nodes[2];
-    let doomed = put(engine, "doomed", b"to be forgotten while node 2 is away").await;
-    cluster.transport.set_down(behind, true);
-    let mut written = Vec::new();
-    for i in 0..40 {
-        written.push(put(engine, &format!("key-{i}"), format!("value {i}").as_bytes()).await);
-    }
-    engine.forget_version("bucket", "doomed", &doomed.hash).await.unwrap();
-    let home = ouroboros_core::Home { bucket: "bucket", key: "upload" };
-    let row = ouroboros_core::TableRow { table: 9, key: b"r".to_vec(), value: b"v".to_vec(), chunks: Vec::new() };
-    engine.put_row(home, row).await.unwrap();
+    let (cluster, doomed, written) = writes_while_node_2_is_away(40, |i| format!("value {i}").into_bytes()).await;
+    let (engine, behind) = (&cluster.engines[0], cluster.nodes[2]);
+    forget_and_write_a_row(&cluster, &doomed, 0).await;
     cluster.transport.set_down(behind, false);
 
     let stale = cluster.transport.store(&behind).unwrap();
@@ -969,45 +960,60 @@ async fn anti_entropy_brings_a_returning_replica_level_and_deletes_stay_deleted(
 
 /// Hinted handoff: the writes a replica missed while down are kept by the
 /// node that wrote them and handed over once it is back, with no
-/// anti-entropy round; forgets and deletes among them stay forgotten, and
-/// hints for a node that leaves the layout are dropped.
+/// anti-entropy round; forgets and deletes among them stay forgotten; the
+/// slices it should have taken, doubled up on other nodes meanwhile, are
+/// taken home, so that any one node can then be lost; and hints for a
+/// node that leaves the layout are dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_a_replica_missed_while_down_are_handed_over_when_it_is_back() // A
 {
-    let cluster = Cluster::new(3, small_chunks());
-    let engine = &cluster.engines[0];
-    let behind = cluster.nodes[2];
-    let doomed = put(engine, "doomed", b"to be forgotten while node 2 is away").await;
-    cluster.transport.set_down(behind, true);
-    let mut written = Vec::new();
-    for i in 0..20 {
-        written.push(put(engine, &format!("key-{i}"), &random_bytes(3000 + i * 10, i as u64)).await);
-    }
-    engine.forget_version("bucket", "doomed", &doomed.hash).await.unwrap();
-    let home = ouroboros_core::Home { bucket: "bucket", key: "upload" };
-    let row = ouroboros_core::TableRow { table: 9, key: b"r".to_vec(), value: b"v".to_vec(), chunks: Vec::new() };
-    cluster.engines[1].put_row(home, row).await.unwrap();
+    let (cluster, doomed, written) = writes_while_node_2_is_away(20, |i| random_bytes(3000 + i * 10, i as u64)).await;
+    let (engine, behind) = (&cluster.engines[0], cluster.nodes[2]);
+    forget_and_write_a_row(&cluster, &doomed, 1).await;
 
     // Hints are kept off the write's path: wait for them (a blob per
-    // version, the forget's tombstone, the row; never a chunk manifest).
-    let hints = |node: usize| cluster.transport.store(&cluster.nodes[node]).unwrap().hints().len();
+    // version, the forget's tombstone, the row, never a chunk manifest;
+    // and node 2's slice of every chunk, handed to another node).
+    let hints = |node: usize| {
+        let kept = cluster.transport.store(&cluster.nodes[node]).unwrap().hints().for_node(&behind, 10_000).unwrap();
+        let slices = kept.iter().filter(|(_, hint)| matches!(hint, Hinted::Slice(_))).count();
+        (kept.len() - slices, slices)
+    };
     for _ in 0..100 {
-        if hints(0) >= 21 && hints(1) >= 1 {
+        if hints(0).0 >= 21 && hints(0).1 >= 20 && hints(1).0 >= 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!((hints(0), hints(1)), (21, 1), "hints kept");
+    let (writes, slices) = hints(0);
+    assert_eq!((writes, hints(1)), (21, (1, 0)), "hints kept");
+    assert!(slices >= 20, "a slice of each version's chunks handed off: {slices}");
     let waiting = engine.hand_off_hints().await.unwrap();
-    assert_eq!((waiting.handed, waiting.left), (0, 21), "hints handed to a node seen down: {waiting:?}");
+    let kept = (writes + slices) as u64;
+    assert_eq!((waiting.handed, waiting.left), (0, kept), "hints handed to a node seen down: {waiting:?}");
 
     cluster.transport.set_down(behind, false);
     let stale = cluster.transport.store(&behind).unwrap();
     assert!(stale.get_blob(&written[0].hash).unwrap().is_none(), "node 2 had the writes before the hand-off");
+    assert!(misplaced_slices(&cluster, &cluster.nodes) >= slices, "node 2 had its slices before the hand-off");
+    assert_eq!(slices_away_from_home(&cluster), slices, "each handed-off slice is on one other node");
     for node in 0..2 {
         let report = cluster.engines[node].hand_off_hints().await.unwrap();
         assert!(report.handed > 0 && report.left == 0 && report.dropped == 0, "node {node}: {report:?}");
-        assert_eq!(hints(node), 0);
+        assert_eq!(hints(node), (0, 0));
+    }
+    // Every slice is at its home, and at its home alone.
+    assert_eq!(misplaced_slices(&cluster, &cluster.nodes), 0, "slices not taken home");
+    assert_eq!(slices_away_from_home(&cluster), 0, "handed-off copies left behind");
+    // So losing any one node leaves each chunk k = 2 slices: everything reads.
+    for (lost, reader) in [(0, 1), (1, 2), (2, 0)] {
+        cluster.transport.set_down(cluster.nodes[lost], true);
+        for i in 0..20 {
+            let back = read_all(&cluster.engines[reader], &format!("key-{i}")).await;
+            let back = back.unwrap_or_else(|error| panic!("key-{i} with node {lost} down: {error}"));
+            assert!(back == random_bytes(3000 + i * 10, i as u64), "key-{i} with node {lost} down");
+        }
+        cluster.transport.set_down(cluster.nodes[lost], false);
     }
     for version in &written {
         assert!(stale.get_blob(&version.hash).unwrap().is_some(), "{} not handed over", version.blob.key);
@@ -1024,19 +1030,45 @@ async fn writes_a_replica_missed_while_down_are_handed_over_when_it_is_back() //
     // Hints for a node that is then removed from the layout are dropped.
     cluster.transport.set_down(behind, true);
     put(engine, "late", b"written while node 2 is down again").await;
-    // Its blob.
+    // Its blob, and node 2's slice of its chunk.
     for _ in 0..100 {
-        if hints(0) >= 1 {
+        if hints(0) == (1, 1) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let kept = hints(0);
-    assert_eq!(kept, 1);
+    assert_eq!(hints(0), (1, 1), "the blob and a slice of its chunk");
     steward_of(&cluster, cluster.nodes[0], Duration::from_secs(3600)).set_state(behind, NodeState::Gone).await;
     let report = engine.hand_off_hints().await.unwrap();
-    assert_eq!((report.handed, report.dropped), (0, kept), "{report:?}");
-    assert_eq!(hints(0), 0);
+    assert_eq!((report.handed, report.dropped), (0, 2), "{report:?}");
+    assert_eq!(hints(0), (0, 0));
+}
+
+/// Three nodes: a version written through node 0 before node 2 goes down
+/// (to be forgotten while it is away), then `count` versions of `key-i`
+/// holding `data(i)`, written while it is down.
+async fn writes_while_node_2_is_away(count: usize, data: impl Fn(usize) -> Vec<u8>) -> NodeAway // A
+{
+    let cluster = Cluster::new(3, small_chunks());
+    let doomed = put(&cluster.engines[0], "doomed", b"to be forgotten while node 2 is away").await;
+    cluster.transport.set_down(cluster.nodes[2], true);
+    let mut written = Vec::new();
+    for i in 0..count {
+        written.push(put(&cluster.engines[0], &format!("key-{i}"), &data(i)).await);
+    }
+    (cluster, doomed, written)
+}
+
+/// A cluster with node 2 down, the version to forget, the versions written.
+type NodeAway = (Cluster, StoredBlob, Vec<StoredBlob>);
+
+/// Forget `doomed` through node 0, and write a row through node `writer`.
+async fn forget_and_write_a_row(cluster: &Cluster, doomed: &StoredBlob, writer: usize) // A
+{
+    cluster.engines[0].forget_version("bucket", "doomed", &doomed.hash).await.unwrap();
+    let home = ouroboros_core::Home { bucket: "bucket", key: "upload" };
+    let row = ouroboros_core::TableRow { table: 9, key: b"r".to_vec(), value: b"v".to_vec(), chunks: Vec::new() };
+    cluster.engines[writer].put_row(home, row).await.unwrap();
 }
 
 /// A forget returns at its write quorum; a replica it has not reached yet
@@ -1225,6 +1257,25 @@ fn misplaced_slices(cluster: &Cluster, nodes: &[Hash]) -> usize // A
         }
     }
     misplaced
+}
+
+/// Slices held by a node other than the home the layout (as node 0 holds
+/// it) gives them.
+fn slices_away_from_home(cluster: &Cluster) -> usize // A
+{
+    let store = |node: &Hash| cluster.transport.store(node).expect("store");
+    let placing = store(&cluster.nodes[0]).layout().placing();
+    let mut away = 0;
+    for node in &cluster.nodes {
+        for (slice, chunk) in store(node).slices_stored_before(u64::MAX, None, usize::MAX).expect("slices") {
+            let manifest = cluster.nodes.iter().find_map(|n| store(n).get_chunk(&chunk).expect("manifest"));
+            let Some(manifest) = manifest else { continue };
+            let homes = placement::slice_homes(&chunk, manifest.slices.len(), &placing);
+            let index = manifest.slices.iter().position(|hash| *hash == slice).expect("listed");
+            away += usize::from(homes[index] != *node);
+        }
+    }
+    away
 }
 
 fn state_of(cluster: &Cluster, seen_by: Hash, node: Hash) -> Option<NodeState> // A

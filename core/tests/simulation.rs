@@ -33,7 +33,7 @@
 //! 1), or the one `SIM_SEED`; `scripts/simulate.sh` runs it. A failure
 //! prints its seed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,7 +49,8 @@ use ouroboros_core::placement;
 use ouroboros_core::steward::{Steward, StewardSettings};
 use ouroboros_core::store::{Durability, LocalStore};
 use ouroboros_core::{
-    BlobKind, BodyKind, DataKeyPair, Engine, EngineConfig, Hash, Home, NodeKeys, PutRequest, StoredBlob, TableRow,
+    BlobKind, BodyKind, Chunk, DataKeyPair, Engine, EngineConfig, Hash, Home, NodeKeys, PutRequest, StoredBlob,
+    TableRow,
 };
 use rand::{Rng, SeedableRng};
 
@@ -64,9 +65,9 @@ struct Faults {
     delayed: u32,
     /// Nodes cut off from every other node.
     cut: BTreeSet<Hash>,
-    /// Messages between nodes that are not cut off all arrive (the time a
-    /// schedule lets the background passes run undisturbed).
-    calm: bool,
+    /// How often each message was sent: a message sent again meets a fate
+    /// of its own, as a retry over a real network does.
+    sent: HashMap<Hash, u32>,
 }
 
 enum Fate {
@@ -81,7 +82,7 @@ enum Fate {
 }
 
 impl Faults {
-    fn fate(&self, from: Hash, to: Hash, request: &Request) -> Fate // A
+    fn fate(&mut self, from: Hash, to: Hash, request: &Request) -> Fate // A
     {
         if !self.active {
             return Fate::Deliver;
@@ -89,11 +90,11 @@ impl Faults {
         if self.cut.contains(&from) || self.cut.contains(&to) {
             return Fate::Drop;
         }
-        if self.calm {
-            return Fate::Deliver;
-        }
         let encoded = ouroboros_core::codec::encode(request);
-        let roll = Hash::of_parts(&[&self.seed.to_le_bytes(), from.as_bytes(), to.as_bytes(), &encoded]);
+        let message = Hash::of_parts(&[&self.seed.to_le_bytes(), from.as_bytes(), to.as_bytes(), &encoded]);
+        let attempt = self.sent.entry(message).or_insert(0);
+        *attempt += 1;
+        let roll = Hash::of_parts(&[message.as_bytes(), &attempt.to_le_bytes()]);
         let dice = roll.prefix_u64();
         let mut roll = (dice % 1000) as u32;
         for (share, fate) in [
@@ -194,7 +195,7 @@ impl Sim {
             duplicated: 0,
             delayed: 0,
             cut: BTreeSet::new(),
-            calm: false,
+            sent: HashMap::new(),
         }));
         let pair = DataKeyPair::from_secret_bytes([9; 32]);
         let keys = NodeKeys { dedup_key: [5; 32], recipients: vec![pair.public()], data_pair: pair };
@@ -305,37 +306,38 @@ impl Sim {
     fn chunks_below_k_without(&self, lost: usize, model: &Model) -> Vec<String> // A
     {
         let mut below = Vec::new();
-        let others: Vec<usize> = self.in_play().into_iter().filter(|node| *node != lost).collect();
+        let in_play: Vec<Hash> = self.in_play().into_iter().map(|node| self.nodes[node]).collect();
+        let others: Vec<&Hash> = in_play.iter().filter(|node| **node != self.nodes[lost]).collect();
         for version in model.versions.keys() {
-            let blob = self.in_play().into_iter().find_map(|node| {
-                self.cluster.store(&self.nodes[node]).and_then(|store| store.get_blob(version).ok().flatten())
-            });
+            let blob = in_play
+                .iter()
+                .find_map(|node| self.cluster.store(node).and_then(|store| store.get_blob(version).ok().flatten()));
             for chunk in blob.map(|blob| blob.chunks).unwrap_or_default() {
-                let manifest = self.in_play().into_iter().find_map(|node| {
-                    self.cluster.store(&self.nodes[node]).and_then(|store| store.get_chunk(&chunk.id).ok().flatten())
-                });
-                let Some(manifest) = manifest else { continue };
-                let held_on = |node: usize| {
-                    let store = self.cluster.store(&self.nodes[node]);
-                    manifest
-                        .slices
-                        .iter()
-                        .filter(|slice| {
-                            store.as_ref().and_then(|s| s.holds_slices(&[**slice]).ok()) == Some(vec![true])
-                        })
-                        .count()
-                };
-                let left: usize = others.iter().map(|node| held_on(*node)).sum();
+                let Some(manifest) = self.manifest_on(&in_play, &chunk.id) else { continue };
+                let held_on = |node: &Hash| manifest.slices.iter().filter(|slice| self.holds(node, slice)).count();
+                let left: usize = others.iter().map(|node| held_on(node)).sum();
                 if left < manifest.erasure.data as usize {
                     below.push(format!(
                         "{} ({} on the lost node, {left} elsewhere)",
                         &chunk.id.to_hex()[..8],
-                        held_on(lost)
+                        held_on(&self.nodes[lost])
                     ));
                 }
             }
         }
         below
+    }
+
+    /// Chunk `id`'s manifest, as the first of `nodes` that holds one has it.
+    fn manifest_on(&self, nodes: &[Hash], id: &Hash) -> Option<Chunk> // A
+    {
+        nodes.iter().find_map(|node| self.cluster.store(node).and_then(|store| store.get_chunk(id).ok().flatten()))
+    }
+
+    /// Whether `node` holds `slice`.
+    fn holds(&self, node: &Hash, slice: &Hash) -> bool // A
+    {
+        self.cluster.store(node).and_then(|store| store.holds_slices(&[*slice]).ok()) == Some(vec![true])
     }
 
     fn steward_of(&self, node: usize) -> &SimSteward // A
@@ -374,6 +376,22 @@ impl Sim {
         layout.nodes.len() > 1 && layout.state_of(&self.nodes[node]) != Some(NodeState::Gone)
     }
 
+    /// Hand-off passes on every running node, until no hint is left for a
+    /// node that can take it, or ten passes ran (a hint whose target or
+    /// slice holder is away waits).
+    async fn hand_off_everywhere(&self, down: &BTreeSet<usize>) // A
+    {
+        for _ in 0..10 {
+            let mut left = 0;
+            for node in self.in_play().into_iter().filter(|node| !down.contains(node)) {
+                left += self.engines[node].hand_off_hints().await.map_or(1, |report| report.left);
+            }
+            if left == 0 {
+                return;
+            }
+        }
+    }
+
     /// One step of every running node's steward, move pass and hand-off
     /// of hints, as the server's loops run them; whether every move pass
     /// was complete and every hint handed over.
@@ -400,36 +418,19 @@ fn chunks_out_of_place(sim: &Sim, layout: &Layout, chunks: &BTreeSet<Hash>) -> (
 {
     let placing = layout.placing();
     let (mut misplaced, mut unknown, mut short) = (0, 0, Vec::new());
+    let in_play: Vec<Hash> = sim.in_play().into_iter().map(|node| sim.nodes[node]).collect();
     for id in chunks {
-        let manifest = layout
-            .hash_replicas(id)
-            .holding
-            .iter()
-            .find_map(|node| sim.cluster.store(node).and_then(|store| store.get_chunk(id).ok().flatten()));
-        let Some(manifest) = manifest else {
+        let Some(manifest) = sim.manifest_on(&layout.hash_replicas(id).holding, id) else {
             unknown += 1;
             continue;
         };
         let homes = placement::slice_homes(id, manifest.slices.len(), &placing);
-        let mut lacking = Vec::new();
-        for (position, (slice, home)) in manifest.slices.iter().zip(&homes).enumerate() {
-            let held = sim.cluster.store(home).and_then(|store| store.holds_slices(&[*slice]).ok());
-            if held != Some(vec![true]) {
-                lacking.push(position);
-            }
-        }
+        let lacking: Vec<usize> =
+            (0..homes.len()).filter(|at| !sim.holds(&homes[*at], &manifest.slices[*at])).collect();
         misplaced += lacking.len();
         if !lacking.is_empty() && short.len() < 3 {
-            let anywhere = manifest
-                .slices
-                .iter()
-                .filter(|slice| {
-                    sim.in_play().into_iter().any(|node| {
-                        let store = sim.cluster.store(&sim.nodes[node]);
-                        store.and_then(|store| store.holds_slices(&[**slice]).ok()) == Some(vec![true])
-                    })
-                })
-                .count();
+            let anywhere =
+                manifest.slices.iter().filter(|slice| in_play.iter().any(|node| sim.holds(node, slice))).count();
             short.push(format!(
                 "chunk {id} ({}+{}): positions {lacking:?} lack their slice, {anywhere} of its slices are held",
                 manifest.erasure.data, manifest.erasure.parity
@@ -720,15 +721,12 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
                     changes.push(format!("step {step}: node {node} drains (via {via})"));
                     sim.steward_of(via).set_state(sim.nodes[node], NodeState::Draining).await;
                 } else if !down.contains(&node) && faulty(&down, &healing, &sim) < sim.parity {
-                    // Time passes first: the background passes take every
-                    // slice handed off around a failure home, where the
-                    // home is up (a write during a lost message or a node
-                    // away leaves one on another node, which one node's
-                    // loss would then cost two).
-                    sim.faults.lock().unwrap().calm = true;
+                    // Time passes first, as much as a server's loops
+                    // need to run a few times (the hand-off runs every
+                    // second): slices a write handed off around a failure
+                    // go home, and writes a replica missed reach it.
                     sim.tend(&down).await;
-                    sim.repair_everywhere().await;
-                    sim.faults.lock().unwrap().calm = false;
+                    sim.hand_off_everywhere(&down).await;
                     let below = sim.chunks_below_k_without(node, &model);
                     sim.lost.insert(node);
                     changes.push(format!(

@@ -10,8 +10,9 @@ use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use futures::FutureExt;
 
 use super::{join_errors, Engine, EngineError, EngineResult};
-use crate::cluster::{Asked, ClusterView, Forgotten, Message, Request, Stored, Transport, TransportError};
+use crate::cluster::{Asked, ClusterView, Forgotten, Message, PutChunk, Stored, Transport, TransportError};
 use crate::hash::Hash;
+use crate::hints::Hinted;
 use crate::layout::{Layout, Replicas};
 use crate::model::NodeId;
 use crate::placement;
@@ -119,8 +120,8 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let Query { what, nodes, sets, message } = query;
         let sets = if sets.is_empty() { vec![nodes.clone()] } else { sets };
         let needed: Vec<usize> = sets.iter().map(|set| placement::write_quorum(set.len())).collect();
-        let hints = self.hint_keeper(&message);
-        let mut pending: FuturesUnordered<_> = self.send_each(&nodes, &message).into_iter().collect();
+        let hints = self.hint_keeper(message);
+        let mut pending: FuturesUnordered<_> = self.send_each(&nodes, &hints.message).into_iter().collect();
         let mut acked = vec![0; sets.len()];
         let mut failed = vec![0; sets.len()];
         let mut errors = Vec::new();
@@ -145,7 +146,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             tracing::warn!(%what, errors = %join_errors(&errors), "write acknowledged with nodes missing");
             hints.keep(&errors);
         }
-        finish_in_background(what, pending.map(|(_, result)| result), hints);
+        finish_in_background(what, pending.map(|(_, result)| result), move |missed| hints.keep(missed));
         Ok(())
     }
 
@@ -156,14 +157,13 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// would then count it towards its claim while the slices are gone
     /// (the reason manifests are not in anti-entropy either). A replica
     /// without a manifest is harmless: readers and repair ask the others.
-    fn hint_keeper<M: Write>(&self, message: &M) -> HintKeeper // PA
+    fn hint_keeper<M: Write>(&self, message: M) -> HintKeeper<M> // PA
     {
-        let request: Request = message.clone().into();
-        if matches!(request, Request::PutChunk(_)) {
-            return HintKeeper { store: None };
-        }
-        let store = self.transport.local_store(self.view.local_node());
-        HintKeeper { store: store.map(|store| (store, request)) }
+        let store = match M::NAME == <PutChunk as Message>::NAME {
+            true => None,
+            false => self.transport.local_store(self.view.local_node()),
+        };
+        HintKeeper { store, message }
     }
 
     /// Require the quorum's acknowledgements of `calls`, and fail as soon as
@@ -188,7 +188,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         if !errors.is_empty() {
             tracing::warn!(%what, acked, errors = %join_errors(&errors), "write acknowledged with nodes missing");
         }
-        finish_in_background(what, pending, HintKeeper { store: None });
+        finish_in_background(what, pending, |_| {});
         Ok(())
     }
 
@@ -343,51 +343,62 @@ pub(super) fn partitions_without_quorum(layout: &Layout, answered: &HashSet<Node
 }
 
 /// Let the calls beyond a write's quorum finish on their own, log the
-/// copies they failed to write, and keep hints for them.
-fn finish_in_background(what: String, mut pending: impl PendingAcks, hints: HintKeeper) // PA
+/// copies they failed to write, and hand those failures to `missed`.
+fn finish_in_background(what: String, mut pending: impl PendingAcks, missed: impl MissedCopies) // PA
 {
     tokio::spawn(async move {
-        let mut missed = Vec::new();
+        let mut errors = Vec::new();
         while let Some(result) = pending.next().await {
             if let Err(error) = result {
-                missed.push(error);
+                errors.push(error);
             }
         }
-        if !missed.is_empty() {
-            tracing::warn!(%what, errors = %join_errors(&missed), "copies beyond the quorum not written");
-            hints.keep(&missed);
+        if !errors.is_empty() {
+            tracing::warn!(%what, errors = %join_errors(&errors), "copies beyond the quorum not written");
+            missed(&errors);
         }
     });
 }
 
 /// A write's message, and the store that keeps hints of it for replicas
-/// that were unreachable; `None` where this node has no store of its own.
-struct HintKeeper {
-    store: Option<(Arc<LocalStore>, Request)>,
+/// that were unreachable; `None` where this node has no store of its own
+/// or the message is never hinted.
+struct HintKeeper<M> {
+    store: Option<Arc<LocalStore>>,
+    message: M,
 }
 
-impl HintKeeper {
-    /// Keep a hint for each node `errors` found unreachable (off the async
-    /// threads: the store writes).
+impl<M: Write> HintKeeper<M> {
+    /// Keep a hint for each node `errors` found unreachable.
     fn keep(&self, errors: &[TransportError]) // PA
     {
-        let Some((store, request)) = &self.store else { return };
+        let Some(store) = &self.store else { return };
         let targets: Vec<NodeId> = errors.iter().filter_map(TransportError::unreachable_node).collect();
-        if targets.is_empty() {
-            return;
+        if !targets.is_empty() {
+            keep_hints(store.clone(), targets, Hinted::Write(self.message.clone().into()));
         }
-        let (store, request) = (store.clone(), request.clone());
-        tokio::task::spawn_blocking(move || {
-            for target in targets {
-                match store.hints().add(target, &request) {
-                    Ok(true) => {}
-                    Ok(false) => tracing::debug!(node = %target, "hints full: the write is left to anti-entropy"),
-                    Err(error) => tracing::warn!(node = %target, %error, "hint not kept"),
-                }
-            }
-        });
     }
 }
+
+/// Keep `hint` for each of `targets` in `store`, off the async threads (the
+/// store writes). Best effort: a hint not kept leaves its work to
+/// anti-entropy or repair.
+pub(super) fn keep_hints(store: Arc<LocalStore>, targets: Vec<NodeId>, hint: Hinted) // PA
+{
+    tokio::task::spawn_blocking(move || {
+        for target in targets {
+            match store.hints().add(target, &hint) {
+                Ok(true) => {}
+                Ok(false) => tracing::debug!(node = %target, "hints full: left to anti-entropy and repair"),
+                Err(error) => tracing::warn!(node = %target, %error, "hint not kept"),
+            }
+        }
+    });
+}
+
+/// What is told of the copies a write missed beyond its quorum.
+trait MissedCopies: FnOnce(&[TransportError]) + Send + 'static {}
+impl<F: FnOnce(&[TransportError]) + Send + 'static> MissedCopies for F {}
 
 /// Acknowledgements still to come.
 trait PendingAcks: Stream<Item = Result<Stored, TransportError>> + Send + Unpin + 'static {}

@@ -1,12 +1,21 @@
-//! Handing hints over: the metadata writes a replica missed while it was
-//! unreachable, kept on this node (`crate::hints`), sent to it once it is
-//! back. A hint leaves here only when its target stored it; a target gone
-//! from the layout has its hints dropped, since its replacement takes the
-//! partition from anti-entropy.
+//! Handing hints over (`crate::hints`), kept on this node for others that
+//! missed them: a metadata write is sent to the replica once it is back; a
+//! slice stored elsewhere than its home is taken home from the node that
+//! took it, and removed there once the home holds it. A hint leaves here
+//! only when its work is done; a target gone from the layout has its hints
+//! dropped (its replacement takes the partitions from anti-entropy and the
+//! slices from repair), and so has a slice whose home the layout has moved
+//! since (the move pass and repair see to it).
+
+use std::sync::Arc;
 
 use super::{Engine, EngineResult};
-use crate::cluster::{ClusterView, Transport, TransportError};
-use crate::store::blocking;
+use crate::cluster::{ClusterView, GetSlice, PutSlice, RemoveSlice, Request, Transport, TransportError};
+use crate::hints::{HandedOffSlice, Hinted};
+use crate::homing::{Homing, SlicePlace};
+use crate::model::NodeId;
+use crate::placement;
+use crate::store::{blocking, LocalStore};
 
 /// Hints sent per target in one batch.
 const BATCH: usize = 100;
@@ -14,18 +23,34 @@ const BATCH: usize = 100;
 /// What one hand-off pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HandoffReport {
-    /// Hints their targets stored.
+    /// Hints whose work is done: writes their targets stored, slices at
+    /// their homes.
     pub handed: u64,
-    /// Hints kept for targets still unreachable.
+    /// Hints kept for targets still unreachable, or slices that cannot go
+    /// home yet.
     pub left: u64,
-    /// Hints for nodes gone from the layout, and hints a target refused
-    /// (it answered with an error: it would again).
+    /// Hints for nodes gone from the layout, hints a target refused (it
+    /// answered with an error: it would again), and slices whose home
+    /// moved or whose copy is no longer where it was left.
     pub dropped: u64,
 }
 
+/// What became of one hint.
+enum Outcome {
+    Done,
+    /// The target cannot take it now: it and the target's other hints stay.
+    Away,
+    /// This one cannot be done now (a slice's holder is away, or the home
+    /// would be left alone with two of the chunk's slices): it stays.
+    Later,
+    /// Never: the hint goes, its work left to anti-entropy or repair.
+    Drop,
+}
+
 impl<T: Transport, V: ClusterView> Engine<T, V> {
-    /// Send every hint kept here to its target if it is in service and not
-    /// seen down; a target that fails keeps the rest of its hints.
+    /// Do the work of every hint kept here whose target is in service and
+    /// not seen down; a target that cannot take a hint now keeps the rest
+    /// of its hints.
     pub async fn hand_off_hints(&self) -> EngineResult<HandoffReport> // PA
     {
         let mut report = HandoffReport::default();
@@ -42,25 +67,28 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                 continue;
             }
             let done_before = report.handed + report.dropped;
+            let mut waiting = 0;
             'batches: loop {
                 let store_ = store.clone();
-                let batch = blocking(move || store_.hints().for_node(&target, BATCH)).await??;
-                if batch.is_empty() {
+                let batch = blocking(move || store_.hints().for_node(&target, BATCH + waiting)).await??;
+                let fresh: Vec<_> = batch.into_iter().skip(waiting).collect();
+                if fresh.is_empty() {
                     break;
                 }
-                for (key, request) in batch {
-                    match self.transport.call(target, request).await {
-                        Ok(_) => report.handed += 1,
-                        // Still away, or out of space: the rest wait too.
-                        Err(error @ (TransportError::Unreachable { .. } | TransportError::StorageFull { .. })) => {
-                            tracing::debug!(node = %target, %error, "hints not handed over yet");
-                            break 'batches;
-                        }
-                        // Refused: it would be refused again; anti-entropy
-                        // brings the partition level instead.
-                        Err(error) => {
-                            tracing::warn!(node = %target, %error, "a hint was refused and is dropped");
-                            report.dropped += 1;
+                for (key, hint) in fresh {
+                    let outcome = match hint {
+                        Hinted::Write(request) => self.hand_over_write(target, request).await,
+                        Hinted::Slice(slice) => self.take_slice_home(&store, target, slice).await,
+                    };
+                    match outcome {
+                        Outcome::Done => report.handed += 1,
+                        Outcome::Drop => report.dropped += 1,
+                        Outcome::Away => break 'batches,
+                        // Hints are taken in key order and done ones
+                        // removed: those left are the first `waiting`.
+                        Outcome::Later => {
+                            waiting += 1;
+                            continue;
                         }
                     }
                     let store = store.clone();
@@ -70,9 +98,71 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             let done = report.handed + report.dropped - done_before;
             report.left += count.saturating_sub(done);
             if done > 0 {
-                tracing::info!(node = %target, hints = done, "missed writes handed over");
+                tracing::info!(node = %target, hints = done, "missed writes and slices handed over");
             }
         }
         Ok(report)
+    }
+
+    async fn hand_over_write(&self, target: NodeId, request: Request) -> Outcome // PA
+    {
+        match self.transport.call(target, request).await {
+            Ok(_) => Outcome::Done,
+            Err(error) => waits_or_drops(target, error, Outcome::Away),
+        }
+    }
+
+    /// Take a handed-off slice to `home` from the node that took it, then
+    /// remove it there; not while that would leave the home alone with two
+    /// of the chunk's slices.
+    async fn take_slice_home(&self, store: &Arc<LocalStore>, home: NodeId, hint: HandedOffSlice) -> Outcome // PA
+    {
+        let HandedOffSlice { chunk, slices, index, holder } = hint;
+        let index = index as usize;
+        let layout = self.view.layout();
+        let homes = placement::slice_homes(&chunk, slices.len(), &layout.placing());
+        let Some(hash) = slices.get(index).copied() else { return Outcome::Drop };
+        if homes.get(index) != Some(&home) || holder == home {
+            return Outcome::Drop;
+        }
+        if !layout.in_service().contains(&holder) {
+            return Outcome::Drop;
+        }
+        if self.view.is_down(holder) {
+            return Outcome::Later;
+        }
+        let homing = Homing { transport: self.transport.as_ref(), local: self.view.local_node(), store };
+        if homing.home_doubles_up(&SlicePlace { chunk, slices: &slices, index, homes: &homes }).await {
+            return Outcome::Later;
+        }
+        let slice = match self.transport.ask(holder, GetSlice { hash }).await {
+            Ok(Some(slice)) if slice.hash == hash => slice,
+            // No longer there: taken home by repair or a move pass already.
+            Ok(_) => return Outcome::Drop,
+            Err(error) => return waits_or_drops(holder, error, Outcome::Later),
+        };
+        if let Err(error) = self.transport.ask(home, PutSlice { chunk, slice }).await {
+            return waits_or_drops(home, error, Outcome::Away);
+        }
+        if let Err(error) = self.transport.ask(holder, RemoveSlice { hash }).await {
+            tracing::debug!(%chunk, index, node = %holder, %error, "a handed-off copy stays where it was");
+        }
+        Outcome::Done
+    }
+}
+
+/// A node unreachable or out of space may take the hint later (`wait`);
+/// one that answered with another error would answer so again.
+fn waits_or_drops(node: NodeId, error: TransportError, wait: Outcome) -> Outcome // PA
+{
+    match error {
+        TransportError::Unreachable { .. } | TransportError::StorageFull { .. } => {
+            tracing::debug!(%node, %error, "hint not handed over yet");
+            wait
+        }
+        error => {
+            tracing::warn!(%node, %error, "a hint was refused and is dropped");
+            Outcome::Drop
+        }
     }
 }

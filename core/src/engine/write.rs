@@ -11,7 +11,7 @@ use futures::FutureExt;
 use md5::{Digest, Md5};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-use super::calls::{Acks, Query, Wait, WriteQuorum};
+use super::calls::{keep_hints, Acks, Query, Wait, WriteQuorum};
 use super::{
     blocking, compute, stitch, BlobContent, BodyKind, BodyStream, BodyTap, Engine, EngineError, EngineResult, PartLead,
     PartOf, PutRequest, StoredBlob, WrittenBody,
@@ -21,6 +21,7 @@ use crate::cluster::Unreachable;
 use crate::cluster::{ClaimChunk, ClusterView, PutChunk, PutChunkList, PutSlice, Stored, Transport, TransportError};
 use crate::codec;
 use crate::hash::Hash;
+use crate::hints::{HandedOffSlice, Hinted};
 use crate::keys::NodeKeys;
 use crate::layout::Layout;
 use crate::model::{
@@ -29,6 +30,43 @@ use crate::model::{
 use crate::placement;
 use crate::seal::{self, SealParams};
 use crate::store::LocalStore;
+
+/// A chunk's slices on their way to their homes.
+struct Outgoing {
+    chunk: Hash,
+    /// The slices' hashes, in position order.
+    slices: Vec<Hash>,
+    homes: Vec<NodeId>,
+    /// The nodes a slice may be handed off to.
+    members: Vec<NodeId>,
+    /// Where hints of handed-off slices are kept: this node's store.
+    hints: Option<Arc<LocalStore>>,
+}
+
+impl Outgoing {
+    /// Slice `index` was stored on `holder`: unless that is its home, keep
+    /// a hint for the home of where it went.
+    fn stored_at(&self, index: usize, holder: NodeId) // PA
+    {
+        let (Some(home), Some(store)) = (self.homes.get(index).copied(), &self.hints) else { return };
+        if holder == home {
+            return;
+        }
+        let Ok(position) = u32::try_from(index) else { return };
+        let slice = HandedOffSlice { chunk: self.chunk, slices: self.slices.clone(), index: position, holder };
+        keep_hints(store.clone(), vec![home], Hinted::Slice(slice));
+    }
+
+    /// No node took `slice` (the write may still have its quorum): keep
+    /// the slice itself for its home, rather than leave it to repair.
+    fn stored_nowhere(&self, slice: SealedSlice) // PA
+    {
+        let Some(index) = self.slices.iter().position(|hash| *hash == slice.hash) else { return };
+        let (Some(home), Some(store)) = (self.homes.get(index).copied(), &self.hints) else { return };
+        let put = PutSlice { chunk: self.chunk, slice };
+        keep_hints(store.clone(), vec![home], Hinted::Write(put.into()));
+    }
+}
 
 /// A written body and the tap that saw it.
 type Written<H> = EngineResult<(WrittenBody, H)>;
@@ -578,11 +616,14 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let sealed = compute(move || seal::seal_chunk(id, plain, params, &recipients)).await??;
 
         let homes = placement::slice_homes(&id, erasure.total(), &members);
-        let calls = sealed
-            .slices
-            .into_iter()
-            .enumerate()
-            .map(|(index, slice)| self.put_slice(id, index, slice, &homes, &members));
+        let outgoing = Arc::new(Outgoing {
+            chunk: id,
+            slices: sealed.slices.iter().map(|slice| slice.hash).collect(),
+            homes,
+            members,
+            hints: self.transport.local_store(local),
+        });
+        let calls = sealed.slices.into_iter().enumerate().map(|(index, slice)| self.put_slice(&outgoing, index, slice));
         // Durable once k+1 slices are down (all of them when there is no parity);
         // missing ones are rebuilt by repair.
         let needed = (erasure.data as usize + 1).min(erasure.total());
@@ -599,19 +640,27 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// down or fails, hand it to the next node that takes it (in
     /// `placement::handoff_order`), so a write goes on while a node is away. A node
     /// SWIM sees down is not waited for. A handed-off slice stays findable:
-    /// readers ask the other nodes for a slice missing from its home.
-    fn put_slice(&self, chunk: Hash, index: usize, slice: SealedSlice, homes: &[NodeId], members: &[NodeId]) -> Acks // PA
+    /// readers ask the other nodes for a slice missing from its home; and
+    /// this node keeps a hint of where it went, to take it home as soon as
+    /// the home answers (`engine::handoff`).
+    fn put_slice(&self, outgoing: &Arc<Outgoing>, index: usize, slice: SealedSlice) -> Acks // PA
     {
-        let candidates = placement::handoff_order(index, homes, members, |node| self.view.is_down(node));
+        let candidates =
+            placement::handoff_order(index, &outgoing.homes, &outgoing.members, |node| self.view.is_down(node));
         let transport = self.transport.clone();
+        let outgoing = outgoing.clone();
         async move {
             let mut last = None;
             for node in candidates {
-                match transport.ask(node, PutSlice { chunk, slice: slice.clone() }).await {
-                    Ok(Stored) => return Ok(Stored),
+                match transport.ask(node, PutSlice { chunk: outgoing.chunk, slice: slice.clone() }).await {
+                    Ok(Stored) => {
+                        outgoing.stored_at(index, node);
+                        return Ok(Stored);
+                    }
                     Err(error) => last = Some(error),
                 }
             }
+            outgoing.stored_nowhere(slice);
             Err(last.unwrap_or(TransportError::Unreachable { node: NodeId::default(), cause: Unreachable::NoTaker }))
         }
         .boxed()
