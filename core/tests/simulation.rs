@@ -328,6 +328,17 @@ impl Sim {
         below
     }
 
+    /// Chunks `node` holds two or more slices of.
+    fn doubled_chunks(&self, node: usize) -> usize // A
+    {
+        let Some(store) = self.cluster.store(&self.nodes[node]) else { return 0 };
+        let mut slices_of: BTreeMap<Hash, usize> = BTreeMap::new();
+        for (_, chunk) in store.slices_stored_before(u64::MAX, None, usize::MAX).unwrap_or_default() {
+            *slices_of.entry(chunk).or_default() += 1;
+        }
+        slices_of.values().filter(|count| **count > 1).count()
+    }
+
     /// Chunk `id`'s manifest, as the first of `nodes` that holds one has it.
     fn manifest_on(&self, nodes: &[Hash], id: &Hash) -> Option<Chunk> // A
     {
@@ -459,6 +470,8 @@ struct Model {
 static JOINED: AtomicUsize = AtomicUsize::new(0);
 static DRAINED: AtomicUsize = AtomicUsize::new(0);
 static LOST: AtomicUsize = AtomicUsize::new(0);
+/// Nodes lost while holding two or more slices of some chunk.
+static LOST_DOUBLED: AtomicUsize = AtomicUsize::new(0);
 
 const BUCKET: &str = "sim";
 const TABLE: u8 = 9;
@@ -727,12 +740,28 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
                     // go home, and writes a replica missed reach it.
                     sim.tend(&down).await;
                     sim.hand_off_everywhere(&down).await;
+                    // Half the time the node lost is the one holding the
+                    // most chunks doubled up (two or more of a chunk's
+                    // slices): the worst node to lose.
+                    let candidates: Vec<usize> = in_play
+                        .iter()
+                        .copied()
+                        .filter(|n| *n != via && !down.contains(n) && placing.contains(&sim.nodes[*n]))
+                        .collect();
+                    let worst = candidates.iter().copied().max_by_key(|n| sim.doubled_chunks(*n));
+                    let node = match worst {
+                        Some(worst) if sim.doubled_chunks(worst) > 0 && rng.gen_bool(0.5) => worst,
+                        _ => node,
+                    };
                     let below = sim.chunks_below_k_without(node, &model);
                     sim.lost.insert(node);
                     changes.push(format!(
                         "step {step}: node {node} lost (via {via}, down {down:?}, takes {below:?} below k)"
                     ));
                     LOST.fetch_add(1, Ordering::Relaxed);
+                    if sim.doubled_chunks(node) > 0 {
+                        LOST_DOUBLED.fetch_add(1, Ordering::Relaxed);
+                    }
                     sim.cluster.set_down(sim.nodes[node], true);
                     if rng.gen_bool(0.5) || !down.is_empty() {
                         sim.steward_of(via).set_state(sim.nodes[node], NodeState::Gone).await;
@@ -921,12 +950,14 @@ async fn seeded_fault_schedules_keep_every_acknowledged_write() // A
     }
     failed.sort_unstable();
     eprintln!(
-        "simulated {} schedules in {:.1} s: {} nodes joined, {} drained, {} lost for good\n{} passed, {} failed",
+        "simulated {} schedules in {:.1} s: {} nodes joined, {} drained, {} lost for good ({} holding two slices \
+         of a chunk)\n{} passed, {} failed",
         seeds.len(),
         started.elapsed().as_secs_f64(),
         JOINED.load(Ordering::Relaxed),
         DRAINED.load(Ordering::Relaxed),
         LOST.load(Ordering::Relaxed),
+        LOST_DOUBLED.load(Ordering::Relaxed),
         seeds.len() - failed.len(),
         failed.len()
     );
