@@ -743,14 +743,15 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
                     // Half the time the node lost is the one holding the
                     // most chunks doubled up (two or more of a chunk's
                     // slices): the worst node to lose.
-                    let candidates: Vec<usize> = in_play
+                    let doubled: BTreeMap<usize, usize> = in_play
                         .iter()
                         .copied()
                         .filter(|n| *n != via && !down.contains(n) && placing.contains(&sim.nodes[*n]))
+                        .map(|n| (n, sim.doubled_chunks(n)))
                         .collect();
-                    let worst = candidates.iter().copied().max_by_key(|n| sim.doubled_chunks(*n));
+                    let worst = doubled.iter().max_by_key(|(_, count)| **count);
                     let node = match worst {
-                        Some(worst) if sim.doubled_chunks(worst) > 0 && rng.gen_bool(0.5) => worst,
+                        Some((worst, count)) if *count > 0 && rng.gen_bool(0.5) => *worst,
                         _ => node,
                     };
                     let below = sim.chunks_below_k_without(node, &model);
@@ -759,7 +760,7 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
                         "step {step}: node {node} lost (via {via}, down {down:?}, takes {below:?} below k)"
                     ));
                     LOST.fetch_add(1, Ordering::Relaxed);
-                    if sim.doubled_chunks(node) > 0 {
+                    if doubled.get(&node).is_some_and(|count| *count > 0) {
                         LOST_DOUBLED.fetch_add(1, Ordering::Relaxed);
                     }
                     sim.cluster.set_down(sim.nodes[node], true);
