@@ -121,7 +121,8 @@ pub struct StoreUsage {
     pub passes: Passes,
     /// Its last finished scrub.
     pub last_scrub: Option<ScrubSummary>,
-    /// Metadata writes it keeps for other nodes that missed them (hints).
+    /// Hints it keeps for other nodes that missed them: metadata writes,
+    /// and slices it stored elsewhere than their home.
     pub hints: u64,
 }
 
@@ -271,6 +272,8 @@ pub enum Unreachable {
     Unknown,
     #[error("no node would take it")]
     NoTaker,
+    #[error("it did not answer earlier in this pass")]
+    EarlierInPass,
 }
 
 impl TransportError {

@@ -18,6 +18,7 @@
 //! lost hint costs anyway.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -46,7 +47,9 @@ pub enum Hinted {
 }
 
 /// A hint is kept in the record envelope; hints of the first format were
-/// the write's `Request` itself (`HintLog::decode`).
+/// the write's `Request` itself (`decode`). A `Write` holds the request's
+/// body without the request's own envelope, so a change to the format of
+/// `Request` is a new version of `Hinted` too, with a decoder for this one.
 impl Record for Hinted {
     const KIND: RecordKind = RecordKind::Hint;
 }
@@ -135,13 +138,23 @@ impl HintLog {
         self.len() == 0
     }
 
-    /// Up to `max` hints for `target`. One that does not decode is
-    /// dropped: anti-entropy and repair do what it would have done.
-    pub fn for_node(&self, target: &NodeId, max: usize) -> StoreResult<Vec<Hint>> // PA
+    /// Up to `max` hints for `target`, in key order, after the hint keyed
+    /// `after` when given (so a pass that leaves some hints in place goes
+    /// on past them instead of reading them again). One that does not
+    /// decode is dropped: anti-entropy and repair do what it would have
+    /// done.
+    pub fn for_node(&self, target: &NodeId, after: Option<&[u8]>, max: usize) -> StoreResult<Vec<Hint>> // PA
     {
         let mut hints = Vec::new();
         let mut unreadable = Vec::new();
-        for entry in self.partition.prefix(target.as_bytes()).take(max) {
+        let start = match after {
+            Some(key) if key.starts_with(target.as_bytes()) => Bound::Excluded(key.to_vec()),
+            _ => Bound::Included(target.as_bytes().to_vec()),
+        };
+        let entries = self.partition.range((start, Bound::Unbounded));
+        let of_target =
+            entries.take_while(|entry| entry.as_ref().map_or(true, |(key, _)| key.starts_with(target.as_bytes())));
+        for entry in of_target.take(max) {
             let (key, value) = entry?;
             match decode(&value) {
                 Ok(hint) => hints.push((key.to_vec(), hint)),
@@ -210,4 +223,86 @@ fn decode(value: &[u8]) -> Result<Hinted, codec::DecodeError> // PA
 fn target_of(key: &[u8]) -> StoreResult<NodeId> // PA
 {
     key.get(..32).and_then(Hash::from_slice).ok_or(StoreError::BadIndexEntry { index: "hint", len: key.len() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ForgetBlob;
+
+    fn log(dir: &tempfile::TempDir) -> HintLog // A
+    {
+        let keyspace = fjall::Config::new(dir.path()).open().expect("keyspace");
+        HintLog::open(keyspace, PartitionCreateOptions::default()).expect("hint log")
+    }
+
+    fn forget() -> Request // A
+    {
+        ForgetBlob { hash: Hash([7; 32]), partition: 5 }.into()
+    }
+
+    /// A forget as session 16 kept it for a replica (the request's own
+    /// record: kind 4, version 4, variant 17, the hash, the partition), and
+    /// as hints keep it now (kind 13, version 1, variant 0, the request's body).
+    fn old_hint() -> Vec<u8> // A
+    {
+        [&[b'O', 4, 4, 17][..], &[7; 32], &[5]].concat()
+    }
+
+    fn new_hint() -> Vec<u8> // A
+    {
+        [&[b'O', 13, 1, 0, 17][..], &[7; 32], &[5]].concat()
+    }
+
+    #[test]
+    fn a_hint_of_the_first_format_is_still_handed_over() // A
+    {
+        let dir = tempfile::tempdir().expect("dir");
+        let hints = log(&dir);
+        let target = Hash::of(b"replica");
+        let key = [target.as_bytes().as_slice(), Hash::of(&old_hint()).as_bytes()].concat();
+        hints.partition.insert(&key, old_hint()).expect("insert");
+        drop(hints);
+        let hints = log(&dir);
+        assert_eq!(hints.targets().get(&target), Some(&1));
+        let kept = hints.for_node(&target, None, 10).expect("read");
+        assert!(
+            matches!(&kept[..], [(_, Hinted::Write(Request::ForgetBlob(f)))] if f.hash == Hash([7; 32]) && f.partition == 5)
+        );
+    }
+
+    /// `Hinted::Write` holds a request's body without its envelope: when
+    /// this fails, the request's format changed, and `Hinted` needs a new
+    /// version with a decoder for the one these bytes show.
+    #[test]
+    fn hints_and_requests_keep_the_format_hints_were_written_in() // A
+    {
+        assert_eq!(codec::encode(&forget()), old_hint(), "Request's format changed: version Hinted with it");
+        assert_eq!(codec::encode(&Hinted::Write(forget())), new_hint(), "Hinted's format changed");
+        assert!(matches!(decode(&new_hint()), Ok(Hinted::Write(Request::ForgetBlob(_)))));
+    }
+
+    #[test]
+    fn a_pass_goes_on_past_the_hints_it_leaves() // A
+    {
+        let dir = tempfile::tempdir().expect("dir");
+        let hints = log(&dir);
+        let (target, other) = (Hash::of(b"replica"), Hash::of(b"other"));
+        for partition in 0..10u8 {
+            let write = Hinted::Write(ForgetBlob { hash: Hash([partition; 32]), partition }.into());
+            assert!(hints.add(target, &write).expect("add") && hints.add(other, &write).expect("add"));
+        }
+        let mut seen = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let batch = hints.for_node(&target, after.as_deref(), 3).expect("read");
+            let Some((last, _)) = batch.last() else { break };
+            after = Some(last.clone());
+            assert!(batch.len() <= 3);
+            seen.extend(batch.into_iter().map(|(key, _)| key));
+        }
+        assert_eq!(seen.len(), 10, "each of the target's hints once, none of another's");
+        assert!(seen.windows(2).all(|pair| pair[0] < pair[1]));
+        assert_eq!(hints.targets().values().sum::<u64>(), 20);
+    }
 }

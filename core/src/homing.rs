@@ -3,12 +3,16 @@
 //! slices a change of placement sent elsewhere, and the hand-off of slices
 //! a writer had to store on another node than their home
 //! (`engine::handoff`). Either removes a copy only once its home holds the
-//! slice and no other slice of the chunk depends on the home alone.
+//! slice and no other slice of the chunk depends on the home alone. Repair
+//! follows the same rule when it takes a handed-off slice home. A node that
+//! does not answer is not asked again for the rest of a page or batch, so
+//! one unreachable node costs one transport deadline there, not one per
+//! slice.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
-use crate::cluster::{GetSlice, HoldsSlices, PutSlice, Transport};
+use crate::cluster::{GetSlice, HoldsSlices, Message, PutSlice, Transport, TransportError, Unreachable};
 use crate::hash::Hash;
 use crate::model::NodeId;
 use crate::store::{blocking, LocalStore};
@@ -22,14 +26,41 @@ pub struct SlicePlace<'a> {
     pub homes: &'a [NodeId],
 }
 
-/// The node doing the moving: its id and store, and how it reaches others.
+/// The node doing the moving, for one pass (a page or batch of its work):
+/// its id and store (when the transport has it in this process), how it
+/// reaches others, and the nodes that did not answer during the pass.
 pub struct Homing<'a, T> {
-    pub transport: &'a T,
-    pub local: NodeId,
-    pub store: &'a Arc<LocalStore>,
+    transport: &'a T,
+    local: NodeId,
+    store: Option<&'a Arc<LocalStore>>,
+    unreachable: Mutex<BTreeSet<NodeId>>,
 }
 
-impl<T: Transport> Homing<'_, T> {
+impl<'a, T: Transport> Homing<'a, T> {
+    pub fn new(transport: &'a T, local: NodeId, store: Option<&'a Arc<LocalStore>>) -> Self // A
+    {
+        Homing { transport, local, store, unreachable: Mutex::new(BTreeSet::new()) }
+    }
+
+    fn unreachable(&self) -> std::sync::MutexGuard<'_, BTreeSet<NodeId>> // A
+    {
+        self.unreachable.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Send `message` to `node`, unless `node` was unreachable earlier in
+    /// this pass; an unreachable node is remembered.
+    pub async fn ask<M: Message>(&self, node: NodeId, message: M) -> Result<M::Answer, TransportError> // PA
+    {
+        if self.unreachable().contains(&node) {
+            return Err(TransportError::Unreachable { node, cause: Unreachable::EarlierInPass });
+        }
+        let answer = self.transport.ask(node, message).await;
+        if let Err(TransportError::Unreachable { .. }) = answer {
+            self.unreachable().insert(node);
+        }
+        answer
+    }
+
     /// Whether the slice's home, once it alone holds the slice, would also
     /// be the only holder of another of the chunk's slices that is not at
     /// its own home, on its way there: two slices of one chunk on one node
@@ -40,18 +71,19 @@ impl<T: Transport> Homing<'_, T> {
     /// while their own homes were away. A slice on its way that its own
     /// home lacks is copied there from the home first, so nothing waits on
     /// another node's pass. Unknown counts as yes: keeping a copy is always
-    /// safe.
-    pub async fn home_doubles_up(&self, place: &SlicePlace<'_>) -> bool // PA
+    /// safe. An error only when the home itself did not answer, so that a
+    /// caller with more for that home can leave it for later.
+    pub async fn home_doubles_up(&self, place: &SlicePlace<'_>) -> Result<bool, TransportError> // PA
     {
-        let Some(home) = place.homes.get(place.index).copied() else { return true };
+        let Some(home) = place.homes.get(place.index).copied() else { return Ok(true) };
         let passing: Vec<usize> = (0..place.slices.len())
             .filter(|position| *position != place.index && place.homes.get(*position).is_some_and(|o| *o != home))
             .collect();
         if passing.is_empty() {
-            return false;
+            return Ok(false);
         }
         let hashes: Vec<Hash> = passing.iter().map(|position| place.slices[*position]).collect();
-        let Ok(at_home) = self.transport.ask(home, HoldsSlices { hashes }).await else { return true };
+        let at_home = self.ask(home, HoldsSlices { hashes }).await?;
         // Each slice on its way that the home holds must be held at its own home as well.
         let mut elsewhere: BTreeMap<NodeId, Vec<Hash>> = BTreeMap::new();
         for (position, held) in passing.into_iter().zip(at_home) {
@@ -60,30 +92,74 @@ impl<T: Transport> Homing<'_, T> {
             }
         }
         for (node, hashes) in elsewhere {
-            let held = if node == self.local {
-                let store = self.store.clone();
-                let asked = hashes.clone();
-                blocking(move || store.holds_slices(&asked)).await.ok().and_then(Result::ok)
-            } else {
-                self.transport.ask(node, HoldsSlices { hashes: hashes.clone() }).await.ok()
+            let held = match self.store.filter(|_| node == self.local) {
+                Some(store) => {
+                    let (store, asked) = (store.clone(), hashes.clone());
+                    blocking(move || store.holds_slices(&asked)).await.ok().and_then(Result::ok)
+                }
+                None => self.ask(node, HoldsSlices { hashes: hashes.clone() }).await.ok(),
             };
-            let Some(held) = held else { return true };
+            let Some(held) = held else { return Ok(true) };
             // One not there yet is copied there from the home now: the
             // home's own move pass may not come (its placement is done).
             for (hash, held) in hashes.into_iter().zip(held) {
                 if !held && !self.copy_slice(place.chunk, hash, home, node).await {
-                    return true;
+                    return Ok(true);
                 }
             }
         }
-        false
+        Ok(false)
     }
 
     /// Copy slice `hash` of `chunk` from node `from` to node `to`; whether
     /// `to` stored it.
     pub async fn copy_slice(&self, chunk: Hash, hash: Hash, from: NodeId, to: NodeId) -> bool // PA
     {
-        let Ok(Some(slice)) = self.transport.ask(from, GetSlice { hash }).await else { return false };
-        slice.hash == hash && self.transport.ask(to, PutSlice { chunk, slice }).await.is_ok()
+        let Ok(Some(slice)) = self.ask(from, GetSlice { hash }).await else { return false };
+        slice.hash == hash && self.ask(to, PutSlice { chunk, slice }).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::FutureExt;
+
+    use super::*;
+    use crate::cluster::{Call, Request};
+
+    /// A network on which no node answers, counting what it was asked.
+    #[derive(Default)]
+    struct Silent {
+        calls: AtomicUsize,
+    }
+
+    impl Transport for Silent {
+        fn call(&self, node: NodeId, _request: Request) -> Call // A
+        {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            async move { Err(TransportError::Unreachable { node, cause: Unreachable::TimedOut }) }.boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_home_that_does_not_answer_is_asked_once_per_pass() // A
+    {
+        let transport = Silent::default();
+        let homes: Vec<NodeId> = (1..=3u8).map(|i| Hash::of(&[i])).collect();
+        let slices: Vec<Hash> = (10..13u8).map(|i| Hash::of(&[i])).collect();
+        let place = SlicePlace { chunk: Hash::of(b"chunk"), slices: &slices, index: 0, homes: &homes };
+        let homing = Homing::new(&transport, Hash::of(b"local"), None);
+        for _ in 0..5 {
+            let answer = homing.home_doubles_up(&place).await;
+            assert!(matches!(answer, Err(TransportError::Unreachable { .. })), "{answer:?}");
+        }
+        assert!(!homing.copy_slice(place.chunk, slices[0], homes[0], homes[1]).await);
+        assert_eq!(transport.calls.load(Ordering::SeqCst), 1, "a silent home was asked again in one pass");
+        // The next pass asks again: the home may be back.
+        let next = Homing::new(&transport, Hash::of(b"local"), None);
+        assert!(next.home_doubles_up(&place).await.is_err());
+        assert_eq!(transport.calls.load(Ordering::SeqCst), 2);
     }
 }

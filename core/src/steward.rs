@@ -132,7 +132,7 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
 
     fn homing(&self) -> Homing<'_, T> // A
     {
-        Homing { transport: self.transport.as_ref(), local: self.view.local_node(), store: &self.store }
+        Homing::new(self.transport.as_ref(), self.view.local_node(), Some(&self.store))
     }
 
     fn now_ms(&self) -> u64 // A
@@ -405,6 +405,9 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
         loop {
             let store = self.store.clone();
             let page = blocking(move || store.slices_stored_before(u64::MAX, after, PAGE)).await??;
+            // One per page: a home that does not answer is not asked again
+            // for this page, and is asked again on the next.
+            let homing = self.homing();
             let Some(last) = page.last() else { break };
             let last_slice = last.0;
             after = Some(last_slice);
@@ -440,8 +443,8 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
                     continue;
                 }
                 let place = SlicePlace { chunk, slices: &manifest.slices, index, homes: &homes };
-                match self.transport.ask(home, PutSlice { chunk, slice: sealed }).await {
-                    Ok(_) if self.homing().home_doubles_up(&place).await => {
+                match homing.ask(home, PutSlice { chunk, slice: sealed }).await {
+                    Ok(_) if homing.home_doubles_up(&place).await.unwrap_or(true) => {
                         // Ours stays until the home's other slice has moved on.
                         report.slices_left += 1;
                         report.bytes_left += len;

@@ -985,7 +985,8 @@ async fn writes_a_replica_missed_while_down_are_handed_over_when_it_is_back() //
     // version, the forget's tombstone, the row, never a chunk manifest;
     // and node 2's slice of every chunk, handed to another node).
     let hints = |node: usize| {
-        let kept = cluster.transport.store(&cluster.nodes[node]).unwrap().hints().for_node(&behind, 10_000).unwrap();
+        let kept =
+            cluster.transport.store(&cluster.nodes[node]).unwrap().hints().for_node(&behind, None, 10_000).unwrap();
         let slices = kept.iter().filter(|(_, hint)| matches!(hint, Hinted::Slice(_))).count();
         (kept.len() - slices, slices)
     };
@@ -1052,6 +1053,65 @@ async fn writes_a_replica_missed_while_down_are_handed_over_when_it_is_back() //
     let report = engine.hand_off_hints().await.unwrap();
     assert_eq!((report.handed, report.dropped), (0, 2), "{report:?}");
     assert_eq!(hints(0), (0, 0));
+}
+
+/// Repair takes a handed-off slice home, but leaves the copy where it was
+/// while the home would be the only holder of two of the chunk's slices:
+/// losing the home would then cost the chunk two, one more than its parity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_keeps_a_handed_off_copy_while_the_home_would_hold_two_slices_alone() // A
+{
+    let data = |i: usize| random_bytes(3000 + i * 10, i as u64);
+    let (cluster, _, _) = writes_while_node_2_is_away(20, data).await;
+    let [n0, n1, n2] = [cluster.nodes[0], cluster.nodes[1], cluster.nodes[2]];
+    let store = |node: &Hash| cluster.transport.store(node).expect("store");
+    let held_on = |node: &Hash, slice: &Hash| store(node).holds_slices(&[*slice]).expect("holds")[0];
+    let placing = store(&n0).layout().placing();
+    let chunks = || {
+        let ids = store(&n0).unclaimed_chunks(u64::MAX, None, usize::MAX).expect("chunks");
+        let manifests = ids.iter().map(|id| store(&n0).get_chunk(id).expect("manifest").expect("listed"));
+        manifests.map(|m| (placement::slice_homes(&m.id, m.slices.len(), &placing), m)).collect::<Vec<_>>()
+    };
+    // A write's last slice is stored off its path: wait for every one.
+    for _ in 0..100 {
+        if chunks().iter().all(|(_, m)| m.slices.iter().all(|s| held_on(&n0, s) || held_on(&n1, s))) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.transport.set_down(n2, false);
+    // Of each chunk whose node-2 slice went to node 0, node 1's slice is
+    // now on node 2 alone, as if handed off there while node 1 was away.
+    let mut doubled = Vec::new();
+    for (homes, manifest) in chunks() {
+        let at = |node: Hash| homes.iter().position(|home| *home == node).expect("one slice per node");
+        let (of_2, of_1) = (manifest.slices[at(n2)], manifest.slices[at(n1)]);
+        if !held_on(&n0, &of_2) {
+            continue;
+        }
+        let slice = store(&n1).get_slice(&of_1).unwrap().expect("node 1's own slice");
+        store(&n2).put_slice(&slice, &manifest.id).unwrap();
+        store(&n1).remove_slice(&of_1).unwrap();
+        doubled.push((manifest.id, of_2));
+    }
+    assert!(!doubled.is_empty(), "no chunk had its node-2 slice handed to node 0");
+
+    // Node 1 is away: repair cannot tell whether it has its slice back, so
+    // it takes node 2's slices home and keeps the copies on node 0.
+    cluster.transport.set_down(n1, true);
+    let (taken, _) = repair_everywhere(&cluster, &[n1]).await;
+    assert!(taken >= doubled.len(), "{taken} slices taken home for {} chunks", doubled.len());
+    for (chunk, of_2) in &doubled {
+        assert!(held_on(&n2, of_2), "chunk {chunk}: its slice not taken home to node 2");
+        assert!(held_on(&n0, of_2), "chunk {chunk}: the copy left node 0 while node 2 held two slices alone");
+    }
+    // So losing node 2 leaves every chunk two slices: everything reads.
+    cluster.transport.set_down(n1, false);
+    cluster.transport.set_down(n2, true);
+    for i in 0..20 {
+        let back = read_all(&cluster.engines[0], &format!("key-{i}")).await;
+        assert!(back.as_deref().ok() == Some(data(i).as_slice()), "key-{i} with node 2 down: {:?}", back.err());
+    }
 }
 
 /// Three nodes: a version written through node 0 before node 2 goes down

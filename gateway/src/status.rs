@@ -75,8 +75,10 @@ pub struct RepairReport {
     /// Chunks short of a slice at its home after each gateway's last repair
     /// pass: 0 once every chunk has all its k+m slices where they belong.
     pub chunks_degraded: u64,
-    /// Metadata writes members keep for nodes that missed them, handed over
-    /// as soon as those are back: 0 once every replica has every write.
+    /// Hints members keep for nodes that missed them (metadata writes, and
+    /// slices stored elsewhere than their home), handed over as soon as
+    /// those are back: 0 once every replica has every write and every
+    /// handed-off slice is home.
     pub hints: u64,
     /// Seconds until the slowest move or repair pass under way is done, at
     /// its pace so far; `None` when none is under way or none can tell yet.
@@ -114,7 +116,8 @@ pub struct MemberReport {
     pub scrubbing: Option<PassProgress>,
     /// Its last finished scrub.
     pub last_scrub: Option<ScrubSummary>,
-    /// Metadata writes it keeps for nodes that missed them.
+    /// Hints it keeps for nodes that missed them: metadata writes, and
+    /// slices it stored elsewhere than their home.
     pub hints: Option<u64>,
 }
 
@@ -485,7 +488,7 @@ pub fn status_table(report: &StatusReport) -> String // A
     let repair = &report.repair;
     out.push_str(&format!(
         "layout version {}; partitions out of step: {}; slices to move: {} ({} bytes); chunks degraded: {}; \
-         writes kept for nodes away: {}{}\n",
+         writes and slices kept for nodes away: {}{}\n",
         report.layout_version,
         repair.partitions_unsynced,
         repair.slices_to_move,

@@ -7,15 +7,13 @@
 //! slices from repair), and so has a slice whose home the layout has moved
 //! since (the move pass and repair see to it).
 
-use std::sync::Arc;
-
 use super::{Engine, EngineResult};
 use crate::cluster::{ClusterView, GetSlice, PutSlice, RemoveSlice, Request, Transport, TransportError};
 use crate::hints::{HandedOffSlice, Hinted};
 use crate::homing::{Homing, SlicePlace};
 use crate::model::NodeId;
 use crate::placement;
-use crate::store::{blocking, LocalStore};
+use crate::store::blocking;
 
 /// Hints sent per target in one batch.
 const BATCH: usize = 100;
@@ -67,29 +65,25 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                 continue;
             }
             let done_before = report.handed + report.dropped;
-            let mut waiting = 0;
+            let mut after: Option<Vec<u8>> = None;
             'batches: loop {
-                let store_ = store.clone();
-                let batch = blocking(move || store_.hints().for_node(&target, BATCH + waiting)).await??;
-                let fresh: Vec<_> = batch.into_iter().skip(waiting).collect();
-                if fresh.is_empty() {
-                    break;
-                }
-                for (key, hint) in fresh {
+                let (store_, after_) = (store.clone(), after.clone());
+                let batch = blocking(move || store_.hints().for_node(&target, after_.as_deref(), BATCH)).await??;
+                let Some((last, _)) = batch.last() else { break };
+                // Hints that stay are passed over, not read again.
+                after = Some(last.clone());
+                // One per batch: a node that does not answer is asked once.
+                let homing = Homing::new(self.transport.as_ref(), self.view.local_node(), Some(&store));
+                for (key, hint) in batch {
                     let outcome = match hint {
                         Hinted::Write(request) => self.hand_over_write(target, request).await,
-                        Hinted::Slice(slice) => self.take_slice_home(&store, target, slice).await,
+                        Hinted::Slice(slice) => self.take_slice_home(&homing, target, slice).await,
                     };
                     match outcome {
                         Outcome::Done => report.handed += 1,
                         Outcome::Drop => report.dropped += 1,
                         Outcome::Away => break 'batches,
-                        // Hints are taken in key order and done ones
-                        // removed: those left are the first `waiting`.
-                        Outcome::Later => {
-                            waiting += 1;
-                            continue;
-                        }
+                        Outcome::Later => continue,
                     }
                     let store = store.clone();
                     blocking(move || store.hints().remove(&key)).await??;
@@ -115,7 +109,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// Take a handed-off slice to `home` from the node that took it, then
     /// remove it there; not while that would leave the home alone with two
     /// of the chunk's slices.
-    async fn take_slice_home(&self, store: &Arc<LocalStore>, home: NodeId, hint: HandedOffSlice) -> Outcome // PA
+    async fn take_slice_home(&self, homing: &Homing<'_, T>, home: NodeId, hint: HandedOffSlice) -> Outcome // PA
     {
         let HandedOffSlice { chunk, slices, index, holder } = hint;
         let index = index as usize;
@@ -131,20 +125,22 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         if self.view.is_down(holder) {
             return Outcome::Later;
         }
-        let homing = Homing { transport: self.transport.as_ref(), local: self.view.local_node(), store };
-        if homing.home_doubles_up(&SlicePlace { chunk, slices: &slices, index, homes: &homes }).await {
-            return Outcome::Later;
+        match homing.home_doubles_up(&SlicePlace { chunk, slices: &slices, index, homes: &homes }).await {
+            Ok(false) => {}
+            Ok(true) => return Outcome::Later,
+            // The home itself did not answer: its other hints wait with this one.
+            Err(error) => return waits_or_drops(home, error, Outcome::Away),
         }
-        let slice = match self.transport.ask(holder, GetSlice { hash }).await {
+        let slice = match homing.ask(holder, GetSlice { hash }).await {
             Ok(Some(slice)) if slice.hash == hash => slice,
             // No longer there: taken home by repair or a move pass already.
             Ok(_) => return Outcome::Drop,
             Err(error) => return waits_or_drops(holder, error, Outcome::Later),
         };
-        if let Err(error) = self.transport.ask(home, PutSlice { chunk, slice }).await {
+        if let Err(error) = homing.ask(home, PutSlice { chunk, slice }).await {
             return waits_or_drops(home, error, Outcome::Away);
         }
-        if let Err(error) = self.transport.ask(holder, RemoveSlice { hash }).await {
+        if let Err(error) = homing.ask(holder, RemoveSlice { hash }).await {
             tracing::debug!(%chunk, index, node = %holder, %error, "a handed-off copy stays where it was");
         }
         Outcome::Done

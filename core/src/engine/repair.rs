@@ -7,7 +7,8 @@
 //! chunk's own key, so it comes out byte for byte as first sealed. The
 //! repairer is the first holding replica of the manifest, not seen down,
 //! that can open chunks (a gateway: storage-only nodes hold no key) and
-//! holds the manifest. A home
+//! holds the manifest. A handed-off copy is removed only under the move
+//! pass's rule against doubling a chunk up (`crate::homing`). A home
 //! seen down is left alone (its node may come back; once it is marked gone,
 //! the layout names another home).
 
@@ -18,6 +19,7 @@ use crate::cluster::{
     ClusterView, GetChunk, GetSlice, HoldsChunks, HoldsSlices, PutSlice, RemoveSlice, Transport, UnclaimedChunks,
 };
 use crate::hash::Hash;
+use crate::homing::{Homing, SlicePlace};
 use crate::layout::Layout;
 use crate::model::{Chunk, NodeId, SealedSlice};
 use crate::pace::Pace;
@@ -189,11 +191,13 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             }
         }
         pass.report.chunks_unknown += unknown.len();
+        let store = self.transport.local_store(self.view.local_node());
+        let homing = Homing::new(self.transport.as_ref(), self.view.local_node(), store.as_ref());
         for manifest in manifests {
             let Some(lacking) = missing.remove(&manifest.id) else { continue };
             pass.report.chunks_degraded += 1;
             let homes = homes_of.remove(&manifest.id).unwrap_or_default();
-            if !self.repair_chunk(layout, Damaged { manifest, homes, lacking }, pass).await {
+            if !self.repair_chunk(layout, &homing, Damaged { manifest, homes, lacking }, pass).await {
                 pass.report.chunks_left_degraded += 1;
             }
         }
@@ -201,7 +205,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
 
     /// Bring the slices at the lacking positions home; whether all of them
     /// are. The bytes stored count against the repair rate.
-    async fn repair_chunk(&self, layout: &Layout, damaged: Damaged, pass: &mut Pass) -> bool // PA
+    async fn repair_chunk(&self, layout: &Layout, homing: &Homing<'_, T>, damaged: Damaged, pass: &mut Pass) -> bool // PA
     {
         let Damaged { manifest, homes, lacking } = damaged;
         let homes = homes.as_slice();
@@ -213,13 +217,17 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             let elsewhere = placement::handoff_order(index, homes, &in_service, |node| self.view.is_down(node));
             let mut taken = false;
             for node in elsewhere.into_iter().filter(|node| *node != home && !self.view.is_down(*node)) {
-                let Ok(Some(slice)) = self.transport.ask(node, GetSlice { hash }).await else { continue };
+                let Ok(Some(slice)) = homing.ask(node, GetSlice { hash }).await else { continue };
                 let len = slice.payload.len() as u64;
-                if slice.hash != hash || self.transport.ask(home, PutSlice { chunk: id, slice }).await.is_err() {
+                if slice.hash != hash || homing.ask(home, PutSlice { chunk: id, slice }).await.is_err() {
                     continue;
                 }
                 pass.pace.spent(len).await;
-                if let Err(error) = self.transport.ask(node, RemoveSlice { hash }).await {
+                // The copy stays while the home would hold two of the chunk's slices alone.
+                let place = SlicePlace { chunk: id, slices: &manifest.slices, index, homes };
+                if homing.home_doubles_up(&place).await.unwrap_or(true) {
+                    tracing::debug!(chunk = %id, index, node = %node, "a handed-off copy stays until the home's other slice moves on");
+                } else if let Err(error) = homing.ask(node, RemoveSlice { hash }).await {
                     tracing::debug!(chunk = %id, index, %error, "a handed-off copy stays where it was");
                 }
                 pass.report.slices_taken_home += 1;

@@ -59,9 +59,8 @@ impl Outgoing {
 
     /// No node took `slice` (the write may still have its quorum): keep
     /// the slice itself for its home, rather than leave it to repair.
-    fn stored_nowhere(&self, slice: SealedSlice) // PA
+    fn stored_nowhere(&self, index: usize, slice: SealedSlice) // PA
     {
-        let Some(index) = self.slices.iter().position(|hash| *hash == slice.hash) else { return };
         let (Some(home), Some(store)) = (self.homes.get(index).copied(), &self.hints) else { return };
         let put = PutSlice { chunk: self.chunk, slice };
         keep_hints(store.clone(), vec![home], Hinted::Write(put.into()));
@@ -660,7 +659,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                     Err(error) => last = Some(error),
                 }
             }
-            outgoing.stored_nowhere(slice);
+            outgoing.stored_nowhere(index, slice);
             Err(last.unwrap_or(TransportError::Unreachable { node: NodeId::default(), cause: Unreachable::NoTaker }))
         }
         .boxed()
