@@ -272,11 +272,14 @@ mod tests {
     }
 
     /// `Hinted::Write` holds a request's body without its envelope: when
-    /// this fails, the request's format changed, and `Hinted` needs a new
-    /// version with a decoder for the one these bytes show.
+    /// this fails, the request's format changed (its version, or the bytes
+    /// of a forget), and `Hinted` needs a new version with a decoder for
+    /// the one these bytes show.
     #[test]
     fn hints_and_requests_keep_the_format_hints_were_written_in() // A
     {
+        // Any change to a request's format gives `Request` a new version.
+        assert_eq!(Request::VERSION, 4, "Request's format changed: version Hinted with it");
         assert_eq!(codec::encode(&forget()), old_hint(), "Request's format changed: version Hinted with it");
         assert_eq!(codec::encode(&Hinted::Write(forget())), new_hint(), "Hinted's format changed");
         assert!(matches!(decode(&new_hint()), Ok(Hinted::Write(Request::ForgetBlob(_)))));
@@ -287,10 +290,13 @@ mod tests {
     {
         let dir = tempfile::tempdir().expect("dir");
         let hints = log(&dir);
-        let (target, other) = (Hash::of(b"replica"), Hash::of(b"other"));
+        // Another target's hints sort after this one's, and before.
+        let (before, target, other) = (Hash([1; 32]), Hash([2; 32]), Hash([3; 32]));
         for partition in 0..10u8 {
             let write = Hinted::Write(ForgetBlob { hash: Hash([partition; 32]), partition }.into());
-            assert!(hints.add(target, &write).expect("add") && hints.add(other, &write).expect("add"));
+            for node in [before, target, other] {
+                assert!(hints.add(node, &write).expect("add"));
+            }
         }
         let mut seen = Vec::new();
         let mut after: Option<Vec<u8>> = None;
@@ -303,6 +309,11 @@ mod tests {
         }
         assert_eq!(seen.len(), 10, "each of the target's hints once, none of another's");
         assert!(seen.windows(2).all(|pair| pair[0] < pair[1]));
-        assert_eq!(hints.targets().values().sum::<u64>(), 20);
+        assert!(seen.iter().all(|key| key.starts_with(target.as_bytes())));
+        // A key of another target starts at the target's first hint.
+        let other_key = hints.for_node(&other, None, 1).expect("read").remove(0).0;
+        let from_other = hints.for_node(&target, Some(&other_key), 100).expect("read");
+        assert_eq!(from_other.into_iter().map(|(key, _)| key).collect::<Vec<_>>(), seen);
+        assert_eq!(hints.targets().values().sum::<u64>(), 30);
     }
 }

@@ -47,16 +47,30 @@ impl<'a, T: Transport> Homing<'a, T> {
         self.unreachable.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Send `message` to `node`, unless `node` was unreachable earlier in
-    /// this pass; an unreachable node is remembered.
+    /// Whether `node` did not answer earlier in this pass.
+    pub fn gave_up_on(&self, node: NodeId) -> bool // A
+    {
+        self.unreachable().contains(&node)
+    }
+
+    /// Send `message` to `node`, unless `node` did not answer earlier in
+    /// this pass. A node that did not answer within the deadline, or is
+    /// seen down, refused the handshake or has no address, is remembered;
+    /// a connection that failed is not (a stale pooled connection fails
+    /// once and the next one may work).
     pub async fn ask<M: Message>(&self, node: NodeId, message: M) -> Result<M::Answer, TransportError> // PA
     {
-        if self.unreachable().contains(&node) {
+        if self.gave_up_on(node) {
             return Err(TransportError::Unreachable { node, cause: Unreachable::EarlierInPass });
         }
         let answer = self.transport.ask(node, message).await;
-        if let Err(TransportError::Unreachable { .. }) = answer {
-            self.unreachable().insert(node);
+        if let Err(TransportError::Unreachable { cause, .. }) = &answer {
+            if matches!(
+                cause,
+                Unreachable::TimedOut | Unreachable::SeenDown | Unreachable::Refused | Unreachable::Unknown
+            ) {
+                self.unreachable().insert(node);
+            }
         }
         answer
     }
@@ -83,7 +97,12 @@ impl<'a, T: Transport> Homing<'a, T> {
             return Ok(false);
         }
         let hashes: Vec<Hash> = passing.iter().map(|position| place.slices[*position]).collect();
-        let at_home = self.ask(home, HoldsSlices { hashes }).await?;
+        let at_home = match self.ask(home, HoldsSlices { hashes }).await {
+            Ok(held) => held,
+            Err(error) if error.unreachable_node().is_some() => return Err(error),
+            // It answered, with an error: keep the copy, as for any unknown.
+            Err(_) => return Ok(true),
+        };
         // Each slice on its way that the home holds must be held at its own home as well.
         let mut elsewhere: BTreeMap<NodeId, Vec<Hash>> = BTreeMap::new();
         for (position, held) in passing.into_iter().zip(at_home) {

@@ -61,6 +61,9 @@ struct Pass {
     report: RepairReport,
 }
 
+/// Slices rebuilt, in the order asked for.
+type Rebuilt = EngineResult<Vec<SealedSlice>>;
+
 /// A slice a home should hold: chunk, position, slice hash.
 type Expected = (Hash, usize, Hash);
 
@@ -212,8 +215,14 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let id = manifest.id;
         let in_service = layout.in_service();
         let mut still = Vec::new();
+        let mut home_silent = false;
         for index in lacking {
             let (home, hash) = (homes[index], manifest.slices[index]);
+            // A home that did not answer on this page takes nothing now.
+            if homing.gave_up_on(home) {
+                home_silent = true;
+                continue;
+            }
             let elsewhere = placement::handoff_order(index, homes, &in_service, |node| self.view.is_down(node));
             let mut taken = false;
             for node in elsewhere.into_iter().filter(|node| *node != home && !self.view.is_down(*node)) {
@@ -239,14 +248,14 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             }
         }
         if still.is_empty() {
-            return true;
+            return !home_silent;
         }
-        match self.rebuild(&manifest, homes, &still).await {
+        match self.rebuild(&manifest, homes, &still, homing).await {
             Ok(rebuilt) => {
                 let mut stored = 0;
                 for (index, slice) in still.iter().zip(rebuilt) {
                     let len = slice.payload.len() as u64;
-                    match self.transport.ask(homes[*index], PutSlice { chunk: id, slice }).await {
+                    match homing.ask(homes[*index], PutSlice { chunk: id, slice }).await {
                         Ok(_) => {
                             stored += 1;
                             pass.pace.spent(len).await;
@@ -255,7 +264,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                     }
                 }
                 pass.report.slices_rebuilt += stored;
-                stored == still.len()
+                stored == still.len() && !home_silent
             }
             Err(error) => {
                 tracing::warn!(chunk = %id, %error, "chunk not rebuilt");
@@ -266,7 +275,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
 
     /// The slices at `wanted` positions, rebuilt from any k others found at
     /// their homes.
-    async fn rebuild(&self, manifest: &Chunk, homes: &[NodeId], wanted: &[usize]) -> EngineResult<Vec<SealedSlice>> // PA
+    async fn rebuild(&self, manifest: &Chunk, homes: &[NodeId], wanted: &[usize], homing: &Homing<'_, T>) -> Rebuilt // PA
     {
         let k = manifest.erasure.data as usize;
         let mut slices: Vec<Option<SealedSlice>> = vec![None; manifest.slices.len()];
@@ -278,7 +287,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             if wanted.contains(&index) || self.view.is_down(homes[index]) {
                 continue;
             }
-            if let Ok(Some(slice)) = self.transport.ask(homes[index], GetSlice { hash: *hash }).await {
+            if let Ok(Some(slice)) = homing.ask(homes[index], GetSlice { hash: *hash }).await {
                 if slice.hash == *hash {
                     slices[index] = Some(slice);
                     have += 1;
