@@ -175,13 +175,17 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             }
             homes_of.insert(manifest.id, homes);
         }
+        // One Homing for the page: a home that does not answer here is not
+        // asked again as a holder or rebuild source below.
+        let store = self.transport.local_store(self.view.local_node());
+        let homing = Homing::new(self.transport.as_ref(), self.view.local_node(), store.as_ref());
         let mut missing: HashMap<Hash, Vec<usize>> = HashMap::new();
         let mut unknown: HashMap<Hash, bool> = HashMap::new();
         for (node, slices) in expected {
             let hashes = slices.iter().map(|(_, _, slice)| *slice).collect();
             let held = match self.view.is_down(node) {
                 true => None,
-                false => self.transport.ask(node, HoldsSlices { hashes }).await.ok(),
+                false => homing.ask(node, HoldsSlices { hashes }).await.ok(),
             };
             for (position, (chunk, index, _)) in slices.into_iter().enumerate() {
                 match held.as_ref().and_then(|held| held.get(position)) {
@@ -194,8 +198,6 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             }
         }
         pass.report.chunks_unknown += unknown.len();
-        let store = self.transport.local_store(self.view.local_node());
-        let homing = Homing::new(self.transport.as_ref(), self.view.local_node(), store.as_ref());
         for manifest in manifests {
             let Some(lacking) = missing.remove(&manifest.id) else { continue };
             pass.report.chunks_degraded += 1;
