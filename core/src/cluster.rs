@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{self, Record, RecordKind};
+use crate::codec::{self, DecodeError, Record, RecordKind};
 use crate::hash::Hash;
 use crate::layout::Layout;
 use crate::model::{BucketRecord, Chunk, NodeId, ObjectSummary, RowVersion, SealedSlice};
@@ -205,8 +205,19 @@ messages! {
 impl Record for Request {
     const KIND: RecordKind = RecordKind::Request;
     /// 2: rows carry versions and tombstones. 3: the layout. 4: scrub, and
-    /// the passes under way in `StoreUsage`.
-    const VERSION: u8 = 4;
+    /// the passes under way in `StoreUsage`. 5: the layout's places.
+    const VERSION: u8 = 5;
+
+    /// Version 4 differs only in the layout `ShareLayout` carries, which
+    /// then fails to read (it lacks places); every other request reads as
+    /// it was written, hints kept in version 4 among them.
+    fn decode_older(version: u8, body: &[u8]) -> Result<Self, DecodeError> // PA
+    {
+        match version {
+            4 => codec::decode_body(Self::KIND, body),
+            _ => Err(DecodeError::UnknownVersion { kind: Self::KIND, version, newest: Self::VERSION }),
+        }
+    }
 }
 
 /// A response as it crosses the network: the answer, or why the remote
@@ -219,7 +230,17 @@ pub enum Reply {
 
 impl Record for Reply {
     const KIND: RecordKind = RecordKind::Response;
-    const VERSION: u8 = 4;
+    /// 5: the layout's places (as `Request`).
+    const VERSION: u8 = 5;
+
+    /// Version 4 differs only in the layout a `ShareLayout` answer holds.
+    fn decode_older(version: u8, body: &[u8]) -> Result<Self, DecodeError> // PA
+    {
+        match version {
+            4 => codec::decode_body(Self::KIND, body),
+            _ => Err(DecodeError::UnknownVersion { kind: Self::KIND, version, newest: Self::VERSION }),
+        }
+    }
 }
 
 impl Reply {

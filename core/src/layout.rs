@@ -18,15 +18,20 @@
 //! state change not yet known by every node (`settled`) keeps, for writes,
 //! the holding set as it was before the change too: a reader that has not
 //! heard of the change reads there.
+//!
+//! Each node also has a place: its zone and its capacity, which placement
+//! weighs (`crate::placement`). A node gives its place when it enters the
+//! layout, and it stays as given: a change would move data with no change
+//! of state to say so.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{Record, RecordKind};
+use crate::codec::{DecodeError, Record, RecordKind};
 use crate::hash::Hash;
 use crate::model::{Erasure, NodeId};
-use crate::placement;
+use crate::placement::{self, Member};
 
 /// Where a node is in its life in the cluster. The order is the order it
 /// moves in, and a merge keeps the later state.
@@ -85,14 +90,73 @@ impl NodeEntry {
     }
 }
 
-/// The layout: every node that ever held data, with its state.
+/// The zone a node is in when it gives none.
+pub const DEFAULT_ZONE: &str = "default";
+/// The capacity a node has when it gives none: 1 TB.
+pub const DEFAULT_CAPACITY: u64 = 1_000_000_000_000;
+
+/// Where a node sits for placement.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Place {
+    /// The failure domain it shares with others (a rack, a room, a site):
+    /// a chunk's slices and a partition's replicas spread over zones.
+    pub zone: String,
+    /// The bytes it offers: it takes slices in proportion among nodes of
+    /// other capacities.
+    pub capacity: u64,
+}
+
+impl Default for Place {
+    fn default() -> Self // PA
+    {
+        Place { zone: DEFAULT_ZONE.to_string(), capacity: DEFAULT_CAPACITY }
+    }
+}
+
+impl Place {
+    /// The node as placement weighs it.
+    pub fn member(&self, node: NodeId) -> Member // PA
+    {
+        // Most clusters have one zone: its number is worked out once.
+        static DEFAULT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let number = |zone: &str| Hash::of_parts(&[b"ouroboros zone", zone.as_bytes()]).prefix_u64();
+        let zone = match self.zone == DEFAULT_ZONE {
+            true => *DEFAULT.get_or_init(|| number(DEFAULT_ZONE)),
+            false => number(&self.zone),
+        };
+        Member { node, zone, weight: self.capacity.max(1) }
+    }
+}
+
+/// The layout: every node that ever held data, with its state and place.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layout {
     pub nodes: BTreeMap<NodeId, NodeEntry>,
+    /// Each node's place as it gave it on entering; a node without one
+    /// (it entered before places existed) has the default place.
+    pub places: BTreeMap<NodeId, Place>,
+}
+
+/// The layout's first format: states only, every node in the default place.
+#[derive(Deserialize)]
+struct LayoutV1 {
+    nodes: BTreeMap<NodeId, NodeEntry>,
 }
 
 impl Record for Layout {
     const KIND: RecordKind = RecordKind::Layout;
+    const VERSION: u8 = 2;
+
+    fn decode_older(version: u8, body: &[u8]) -> Result<Self, DecodeError> // PA
+    {
+        match version {
+            1 => {
+                let LayoutV1 { nodes } = crate::codec::decode_body(Self::KIND, body)?;
+                Ok(Layout { nodes, places: BTreeMap::new() })
+            }
+            _ => Err(DecodeError::UnknownVersion { kind: Self::KIND, version, newest: Self::VERSION }),
+        }
+    }
 }
 
 /// The replicas of one metadata partition while the layout may be moving.
@@ -143,7 +207,40 @@ impl Layout {
     {
         let known_by: BTreeSet<NodeId> = nodes.iter().copied().collect();
         let entry = NodeEntry { state: NodeState::Active, since_ms: 0, known_by };
-        Layout { nodes: nodes.iter().map(|node| (*node, entry.clone())).collect() }
+        Layout { nodes: nodes.iter().map(|node| (*node, entry.clone())).collect(), places: BTreeMap::new() }
+    }
+
+    /// `node`'s place: as it gave it, or the default.
+    pub fn place_of(&self, node: &NodeId) -> Place // PA
+    {
+        self.places.get(node).cloned().unwrap_or_default()
+    }
+
+    /// Record `node`'s place, as it gives it on entering; whether anything
+    /// changed. Two different places given for one node (a node that
+    /// entered twice before hearing itself) merge to the greater, so every
+    /// node ends with the same.
+    pub fn set_place(&mut self, node: NodeId, place: Place) -> bool // PA
+    {
+        match self.places.get(&node) {
+            Some(held) if *held >= place => false,
+            _ => {
+                self.places.insert(node, place);
+                true
+            }
+        }
+    }
+
+    /// `nodes` as placement weighs them.
+    pub fn members(&self, nodes: &[NodeId]) -> Vec<Member> // PA
+    {
+        nodes.iter().map(|node| self.place_of(node).member(*node)).collect()
+    }
+
+    /// The nodes new data is placed on, as placement weighs them.
+    pub fn placing_members(&self) -> Vec<Member> // PA
+    {
+        self.members(&self.placing())
     }
 
     pub fn state_of(&self, node: &NodeId) -> Option<NodeState> // A
@@ -163,6 +260,9 @@ impl Layout {
                     changed = true;
                 }
             }
+        }
+        for (node, place) in &other.places {
+            changed |= self.set_place(*node, place.clone());
         }
         changed
     }
@@ -193,11 +293,11 @@ impl Layout {
         changed
     }
 
-    /// A number that grows with every change of state: equal layouts have
-    /// equal versions, and a merge never lowers it.
+    /// A number that grows with every change of state and every place
+    /// given: equal layouts have equal versions, and a merge never lowers it.
     pub fn version(&self) -> u64 // A
     {
-        self.nodes.values().map(|entry| entry.state as u64 + 1).sum()
+        self.nodes.values().map(|entry| entry.state as u64 + 1).sum::<u64>() + self.places.len() as u64
     }
 
     /// A digest of the whole layout, for comparing two cheaply.
@@ -256,7 +356,7 @@ impl Layout {
     pub fn before_unsettled(&self, away: &[NodeId]) -> Layout // PA
     {
         let in_service = self.in_service();
-        let mut before = Layout::default();
+        let mut before = Layout { places: self.places.clone(), ..Layout::default() };
         for (node, entry) in &self.nodes {
             let settled = known_by_all(entry, &in_service, away);
             let state = match entry.state {
@@ -285,13 +385,16 @@ impl Layout {
     /// (a node that comes back takes in the layout before it serves).
     pub fn partition_replicas_with(&self, partition: u8, away: &[NodeId]) -> Replicas // PA
     {
-        let placing = placement::partition_replicas(partition, &self.placing());
-        let holding = placement::partition_replicas(partition, &self.holding());
+        let placing = placement::partition_replicas(partition, &self.placing_members());
+        let holding = placement::partition_replicas(partition, &self.members(&self.holding()));
         // Every change known by all is the common case: no layout to rebuild.
         let in_service = self.in_service();
         let held_before = match self.nodes.values().all(|entry| known_by_all(entry, &in_service, away)) {
             true => holding.clone(),
-            false => placement::partition_replicas(partition, &self.before_unsettled(away).holding()),
+            false => {
+                let before = self.before_unsettled(away);
+                placement::partition_replicas(partition, &before.members(&before.holding()))
+            }
         };
         Replicas { holding, placing, held_before }
     }
@@ -449,5 +552,53 @@ mod tests {
         assert!(layout.holding().contains(&node(4)));
         assert_eq!(layout.in_service().len(), 4);
         assert_eq!(layout.erasure(), Erasure::for_cluster(3));
+    }
+
+    #[test]
+    fn places_merge_to_the_same_and_a_layout_of_the_first_format_still_reads() // A
+    {
+        let mut a = Layout::of_active(&[node(1), node(2)]);
+        let mut b = a.clone();
+        let east = Place { zone: "east".into(), capacity: 4 };
+        assert!(a.set_place(node(1), east.clone()));
+        b.set_place(node(1), Place { zone: "east".into(), capacity: 2 });
+        b.set_place(node(2), Place::default());
+        let (mut ab, mut ba) = (a.clone(), b.clone());
+        assert!(ab.merge(&b));
+        assert!(ba.merge(&a));
+        assert_eq!(ab, ba, "merge order changed the places");
+        assert_eq!(ab.place_of(&node(1)), east);
+        assert!(!ab.set_place(node(1), Place { zone: "east".into(), capacity: 2 }), "a lesser place replaced one held");
+        assert_eq!(ab.place_of(&node(3)), Place::default(), "a node with no place is in the default one");
+        assert_eq!(ab.before_unsettled(&[]).places, ab.places, "the layout before a change lost its places");
+
+        // A layout as the first format wrote it: states only.
+        #[derive(Serialize)]
+        struct First<'a> {
+            nodes: &'a BTreeMap<NodeId, NodeEntry>,
+        }
+        let mut bytes = crate::codec::envelope(RecordKind::Layout, 1).to_vec();
+        bytes.extend(postcard::to_allocvec(&First { nodes: &a.nodes }).expect("encode"));
+        let read: Layout = crate::codec::decode(&bytes).expect("a first-format layout reads");
+        assert_eq!(read.nodes, a.nodes);
+        assert!(read.places.is_empty());
+        assert_eq!(crate::codec::decode::<Layout>(&crate::codec::encode(&ab)), Ok(ab));
+    }
+
+    #[test]
+    fn a_partition_spreads_its_replicas_over_the_zones() // A
+    {
+        // Seven nodes in three zones (3, 2, 2): five replicas, at most two in a zone.
+        let nodes: Vec<NodeId> = (1..=7).map(node).collect();
+        let mut layout = Layout::of_active(&nodes);
+        for (index, zone) in ["a", "a", "a", "b", "b", "c", "c"].iter().enumerate() {
+            layout.set_place(nodes[index], Place { zone: zone.to_string(), ..Place::default() });
+        }
+        for partition in 0..=u8::MAX {
+            let replicas = layout.partition_replicas(partition).holding;
+            assert_eq!(replicas.len(), 5);
+            let in_a = replicas.iter().filter(|n| nodes[..3].contains(n)).count();
+            assert!(in_a <= 2, "partition {partition}: {in_a} replicas in zone a");
+        }
     }
 }

@@ -29,7 +29,7 @@ use crate::anti_entropy::{AntiEntropy, SyncReport};
 use crate::cluster::{ClusterView, GetChunk, OfferChunk, PutSlice, ShareLayout, Transport};
 use crate::hash::Hash;
 use crate::homing::{Homing, SlicePlace};
-use crate::layout::{Layout, NodeState};
+use crate::layout::{Layout, NodeState, Place};
 use crate::model::{Chunk, NodeId};
 use crate::pace::Pace;
 use crate::placement;
@@ -43,7 +43,7 @@ const PAGE: usize = 500;
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How the steward behaves.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StewardSettings {
     /// A node seen down for longer than this is marked gone.
     pub dead_after: Duration,
@@ -52,6 +52,8 @@ pub struct StewardSettings {
     pub may_stand_alone: bool,
     /// Bytes of slices moved per second at most, so clients keep their speed.
     pub move_bytes_per_sec: u64,
+    /// This node's zone and capacity, given to the layout when it joins.
+    pub place: Place,
 }
 
 impl Default for StewardSettings {
@@ -61,6 +63,7 @@ impl Default for StewardSettings {
             dead_after: Duration::from_secs(30 * 60),
             may_stand_alone: true,
             move_bytes_per_sec: 64 << 20,
+            place: Place::default(),
         }
     }
 }
@@ -219,8 +222,10 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
         let local = self.view.local_node();
         let now = self.now_ms();
         let mut report = TendReport::default();
+        let place = self.settings.place.clone();
         self.update(move |layout| {
-            layout.state_of(&local).is_none() && layout.advance(local, NodeState::Joining, local, now)
+            layout.state_of(&local).is_none()
+                && layout.set_place(local, place) | layout.advance(local, NodeState::Joining, local, now)
         })
         .await;
         let before = self.store.layout();
@@ -398,7 +403,7 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
     async fn move_slices(&self, layout: &Layout, report: &mut MoveReport) -> StoreResult<()> // PA
     {
         let local = self.view.local_node();
-        let placing = layout.placing();
+        let placing = layout.placing_members();
         let mut manifests: HashMap<Hash, Found> = HashMap::new();
         let mut after = None;
         let mut pace = Pace::new(self.settings.move_bytes_per_sec);
@@ -506,16 +511,17 @@ enum Found {
 }
 
 /// What placement depends on: the nodes data is placed on and the nodes
-/// that hold it.
+/// that hold it, each with its zone and capacity.
 fn placement_key(layout: &Layout) -> Hash // PA
 {
     let mut bytes = Vec::new();
-    for node in layout.placing() {
-        bytes.extend_from_slice(node.as_bytes());
-    }
-    bytes.push(0);
-    for node in layout.holding() {
-        bytes.extend_from_slice(node.as_bytes());
+    for nodes in [layout.placing(), layout.holding()] {
+        for member in layout.members(&nodes) {
+            bytes.extend_from_slice(member.node.as_bytes());
+            bytes.extend_from_slice(&member.zone.to_le_bytes());
+            bytes.extend_from_slice(&member.weight.to_le_bytes());
+        }
+        bytes.push(0);
     }
     Hash::of(&bytes)
 }

@@ -207,7 +207,8 @@ async fn six_nodes_with_4_2_coding_survive_any_two_losses() // A
     let (key, _) = &objects[0];
     let blob = cluster.engines[0].latest("bucket", key).await.unwrap().unwrap();
     let chunk = blob.blob.chunks[0].id;
-    let ranked = ouroboros_core::placement::rank(&chunk, &cluster.nodes);
+    let ranked: Vec<Hash> =
+        placement::rank(&chunk, &placement::alike(&cluster.nodes)).into_iter().map(|member| member.node).collect();
     for node in &ranked[..3] {
         cluster.transport.set_down(*node, true);
     }
@@ -664,7 +665,7 @@ async fn garbage_collection_goes_on_while_a_node_is_down_and_stale_manifests_are
     assert_eq!(collect(ouroboros_core::now_nanos()).await, gone.blob.chunks.len());
     put(engine, "third", &unique).await;
     cluster.transport.set_down(away, false);
-    let first_replica = |id: &Hash| ouroboros_core::placement::partition_replicas(id.0[0], &cluster.nodes)[0];
+    let first_replica = |id: &Hash| placement::partition_replicas(id.0[0], &placement::alike(&cluster.nodes))[0];
     assert!(
         gone.blob.chunks.iter().any(|c| first_replica(&c.id) == away),
         "some chunk's manifest is asked of node 2 first, so a reader meets a stale manifest"
@@ -1066,7 +1067,7 @@ async fn repair_keeps_a_handed_off_copy_while_the_home_would_hold_two_slices_alo
     let [n0, n1, n2] = [cluster.nodes[0], cluster.nodes[1], cluster.nodes[2]];
     let store = |node: &Hash| cluster.transport.store(node).expect("store");
     let held_on = |node: &Hash, slice: &Hash| store(node).holds_slices(&[*slice]).expect("holds")[0];
-    let placing = store(&n0).layout().placing();
+    let placing = store(&n0).layout().placing_members();
     let chunks = || {
         let ids = store(&n0).unclaimed_chunks(u64::MAX, None, usize::MAX).expect("chunks");
         let manifests = ids.iter().map(|id| store(&n0).get_chunk(id).expect("manifest").expect("listed"));
@@ -1296,7 +1297,8 @@ type TestSteward = Steward<MemoryCluster, MemoryView>;
 fn steward_of(cluster: &Cluster, node: Hash, dead_after: Duration) -> TestSteward // A
 {
     let store = cluster.transport.store(&node).expect("node's store");
-    let settings = StewardSettings { dead_after, may_stand_alone: false, move_bytes_per_sec: u64::MAX };
+    let settings =
+        StewardSettings { dead_after, may_stand_alone: false, move_bytes_per_sec: u64::MAX, ..Default::default() };
     Steward::new(Arc::new(cluster.transport.clone()), Arc::new(cluster.transport.view(node)), store, settings)
 }
 
@@ -1313,7 +1315,7 @@ async fn tend_and_move(steward: &TestSteward, peers: &[Hash]) -> bool // A
 fn misplaced_slices(cluster: &Cluster, nodes: &[Hash]) -> usize // A
 {
     let store = |node: &Hash| cluster.transport.store(node).expect("store");
-    let placing = store(&nodes[0]).layout().placing();
+    let placing = store(&nodes[0]).layout().placing_members();
     let mut misplaced = 0;
     for node in nodes {
         let store = store(node);
@@ -1334,7 +1336,7 @@ fn misplaced_slices(cluster: &Cluster, nodes: &[Hash]) -> usize // A
 fn slices_away_from_home(cluster: &Cluster) -> usize // A
 {
     let store = |node: &Hash| cluster.transport.store(node).expect("store");
-    let placing = store(&cluster.nodes[0]).layout().placing();
+    let placing = store(&cluster.nodes[0]).layout().placing_members();
     let mut away = 0;
     for node in &cluster.nodes {
         for (slice, chunk) in store(node).slices_stored_before(u64::MAX, None, usize::MAX).expect("slices") {

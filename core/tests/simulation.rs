@@ -23,6 +23,9 @@
 //!    has all its slices on the homes the final layout names;
 //! 4. every row whose last write was acknowledged reads as that write.
 //!
+//! In half the schedules the nodes are in zones (three) of different
+//! capacities (three), drawn apart from the schedule's steps.
+//!
 //! At most m nodes (the coding's parity) are faulty at once, a node lost
 //! for good counting for the rest of the run; a node leaves only when the
 //! nodes left keep that parity, and one membership change runs at a time.
@@ -43,7 +46,7 @@ use futures::{FutureExt, StreamExt};
 use ouroboros_core::anti_entropy::AntiEntropy;
 use ouroboros_core::chunker::ChunkerConfig;
 use ouroboros_core::cluster::{Call, Request, Transport, TransportError, Unreachable};
-use ouroboros_core::layout::{Layout, NodeState};
+use ouroboros_core::layout::{Layout, NodeState, Place};
 use ouroboros_core::memory::{MemoryCluster, MemoryView};
 use ouroboros_core::placement;
 use ouroboros_core::steward::{Steward, StewardSettings};
@@ -181,6 +184,11 @@ struct Sim {
     lost: BTreeSet<usize>,
     /// The coding's parity: how many nodes may be faulty at once.
     parity: usize,
+    /// Each node's zone and capacity, by node index.
+    places: Vec<Place>,
+    /// Where new nodes' places are drawn from; `None`: every node in the
+    /// default place.
+    place_draws: Option<rand::rngs::StdRng>,
 }
 
 impl Sim {
@@ -215,13 +223,39 @@ impl Sim {
             stewards: Vec::new(),
             lost: BTreeSet::new(),
             parity,
+            places: Vec::new(),
+            place_draws: None,
         };
+        // Half the schedules put nodes in zones of different capacities,
+        // drawn apart from the schedule so its steps stay as they were.
+        let mut draws = rand::rngs::StdRng::seed_from_u64(seed ^ 0x7a0e);
+        if draws.gen_bool(0.5) {
+            sim.place_draws = Some(draws);
+            ZONED.fetch_add(1, Ordering::Relaxed);
+        }
         for _ in 0..size {
             let (id, store) = sim.open_node();
             sim.cluster.add_node(id, store);
             sim.start_node();
         }
+        // The nodes formed the cluster together, each with its place.
+        let mut places = Layout::default();
+        for (node, place) in sim.nodes.iter().zip(&sim.places) {
+            places.set_place(*node, place.clone());
+        }
+        for node in &sim.nodes {
+            sim.cluster.store(node).unwrap().merge_layout(&places).unwrap();
+        }
         sim
+    }
+
+    /// The place of the next node: a zone of three and a capacity of
+    /// three, or the default.
+    fn draw_place(&mut self) -> Place // A
+    {
+        let Some(draws) = &mut self.place_draws else { return Place::default() };
+        let zone = format!("zone-{}", draws.gen_range(0..3));
+        Place { zone, capacity: [1, 2, 4][draws.gen_range(0..3)] * 1_000_000_000_000 }
     }
 
     /// A new node's directory and store.
@@ -230,6 +264,8 @@ impl Sim {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path(), Durability::Flush).unwrap();
         let id = Hash::of(format!("sim node {}", self.nodes.len()).as_bytes());
+        let place = self.draw_place();
+        self.places.push(place);
         self.dirs.push(dir);
         self.nodes.push(id);
         (id, Arc::new(store))
@@ -259,7 +295,8 @@ impl Sim {
     {
         let id = self.nodes[node];
         let store = self.cluster.store(&id).unwrap();
-        let settings = StewardSettings { dead_after, may_stand_alone: false, move_bytes_per_sec: u64::MAX };
+        let place = self.places[node].clone();
+        let settings = StewardSettings { dead_after, may_stand_alone: false, move_bytes_per_sec: u64::MAX, place };
         Steward::new(Arc::new(self.transport(node)), Arc::new(self.cluster.view(id)), store, settings)
     }
 
@@ -427,7 +464,7 @@ impl Sim {
 /// their slice, and how many of its slices any node in play holds.
 fn chunks_out_of_place(sim: &Sim, layout: &Layout, chunks: &BTreeSet<Hash>) -> (usize, usize, Vec<String>) // A
 {
-    let placing = layout.placing();
+    let placing = layout.placing_members();
     let (mut misplaced, mut unknown, mut short) = (0, 0, Vec::new());
     let in_play: Vec<Hash> = sim.in_play().into_iter().map(|node| sim.nodes[node]).collect();
     for id in chunks {
@@ -468,6 +505,8 @@ struct Model {
 /// Membership changes over every schedule run: nodes that joined, drained
 /// out of the layout, and were lost for good; and hints handed over.
 static JOINED: AtomicUsize = AtomicUsize::new(0);
+/// Schedules whose nodes have zones and capacities.
+static ZONED: AtomicUsize = AtomicUsize::new(0);
 static DRAINED: AtomicUsize = AtomicUsize::new(0);
 static LOST: AtomicUsize = AtomicUsize::new(0);
 /// Nodes lost while holding two or more slices of some chunk.
@@ -951,10 +990,11 @@ async fn seeded_fault_schedules_keep_every_acknowledged_write() // A
     }
     failed.sort_unstable();
     eprintln!(
-        "simulated {} schedules in {:.1} s: {} nodes joined, {} drained, {} lost for good ({} holding two slices \
+        "simulated {} schedules in {:.1} s ({} with zones and capacities): {} nodes joined, {} drained, {} lost for good ({} holding two slices \
          of a chunk)\n{} passed, {} failed",
         seeds.len(),
         started.elapsed().as_secs_f64(),
+        ZONED.load(Ordering::Relaxed),
         JOINED.load(Ordering::Relaxed),
         DRAINED.load(Ordering::Relaxed),
         LOST.load(Ordering::Relaxed),

@@ -5,6 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ouroboros_core::layout::Place;
 use ouroboros_core::store::Durability;
 
 use crate::connection::ConnectionLimits;
@@ -85,6 +86,22 @@ pub struct FileConfig {
     /// Bytes per second a node moves slices at, at most, when the layout
     /// changes (default 64 MiB).
     pub repair_bytes_per_sec: Option<u64>,
+    /// The zone this node is in (a rack, a room, a site): a chunk's slices
+    /// and a partition's replicas spread over the cluster's zones (default
+    /// `default`). Fixed once the node has joined.
+    pub zone: Option<String>,
+    /// The storage this node offers, in bytes or with a unit (`500G`,
+    /// `4T`, `2TiB`): nodes take slices in proportion to it (default `1T`).
+    /// Fixed once the node has joined.
+    pub capacity: Option<Capacity>,
+}
+
+/// A capacity as the file gives it: a number of bytes, or a number with a unit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Capacity {
+    Bytes(u64),
+    Text(String),
 }
 
 impl FileConfig {
@@ -129,6 +146,8 @@ pub struct ClusterSettings {
     pub dead_after: Duration,
     /// How fast slices move when the layout changes.
     pub repair_bytes_per_sec: u64,
+    /// Its zone and capacity, given to the layout when it joins.
+    pub place: Place,
 }
 
 /// The default `sync_interval`.
@@ -147,6 +166,7 @@ impl Default for ClusterSettings {
             sync_interval: DEFAULT_SYNC_INTERVAL,
             dead_after: DEFAULT_DEAD_AFTER,
             repair_bytes_per_sec: DEFAULT_REPAIR_BYTES_PER_SEC,
+            place: Place::default(),
         }
     }
 }
@@ -228,6 +248,60 @@ fn socket_address(name: &'static str, value: Option<String>) -> Result<Option<So
             _ => Err(ConfigError::Invalid { name, value: text, expected: "ADDR:PORT" }),
         },
     }
+}
+
+/// This node's zone (`OUROBOROS_ZONE`, else the file's `zone`) and
+/// capacity (`OUROBOROS_CAPACITY`, else the file's `capacity`).
+fn place(zone: Option<String>, capacity: Option<Capacity>) -> Result<Place, ConfigError> // PA
+{
+    let defaults = Place::default();
+    let zone = env("OUROBOROS_ZONE").or(zone).unwrap_or(defaults.zone);
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if zone.is_empty() || zone.len() > 64 || !zone.chars().all(valid) {
+        return Err(ConfigError::Invalid {
+            name: "zone",
+            value: zone,
+            expected: "1 to 64 letters, digits, '-', '_' or '.'",
+        });
+    }
+    let capacity = match (env("OUROBOROS_CAPACITY"), capacity) {
+        (Some(text), _) | (None, Some(Capacity::Text(text))) => parse_capacity(&text).ok_or(ConfigError::Invalid {
+            name: "capacity",
+            value: text,
+            expected: "bytes, or a number with a unit (500G, 4T, 2TiB)",
+        })?,
+        (None, Some(Capacity::Bytes(bytes))) => bytes,
+        (None, None) => defaults.capacity,
+    };
+    if capacity == 0 {
+        return Err(ConfigError::Invalid { name: "capacity", value: "0".into(), expected: "at least 1 byte" });
+    }
+    Ok(Place { zone, capacity })
+}
+
+/// Bytes from `4T`, `500G`, `2TiB`, `1000000` (decimal units are powers of
+/// 1000, binary ones of 1024; a trailing `B` is allowed).
+pub fn parse_capacity(text: &str) -> Option<u64> // PA
+{
+    let text = text.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let number: u64 = text[..digits].parse().ok()?;
+    let unit = text[digits..].trim().to_ascii_uppercase();
+    let unit = unit.strip_suffix('B').unwrap_or(&unit);
+    let (base, letter): (u64, &str) = match unit.strip_suffix('I') {
+        Some(letter) => (1024, letter),
+        None => (1000, unit),
+    };
+    let power = match letter {
+        "" if base == 1000 => 0,
+        "K" => 1,
+        "M" => 2,
+        "G" => 3,
+        "T" => 4,
+        "P" => 5,
+        _ => return None,
+    };
+    number.checked_mul(base.checked_pow(power)?)
 }
 
 /// A 32-byte secret from the environment (hex) or else from a file (hex).
@@ -331,6 +405,7 @@ impl Config {
                 file.repair_bytes_per_sec,
                 DEFAULT_REPAIR_BYTES_PER_SEC,
             )?,
+            place: place(file.zone, file.capacity)?,
         };
         for (name, zero) in [
             ("sync_interval_secs", cluster.sync_interval.is_zero()),
@@ -361,5 +436,45 @@ impl Config {
             connections,
             cluster,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacities_read_with_decimal_and_binary_units() // A
+    {
+        assert_eq!(parse_capacity("1000"), Some(1000));
+        assert_eq!(parse_capacity("500G"), Some(500_000_000_000));
+        assert_eq!(parse_capacity("4T"), Some(4_000_000_000_000));
+        assert_eq!(parse_capacity("4tb"), Some(4_000_000_000_000));
+        assert_eq!(parse_capacity("2TiB"), Some(2 << 40));
+        assert_eq!(parse_capacity(" 64 MiB "), Some(64 << 20));
+        for wrong in ["", "T", "2.5T", "4X", "-1G", "99999999999P"] {
+            assert_eq!(parse_capacity(wrong), None, "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn a_zone_or_capacity_that_cannot_be_used_is_named() // A
+    {
+        let place = place(Some("rack-2".into()), Some(Capacity::Text("8T".into()))).expect("a valid place");
+        assert_eq!(place, Place { zone: "rack-2".into(), capacity: 8_000_000_000_000 });
+        assert_eq!(place_default(), Place::default());
+        for zone in ["", "a zone", "ü"] {
+            let error = super::place(Some(zone.into()), None).expect_err("an invalid zone");
+            assert!(error.to_string().starts_with("zone:"), "{error}");
+        }
+        let error = super::place(None, Some(Capacity::Bytes(0))).expect_err("no capacity");
+        assert!(error.to_string().starts_with("capacity:"), "{error}");
+        let error = super::place(None, Some(Capacity::Text("lots".into()))).expect_err("no unit");
+        assert!(error.to_string().contains("\"lots\""), "{error}");
+    }
+
+    fn place_default() -> Place // A
+    {
+        super::place(None, None).expect("the default place")
     }
 }

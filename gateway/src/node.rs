@@ -236,7 +236,25 @@ impl Node {
         let ran_before = members.local().generation > 1;
         let alone = cluster.is_none();
         let now_ms = ouroboros_core::now_nanos() / 1_000_000;
-        store.update_layout(move |layout| enter_layout(layout, id, &known, alone, ran_before, now_ms))?;
+        let place = config.cluster.place.clone();
+        store.update_layout(move |layout| {
+            let entered = enter_layout(layout, id, &known, alone, ran_before, now_ms);
+            // A node entering as joining (or alone) gives its zone and
+            // capacity; one of a cluster from before the layout, active at
+            // once, and one in the layout already keep theirs, as a place
+            // changed with no state change would move data unnoticed.
+            let joined = entered && (alone || layout.state_of(&id) == Some(NodeState::Joining));
+            entered | (joined && layout.set_place(id, place))
+        })?;
+        let held = store.layout().place_of(&id);
+        if held != config.cluster.place {
+            tracing::warn!(
+                zone = %held.zone,
+                capacity = held.capacity,
+                "this node joined with another zone or capacity than it is configured with now; the layout keeps \
+                 the ones it joined with (drain it and start a new node to change them)"
+            );
+        }
         if let Some(cluster) = &cluster {
             if secrets.new_cluster && config.cluster.join.is_empty() {
                 print_new_cluster(config, cluster.members.local(), &secrets);
@@ -262,6 +280,7 @@ impl Node {
                 dead_after: config.cluster.dead_after,
                 may_stand_alone: config.cluster.join.is_empty(),
                 move_bytes_per_sec: config.cluster.repair_bytes_per_sec,
+                place: config.cluster.place.clone(),
             };
             let view = Arc::new(MembersView { members: members.clone(), store: store.clone() });
             Arc::new(Steward::new(Arc::new(transport.clone()), view, store.clone(), settings))

@@ -96,6 +96,10 @@ pub struct MemberReport {
     /// `joining`, `active`, `draining` or `gone`; absent when the layout
     /// does not hold it yet.
     pub layout: Option<String>,
+    /// Its zone and capacity (bytes) in the layout; absent when the layout
+    /// does not hold it yet.
+    pub zone: Option<String>,
+    pub capacity: Option<u64>,
     /// `gateway` or `storage`.
     pub role: String,
     pub generation: u64,
@@ -143,6 +147,8 @@ pub async fn status_report(members: &Members, transport: &NetTransport, layout: 
                 addr: m.peer.addr.to_string(),
                 state: m.liveness.as_str().to_string(),
                 layout: layout.state_of(&m.peer.id).map(|state| state.as_str().to_string()),
+                zone: layout.nodes.contains_key(&m.peer.id).then(|| layout.place_of(&m.peer.id).zone),
+                capacity: layout.nodes.contains_key(&m.peer.id).then(|| layout.place_of(&m.peer.id).capacity),
                 role: m.peer.role.as_str().to_string(),
                 generation: m.peer.generation,
                 slices: usage.map(|u| u.slices),
@@ -450,19 +456,21 @@ async fn exchange(endpoint: &str, host: &str, request: &str) -> Result<String, S
 pub fn status_table(report: &StatusReport) -> String // A
 {
     let mut out = format!(
-        "{:<14} {:<24} {:<8} {:<9} {:<8} {:>10} {:>9} {:>12}\n",
-        "node", "address", "state", "layout", "role", "generation", "slices", "slice bytes"
+        "{:<14} {:<24} {:<8} {:<9} {:<12} {:>9} {:<8} {:>10} {:>9} {:>12}\n",
+        "node", "address", "state", "layout", "zone", "capacity", "role", "generation", "slices", "slice bytes"
     );
     for member in &report.members {
         let short = member.id.get(..12).unwrap_or(&member.id);
         let local = if member.id == report.node { "  (this node)" } else { "" };
         let known = |value: Option<u64>| value.map_or_else(|| "-".to_string(), |v| v.to_string());
         out.push_str(&format!(
-            "{:<14} {:<24} {:<8} {:<9} {:<8} {:>10} {:>9} {:>12}{local}\n",
+            "{:<14} {:<24} {:<8} {:<9} {:<12} {:>9} {:<8} {:>10} {:>9} {:>12}{local}\n",
             short,
             member.addr,
             member.state,
             member.layout.as_deref().unwrap_or("-"),
+            member.zone.as_deref().unwrap_or("-"),
+            member.capacity.map_or_else(|| "-".to_string(), human_bytes),
             member.role,
             member.generation,
             known(member.slices),
@@ -500,6 +508,19 @@ pub fn status_table(report: &StatusReport) -> String // A
     out
 }
 
+/// A capacity for people, in decimal units: "4 TB", "1.5 TB", "500 GB".
+fn human_bytes(bytes: u64) -> String // A
+{
+    let units = ["B", "KB", "MB", "GB", "TB", "PB", "EB"];
+    let mut scale = 0;
+    while scale + 1 < units.len() && bytes >= 1000u64.pow(scale as u32 + 1) {
+        scale += 1;
+    }
+    let value = bytes as f64 / 1000f64.powi(scale as i32);
+    let text = format!("{value:.1}");
+    format!("{} {}", text.strip_suffix(".0").unwrap_or(&text), units[scale])
+}
+
 /// How far a pass is, for people: "42% done, 1.2 GiB, about 3 min left".
 fn pass_line(pass: &PassProgress) -> String // A
 {
@@ -510,4 +531,19 @@ fn pass_line(pass: &PassProgress) -> String // A
         Some(secs) => format!("about {} h left", secs.div_ceil(3600)),
     };
     format!("{}.{}% done, {} bytes, {left}", pass.done_permille / 10, pass.done_permille % 10, pass.bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacities_read_in_decimal_units() // A
+    {
+        assert_eq!(human_bytes(4_000_000_000_000), "4 TB");
+        assert_eq!(human_bytes(1_500_000_000_000), "1.5 TB");
+        assert_eq!(human_bytes(2 << 40), "2.2 TB");
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(u64::MAX), "18.4 EB");
+    }
 }

@@ -188,7 +188,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         }
         let mut removed = 0;
         for manifest in manifests {
-            let homes = placement::slice_homes(id, manifest.slices.len(), &layout.placing());
+            let homes = placement::slice_homes(id, manifest.slices.len(), &layout.placing_members());
             for (index, slice) in manifest.slices.iter().enumerate() {
                 let Some(node) = homes.get(index) else { break };
                 match self.transport.ask(*node, RemoveSlice { hash: *slice }).await {

@@ -114,7 +114,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let HandedOffSlice { chunk, slices, index, holder } = hint;
         let index = index as usize;
         let layout = self.view.layout();
-        let homes = placement::slice_homes(&chunk, slices.len(), &layout.placing());
+        let homes = placement::slice_homes(&chunk, slices.len(), &layout.placing_members());
         let Some(hash) = slices.get(index).copied() else { return Outcome::Drop };
         if homes.get(index) != Some(&home) || holder == home {
             return Outcome::Drop;

@@ -195,7 +195,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         if !layout.hash_replicas(&id).all().contains(&local) {
             return Ok(None);
         }
-        let members = layout.placing();
+        let members = layout.placing_members();
         let keys = self.keys.clone();
         let (reader, opener) = (store.clone(), keys.clone());
         let opened = compute(move || {
@@ -302,10 +302,10 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let k = manifest.erasure.data as usize;
         let total = manifest.erasure.total();
         let layout = self.view.layout();
-        let homes = placement::slice_homes(&id, total, &layout.placing());
+        let homes = placement::slice_homes(&id, total, &layout.placing_members());
         // Where else a slice may be: handed off, or not yet moved off a
         // node leaving.
-        let others = layout.in_service();
+        let others = layout.members(&layout.in_service());
         if homes.is_empty() {
             return Err(EngineError::NoReplica { what: format!("chunk {id} (no members)"), errors: Vec::new() });
         }

@@ -165,7 +165,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// message per node), then repair the chunks that lack some.
     async fn repair_page(&self, layout: &Layout, manifests: Vec<Chunk>, pass: &mut Pass) // PA
     {
-        let placing = layout.placing();
+        let placing = layout.placing_members();
         let mut expected: BTreeMap<NodeId, Vec<Expected>> = BTreeMap::new();
         let mut homes_of: HashMap<Hash, Vec<NodeId>> = HashMap::new();
         for manifest in &manifests {
@@ -215,7 +215,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let Damaged { manifest, homes, lacking } = damaged;
         let homes = homes.as_slice();
         let id = manifest.id;
-        let in_service = layout.in_service();
+        let in_service = layout.members(&layout.in_service());
         let mut still = Vec::new();
         let mut home_silent = false;
         for index in lacking {

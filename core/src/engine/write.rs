@@ -27,7 +27,7 @@ use crate::layout::Layout;
 use crate::model::{
     Blob, Chunk, ChunkList, ChunkListRef, ChunkRef, Erasure, NodeId, PartRecord, SealedSlice, CHUNKS_PER_LIST,
 };
-use crate::placement;
+use crate::placement::{self, Member};
 use crate::seal::{self, SealParams};
 use crate::store::LocalStore;
 
@@ -38,7 +38,7 @@ struct Outgoing {
     slices: Vec<Hash>,
     homes: Vec<NodeId>,
     /// The nodes a slice may be handed off to.
-    members: Vec<NodeId>,
+    members: Vec<Member>,
     /// Where hints of handed-off slices are kept: this node's store.
     hints: Option<Arc<LocalStore>>,
 }
@@ -77,7 +77,7 @@ type Split = EngineResult<(Vec<ChunkRef>, Vec<ChunkListRef>)>;
 /// belong to `local`.
 fn chunk_is_local(id: &Hash, erasure: Erasure, layout: &Layout, local: NodeId) -> bool // PA
 {
-    let homes = placement::slice_homes(id, erasure.total(), &layout.placing());
+    let homes = placement::slice_homes(id, erasure.total(), &layout.placing_members());
     let replicas = layout.hash_replicas(id).all();
     !homes.is_empty() && !replicas.is_empty() && homes.iter().chain(&replicas).all(|node| *node == local)
 }
@@ -580,7 +580,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let local = self.view.local_node();
         let store = self.transport.local_store(local);
         let layout = self.view.layout();
-        let members = layout.placing();
+        let members = layout.placing_members();
         let erasure = self.config.erasure.unwrap_or_else(|| layout.erasure());
         let params = SealParams { erasure, zstd_level: self.config.zstd_level };
         let keys = self.keys.clone();

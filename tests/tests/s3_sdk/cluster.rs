@@ -56,6 +56,8 @@ struct ClusterNode {
     child: Option<Child>,
     /// Started with `--storage-only` and neither the data key nor access keys.
     storage_only: bool,
+    /// Its zone (`OUROBOROS_ZONE`), if the test gives one.
+    zone: Option<String>,
 }
 
 /// Nodes of one cluster, sharing its secret, data key and root access key.
@@ -136,6 +138,12 @@ impl TestCluster {
     /// As `start_with`, every node also given the environment `env`.
     async fn start_tuned(size: usize, storage_only: &[usize], env: &[(&str, &str)]) -> Self // A
     {
+        Self::start_placed(size, storage_only, env, &[]).await
+    }
+
+    /// As `start_tuned`, node i in zone `zones[i]` (when given).
+    async fn start_placed(size: usize, storage_only: &[usize], env: &[(&str, &str)], zones: &[&str]) -> Self // A
+    {
         let mut cluster = TestCluster {
             nodes: Vec::new(),
             env: env.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect(),
@@ -151,6 +159,7 @@ impl TestCluster {
                 cluster: free_address(),
                 child: None,
                 storage_only: storage_only.contains(&index),
+                zone: zones.get(index).map(|zone| zone.to_string()),
             });
             cluster.spawn_on_free_ports(index).await;
         }
@@ -251,6 +260,9 @@ impl TestCluster {
             .stderr(log);
         if index > 0 {
             command.arg("--join").arg(seed.to_string());
+        }
+        if let Some(zone) = &node.zone {
+            command.env("OUROBOROS_ZONE", zone);
         }
         if node.storage_only {
             command.arg("--storage-only");
@@ -619,7 +631,7 @@ async fn six_nodes_at_4_2_read_everything_with_any_two_killed() // A
     // partition, answers 503. The third node is one that splits the keys.
     let ids = cluster.member_ids(0);
     let readable = |dead: &[usize], key: &str| {
-        let replicas = placement::partition_replicas(placement::partition_of("wide", key), &ids);
+        let replicas = placement::partition_replicas(placement::partition_of("wide", key), &placement::alike(&ids));
         let alive = replicas.iter().filter(|id| !dead.iter().any(|d| ids[*d] == **id)).count();
         alive >= placement::read_quorum(replicas.len())
     };
@@ -1306,6 +1318,7 @@ async fn a_node_added_to_six_takes_its_share_while_every_object_reads() // A
         cluster: free_address(),
         child: None,
         storage_only: false,
+        zone: None,
     });
     cluster.spawn_on_free_ports(6).await;
     cluster.wait_layout(0, |states| states.len() == 7 && states.iter().all(|s| s == "active")).await;
@@ -1340,5 +1353,61 @@ async fn a_node_added_to_six_takes_its_share_while_every_object_reads() // A
     assert!(reads >= objects.len() * 6, "only {reads} reads during the join");
     for (key, body) in objects.iter() {
         assert!(get_bytes(&cluster.client(6), "growing", key).await == *body, "{key} through the new node");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seven_nodes_in_three_zones_lose_a_whole_zone_at_once_and_lose_nothing() // A
+{
+    // Seven nodes at 4+2 in zones of 2, 2 and 3 nodes: each chunk keeps
+    // two slices in each zone, and each partition at most two of its five
+    // replicas, so losing the largest zone (three nodes, one more than the
+    // parity) costs every chunk two slices and every partition two replicas.
+    let zones = ["east", "east", "west", "west", "north", "north", "north"];
+    let mut cluster = TestCluster::start_placed(7, &[], &[], &zones).await;
+    let report = cluster.status_json(0);
+    let ids = cluster.member_ids(0);
+    for (id, zone) in ids.iter().zip(zones) {
+        let members = report["members"].as_array().expect("members");
+        let member = members.iter().find(|m| m["id"] == id.to_hex()).expect("listed");
+        assert_eq!(member["zone"], zone, "{member}");
+        assert_eq!(member["capacity"], 1_000_000_000_000u64, "the default capacity: {member}");
+    }
+    cluster.client(0).create_bucket().bucket("zoned").send().await.unwrap();
+    let mut objects = Vec::new();
+    for n in 0..10usize {
+        let body = random_bytes(if n.is_multiple_of(3) { 5 << 20 } else { 50_000 + n }, 900 + n as u64);
+        let key = format!("object-{n:02}");
+        put_bytes(&cluster.client(n % 4), "zoned", &key, &body).await.unwrap();
+        objects.push((key, body));
+    }
+    let total = cluster.wait_healed(0, &ids, None, "seven nodes in three zones").await;
+    assert!(total > 0 && total.is_multiple_of(6), "{total} slices");
+    // Zone north holds a third of all slices: two of each chunk's six.
+    let report = cluster.status_json(0);
+    let members = report["members"].as_array().expect("members");
+    let north: u64 = ids[4..]
+        .iter()
+        .map(|id| members.iter().find(|m| m["id"] == id.to_hex()).and_then(|m| m["slices"].as_u64()).expect("slices"))
+        .sum();
+    assert_eq!(north * 3, total, "zone north holds {north} of {total} slices, not two of each chunk's six");
+
+    for node in 4..7 {
+        cluster.kill(node);
+    }
+    for reader in 0..4 {
+        let client = cluster.client(reader);
+        for (key, body) in &objects {
+            let got = get_bytes(&client, "zoned", key).await;
+            assert!(got == *body, "{key} through node {reader} with zone north lost");
+        }
+        let listed = client.list_objects_v2().bucket("zoned").send().await.unwrap();
+        assert_eq!(listed.contents().len(), objects.len(), "listing through node {reader} with zone north lost");
+    }
+    // The two zones left take new writes, and read them back everywhere.
+    let body = random_bytes(3 << 20, 999);
+    put_bytes(&cluster.client(1), "zoned", "after", &body).await.unwrap();
+    for reader in 0..4 {
+        assert!(get_bytes(&cluster.client(reader), "zoned", "after").await == body, "through node {reader}");
     }
 }
