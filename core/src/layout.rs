@@ -234,7 +234,8 @@ impl Layout {
     /// `nodes` as placement weighs them.
     pub fn members(&self, nodes: &[NodeId]) -> Vec<Member> // PA
     {
-        nodes.iter().map(|node| self.place_of(node).member(*node)).collect()
+        let default = Place::default();
+        nodes.iter().map(|node| self.places.get(node).unwrap_or(&default).member(*node)).collect()
     }
 
     /// The nodes new data is placed on, as placement weighs them.

@@ -101,13 +101,13 @@ fn distinct(members: &[Member]) -> Vec<Member> // PA
     members
 }
 
-/// How many zones `members` span.
-fn zone_count(members: &[Member]) -> usize // PA
+/// The zones `members` span, in order.
+fn zones_of(members: &[Member]) -> Vec<u64> // PA
 {
     let mut zones: Vec<u64> = members.iter().map(|member| member.zone).collect();
     zones.sort_unstable();
     zones.dedup();
-    zones.len()
+    zones
 }
 
 /// Members ranked for `item`, best first.
@@ -152,19 +152,21 @@ pub fn slice_homes(id: &Hash, count: usize, members: &[Member]) -> Vec<NodeId> /
             pairs.push((Draw::new(hash, member.weight, weighed), position, index));
         }
     }
-    pairs.sort_unstable_by(|a, b| a.0.order(&b.0).then(b.1.cmp(&a.1)).then(members[b.2].node.cmp(&members[a.2].node)));
-    let mut share = count.div_ceil(zone_count(&members));
-    let mut in_zone: BTreeMap<u64, usize> = BTreeMap::new();
+    // Members are in node order, so their index breaks ties as the node would.
+    pairs.sort_unstable_by(|a, b| a.0.order(&b.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)));
+    let zones = zones_of(&members);
+    let mut share = count.div_ceil(zones.len());
+    let mut in_zone = vec![0usize; zones.len()];
+    let zone_at: Vec<usize> = members.iter().map(|member| zones.binary_search(&member.zone).unwrap_or(0)).collect();
     let mut homes: Vec<Option<NodeId>> = vec![None; count];
     let mut taken = vec![false; members.len()];
     let (mut placed, mut taken_count) = (0, 0);
     while placed < count {
         for (_, position, index) in &pairs {
-            let zone = in_zone.entry(members[*index].zone).or_default();
-            if homes[*position].is_none() && !taken[*index] && *zone < share {
+            if homes[*position].is_none() && !taken[*index] && in_zone[zone_at[*index]] < share {
                 homes[*position] = Some(members[*index].node);
                 taken[*index] = true;
-                *zone += 1;
+                in_zone[zone_at[*index]] += 1;
                 placed += 1;
                 taken_count += 1;
                 if taken_count == members.len() {
@@ -201,14 +203,20 @@ pub fn handoff_order(index: usize, homes: &[NodeId], others: &[Member], down: im
     let mut order: Vec<NodeId> = Vec::with_capacity(n + others.len());
     let Some(home) = homes.get(index % n.max(1)).copied() else { return order };
     let zone_of = |node: NodeId| others.iter().find(|member| member.node == node).map(|member| member.zone);
-    let home_zone = zone_of(home);
-    let share = n.div_ceil(zone_count(others).max(1));
-    let homes_in = |zone: Option<u64>| homes.iter().filter(|other| zone_of(**other) == zone).count();
+    let home_zones: Vec<Option<u64>> = homes.iter().map(|other| zone_of(*other)).collect();
+    let home_zone = home_zones[index % n];
+    let share = n.div_ceil(zones_of(others).len().max(1));
+    let mut homes_in: BTreeMap<u64, usize> = BTreeMap::new();
+    for zone in home_zones.iter().flatten() {
+        *homes_in.entry(*zone).or_default() += 1;
+    }
     let spare: Vec<&Member> = others.iter().filter(|member| !homes.contains(&member.node)).collect();
     let later_homes: Vec<NodeId> = (1..n).map(|step| homes[(index + step) % n]).collect();
     let near = spare.iter().filter(|member| Some(member.zone) == home_zone).map(|member| member.node);
-    let roomy = spare.iter().filter(|member| homes_in(Some(member.zone)) < share).map(|member| member.node);
-    let homes_near = later_homes.iter().copied().filter(|other| zone_of(*other) == home_zone);
+    let below_share = |member: &&&Member| homes_in.get(&member.zone).copied().unwrap_or(0) < share;
+    let roomy = spare.iter().filter(below_share).map(|member| member.node);
+    let homes_near =
+        (1..n).map(|step| (index + step) % n).filter(|at| home_zones[*at] == home_zone).map(|at| homes[at]);
     let rest = spare.iter().map(|member| member.node);
     let candidates = near.chain(roomy).chain(homes_near).chain(rest).chain(later_homes.iter().copied());
     for node in std::iter::once(home).chain(candidates) {
@@ -259,7 +267,7 @@ pub fn partition_replicas(partition: u8, members: &[Member]) -> Vec<NodeId> // P
     let item = Hash::of_parts(&[b"ouroboros partition", &[partition]]);
     let ranked = rank(&item, members);
     let wanted = replication_factor(ranked.len()).min(ranked.len());
-    let mut share = wanted.div_ceil(zone_count(&ranked).max(1));
+    let mut share = wanted.div_ceil(zones_of(&ranked).len().max(1));
     let mut chosen = vec![false; ranked.len()];
     let mut in_zone: BTreeMap<u64, usize> = BTreeMap::new();
     let mut count = 0;

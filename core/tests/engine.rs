@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 use ouroboros_core::anti_entropy::AntiEntropy;
 use ouroboros_core::chunker::ChunkerConfig;
 use ouroboros_core::hints::Hinted;
-use ouroboros_core::layout::NodeState;
+use ouroboros_core::layout::{Layout, NodeState, Place};
 use ouroboros_core::memory::{MemoryCluster, MemoryView};
 use ouroboros_core::placement;
 use ouroboros_core::scrub::scrub_slices;
@@ -1612,4 +1612,69 @@ async fn a_node_cut_off_from_the_others_marks_no_one_gone() // A
     let report = steward_of(&cluster, nodes[0], Duration::ZERO).tend(&nodes[..3]).await;
     assert_eq!(report.marked_gone, vec![nodes[3]]);
     assert_eq!(state_of(&cluster, nodes[1], nodes[3]), Some(NodeState::Gone), "the mark did not spread");
+}
+
+/// Seven nodes at 4+2 in zones east (nodes 0, 1), west (2, 3) and north
+/// (4, 5, 6): every chunk has two slices in each zone.
+fn seven_nodes_in_three_zones() -> Cluster // A
+{
+    let cluster = Cluster::new(7, EngineConfig { erasure: Some(Erasure::new(4, 2)), ..small_chunks() });
+    let mut places = Layout::default();
+    for (node, zone) in cluster.nodes.iter().zip(["east", "east", "west", "west", "north", "north", "north"]) {
+        places.set_place(*node, Place { zone: zone.into(), ..Place::default() });
+    }
+    for node in &cluster.nodes {
+        cluster.transport.store(node).expect("store").merge_layout(&places).expect("layout");
+    }
+    cluster
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slice_handed_off_stays_in_its_zone_so_losing_another_zone_loses_nothing() // A
+{
+    let cluster = seven_nodes_in_three_zones();
+    let store = |node: usize| cluster.transport.store(&cluster.nodes[node]).expect("store");
+    // Node 0 is away while objects are written: its slice of every chunk
+    // is handed off, to node 1 (the other node of zone east, a home too)
+    // rather than to the spare node of zone north, which would leave zone
+    // north three slices of the chunk.
+    cluster.transport.set_down(cluster.nodes[0], true);
+    let data = |i: usize| random_bytes(200_000 + i * 1000, 70 + i as u64);
+    for i in 0..8 {
+        put(&cluster.engines[1 + i % 6], &format!("zoned-{i}"), &data(i)).await;
+    }
+    let ids = store(1).unclaimed_chunks(u64::MAX, None, usize::MAX).expect("chunks");
+    assert!(!ids.is_empty());
+    let held = |node: usize, id: &Hash| {
+        let manifest = store(1).get_chunk(id).expect("manifest").expect("listed");
+        store(node).holds_slices(&manifest.slices).expect("holds").into_iter().filter(|held| *held).count()
+    };
+    // A write's last slices are stored off its path: wait for every one.
+    for _ in 0..100 {
+        if ids.iter().all(|id| held(1, id) == 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in &ids {
+        assert_eq!(held(1, id), 2, "chunk {id}: node 0's slice is not on node 1");
+        assert_eq!((4..7).map(|node| held(node, id)).sum::<usize>(), 2, "chunk {id}: zone north past its share");
+    }
+    // Node 0 comes back holding none of them, and before the hand-off
+    // takes them home, zone north is lost whole: east and west still hold
+    // four slices of every chunk.
+    cluster.transport.set_down(cluster.nodes[0], false);
+    for node in 4..7 {
+        cluster.transport.set_down(cluster.nodes[node], true);
+    }
+    for reader in 0..4 {
+        for i in 0..8 {
+            let back = read_all(&cluster.engines[reader], &format!("zoned-{i}")).await;
+            assert!(
+                back.as_deref().ok() == Some(data(i).as_slice()),
+                "zoned-{i} through node {reader}: {:?}",
+                back.err()
+            );
+        }
+    }
 }
