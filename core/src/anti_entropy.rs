@@ -3,8 +3,8 @@
 //! the two exchange the entries one lacks or holds in another version
 //! (`sync`). When replicas agree, a round costs one message per peer,
 //! carrying a root per shared partition. It runs on every node, gateway or
-//! storage-only, and needs no key: it moves blobs, tombstones and rows as
-//! they are stored.
+//! storage-only, and needs no key: it moves blobs, manifests, tombstones
+//! and rows as they are stored.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -144,10 +144,14 @@ impl<T: Transport, V: ClusterView> AntiEntropy<T, V> {
     }
 
     /// Descend into the leaves of one partition that differ and exchange
-    /// their entries both ways.
+    /// their entries both ways. Manifests go only to the nodes the layout
+    /// places the partition on: a node leaving it hands its manifests to
+    /// them in the move pass and drops them, and must not be sent them back.
     async fn sync_partition(&self, peer: NodeId, partition: u8, report: &mut SyncReport) -> Result<(), TransportError> // PA
     {
         let local = self.view.local_node();
+        let placing = self.view.layout().partition_replicas(partition).placing;
+        let takes_manifests = |node: NodeId| placing.is_empty() || placing.contains(&node);
         let theirs = self.transport.ask(peer, SyncLeaves { partition }).await?;
         let ours = self.transport.ask(local, SyncLeaves { partition }).await?;
         for (leaf, (their_leaf, our_leaf)) in theirs.iter().zip(ours.iter()).enumerate() {
@@ -159,18 +163,22 @@ impl<T: Transport, V: ClusterView> AntiEntropy<T, V> {
             let our_entries = self.transport.ask(local, SyncEntries { partition, leaf }).await?;
             let wanted = missing_from(&our_entries, &their_entries);
             let offered = missing_from(&their_entries, &our_entries);
-            report.items_received += self.copy(peer, local, partition, wanted).await?;
-            report.items_sent += self.copy(local, peer, partition, offered).await?;
+            report.items_received += self.copy(peer, local, partition, wanted, takes_manifests(local)).await?;
+            report.items_sent += self.copy(local, peer, partition, offered, takes_manifests(peer)).await?;
         }
         Ok(())
     }
 
-    /// Copy the items behind `ids` from one node to another, in batches.
-    async fn copy(&self, from: NodeId, to: NodeId, partition: u8, ids: Vec<Hash>) -> Copied // PA
+    /// Copy the items behind `ids` from one node to another, in batches,
+    /// manifests only when `manifests`.
+    async fn copy(&self, from: NodeId, to: NodeId, partition: u8, ids: Vec<Hash>, manifests: bool) -> Copied // PA
     {
         let mut copied = 0;
         for batch in ids.chunks(ITEM_BATCH) {
-            let items = self.transport.ask(from, GetSyncItems { partition, ids: batch.to_vec() }).await?;
+            let items = self.transport.ask(from, GetSyncItems { partition, ids: batch.to_vec(), manifests }).await?;
+            if items.is_empty() {
+                continue;
+            }
             copied += items.len();
             let Stored = self.transport.ask(to, PutSyncItems { items }).await?;
         }

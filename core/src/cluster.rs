@@ -14,7 +14,7 @@ use crate::codec::{self, DecodeError, Record, RecordKind};
 use crate::hash::Hash;
 use crate::layout::Layout;
 use crate::model::{BucketRecord, Chunk, NodeId, ObjectSummary, RowVersion, SealedSlice};
-use crate::store::{Freed, ListStart, LocalStore, Passes, Row, ScrubSummary, StoreError, VersionStart};
+use crate::store::{Claimed, Freed, ListStart, LocalStore, Passes, Row, ScrubSummary, StoreError, VersionStart};
 use crate::sync::{Entry, SyncItem};
 
 /// A node-to-node message: its answer type is part of its type, so a reply
@@ -135,12 +135,13 @@ messages! {
     PutChunk { chunk: Chunk } -> Stored;
     GetChunk { id: Hash } -> Option<Chunk>;
     /// The manifest, claimed for a write that deduplicates against it.
-    ClaimChunk { id: Hash } -> Option<Chunk>;
+    ClaimChunk { id: Hash } -> Option<Claimed>;
     /// Chunks held by the receiver and last claimed before a time.
     UnclaimedChunks { claimed_before: u64, after: Option<Hash>, max: usize } -> Vec<Hash>;
     /// Which of these chunks a blob or row held by the receiver references.
     Referenced { ids: Vec<Hash> } -> Vec<Hash>;
-    FreeChunk { id: Hash, claimed_before: u64 } -> Freed;
+    /// Free one sealing of an unreferenced chunk (`LocalStore::free_chunk`).
+    FreeChunk { id: Hash, claimed_before: u64, sealing: Hash } -> Freed;
     RemoveSlice { hash: Hash } -> Stored;
     /// An encoded blob; the receiver verifies and indexes it.
     PutBlob { bytes: Vec<u8> } -> Stored;
@@ -177,7 +178,9 @@ messages! {
     /// The entries of one leaf of a partition's sync tree.
     SyncEntries { partition: u8, leaf: u8 } -> Vec<Entry>;
     /// The items behind these entries of a partition.
-    GetSyncItems { partition: u8, ids: Vec<Hash> } -> Vec<SyncItem>;
+    /// The items behind these entries of a partition; manifests only when
+    /// `manifests` (the asker places the partition).
+    GetSyncItems { partition: u8, ids: Vec<Hash>, manifests: bool } -> Vec<SyncItem>;
     /// Items another replica holds, to merge with what the receiver holds.
     PutSyncItems { items: Vec<SyncItem> } -> Stored;
     /// Which of these versions the receiver holds a tombstone for.
@@ -198,6 +201,10 @@ messages! {
     /// Start a scrub of the receiver's slices now; false when one is
     /// under way already.
     StartScrub {} -> bool;
+    /// The second step of a free (`LocalStore::settle_free`): publish the
+    /// sealing's tombstone when the free reached its quorum, or withdraw
+    /// the pending one of this attempt.
+    SettleFree { id: Hash, sealing: Hash, claimed_before: u64, freed: bool } -> Stored;
 }
 
 /// Requests and responses cross the network in the record envelope, so a
@@ -205,16 +212,21 @@ messages! {
 impl Record for Request {
     const KIND: RecordKind = RecordKind::Request;
     /// 2: rows carry versions and tombstones. 3: the layout. 4: scrub, and
-    /// the passes under way in `StoreUsage`. 5: the layout's places.
-    const VERSION: u8 = 5;
+    /// the passes under way in `StoreUsage`. 5: the layout's places. 6:
+    /// manifests and freed sealings in anti-entropy (`GetSyncItems` says
+    /// whether manifests are wanted), the sealing a `FreeChunk` frees,
+    /// `SettleFree`.
+    const VERSION: u8 = 6;
 
-    /// Version 4 differs only in the layout `ShareLayout` carries, which
-    /// then fails to read (it lacks places); every other request reads as
-    /// it was written, hints kept in version 4 among them.
+    /// Version 4 differs in the layout `ShareLayout` carries, which then
+    /// fails to read (it lacks places), and versions 4 and 5 in the fields
+    /// of `FreeChunk` and `GetSyncItems`, which then fail too; every other
+    /// request reads as it was written, hints kept in versions 4 and 5
+    /// among them.
     fn decode_older(version: u8, body: &[u8]) -> Result<Self, DecodeError> // PA
     {
         match version {
-            4 => codec::decode_body(Self::KIND, body),
+            4 | 5 => codec::decode_body(Self::KIND, body),
             _ => Err(DecodeError::UnknownVersion { kind: Self::KIND, version, newest: Self::VERSION }),
         }
     }
@@ -230,14 +242,17 @@ pub enum Reply {
 
 impl Record for Reply {
     const KIND: RecordKind = RecordKind::Response;
-    /// 5: the layout's places (as `Request`).
-    const VERSION: u8 = 5;
+    /// 5: the layout's places (as `Request`). 6: a free's answer may be
+    /// `OtherSealing`, sync items may be manifests and freed sealings, and
+    /// a claim says whether its manifest is unverified.
+    const VERSION: u8 = 6;
 
-    /// Version 4 differs only in the layout a `ShareLayout` answer holds.
+    /// Versions 4 and 5 differ in what a claim answers, which then fails
+    /// to read, and version 4 in the layout a `ShareLayout` answer holds.
     fn decode_older(version: u8, body: &[u8]) -> Result<Self, DecodeError> // PA
     {
         match version {
-            4 => codec::decode_body(Self::KIND, body),
+            4 | 5 => codec::decode_body(Self::KIND, body),
             _ => Err(DecodeError::UnknownVersion { kind: Self::KIND, version, newest: Self::VERSION }),
         }
     }
@@ -429,7 +444,7 @@ impl Handle for GetChunk {
 }
 
 impl Handle for ClaimChunk {
-    fn handle(self, store: &LocalStore) -> Result<Option<Chunk>, StoreError> // PA
+    fn handle(self, store: &LocalStore) -> Result<Option<Claimed>, StoreError> // PA
     {
         store.claim_chunk(&self.id)
     }
@@ -452,7 +467,7 @@ impl Handle for Referenced {
 impl Handle for FreeChunk {
     fn handle(self, store: &LocalStore) -> Result<Freed, StoreError> // PA
     {
-        store.free_chunk(&self.id, self.claimed_before)
+        store.free_chunk(&self.id, self.claimed_before, &self.sealing)
     }
 }
 
@@ -605,7 +620,7 @@ impl Handle for SyncEntries {
 impl Handle for GetSyncItems {
     fn handle(self, store: &LocalStore) -> Result<Vec<SyncItem>, StoreError> // PA
     {
-        store.sync_items(self.partition, &self.ids)
+        store.sync_items(self.partition, &self.ids, self.manifests)
     }
 }
 
@@ -647,6 +662,13 @@ impl Handle for HoldsSlices {
     fn handle(self, store: &LocalStore) -> Result<Vec<bool>, StoreError> // PA
     {
         store.holds_slices(&self.hashes)
+    }
+}
+
+impl Handle for SettleFree {
+    fn handle(self, store: &LocalStore) -> Result<Stored, StoreError> // PA
+    {
+        store.settle_free(&self.id, &self.sealing, self.claimed_before, self.freed).map(|()| Stored)
     }
 }
 

@@ -279,9 +279,10 @@ mod tests {
     fn hints_and_requests_keep_the_format_hints_were_written_in() // A
     {
         // Any change to a request's format gives `Request` a new version.
-        // Version 5 changed only the layout `ShareLayout` carries, never
+        // Version 5 changed only the layout `ShareLayout` carries, and
+        // version 6 only `FreeChunk` and the sync items, none of them ever
         // hinted: the requests hints keep read as they were written.
-        assert_eq!(Request::VERSION, 5, "Request's format changed: version Hinted with it");
+        assert_eq!(Request::VERSION, 6, "Request's format changed: version Hinted with it");
         let body = |record: &[u8]| record[codec::ENVELOPE_LEN..].to_vec();
         assert_eq!(body(&codec::encode(&forget())), body(&old_hint()), "Request's format changed: version Hinted");
         assert!(matches!(codec::decode::<Request>(&old_hint()), Ok(Request::ForgetBlob(_))));

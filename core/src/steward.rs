@@ -393,7 +393,7 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
                     continue;
                 }
                 let store = self.store.clone();
-                blocking(move || store.free_chunk(&id, u64::MAX)).await??;
+                blocking(move || store.drop_moved_chunk(&id)).await??;
                 report.manifests_moved += 1;
             }
         }

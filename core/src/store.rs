@@ -23,6 +23,7 @@ use crate::model::{
     Blob, BucketRecord, Chunk, ChunkList, ObjectSummary, RecordError, RowVersion, SealedSlice, SliceSeal, VersionEntry,
 };
 use crate::pace::PassProgress;
+use crate::placement;
 use crate::slicelog::SliceLog;
 pub use crate::store_error::{is_storage_full, StoreError, StoreResult};
 use crate::sync::{self, Entry, EntryKind, SyncItem};
@@ -30,6 +31,8 @@ use crate::world::{Clock, SystemClock};
 
 /// The key of the layout in the `cluster` partition.
 const LAYOUT_KEY: &[u8] = b"layout";
+/// Present once the store's manifests are in the sync index.
+const MANIFESTS_INDEXED_KEY: &[u8] = b"manifests-indexed";
 /// The last scrub that finished: when (UTC milliseconds), slices checked,
 /// slices found damaged; three big-endian u64s.
 const SCRUB_KEY: &[u8] = b"scrub";
@@ -118,6 +121,15 @@ pub struct LocalStore {
     chunk_claims: PartitionHandle,
     /// Chunk ‖ row id: chunks that table rows (upload parts) reference.
     row_refs: PartitionHandle,
+    /// Chunk id ‖ sealing digest → when garbage collection freed that
+    /// sealing (UTC nanoseconds): tombstones of freed manifests.
+    freed_chunks: PartitionHandle,
+    /// Chunk id → the sealing digest of a manifest that came from another
+    /// node (anti-entropy, the move pass) or from a store older than
+    /// freed sealings' tombstones: it may be one whose chunk was freed
+    /// while its sender was away, so a write checks that its slices are
+    /// held before reusing it.
+    unverified_chunks: PartitionHandle,
     /// Row id → the chunk ids the row references, to drop them with the row.
     row_chunks: PartitionHandle,
     /// Slice hash → the chunk it belongs to ‖ when it was stored.
@@ -323,6 +335,44 @@ impl Tombstone {
     }
 }
 
+/// A freed sealing's mark: when it was freed here, and, while its free is
+/// not settled, the attempt (the free's `claimed_before`) it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FreedMark {
+    freed_at: u64,
+    attempt: Option<u64>,
+}
+
+impl FreedMark {
+    /// freed_at ‖ 0, or freed_at ‖ 1 ‖ attempt while pending.
+    fn encode(&self) -> Vec<u8> // PA
+    {
+        let mut out = self.freed_at.to_be_bytes().to_vec();
+        match self.attempt {
+            None => out.push(0),
+            Some(attempt) => {
+                out.push(1);
+                out.extend_from_slice(&attempt.to_be_bytes());
+            }
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> StoreResult<Self> // PA
+    {
+        let bad = || StoreError::BadIndexEntry { index: "freed_chunks", len: bytes.len() };
+        let number = |range: std::ops::Range<usize>| -> StoreResult<u64> {
+            Ok(u64::from_be_bytes(bytes.get(range).ok_or_else(bad)?.try_into().map_err(|_| bad())?))
+        };
+        let freed_at = number(0..8)?;
+        match (bytes.get(8), bytes.len()) {
+            (Some(0), 9) => Ok(FreedMark { freed_at, attempt: None }),
+            (Some(1), 17) => Ok(FreedMark { freed_at, attempt: Some(number(9..17)?) }),
+            _ => Err(bad()),
+        }
+    }
+}
+
 /// Digests of sync trees, kept until an entry under them changes.
 #[derive(Default)]
 struct SyncCache {
@@ -378,6 +428,15 @@ fn trailing_hash(index: &'static str, key: &[u8]) -> StoreResult<Hash> // PA
         .ok_or(StoreError::BadIndexEntry { index, len: key.len() })
 }
 
+/// A manifest claimed for a write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claimed {
+    pub chunk: Chunk,
+    /// It came from another node and no write has found its slices held
+    /// since: reuse it only once they are.
+    pub unverified: bool,
+}
+
 /// What freeing a chunk's manifest did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Freed {
@@ -385,8 +444,10 @@ pub enum Freed {
     Freed(Chunk),
     /// Claimed since the sweep began: kept.
     Claimed,
-    /// Not held here.
+    /// Not held here; the sealing's tombstone is kept all the same.
     Absent,
+    /// Another sealing of the chunk is held here: kept.
+    OtherSealing,
 }
 
 /// The first index entry a listing from `start` may return.
@@ -420,6 +481,8 @@ impl LocalStore {
             chunk_refs: keyspace.open_partition("chunk_refs", plain())?,
             chunk_claims: keyspace.open_partition("chunk_claims", plain())?,
             row_refs: keyspace.open_partition("row_refs", plain())?,
+            freed_chunks: keyspace.open_partition("freed_chunks", plain())?,
+            unverified_chunks: keyspace.open_partition("unverified_chunks", plain())?,
             row_chunks: keyspace.open_partition("row_chunks", plain())?,
             slice_owners: keyspace.open_partition("slice_owners", plain())?,
             chunk_lists: keyspace.open_partition("chunk_lists", plain())?,
@@ -451,6 +514,7 @@ impl LocalStore {
         store.index_unsynced_blobs()?;
         store.rebuild_version_indexes()?;
         store.migrate_unversioned_rows()?;
+        store.index_manifests()?;
         store.load_layout()?;
         Ok(store)
     }
@@ -647,35 +711,94 @@ impl LocalStore {
     /// Store a chunk's manifest, replacing one of another sealing: a writer
     /// sends a manifest only after storing its slices, so the newest is
     /// always one whose slices exist, while one held from before may list
-    /// slices that garbage collection removed while this node was away.
+    /// slices that garbage collection removed while this node was away. A
+    /// sealing garbage collection freed is refused: its slices are gone.
     pub fn put_chunk(&self, chunk: &Chunk) -> StoreResult<()> // PA
     {
         {
             let _guard = self.claim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let sealing = sync::sealing_digest(chunk);
+            if self.is_freed(&chunk.id, &sealing)? {
+                return Err(StoreError::FreedSealing { chunk: chunk.id });
+            }
+            let mut batch = self.keyspace.batch();
             let held = self.get_chunk(&chunk.id).ok().flatten();
             if held.is_none_or(|held| held.slices != chunk.slices) {
-                self.chunks.insert(chunk.id.as_bytes(), codec::encode(chunk))?;
+                self.insert_chunk(&mut batch, chunk, &sealing);
             }
-            self.chunk_claims.insert(chunk.id.as_bytes(), self.clock.now_nanos().to_be_bytes())?;
+            // Sent by its writer, or by a writer that found its slices held.
+            batch.remove(&self.unverified_chunks, chunk.id.as_bytes());
+            batch.insert(&self.chunk_claims, chunk.id.as_bytes(), self.clock.now_nanos().to_be_bytes());
+            batch.commit()?;
+            self.leaf_changed(placement::partition_of_hash(&chunk.id), &chunk.id);
         }
         self.make_durable()
     }
 
-    /// Store a manifest moved from another node unless one is held: a
-    /// manifest held here may be newer than the one offered, whose slices
-    /// may be gone. Returns whether it was stored.
+    /// Store a manifest moved from another node unless one is held, or its
+    /// sealing was freed: a manifest held here may be newer than the one
+    /// offered, whose slices may be gone. Returns whether it was stored.
     pub fn offer_chunk(&self, chunk: &Chunk) -> StoreResult<bool> // PA
     {
         {
             let _guard = self.claim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if self.get_chunk(&chunk.id)?.is_some() {
+            let sealing = sync::sealing_digest(chunk);
+            if self.get_chunk(&chunk.id)?.is_some() || self.is_freed(&chunk.id, &sealing)? {
                 return Ok(false);
             }
-            self.chunks.insert(chunk.id.as_bytes(), codec::encode(chunk))?;
-            self.chunk_claims.insert(chunk.id.as_bytes(), self.clock.now_nanos().to_be_bytes())?;
+            let mut batch = self.keyspace.batch();
+            self.insert_chunk(&mut batch, chunk, &sealing);
+            batch.insert(&self.unverified_chunks, chunk.id.as_bytes(), sealing.as_bytes());
+            batch.insert(&self.chunk_claims, chunk.id.as_bytes(), self.clock.now_nanos().to_be_bytes());
+            batch.commit()?;
+            self.leaf_changed(placement::partition_of_hash(&chunk.id), &chunk.id);
         }
         self.make_durable()?;
         Ok(true)
+    }
+
+    /// A manifest and its sync index entry, into `batch`.
+    fn insert_chunk(&self, batch: &mut fjall::Batch, chunk: &Chunk, sealing: &Hash) // PA
+    {
+        let partition = placement::partition_of_hash(&chunk.id);
+        batch.insert(&self.chunks, chunk.id.as_bytes(), codec::encode(chunk));
+        batch.insert(&self.sync_index, sync_key(partition, &chunk.id), sync_value(EntryKind::Chunk, sealing, &[]));
+    }
+
+    /// A manifest, its claim and its sync index entry out, into `batch`.
+    fn remove_chunk(&self, batch: &mut fjall::Batch, id: &Hash) // PA
+    {
+        batch.remove(&self.chunks, id.as_bytes());
+        batch.remove(&self.chunk_claims, id.as_bytes());
+        batch.remove(&self.unverified_chunks, id.as_bytes());
+        batch.remove(&self.sync_index, sync_key(placement::partition_of_hash(id), id));
+    }
+
+    /// A freed sealing's tombstone and its sync index entry, into `batch`,
+    /// unless one is held.
+    fn insert_freed(&self, batch: &mut fjall::Batch, chunk: &Hash, sealing: &Hash, freed_at: u64) -> StoreResult<()> // PA
+    {
+        let locator = pair_key(chunk, sealing);
+        if self.freed_mark(&locator)?.is_some_and(|mark| mark.attempt.is_none()) {
+            return Ok(());
+        }
+        let id = sync::freed_chunk_id(chunk, sealing);
+        batch.insert(&self.freed_chunks, locator, FreedMark { freed_at, attempt: None }.encode());
+        let value = sync_value(EntryKind::FreedChunk, &id, &locator);
+        batch.insert(&self.sync_index, sync_key(placement::partition_of_hash(chunk), &id), value);
+        Ok(())
+    }
+
+    /// Whether this sealing of a chunk was freed, or is being freed.
+    fn is_freed(&self, chunk: &Hash, sealing: &Hash) -> StoreResult<bool> // PA
+    {
+        Ok(self.freed_chunks.contains_key(pair_key(chunk, sealing))?)
+    }
+
+    /// The mark of a freed sealing (`chunk ‖ sealing`), if any.
+    fn freed_mark(&self, locator: &[u8]) -> StoreResult<Option<FreedMark>> // PA
+    {
+        self.freed_chunks.get(locator)?.map(|bytes| FreedMark::decode(&bytes)).transpose()
     }
 
     /// Whether a manifest of chunk `id` is held here.
@@ -692,14 +815,13 @@ impl LocalStore {
 
     /// A chunk's manifest, claimed for a write that will reference it: the
     /// claim keeps garbage collection away from it for the grace period.
-    pub fn claim_chunk(&self, id: &Hash) -> StoreResult<Option<Chunk>> // PA
+    pub fn claim_chunk(&self, id: &Hash) -> StoreResult<Option<Claimed>> // PA
     {
         let _guard = self.claim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let chunk = self.get_chunk(id)?;
-        if chunk.is_some() {
-            self.chunk_claims.insert(id.as_bytes(), self.clock.now_nanos().to_be_bytes())?;
-        }
-        Ok(chunk)
+        let Some(chunk) = self.get_chunk(id)? else { return Ok(None) };
+        self.chunk_claims.insert(id.as_bytes(), self.clock.now_nanos().to_be_bytes())?;
+        let unverified = self.unverified_chunks.contains_key(id.as_bytes())?;
+        Ok(Some(Claimed { chunk, unverified }))
     }
 
     /// Up to `max` chunks held here, after `after`, last claimed before
@@ -743,24 +865,88 @@ impl LocalStore {
         Ok(out)
     }
 
-    /// Drop a chunk's manifest unless it was claimed at or after
-    /// `claimed_before`; the caller then removes its slices.
-    pub fn free_chunk(&self, id: &Hash, claimed_before: u64) -> StoreResult<Freed> // PA
+    /// The first step of freeing sealing `sealing` of a chunk: drop its
+    /// manifest unless it was claimed at or after `claimed_before`, and,
+    /// held or not, keep a pending tombstone of the sealing in the same
+    /// batch, which refuses the manifest here but is not synced: the free
+    /// may yet fail on other replicas. `settle_free` then publishes the
+    /// tombstone, or withdraws it.
+    pub fn free_chunk(&self, id: &Hash, claimed_before: u64, sealing: &Hash) -> StoreResult<Freed> // PA
     {
         let freed = {
             let _guard = self.claim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let Some(chunk) = self.get_chunk(id)? else { return Ok(Freed::Absent) };
-            if self.claimed_at(id)? >= claimed_before {
+            let held = self.get_chunk(id)?;
+            let held_sealing = held.as_ref().map(sync::sealing_digest);
+            if held_sealing.is_some_and(|held| held != *sealing) {
+                return Ok(Freed::OtherSealing);
+            }
+            if held.is_some() && self.claimed_at(id)? >= claimed_before {
                 return Ok(Freed::Claimed);
             }
             let mut batch = self.keyspace.batch();
-            batch.remove(&self.chunks, id.as_bytes());
-            batch.remove(&self.chunk_claims, id.as_bytes());
+            if held.is_some() {
+                self.remove_chunk(&mut batch, id);
+            }
+            let locator = pair_key(id, sealing);
+            // A published tombstone stays; a pending one of an earlier
+            // attempt whose settling never came gives way to this one.
+            if self.freed_mark(&locator)?.is_none_or(|mark| mark.attempt.is_some()) {
+                let pending = FreedMark { freed_at: self.clock.now_nanos(), attempt: Some(claimed_before) };
+                batch.insert(&self.freed_chunks, locator, pending.encode());
+            }
             batch.commit()?;
-            Freed::Freed(chunk)
+            self.leaf_changed(placement::partition_of_hash(id), id);
+            match held {
+                Some(chunk) => Freed::Freed(chunk),
+                None => Freed::Absent,
+            }
         };
         self.make_durable()?;
         Ok(freed)
+    }
+
+    /// The second step of a free: with `freed`, the free reached its quorum
+    /// with no replica refusing, and the sealing's tombstone is published
+    /// (synced, and its manifest dropped if held); without, the pending
+    /// tombstone of this attempt (`claimed_before`) is withdrawn, so the
+    /// manifest comes back from the replicas that kept it.
+    pub fn settle_free(&self, id: &Hash, sealing: &Hash, claimed_before: u64, freed: bool) -> StoreResult<()> // PA
+    {
+        {
+            let _guard = self.claim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let locator = pair_key(id, sealing);
+            let mark = self.freed_mark(&locator)?;
+            let mut batch = self.keyspace.batch();
+            if freed {
+                if self.get_chunk(id)?.is_some_and(|held| sync::sealing_digest(&held) == *sealing) {
+                    self.remove_chunk(&mut batch, id);
+                }
+                let freed_at = mark.map_or_else(|| self.clock.now_nanos(), |mark| mark.freed_at);
+                self.insert_freed(&mut batch, id, sealing, freed_at)?;
+            } else if mark.is_some_and(|mark| mark.attempt == Some(claimed_before)) {
+                batch.remove(&self.freed_chunks, locator);
+            } else {
+                return Ok(());
+            }
+            batch.commit()?;
+            self.leaf_changed(placement::partition_of_hash(id), id);
+            self.leaf_changed(placement::partition_of_hash(id), &sync::freed_chunk_id(id, sealing));
+        }
+        self.make_durable()
+    }
+
+    /// Drop a manifest handed to the replicas that now hold it (the move
+    /// pass): no tombstone, as the chunk lives on.
+    pub fn drop_moved_chunk(&self, id: &Hash) -> StoreResult<()> // PA
+    {
+        {
+            let _guard = self.claim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut batch = self.keyspace.batch();
+            self.remove_chunk(&mut batch, id);
+            batch.commit()?;
+            self.leaf_changed(placement::partition_of_hash(id), id);
+        }
+        self.make_durable()
     }
 
     pub fn get_chunk(&self, id: &Hash) -> StoreResult<Option<Chunk>> // PA
@@ -1018,6 +1204,8 @@ impl LocalStore {
         let mut purged = 0;
         for batch_of in expired.chunks(1000) {
             let _guard = self.apply_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Freed sealings' marks change under the claim lock.
+            let _claims = self.claim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let mut batch = self.keyspace.batch();
             let mut gone = Vec::new();
             for (partition, id, kind, locator) in batch_of {
@@ -1026,7 +1214,9 @@ impl LocalStore {
                 }
                 match kind {
                     EntryKind::Forgotten => batch.remove(&self.tombstones, id.as_bytes()),
-                    _ => batch.remove(&self.rows, locator.clone()),
+                    EntryKind::FreedChunk => batch.remove(&self.freed_chunks, locator.clone()),
+                    EntryKind::Row => batch.remove(&self.rows, locator.clone()),
+                    EntryKind::Blob | EntryKind::Chunk => continue,
                 }
                 batch.remove(&self.sync_index, sync_key(*partition, id));
                 gone.push((*partition, *id));
@@ -1037,10 +1227,30 @@ impl LocalStore {
             }
             purged += gone.len();
         }
+        purged += self.purge_pending_frees(before)?;
         if purged > 0 {
             self.make_durable()?;
             tracing::info!(purged, "tombstones past their grace period purged");
         }
+        Ok(purged)
+    }
+
+    /// Pending tombstones of frees whose settling never came (the
+    /// collector stopped between the two steps), from before `before`.
+    fn purge_pending_frees(&self, before: u64) -> StoreResult<usize> // PA
+    {
+        let _guard = self.claim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut batch = self.keyspace.batch();
+        let mut purged = 0;
+        for entry in self.freed_chunks.iter() {
+            let (locator, value) = entry?;
+            let mark = FreedMark::decode(&value)?;
+            if mark.attempt.is_some() && mark.freed_at < before {
+                batch.remove(&self.freed_chunks, locator);
+                purged += 1;
+            }
+        }
+        batch.commit()?;
         Ok(purged)
     }
 
@@ -1072,7 +1282,8 @@ impl LocalStore {
     fn tombstone_expired(&self, kind: EntryKind, id: &Hash, locator: &[u8], before: u64) -> StoreResult<bool> // PA
     {
         Ok(match kind {
-            EntryKind::Blob => false,
+            EntryKind::Blob | EntryKind::Chunk => false,
+            EntryKind::FreedChunk => self.freed_at(locator)?.is_some_and(|freed_at| freed_at < before),
             EntryKind::Forgotten => match self.tombstones.get(id.as_bytes())? {
                 Some(recorded) => {
                     let tombstone = Tombstone::decode(&recorded)?;
@@ -1327,6 +1538,41 @@ impl LocalStore {
         self.sync()
     }
 
+    /// Manifests stored before they were in the sync index enter it once,
+    /// so anti-entropy brings them to every replica of their partition; a
+    /// write checks their slices before it first reuses one.
+    fn index_manifests(&self) -> StoreResult<()> // PA
+    {
+        if self.cluster.contains_key(MANIFESTS_INDEXED_KEY)? {
+            return Ok(());
+        }
+        let mut indexed = 0usize;
+        for entry in self.chunks.iter() {
+            let (id, _) = entry?;
+            let id = trailing_hash("chunks", &id)?;
+            let chunk = match self.get_chunk(&id) {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(chunk = %id, %error, "a stored manifest does not read: left out of the sync index");
+                    continue;
+                }
+            };
+            let sealing = sync::sealing_digest(&chunk);
+            let value = sync_value(EntryKind::Chunk, &sealing, &[]);
+            self.sync_index.insert(sync_key(placement::partition_of_hash(&id), &id), value)?;
+            // It may be one a free of an older build, which kept no
+            // tombstone, missed here.
+            self.unverified_chunks.insert(id.as_bytes(), sealing.as_bytes())?;
+            indexed += 1;
+        }
+        self.cluster.insert(MANIFESTS_INDEXED_KEY, [])?;
+        if indexed > 0 {
+            tracing::info!(manifests = indexed, "stored manifests entered the sync index");
+        }
+        self.sync()
+    }
+
     /// Rows written before versions existed (`tables`, a value per key)
     /// become versions from time 0, which any later write supersedes.
     fn migrate_unversioned_rows(&self) -> StoreResult<()> // PA
@@ -1542,8 +1788,9 @@ impl LocalStore {
     }
 
     /// The items behind these ids of a partition, as another replica needs
-    /// them; ids not held here are skipped.
-    pub fn sync_items(&self, partition: u8, ids: &[Hash]) -> StoreResult<Vec<SyncItem>> // PA
+    /// them; ids not held here are skipped, and so are manifests unless
+    /// `manifests`.
+    pub fn sync_items(&self, partition: u8, ids: &[Hash], manifests: bool) -> StoreResult<Vec<SyncItem>> // PA
     {
         let mut items = Vec::with_capacity(ids.len());
         for id in ids {
@@ -1579,6 +1826,19 @@ impl LocalStore {
                     let Some(version) = self.get_row(table, key)? else { continue };
                     items.push(SyncItem::Row { partition, table, key: key.to_vec(), version });
                 }
+                EntryKind::Chunk if !manifests => {}
+                EntryKind::Chunk => {
+                    let Some(chunk) = self.get_chunk(id)? else { continue };
+                    let unverified = self.unverified_chunks.contains_key(id.as_bytes())?;
+                    items.push(SyncItem::Chunk { chunk, unverified });
+                }
+                EntryKind::FreedChunk => {
+                    let bad = || StoreError::BadIndexEntry { index: "sync_index", len: value.len() };
+                    let chunk = locator.get(..32).and_then(Hash::from_slice).ok_or_else(bad)?;
+                    let sealing = locator.get(32..).and_then(Hash::from_slice).ok_or_else(bad)?;
+                    let Some(freed_at) = self.freed_at(locator)? else { continue };
+                    items.push(SyncItem::FreedChunk { chunk, sealing, freed_at });
+                }
             }
         }
         Ok(items)
@@ -1610,7 +1870,78 @@ impl LocalStore {
             SyncItem::Row { partition, table, key, version } => {
                 self.put_row(table, &key, &version, Some(partition)).map(drop)
             }
+            SyncItem::Chunk { chunk, unverified } => self.merge_chunk(&chunk, unverified),
+            SyncItem::FreedChunk { chunk, sealing, freed_at } => self.merge_freed_chunk(&chunk, &sealing, freed_at),
         }
+    }
+
+    /// A manifest from another replica (`unverified` there): kept unless
+    /// its sealing was freed. Of two sealings, one its holder vouches for
+    /// (its writer stored it, or a write found its slices) beats one that
+    /// came from elsewhere, which may be a freed one whose tombstone was
+    /// never kept (an older build's free) or purged; between two alike the
+    /// greater digest stays. Replicas end with the same: a vouched-for
+    /// sealing is replaced only by a greater vouched-for one. An arrived
+    /// manifest counts as never claimed: the writer's claims are on a
+    /// write quorum of the other replicas.
+    fn merge_chunk(&self, chunk: &Chunk, unverified: bool) -> StoreResult<()> // PA
+    {
+        {
+            let _guard = self.claim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let sealing = sync::sealing_digest(chunk);
+            if self.is_freed(&chunk.id, &sealing)? {
+                return Ok(());
+            }
+            if let Some(held) = self.get_chunk(&chunk.id)? {
+                let held_sealing = sync::sealing_digest(&held);
+                let held_unverified = self.unverified_chunks.contains_key(chunk.id.as_bytes())?;
+                let replaces = match (held_unverified, unverified) {
+                    (false, true) => false,
+                    (true, false) => true,
+                    _ => sealing > held_sealing,
+                };
+                if !replaces {
+                    return Ok(());
+                }
+            }
+            let mut batch = self.keyspace.batch();
+            self.insert_chunk(&mut batch, chunk, &sealing);
+            batch.insert(&self.unverified_chunks, chunk.id.as_bytes(), sealing.as_bytes());
+            batch.commit()?;
+            self.leaf_changed(placement::partition_of_hash(&chunk.id), &chunk.id);
+        }
+        self.make_durable()
+    }
+
+    /// A freed sealing from another replica: its tombstone is kept, and a
+    /// manifest of that sealing held here goes. A claim cannot save it: a
+    /// tombstone is published only once its free reached a write quorum
+    /// with no replica refusing, and a claim and a free never both reach
+    /// their quorums.
+    fn merge_freed_chunk(&self, chunk: &Hash, sealing: &Hash, freed_at: u64) -> StoreResult<()> // PA
+    {
+        {
+            let _guard = self.claim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if self.freed_mark(&pair_key(chunk, sealing))?.is_some_and(|mark| mark.attempt.is_none()) {
+                return Ok(());
+            }
+            let mut batch = self.keyspace.batch();
+            if self.get_chunk(chunk)?.is_some_and(|held| sync::sealing_digest(&held) == *sealing) {
+                self.remove_chunk(&mut batch, chunk);
+            }
+            self.insert_freed(&mut batch, chunk, sealing, freed_at)?;
+            batch.commit()?;
+            self.leaf_changed(placement::partition_of_hash(chunk), chunk);
+            self.leaf_changed(placement::partition_of_hash(chunk), &sync::freed_chunk_id(chunk, sealing));
+        }
+        self.make_durable()
+    }
+
+    /// When a published tombstone of a freed sealing (`chunk ‖ sealing`)
+    /// was freed.
+    fn freed_at(&self, locator: &[u8]) -> StoreResult<Option<u64>> // PA
+    {
+        Ok(self.freed_mark(locator)?.filter(|mark| mark.attempt.is_none()).map(|mark| mark.freed_at))
     }
 
     pub fn children(&self, parent: &Hash) -> StoreResult<Vec<Hash>> // PA
@@ -1757,6 +2088,132 @@ mod tests {
         let root = store.sync_roots(&[partition]).unwrap()[0].1;
         assert_eq!(root, empty, "purged entries left the sync tree");
         assert_ne!(root, before_forget);
+    }
+
+    /// Two sealings of one chunk, as two writers would leave them.
+    fn two_sealings(id: Hash) -> (Chunk, Chunk) // A
+    {
+        let pair = crate::keys::DataKeyPair::generate();
+        let params = crate::seal::SealParams { erasure: crate::model::Erasure::new(2, 1), zstd_level: 1 };
+        let seal = || crate::seal::seal_chunk(id, vec![7u8; 5000], params, &[pair.public()]).unwrap().manifest;
+        (seal(), seal())
+    }
+
+    fn root_of(store: &LocalStore, partition: u8) -> Hash // A
+    {
+        store.sync_roots(&[partition]).unwrap()[0].1
+    }
+
+    #[test]
+    fn a_freed_sealing_never_comes_back_and_replicas_keep_the_same_manifest_in_any_order() // A
+    {
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let clock = Arc::new(crate::world::ManualClock::starting_at(1_000));
+        let open = |dir: &tempfile::TempDir| {
+            LocalStore::open(dir.path(), Durability::Flush).unwrap().with_clock(clock.clone())
+        };
+        let (store, other) = (open(&dirs[0]), open(&dirs[1]));
+        let id = Hash::of(b"chunk");
+        let partition = placement::partition_of_hash(&id);
+        let (first, second) = two_sealings(id);
+        let digest = sync::sealing_digest;
+        let empty = root_of(&store, partition);
+        store.put_chunk(&first).unwrap();
+        assert_ne!(root_of(&store, partition), empty, "a manifest is in its partition's tree");
+
+        // A free names its sealing: a replica holding another keeps it.
+        assert_eq!(store.free_chunk(&id, u64::MAX, &digest(&second)).unwrap(), Freed::OtherSealing);
+        // A free withdrawn (another replica refused) lets the manifest
+        // come back; its pending tombstone was never synced.
+        let attempt = u64::MAX - 1;
+        assert_eq!(store.free_chunk(&id, attempt, &digest(&first)).unwrap(), Freed::Freed(first.clone()));
+        assert_eq!(root_of(&store, partition), empty, "a pending tombstone is not synced");
+        store.apply_sync_item(SyncItem::Chunk { chunk: first.clone(), unverified: false }).unwrap();
+        assert_eq!(store.get_chunk(&id).unwrap(), None, "a pending tombstone refuses the manifest");
+        store.settle_free(&id, &digest(&first), attempt - 1, false).unwrap();
+        assert!(store.is_freed(&id, &digest(&first)).unwrap(), "another attempt's withdrawal took the mark");
+        store.settle_free(&id, &digest(&first), attempt, false).unwrap();
+        store.apply_sync_item(SyncItem::Chunk { chunk: first.clone(), unverified: false }).unwrap();
+        assert_eq!(store.get_chunk(&id).unwrap(), Some(first.clone()), "the withdrawn free kept it out");
+        // A free that reached its quorum publishes the tombstone.
+        assert_eq!(store.free_chunk(&id, u64::MAX, &digest(&first)).unwrap(), Freed::Freed(first.clone()));
+        store.settle_free(&id, &digest(&first), u64::MAX, true).unwrap();
+        // The freed sealing never comes back: not by anti-entropy, a move
+        // or a late write.
+        store.apply_sync_item(SyncItem::Chunk { chunk: first.clone(), unverified: false }).unwrap();
+        assert!(!store.offer_chunk(&first).unwrap());
+        assert!(matches!(store.put_chunk(&first), Err(StoreError::FreedSealing { .. })));
+        assert_eq!(store.get_chunk(&id).unwrap(), None);
+        // A replica that missed the free holds the freed sealing, and
+        // another sealing came later: given each other's entries in either
+        // order, both end with the later sealing and the tombstone.
+        other.put_chunk(&first).unwrap();
+        store.apply_sync_item(SyncItem::Chunk { chunk: second.clone(), unverified: false }).unwrap();
+        assert!(store.claim_chunk(&id).unwrap().expect("held").unverified, "a manifest that arrived is unverified");
+        let ids = |from: &LocalStore| -> Vec<Hash> {
+            (0..=u8::MAX).flat_map(|leaf| from.sync_entries(partition, leaf).unwrap()).map(|e| e.id).collect()
+        };
+        // Two rounds: the tombstone may drop the freed sealing after it beat
+        // the later one, which then comes again.
+        for _ in 0..2 {
+            for item in store.sync_items(partition, &ids(&store), true).unwrap() {
+                other.apply_sync_item(item).unwrap();
+            }
+            for item in other.sync_items(partition, &ids(&other), true).unwrap() {
+                store.apply_sync_item(item).unwrap();
+            }
+        }
+        assert_eq!(root_of(&store, partition), root_of(&other, partition));
+        assert_eq!(other.get_chunk(&id).unwrap(), Some(second.clone()), "the freed sealing left the replica behind");
+        // A third live sealing, which both hold from elsewhere: of the two,
+        // the one with the greater digest stays, whichever came first.
+        let (third, _) = two_sealings(id);
+        other.apply_sync_item(SyncItem::Chunk { chunk: third.clone(), unverified: true }).unwrap();
+        store.apply_sync_item(SyncItem::Chunk { chunk: third.clone(), unverified: true }).unwrap();
+        store.apply_sync_item(SyncItem::Chunk { chunk: second.clone(), unverified: true }).unwrap();
+        let winner = if digest(&third) > digest(&second) { &third } else { &second };
+        assert_eq!(store.get_chunk(&id).unwrap().as_ref(), Some(winner));
+        assert_eq!(other.get_chunk(&id).unwrap().as_ref(), Some(winner));
+        // A sealing its holder vouches for (a writer stored it) is never
+        // replaced by one from elsewhere, which may be a freed one whose
+        // tombstone is gone; it replaces one from elsewhere.
+        let loser = if digest(&third) > digest(&second) { &second } else { &third };
+        store.put_chunk(loser).unwrap();
+        store.apply_sync_item(SyncItem::Chunk { chunk: winner.clone(), unverified: true }).unwrap();
+        assert_eq!(store.get_chunk(&id).unwrap().as_ref(), Some(loser), "a vouched-for sealing was replaced");
+        other.apply_sync_item(SyncItem::Chunk { chunk: loser.clone(), unverified: false }).unwrap();
+        assert_eq!(other.get_chunk(&id).unwrap().as_ref(), Some(loser));
+
+        // The tombstone goes after its grace period, with its tree entry.
+        assert_eq!(store.purge_tombstones(1_000).unwrap(), 0, "a freed sealing's tombstone went too early");
+        assert_eq!(store.purge_tombstones(1_001).unwrap(), 1);
+        assert!(ids(&store) == vec![id], "only the manifest is left in the tree");
+    }
+
+    #[test]
+    fn manifests_stored_before_they_were_synced_enter_the_tree_on_open() // A
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Hash::of(b"old chunk");
+        let partition = placement::partition_of_hash(&id);
+        let synced_root = {
+            let store = LocalStore::open(dir.path(), Durability::Flush).unwrap();
+            store.put_chunk(&two_sealings(id).0).unwrap();
+            let root = root_of(&store, partition);
+            // What an older build left behind: the manifest, no entry.
+            store.sync_index.remove(sync_key(partition, &id)).unwrap();
+            store.cluster.remove(MANIFESTS_INDEXED_KEY).unwrap();
+            store.sync().unwrap();
+            root
+        };
+        let store = LocalStore::open(dir.path(), Durability::Flush).unwrap();
+        assert_eq!(root_of(&store, partition), synced_root);
+        // A free of the older build may have missed it: a write checks it
+        // before reusing it, and stores it again as its own.
+        let claimed = store.claim_chunk(&id).unwrap().expect("held");
+        assert!(claimed.unverified);
+        store.put_chunk(&claimed.chunk).unwrap();
+        assert!(!store.claim_chunk(&id).unwrap().expect("held").unverified);
     }
 
     #[test]

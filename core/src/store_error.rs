@@ -30,6 +30,8 @@ pub enum StoreError {
     Task(String),
     #[error("local store: the stored cluster layout: {0}")]
     Layout(DecodeError),
+    #[error("local store: chunk {chunk}: this sealing was freed, its slices are gone")]
+    FreedSealing { chunk: Hash },
     #[error("local store: index entry value in {index}: {source}")]
     BadIndexValue { index: &'static str, source: DecodeError },
 }

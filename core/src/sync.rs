@@ -1,19 +1,21 @@
 //! Anti-entropy's vocabulary: what replicas of a metadata partition compare
 //! and exchange. Every entry of a partition (a blob, a forgotten blob's
-//! tombstone, a row version) has an item id and a digest in the store's
+//! tombstone, a row version, a chunk manifest, a freed chunk's tombstone)
+//! has an item id and a digest in the store's
 //! sync index, under `partition ‖ leaf ‖ id`, so one partition is hashed
 //! and scanned without a full scan. A partition's tree has two levels: 256
 //! leaves (by the id's second byte), each the hash of its sorted entries,
 //! and a root, the hash of the leaves. Replicas compare roots, then leaves,
 //! then the entries of the leaves that differ, and send each other the
 //! items one lacks. Applying an item is a merge that commutes (a tombstone
-//! beats its blob, the newer row version wins), so after an exchange both
-//! sides hold the same.
+//! beats its blob or its chunk's sealing, the newer row version wins, of
+//! two live sealings of a chunk the one vouched for, then the greater
+//! digest), so after an exchange or two both sides hold the same.
 
 use serde::{Deserialize, Serialize};
 
 use crate::hash::Hash;
-use crate::model::RowVersion;
+use crate::model::{Chunk, RowVersion};
 
 /// Leaves of one partition's tree.
 pub const LEAVES: usize = 256;
@@ -25,6 +27,10 @@ pub enum EntryKind {
     Blob = 1,
     Forgotten = 2,
     Row = 3,
+    /// A chunk manifest; its item id is the chunk's id.
+    Chunk = 4,
+    /// A freed sealing of a chunk.
+    FreedChunk = 5,
 }
 
 impl EntryKind {
@@ -34,6 +40,8 @@ impl EntryKind {
             1 => Some(EntryKind::Blob),
             2 => Some(EntryKind::Forgotten),
             3 => Some(EntryKind::Row),
+            4 => Some(EntryKind::Chunk),
+            5 => Some(EntryKind::FreedChunk),
             _ => None,
         }
     }
@@ -57,6 +65,12 @@ pub enum SyncItem {
     Forgotten { partition: u8, hash: Hash, forgotten_at: u64, parents: Vec<Hash> },
     /// A row version (tombstones too) of a partitioned table.
     Row { partition: u8, table: u8, key: Vec<u8>, version: RowVersion },
+    /// A chunk's manifest, and whether it came to the sender from another
+    /// node unchecked (`LocalStore::merge_chunk` has the merge).
+    Chunk { chunk: Chunk, unverified: bool },
+    /// A sealing of a chunk that garbage collection freed: its manifest
+    /// never comes back, as its slices are gone.
+    FreedChunk { chunk: Hash, sealing: Hash, freed_at: u64 },
 }
 
 /// The leaf of a partition's tree an item id falls in.
@@ -81,6 +95,25 @@ pub fn blob_digest(hash: &Hash) -> Hash // PA
 pub fn forgotten_digest(hash: &Hash) -> Hash // PA
 {
     Hash::of_parts(&[b"ouroboros forgotten", hash.as_bytes()])
+}
+
+/// The digest of a manifest's entry: its sealing, which names the slices
+/// it lists (two manifests of a chunk differ only by their sealing).
+pub fn sealing_digest(chunk: &Chunk) -> Hash // PA
+{
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"ouroboros sealing");
+    for slice in &chunk.slices {
+        hasher.update(slice.as_bytes());
+    }
+    Hash(*hasher.finalize().as_bytes())
+}
+
+/// The item id of a freed sealing's tombstone, which is also its digest:
+/// the tombstone never changes.
+pub fn freed_chunk_id(chunk: &Hash, sealing: &Hash) -> Hash // PA
+{
+    Hash::of_parts(&[b"ouroboros freed chunk", chunk.as_bytes(), sealing.as_bytes()])
 }
 
 /// The digest of a row version's entry.

@@ -675,6 +675,149 @@ async fn garbage_collection_goes_on_while_a_node_is_down_and_stale_manifests_are
     }
 }
 
+/// A free reaches a write quorum of a chunk's manifest replicas: node 2,
+/// away, keeps the freed manifest, whose slices are gone. Back, it gets the
+/// freed sealing's tombstone by anti-entropy and drops the manifest,
+/// instead of handing it back to the replicas that freed it (where a write
+/// of the same bytes would then reuse a chunk that cannot be read). The
+/// bytes written again are stored again, and read through every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freed_manifest_never_comes_back_through_anti_entropy() // A
+{
+    let cluster = Cluster::new(3, small_chunks());
+    let engine = &cluster.engines[0];
+    let unique = random_bytes(900_000, 31);
+    let doomed = put(engine, "doomed", &unique).await;
+    let away = cluster.nodes[2];
+    cluster.transport.set_down(away, true);
+    engine.forget_version("bucket", "doomed", &doomed.hash).await.unwrap();
+    let sync_round = |nodes: Vec<Hash>| {
+        let transport = cluster.transport.clone();
+        async move {
+            for node in nodes {
+                let view = Arc::new(transport.view(node));
+                AntiEntropy::new(Arc::new(transport.clone()), view).round().await;
+            }
+        }
+    };
+    sync_round(cluster.nodes[..2].to_vec()).await;
+    let mut freed = 0;
+    for engine in &cluster.engines[..2] {
+        freed += engine.collect_garbage(ouroboros_core::now_nanos()).await.unwrap().chunks_freed;
+    }
+    assert_eq!(freed, doomed.blob.chunks.len(), "the forgotten object's chunks were freed");
+    let stale = cluster.transport.store(&away).unwrap();
+    assert!(
+        doomed.blob.chunks.iter().all(|chunk| stale.get_chunk(&chunk.id).unwrap().is_some()),
+        "node 2 was away and kept the freed manifests"
+    );
+
+    cluster.transport.set_down(away, false);
+    sync_round(cluster.nodes.clone()).await;
+    sync_round(cluster.nodes.clone()).await;
+    for (index, node) in cluster.nodes.iter().enumerate() {
+        let store = cluster.transport.store(node).unwrap();
+        let held = doomed.blob.chunks.iter().filter(|chunk| store.get_chunk(&chunk.id).unwrap().is_some()).count();
+        assert_eq!(held, 0, "node {index} holds {held} freed manifests after anti-entropy");
+    }
+    put(engine, "again", &unique).await;
+    for (node, reader) in cluster.engines.iter().enumerate() {
+        assert_eq!(read_all(reader, "again").await.unwrap(), unique, "read through node {node}");
+    }
+}
+
+/// A free that a replica refuses leaves no tombstone behind: the sweeper
+/// of each chunk got its manifest back by anti-entropy (never claimed
+/// there) while the others hold the writer's claims, as when a write is
+/// still on its way to its blob. Each sweeper drops its copy and the free
+/// stops at the others' claims; once it is withdrawn, no tombstone
+/// spreads, every replica holds every manifest again, and a later pass,
+/// past the claims, frees them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_free_refused_by_a_claim_leaves_no_tombstone_to_spread() // A
+{
+    let cluster = Cluster::new(3, small_chunks());
+    let engine = &cluster.engines[0];
+    let store = |node: &Hash| cluster.transport.store(node).unwrap();
+    let sync_round = || async {
+        for node in &cluster.nodes {
+            let view = Arc::new(cluster.transport.view(*node));
+            AntiEntropy::new(Arc::new(cluster.transport.clone()), view).round().await;
+        }
+    };
+    let cutoff = ouroboros_core::now_nanos();
+    let doomed = put(engine, "doomed", &random_bytes(700_000, 51)).await;
+    engine.forget_version("bucket", "doomed", &doomed.hash).await.unwrap();
+    let layout = store(&cluster.nodes[0]).layout();
+    for chunk in &doomed.blob.chunks {
+        let sweeper = layout.hash_replicas(&chunk.id).holding[0];
+        store(&sweeper).drop_moved_chunk(&chunk.id).unwrap();
+    }
+    sync_round().await;
+    let mut freed = 0;
+    for engine in &cluster.engines {
+        freed += engine.collect_garbage(cutoff).await.unwrap().chunks_freed;
+    }
+    assert_eq!(freed, 0, "chunks claimed after the cutoff were freed");
+    sync_round().await;
+    sync_round().await;
+    for (index, node) in cluster.nodes.iter().enumerate() {
+        let held = doomed.blob.chunks.iter().filter(|c| store(node).get_chunk(&c.id).unwrap().is_some()).count();
+        assert_eq!(held, doomed.blob.chunks.len(), "node {index} lost manifests to a free that was refused");
+    }
+    let mut freed = 0;
+    for engine in &cluster.engines {
+        freed += engine.collect_garbage(ouroboros_core::now_nanos()).await.unwrap().chunks_freed;
+    }
+    assert_eq!(freed, doomed.blob.chunks.len(), "the chunks, past their claims, are freed");
+}
+
+/// A free by a build before freed sealings had tombstones left node 2
+/// holding the manifests it missed, whose slices are gone, and nothing
+/// stops anti-entropy from bringing them back to the replicas that
+/// dropped them. A write of the same bytes then finds them on every
+/// replica, but as manifests from another node: it checks their slices,
+/// finds them gone, and stores the chunks again, which read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_freed_without_a_tombstone_is_checked_before_a_write_reuses_it() // A
+{
+    let cluster = Cluster::new(3, small_chunks());
+    let engine = &cluster.engines[0];
+    let store = |node: &Hash| cluster.transport.store(node).unwrap();
+    let data = random_bytes(900_000, 41);
+    let first = put(engine, "first", &data).await;
+    settle_slice_writes(&cluster).await;
+    engine.forget_version("bucket", "first", &first.hash).await.unwrap();
+    // What the older build's free did on nodes 0 and 1, with node 2 away:
+    // the manifest dropped with no tombstone, and every slice removed.
+    for chunk in &first.blob.chunks {
+        let manifest = store(&cluster.nodes[2]).get_chunk(&chunk.id).unwrap().expect("node 2's manifest");
+        for node in &cluster.nodes[..2] {
+            store(node).drop_moved_chunk(&chunk.id).unwrap();
+        }
+        for node in &cluster.nodes {
+            for slice in &manifest.slices {
+                if store(node).holds_slices(&[*slice]).unwrap() == [true] {
+                    store(node).remove_slice(slice).unwrap();
+                }
+            }
+        }
+    }
+    for node in &cluster.nodes {
+        AntiEntropy::new(Arc::new(cluster.transport.clone()), Arc::new(cluster.transport.view(*node))).round().await;
+    }
+    for (index, node) in cluster.nodes.iter().enumerate() {
+        let held = first.blob.chunks.iter().filter(|c| store(node).get_chunk(&c.id).unwrap().is_some()).count();
+        assert_eq!(held, first.blob.chunks.len(), "node {index} was brought the stale manifests");
+    }
+
+    put(engine, "again", &data).await;
+    for (node, reader) in cluster.engines.iter().enumerate() {
+        let read = read_all(reader, "again").await;
+        assert!(read.as_deref().ok() == Some(data.as_slice()), "read through node {node}: {:?}", read.err());
+    }
+}
+
 /// One step of a random history of a few keys.
 #[derive(Debug, Clone)]
 enum Step {
@@ -971,7 +1114,8 @@ async fn anti_entropy_brings_a_returning_replica_level_and_deletes_stay_deleted(
 
 /// Hinted handoff: the writes a replica missed while down are kept by the
 /// node that wrote them and handed over once it is back, with no
-/// anti-entropy round; forgets and deletes among them stay forgotten; the
+/// anti-entropy round (but for the chunk manifests, which are never
+/// hinted); forgets and deletes among them stay forgotten; the
 /// slices it should have taken, doubled up on other nodes meanwhile, are
 /// taken home, so that any one node can then be lost; and hints for a
 /// node that leaves the layout are dropped.
@@ -1033,7 +1177,10 @@ async fn writes_a_replica_missed_while_down_are_handed_over_when_it_is_back() //
     assert!(stale.get_blob(&doomed.hash).unwrap().is_none(), "the forgotten version is still on node 2");
     assert!(stale.is_forgotten(&doomed.hash).unwrap());
     assert_eq!(stale.get_row(9, b"r").unwrap().and_then(|v| v.value), Some(b"v".to_vec()));
-    // Every replica now holds the same tree, with no anti-entropy round.
+    // Manifests are never hinted: node 2 gets those it missed from one
+    // anti-entropy round, and every replica then holds the same tree.
+    let view = Arc::new(cluster.transport.view(behind));
+    AntiEntropy::new(Arc::new(cluster.transport.clone()), view).round().await;
     let all: Vec<u8> = (0..=u8::MAX).collect();
     let roots: Vec<_> =
         cluster.nodes.iter().map(|n| cluster.transport.store(n).unwrap().sync_roots(&all).unwrap()).collect();
@@ -1531,6 +1678,62 @@ async fn lost_slices_are_rebuilt_at_their_homes_after_a_lost_disk_and_a_gone_nod
     for (key, data) in &objects {
         let read = read_all(&cluster.engines[0], key).await;
         assert_eq!(read.as_deref().ok(), Some(data.as_slice()), "{key} after repair: {read:?}");
+    }
+}
+
+/// Manifests of `chunks` missing from a replica of their partition, as
+/// `seen_by`'s layout names the replicas.
+fn manifests_missing(cluster: &Cluster, seen_by: Hash, chunks: &[Hash]) -> usize // A
+{
+    let layout = cluster.transport.store(&seen_by).expect("store").layout();
+    let holds = |node: &Hash, id: &Hash| cluster.transport.store(node).expect("store").holds_chunk(id).expect("holds");
+    chunks.iter().map(|id| layout.hash_replicas(id).holding.iter().filter(|node| !holds(node, id)).count()).sum()
+}
+
+/// A node marked gone leaves the replica sets of its metadata partitions,
+/// and the node that takes its place in each never held their chunk
+/// manifests (no move pass runs for a loss). Anti-entropy copies them
+/// there: every chunk's manifest is again on every replica the layout
+/// names, and with two more nodes down every object reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replicas_that_replace_a_gone_node_receive_its_chunk_manifests() // A
+{
+    let cluster = Cluster::new(7, small_chunks());
+    let mut objects = Vec::new();
+    let mut chunks = Vec::new();
+    for i in 0..12u64 {
+        let (key, data) = (format!("object-{i}"), random_bytes(100_000 + i as usize * 50_000, 1200 + i));
+        let stored = put(&cluster.engines[(i % 7) as usize], &key, &data).await;
+        chunks.extend(stored.blob.chunks.iter().map(|chunk| chunk.id));
+        objects.push((key, data));
+    }
+    settle_slice_writes(&cluster).await;
+    assert_eq!(manifests_missing(&cluster, cluster.nodes[0], &chunks), 0, "a manifest missed a replica at its write");
+
+    let gone = cluster.nodes[3];
+    cluster.transport.set_down(gone, true);
+    let survivors: Vec<Hash> = cluster.nodes.iter().copied().filter(|n| *n != gone).collect();
+    steward_of(&cluster, survivors[0], Duration::ZERO).tend(&survivors).await;
+    for node in &survivors {
+        tend_and_move(&steward_of(&cluster, *node, Duration::from_secs(3600)), &survivors).await;
+    }
+    assert_eq!(state_of(&cluster, survivors[5], gone), Some(NodeState::Gone));
+    let missing = manifests_missing(&cluster, survivors[0], &chunks);
+    assert!(missing > 0, "the partitions node 3 replicated have new replicas, which lack their manifests");
+    for node in &survivors {
+        AntiEntropy::new(Arc::new(cluster.transport.clone()), Arc::new(cluster.transport.view(*node))).round().await;
+    }
+    assert_eq!(manifests_missing(&cluster, survivors[0], &chunks), 0, "manifests missing after anti-entropy");
+    let (_, left) = repair_everywhere(&cluster, &[gone]).await;
+    assert_eq!(left, 0, "chunks left short after repair");
+
+    let down = [survivors[1], survivors[4]];
+    for node in down {
+        cluster.transport.set_down(node, true);
+    }
+    for (key, data) in &objects {
+        let read = read_all(&cluster.engines[0], key).await;
+        assert_eq!(read.as_deref().ok(), Some(data.as_slice()), "{key} with two more nodes down: {read:?}");
     }
 }
 

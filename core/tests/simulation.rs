@@ -458,34 +458,47 @@ impl Sim {
     }
 }
 
-/// Slices of `chunks` not held at the homes `layout` gives them, the
-/// chunks whose manifest no holding replica had, and a line on each of the
-/// first few chunks short of a slice: its coding, which positions lack
-/// their slice, and how many of its slices any node in play holds.
-fn chunks_out_of_place(sim: &Sim, layout: &Layout, chunks: &BTreeSet<Hash>) -> (usize, usize, Vec<String>) // A
+/// What the convergence check found of the chunks of acknowledged versions.
+#[derive(Default)]
+struct OutOfPlace {
+    /// Slices not held at the homes the layout gives them.
+    misplaced: usize,
+    /// Chunks whose manifest no holding replica had.
+    unknown: usize,
+    /// Manifests missing from a replica of their chunk's partition.
+    unreplicated: usize,
+    /// A line on each of the first few chunks short of a slice: its coding,
+    /// which positions lack their slice, and how many of its slices any
+    /// node in play holds.
+    short: Vec<String>,
+}
+
+fn chunks_out_of_place(sim: &Sim, layout: &Layout, chunks: &BTreeSet<Hash>) -> OutOfPlace // A
 {
     let placing = layout.placing_members();
-    let (mut misplaced, mut unknown, mut short) = (0, 0, Vec::new());
+    let mut found = OutOfPlace::default();
     let in_play: Vec<Hash> = sim.in_play().into_iter().map(|node| sim.nodes[node]).collect();
     for id in chunks {
-        let Some(manifest) = sim.manifest_on(&layout.hash_replicas(id).holding, id) else {
-            unknown += 1;
+        let replicas = layout.hash_replicas(id).holding;
+        found.unreplicated += replicas.iter().filter(|node| sim.manifest_on(&[**node], id).is_none()).count();
+        let Some(manifest) = sim.manifest_on(&replicas, id) else {
+            found.unknown += 1;
             continue;
         };
         let homes = placement::slice_homes(id, manifest.slices.len(), &placing);
         let lacking: Vec<usize> =
             (0..homes.len()).filter(|at| !sim.holds(&homes[*at], &manifest.slices[*at])).collect();
-        misplaced += lacking.len();
-        if !lacking.is_empty() && short.len() < 3 {
+        found.misplaced += lacking.len();
+        if !lacking.is_empty() && found.short.len() < 3 {
             let anywhere =
                 manifest.slices.iter().filter(|slice| in_play.iter().any(|node| sim.holds(node, slice))).count();
-            short.push(format!(
+            found.short.push(format!(
                 "chunk {id} ({}+{}): positions {lacking:?} lack their slice, {anywhere} of its slices are held",
                 manifest.erasure.data, manifest.erasure.parity
             ));
         }
     }
-    (misplaced, unknown, short)
+    found
 }
 
 /// What was acknowledged.
@@ -875,10 +888,11 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
         let layouts: Vec<Arc<Layout>> = sim.in_play().into_iter().map(|node| sim.layout_of(node)).collect();
         let layout = layouts[0].clone();
         let layouts_agree = layouts.iter().all(|other| *other == layout) && !sim.layout_moving();
-        let (misplaced, unknown, short) = chunks_out_of_place(&sim, &layout, &chunks);
+        let OutOfPlace { misplaced, unknown, unreplicated, short } = chunks_out_of_place(&sim, &layout, &chunks);
         let mut state = format!(
             "{} layouts agree: {layouts_agree}, moves done: {moves_done}, {differing} partitions differ, \
-             {misplaced} slices missing at their homes, {unknown} chunks without a manifest",
+             {misplaced} slices missing at their homes, {unknown} chunks without a manifest, \
+             {unreplicated} manifests missing from a replica",
             layouts.len()
         );
         if misplaced > 0 {
@@ -887,7 +901,8 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
         if verbose {
             eprintln!("seed {seed}: after round {rounds}: {state}");
         }
-        if layouts_agree && moves_done && differing == 0 && misplaced == 0 && unknown == 0 {
+        let placed = misplaced == 0 && unknown == 0 && unreplicated == 0;
+        if layouts_agree && moves_done && differing == 0 && placed {
             break layout;
         }
         rounds += 1;

@@ -154,9 +154,9 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// missed for being unreachable (`hints`). Chunk manifests are never
     /// kept: a manifest handed over late may arrive after garbage
     /// collection freed its chunk, and a write deduplicating against it
-    /// would then count it towards its claim while the slices are gone
-    /// (the reason manifests are not in anti-entropy either). A replica
-    /// without a manifest is harmless: readers and repair ask the others.
+    /// would then count it towards its claim while the slices are gone. A
+    /// replica without a manifest is harmless: readers and repair ask the
+    /// others, and anti-entropy, which keeps out freed sealings, brings it.
     fn hint_keeper<M: Write>(&self, message: M) -> HintKeeper<M> // PA
     {
         let store = match M::NAME == <PutChunk as Message>::NAME {

@@ -8,24 +8,28 @@
 //! answers has found its partitions in step with their replicas (so a
 //! replica new to a partition holds what it should). A chunk is freed once
 //! a write quorum of its manifest replicas dropped the manifest and none
-//! had it claimed; a write deduplicates against a chunk only when a write
-//! quorum holds its manifest, so the stale manifest a node that was away
-//! still holds is never enough to reuse a chunk whose slices are gone, and
-//! readers pass over a manifest whose slices cannot be found.
+//! had it claimed; the freed sealing's tombstone is then published, and
+//! anti-entropy takes it to the replicas that were away, which drop the
+//! stale manifest. A write deduplicates against a chunk only when a write
+//! quorum holds its manifest, and checks the slices of one that came from
+//! another node, so a stale manifest is never enough to reuse a chunk
+//! whose slices are gone; readers pass over a manifest whose slices cannot
+//! be found.
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::calls::{partitions_without_quorum, Query};
+use super::calls::{partitions_without_quorum, Query, Wait};
 use super::{Engine, EngineResult, GcReport};
 use crate::cluster::{
-    ClusterView, FreeChunk, GetChunk, PartitionsUnsynced, Referenced, RemoveSlice, SlicesStoredBefore, Stored,
-    Transport, UnclaimedChunks,
+    ClusterView, FreeChunk, GetChunk, PartitionsUnsynced, Referenced, RemoveSlice, SettleFree, SlicesStoredBefore,
+    Stored, Transport, UnclaimedChunks,
 };
 use crate::hash::Hash;
 use crate::layout::Layout;
 use crate::model::NodeId;
 use crate::placement;
 use crate::store::Freed;
+use crate::sync;
 
 impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// One garbage-collection pass over the chunks whose manifests this node
@@ -164,37 +168,59 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// if a replica kept it claimed or too few replicas answered.
     async fn free_chunk(&self, id: &Hash, claimed_before: u64, layout: &Layout) -> Option<usize> // PA
     {
+        // The sealing this node holds is the one freed: every replica keeps
+        // its tombstone, and one holding another sealing keeps the chunk.
+        let sealing = match self.ask_local(GetChunk { id: *id }).await {
+            Ok(Some(held)) => sync::sealing_digest(&held),
+            Ok(None) => return None,
+            Err(error) => {
+                tracing::debug!(chunk = %id, %error, "manifest to free not read");
+                return None;
+            }
+        };
         let replicas = layout.hash_replicas(id).holding;
         let needed = placement::write_quorum(replicas.len());
-        let calls = replicas.iter().map(|node| self.transport.ask(*node, FreeChunk { id: *id, claimed_before }));
-        let mut manifests = Vec::new();
-        let mut dropped = 0;
+        let free = FreeChunk { id: *id, claimed_before, sealing };
+        let calls = replicas.iter().map(|node| self.transport.ask(*node, free.clone()));
+        let mut manifest = None;
+        let (mut dropped, mut refused) = (0, false);
         for answer in futures::future::join_all(calls).await {
             match answer {
                 Ok(Freed::Freed(chunk)) => {
                     dropped += 1;
-                    if !manifests.iter().any(|held: &crate::model::Chunk| held.slices == chunk.slices) {
-                        manifests.push(chunk);
-                    }
+                    manifest = Some(chunk);
                 }
                 Ok(Freed::Absent) => dropped += 1,
-                Ok(Freed::Claimed) => return None,
+                Ok(Freed::Claimed | Freed::OtherSealing) => refused = true,
                 Err(error) => tracing::debug!(chunk = %id, %error, "a manifest replica did not answer a free"),
             }
         }
-        if dropped < needed || manifests.is_empty() {
-            tracing::warn!(chunk = %id, dropped, needed, "chunk kept: too few replicas dropped its manifest");
+        // The replicas that dropped the manifest keep a pending tombstone:
+        // published once the free reached its quorum with no replica
+        // refusing, withdrawn otherwise (a replica out of reach gets a hint).
+        let freed = !refused && dropped >= needed && manifest.is_some();
+        let settle = SettleFree { id: *id, sealing, claimed_before, freed };
+        let query = Query::new(format!("settling the free of chunk {id}"), replicas, settle);
+        let settled = self.write_to(query, Wait::ForQuorum).await;
+        let Some(manifest) = manifest.filter(|_| freed) else {
+            if !refused {
+                tracing::warn!(chunk = %id, dropped, needed, "chunk kept: too few replicas dropped its manifest");
+            }
+            return None;
+        };
+        if let Err(error) = settled {
+            // The published tombstones spread by anti-entropy, and the
+            // slices go as orphans once no replica lists them.
+            tracing::warn!(chunk = %id, %error, "slices kept: the freed sealing's tombstone reached too few replicas");
             return None;
         }
         let mut removed = 0;
-        for manifest in manifests {
-            let homes = placement::slice_homes(id, manifest.slices.len(), &layout.placing_members());
-            for (index, slice) in manifest.slices.iter().enumerate() {
-                let Some(node) = homes.get(index) else { break };
-                match self.transport.ask(*node, RemoveSlice { hash: *slice }).await {
-                    Ok(Stored) => removed += 1,
-                    Err(error) => tracing::warn!(chunk = %id, index, %error, "slice not removed"),
-                }
+        let homes = placement::slice_homes(id, manifest.slices.len(), &layout.placing_members());
+        for (index, slice) in manifest.slices.iter().enumerate() {
+            let Some(node) = homes.get(index) else { break };
+            match self.transport.ask(*node, RemoveSlice { hash: *slice }).await {
+                Ok(Stored) => removed += 1,
+                Err(error) => tracing::warn!(chunk = %id, index, %error, "slice not removed"),
             }
         }
         Some(removed)

@@ -18,7 +18,9 @@ use super::{
 };
 use crate::chunker::{Chunker, ChunkerConfig};
 use crate::cluster::Unreachable;
-use crate::cluster::{ClaimChunk, ClusterView, PutChunk, PutChunkList, PutSlice, Stored, Transport, TransportError};
+use crate::cluster::{
+    ClaimChunk, ClusterView, HoldsSlices, PutChunk, PutChunkList, PutSlice, Stored, Transport, TransportError,
+};
 use crate::codec;
 use crate::hash::Hash;
 use crate::hints::{HandedOffSlice, Hinted};
@@ -29,7 +31,7 @@ use crate::model::{
 };
 use crate::placement::{self, Member};
 use crate::seal::{self, SealParams};
-use crate::store::LocalStore;
+use crate::store::{Claimed, LocalStore, StoreResult};
 
 /// A chunk's slices on their way to their homes.
 struct Outgoing {
@@ -87,11 +89,31 @@ fn chunk_is_local(id: &Hash, erasure: Erasure, layout: &Layout, local: NodeId) -
 fn claim_or_seal(store: &LocalStore, id: Hash, plain: Vec<u8>, params: SealParams, keys: &NodeKeys) -> Sealing // PA
 {
     match store.claim_chunk(&id) {
-        Ok(Some(chunk)) if chunk.id == id => return Ok(None),
+        Ok(Some(claimed)) if claimed.chunk.id == id => match reusable_here(store, claimed) {
+            Ok(true) => return Ok(None),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(chunk = %id, %error, "chunk check failed; storing it again"),
+        },
         Ok(_) => {}
         Err(error) => tracing::warn!(chunk = %id, %error, "chunk claim failed; storing it again"),
     }
     Ok(Some(seal::seal_chunk(id, plain, params, &keys.recipients)?))
+}
+
+/// Whether a manifest claimed on this node, which holds all of the chunk,
+/// may be reused: one that came from elsewhere only once k of its slices
+/// are found here; it is then stored as this node's own.
+fn reusable_here(store: &LocalStore, claimed: Claimed) -> StoreResult<bool> // PA
+{
+    if !claimed.unverified {
+        return Ok(true);
+    }
+    let held = store.holds_slices(&claimed.chunk.slices)?.into_iter().filter(|held| *held).count();
+    if held < claimed.chunk.erasure.data as usize {
+        return Ok(false);
+    }
+    store.put_chunk(&claimed.chunk)?;
+    Ok(true)
 }
 
 /// A sealed chunk to store, or `None` when it was already stored.
@@ -671,23 +693,74 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// references it. Garbage collection frees a chunk once a write quorum
     /// dropped its manifest, so the two never both succeed; a manifest held
     /// by fewer replicas may be one a node kept while it was away, whose
-    /// slices are gone, and the chunk is stored again instead.
+    /// slices are gone, and the chunk is stored again instead. A manifest
+    /// that came from another node is first checked (`slices_found`).
     pub(super) async fn claim_chunk(&self, id: &Hash) -> bool // PA
     {
         let replicas = self.chunk_replicas(id);
         let needed = placement::write_quorum(replicas.holding.len());
         let query = Query::new(format!("claim of chunk {id}"), replicas.all(), ClaimChunk { id: *id });
-        match self.ask_all(query).await {
-            Ok(answers) => {
-                let held = |(node, chunk): &(NodeId, Option<Chunk>)| {
-                    replicas.holding.contains(node) && chunk.as_ref().is_some_and(|chunk| chunk.id == *id)
-                };
-                answers.iter().filter(|answer| held(answer)).count() >= needed
-            }
+        let answers = match self.ask_all(query).await {
+            Ok(answers) => answers,
             Err(error) => {
                 tracing::warn!(chunk = %id, %error, "chunk claim failed; storing it again");
-                false
+                return false;
+            }
+        };
+        let held: Vec<(NodeId, Claimed)> = answers
+            .into_iter()
+            .filter(|(node, _)| replicas.holding.contains(node))
+            .filter_map(|(node, claimed)| claimed.filter(|claimed| claimed.chunk.id == *id).map(|c| (node, c)))
+            .collect();
+        let verified = held.iter().filter(|(_, claimed)| !claimed.unverified).count();
+        held.len() >= needed && verified + self.unverified_found_whole(held).await >= needed
+    }
+
+    /// How many of the manifests among `held` that came from another node
+    /// (each may be one whose chunk was freed while its sender was away,
+    /// which anti-entropy or the move pass brought back) list slices still
+    /// held, k of them at their homes, and were stored again as their
+    /// holders' own, so later writes need not look. A holder that refuses
+    /// (the sealing was freed meanwhile) or does not answer is not counted.
+    async fn unverified_found_whole(&self, held: Vec<(NodeId, Claimed)>) -> usize // PA
+    {
+        let mut unverified: Vec<(Chunk, Vec<NodeId>)> = Vec::new();
+        for (node, claimed) in held.into_iter().filter(|(_, claimed)| claimed.unverified) {
+            match unverified.iter_mut().find(|(chunk, _)| chunk.slices == claimed.chunk.slices) {
+                Some((_, nodes)) => nodes.push(node),
+                None => unverified.push((claimed.chunk, vec![node])),
             }
         }
+        let mut confirmed = 0;
+        for (chunk, holders) in unverified {
+            if !self.slices_found(&chunk).await {
+                tracing::info!(chunk = %chunk.id, "a manifest from another node lists slices that are gone");
+                continue;
+            }
+            let confirms = holders.iter().map(|node| self.transport.ask(*node, PutChunk { chunk: chunk.clone() }));
+            for answer in futures::future::join_all(confirms).await {
+                match answer {
+                    Ok(Stored) => confirmed += 1,
+                    Err(error) => tracing::debug!(chunk = %chunk.id, %error, "a checked manifest not confirmed"),
+                }
+            }
+        }
+        confirmed
+    }
+
+    /// Whether at least k of a manifest's slices are held at their homes.
+    async fn slices_found(&self, chunk: &Chunk) -> bool // PA
+    {
+        let homes = placement::slice_homes(&chunk.id, chunk.slices.len(), &self.view.layout().placing_members());
+        let asks = homes
+            .iter()
+            .zip(&chunk.slices)
+            .map(|(home, slice)| self.transport.ask(*home, HoldsSlices { hashes: vec![*slice] }));
+        let held = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter(|answer| matches!(answer.as_deref(), Ok([true])))
+            .count();
+        held >= chunk.erasure.data as usize
     }
 }
