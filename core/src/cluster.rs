@@ -14,7 +14,7 @@ use crate::codec::{self, DecodeError, Record, RecordKind};
 use crate::hash::Hash;
 use crate::layout::Layout;
 use crate::model::{BucketRecord, Chunk, NodeId, ObjectSummary, RowVersion, SealedSlice};
-use crate::store::{Claimed, Freed, ListStart, LocalStore, Passes, Row, ScrubSummary, StoreError, VersionStart};
+use crate::store::{ClaimAnswer, Freed, ListStart, LocalStore, Passes, Row, ScrubSummary, StoreError, VersionStart};
 use crate::sync::{Entry, SyncItem};
 
 /// A node-to-node message: its answer type is part of its type, so a reply
@@ -135,7 +135,7 @@ messages! {
     PutChunk { chunk: Chunk } -> Stored;
     GetChunk { id: Hash } -> Option<Chunk>;
     /// The manifest, claimed for a write that deduplicates against it.
-    ClaimChunk { id: Hash } -> Option<Claimed>;
+    ClaimChunk { id: Hash } -> Box<ClaimAnswer>;
     /// Chunks held by the receiver and last claimed before a time.
     UnclaimedChunks { claimed_before: u64, after: Option<Hash>, max: usize } -> Vec<Hash>;
     /// Which of these chunks a blob or row held by the receiver references.
@@ -204,7 +204,8 @@ messages! {
     /// The second step of a free (`LocalStore::settle_free`): publish the
     /// sealing's tombstone when the free reached its quorum, or withdraw
     /// the pending one of this attempt.
-    SettleFree { id: Hash, sealing: Hash, claimed_before: u64, freed: bool } -> Stored;
+    /// `freed` is when the free reached its quorum, `None` when it did not.
+    SettleFree { id: Hash, sealing: Hash, claimed_before: u64, freed: Option<u64> } -> Stored;
 }
 
 /// Requests and responses cross the network in the record envelope, so a
@@ -244,7 +245,8 @@ impl Record for Reply {
     const KIND: RecordKind = RecordKind::Response;
     /// 5: the layout's places (as `Request`). 6: a free's answer may be
     /// `OtherSealing`, sync items may be manifests and freed sealings, and
-    /// a claim says whether its manifest is unverified.
+    /// a claim says whether its manifest is unverified and which sealings
+    /// were freed.
     const VERSION: u8 = 6;
 
     /// Versions 4 and 5 differ in what a claim answers, which then fails
@@ -444,9 +446,9 @@ impl Handle for GetChunk {
 }
 
 impl Handle for ClaimChunk {
-    fn handle(self, store: &LocalStore) -> Result<Option<Claimed>, StoreError> // PA
+    fn handle(self, store: &LocalStore) -> Result<Box<ClaimAnswer>, StoreError> // PA
     {
-        store.claim_chunk(&self.id)
+        store.claim_chunk(&self.id).map(Box::new)
     }
 }
 

@@ -121,14 +121,13 @@ pub struct LocalStore {
     chunk_claims: PartitionHandle,
     /// Chunk ‖ row id: chunks that table rows (upload parts) reference.
     row_refs: PartitionHandle,
-    /// Chunk id ‖ sealing digest → when garbage collection freed that
-    /// sealing (UTC nanoseconds): tombstones of freed manifests.
+    /// Chunk id ‖ sealing digest → `FreedMark`: tombstones of freed
+    /// manifests, published or still pending their free's settling.
     freed_chunks: PartitionHandle,
-    /// Chunk id → the sealing digest of a manifest that came from another
-    /// node (anti-entropy, the move pass) or from a store older than
-    /// freed sealings' tombstones: it may be one whose chunk was freed
-    /// while its sender was away, so a write checks that its slices are
-    /// held before reusing it.
+    /// Chunk ids whose manifest came from another node (anti-entropy, the
+    /// move pass) or from a store older than freed sealings' tombstones:
+    /// it may be one whose chunk was freed while its sender was away, so a
+    /// write checks that its slices are held before reusing it.
     unverified_chunks: PartitionHandle,
     /// Row id → the chunk ids the row references, to drop them with the row.
     row_chunks: PartitionHandle,
@@ -437,6 +436,15 @@ pub struct Claimed {
     pub unverified: bool,
 }
 
+/// What a replica answers a claim: its manifest, claimed, and the sealings
+/// of the chunk it holds tombstones of (published or pending), which no
+/// write may reuse whichever replica still holds them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimAnswer {
+    pub held: Option<Claimed>,
+    pub freed: Vec<Hash>,
+}
+
 /// What freeing a chunk's manifest did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Freed {
@@ -444,7 +452,7 @@ pub enum Freed {
     Freed(Chunk),
     /// Claimed since the sweep began: kept.
     Claimed,
-    /// Not held here; the sealing's tombstone is kept all the same.
+    /// Not held here; the sealing's pending tombstone is kept all the same.
     Absent,
     /// Another sealing of the chunk is held here: kept.
     OtherSealing,
@@ -724,7 +732,7 @@ impl LocalStore {
             let mut batch = self.keyspace.batch();
             let held = self.get_chunk(&chunk.id).ok().flatten();
             if held.is_none_or(|held| held.slices != chunk.slices) {
-                self.insert_chunk(&mut batch, chunk, &sealing);
+                self.insert_chunk(&mut batch, chunk);
             }
             // Sent by its writer, or by a writer that found its slices held.
             batch.remove(&self.unverified_chunks, chunk.id.as_bytes());
@@ -747,8 +755,8 @@ impl LocalStore {
                 return Ok(false);
             }
             let mut batch = self.keyspace.batch();
-            self.insert_chunk(&mut batch, chunk, &sealing);
-            batch.insert(&self.unverified_chunks, chunk.id.as_bytes(), sealing.as_bytes());
+            self.insert_chunk(&mut batch, chunk);
+            batch.insert(&self.unverified_chunks, chunk.id.as_bytes(), []);
             batch.insert(&self.chunk_claims, chunk.id.as_bytes(), self.clock.now_nanos().to_be_bytes());
             batch.commit()?;
             self.leaf_changed(placement::partition_of_hash(&chunk.id), &chunk.id);
@@ -758,11 +766,12 @@ impl LocalStore {
     }
 
     /// A manifest and its sync index entry, into `batch`.
-    fn insert_chunk(&self, batch: &mut fjall::Batch, chunk: &Chunk, sealing: &Hash) // PA
+    fn insert_chunk(&self, batch: &mut fjall::Batch, chunk: &Chunk) // PA
     {
         let partition = placement::partition_of_hash(&chunk.id);
+        let value = sync_value(EntryKind::Chunk, &sync::manifest_digest(&chunk.id), &[]);
         batch.insert(&self.chunks, chunk.id.as_bytes(), codec::encode(chunk));
-        batch.insert(&self.sync_index, sync_key(partition, &chunk.id), sync_value(EntryKind::Chunk, sealing, &[]));
+        batch.insert(&self.sync_index, sync_key(partition, &chunk.id), value);
     }
 
     /// A manifest, its claim and its sync index entry out, into `batch`.
@@ -774,19 +783,15 @@ impl LocalStore {
         batch.remove(&self.sync_index, sync_key(placement::partition_of_hash(id), id));
     }
 
-    /// A freed sealing's tombstone and its sync index entry, into `batch`,
-    /// unless one is held.
-    fn insert_freed(&self, batch: &mut fjall::Batch, chunk: &Hash, sealing: &Hash, freed_at: u64) -> StoreResult<()> // PA
+    /// A freed sealing's published tombstone and its sync index entry, into
+    /// `batch`.
+    fn insert_freed(&self, batch: &mut fjall::Batch, chunk: &Hash, sealing: &Hash, freed_at: u64) // PA
     {
         let locator = pair_key(chunk, sealing);
-        if self.freed_mark(&locator)?.is_some_and(|mark| mark.attempt.is_none()) {
-            return Ok(());
-        }
         let id = sync::freed_chunk_id(chunk, sealing);
         batch.insert(&self.freed_chunks, locator, FreedMark { freed_at, attempt: None }.encode());
         let value = sync_value(EntryKind::FreedChunk, &id, &locator);
         batch.insert(&self.sync_index, sync_key(placement::partition_of_hash(chunk), &id), value);
-        Ok(())
     }
 
     /// Whether this sealing of a chunk was freed, or is being freed.
@@ -815,13 +820,18 @@ impl LocalStore {
 
     /// A chunk's manifest, claimed for a write that will reference it: the
     /// claim keeps garbage collection away from it for the grace period.
-    pub fn claim_chunk(&self, id: &Hash) -> StoreResult<Option<Claimed>> // PA
+    pub fn claim_chunk(&self, id: &Hash) -> StoreResult<ClaimAnswer> // PA
     {
         let _guard = self.claim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(chunk) = self.get_chunk(id)? else { return Ok(None) };
+        let freed = self
+            .freed_chunks
+            .prefix(id.as_bytes())
+            .map(|entry| trailing_hash("freed_chunks", &entry?.0))
+            .collect::<StoreResult<Vec<Hash>>>()?;
+        let Some(chunk) = self.get_chunk(id)? else { return Ok(ClaimAnswer { held: None, freed }) };
         self.chunk_claims.insert(id.as_bytes(), self.clock.now_nanos().to_be_bytes())?;
         let unverified = self.unverified_chunks.contains_key(id.as_bytes())?;
-        Ok(Some(Claimed { chunk, unverified }))
+        Ok(ClaimAnswer { held: Some(Claimed { chunk, unverified }), freed })
     }
 
     /// Up to `max` chunks held here, after `after`, last claimed before
@@ -905,32 +915,23 @@ impl LocalStore {
         Ok(freed)
     }
 
-    /// The second step of a free: with `freed`, the free reached its quorum
-    /// with no replica refusing, and the sealing's tombstone is published
-    /// (synced, and its manifest dropped if held); without, the pending
+    /// The second step of a free: `freed` at `freed_at` when the free
+    /// reached its quorum with no replica refusing, and the sealing's
+    /// tombstone is published (`publish_freed`); otherwise the pending
     /// tombstone of this attempt (`claimed_before`) is withdrawn, so the
     /// manifest comes back from the replicas that kept it.
-    pub fn settle_free(&self, id: &Hash, sealing: &Hash, claimed_before: u64, freed: bool) -> StoreResult<()> // PA
+    pub fn settle_free(&self, id: &Hash, sealing: &Hash, claimed_before: u64, freed: Option<u64>) -> StoreResult<()> // PA
     {
+        if let Some(freed_at) = freed {
+            return self.publish_freed(id, sealing, freed_at);
+        }
         {
             let _guard = self.claim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let locator = pair_key(id, sealing);
-            let mark = self.freed_mark(&locator)?;
-            let mut batch = self.keyspace.batch();
-            if freed {
-                if self.get_chunk(id)?.is_some_and(|held| sync::sealing_digest(&held) == *sealing) {
-                    self.remove_chunk(&mut batch, id);
-                }
-                let freed_at = mark.map_or_else(|| self.clock.now_nanos(), |mark| mark.freed_at);
-                self.insert_freed(&mut batch, id, sealing, freed_at)?;
-            } else if mark.is_some_and(|mark| mark.attempt == Some(claimed_before)) {
-                batch.remove(&self.freed_chunks, locator);
-            } else {
+            if self.freed_mark(&locator)?.is_none_or(|mark| mark.attempt != Some(claimed_before)) {
                 return Ok(());
             }
-            batch.commit()?;
-            self.leaf_changed(placement::partition_of_hash(id), id);
-            self.leaf_changed(placement::partition_of_hash(id), &sync::freed_chunk_id(id, sealing));
+            self.freed_chunks.remove(locator)?;
         }
         self.make_durable()
     }
@@ -1182,8 +1183,9 @@ impl LocalStore {
         }
     }
 
-    /// Drop the tombstones of blobs forgotten and of rows deleted before
-    /// `before` (UTC nanoseconds), with their sync index entries: by then
+    /// Drop the tombstones of blobs forgotten, rows deleted and sealings
+    /// freed before `before` (UTC nanoseconds), with their sync index
+    /// entries, and the pending tombstones of frees never settled: by then
     /// anti-entropy has brought them to every replica, and a node away for
     /// longer is past the grace period. Tombstones from before tombstones
     /// carried their time and partition are kept. Returns how many went.
@@ -1239,13 +1241,24 @@ impl LocalStore {
     /// collector stopped between the two steps), from before `before`.
     fn purge_pending_frees(&self, before: u64) -> StoreResult<usize> // PA
     {
+        let expired =
+            |mark: Option<FreedMark>| mark.is_some_and(|mark| mark.attempt.is_some() && mark.freed_at < before);
+        // Found without the claim lock, and checked again under it.
+        let mut found = Vec::new();
+        for entry in self.freed_chunks.iter() {
+            let (locator, value) = entry?;
+            if expired(Some(FreedMark::decode(&value)?)) {
+                found.push(locator);
+            }
+        }
+        if found.is_empty() {
+            return Ok(0);
+        }
         let _guard = self.claim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut batch = self.keyspace.batch();
         let mut purged = 0;
-        for entry in self.freed_chunks.iter() {
-            let (locator, value) = entry?;
-            let mark = FreedMark::decode(&value)?;
-            if mark.attempt.is_some() && mark.freed_at < before {
+        for locator in found {
+            if expired(self.freed_mark(&locator)?) {
                 batch.remove(&self.freed_chunks, locator);
                 purged += 1;
             }
@@ -1558,12 +1571,11 @@ impl LocalStore {
                     continue;
                 }
             };
-            let sealing = sync::sealing_digest(&chunk);
-            let value = sync_value(EntryKind::Chunk, &sealing, &[]);
+            let value = sync_value(EntryKind::Chunk, &sync::manifest_digest(&chunk.id), &[]);
             self.sync_index.insert(sync_key(placement::partition_of_hash(&id), &id), value)?;
             // It may be one a free of an older build, which kept no
             // tombstone, missed here.
-            self.unverified_chunks.insert(id.as_bytes(), sealing.as_bytes())?;
+            self.unverified_chunks.insert(id.as_bytes(), [])?;
             indexed += 1;
         }
         self.cluster.insert(MANIFESTS_INDEXED_KEY, [])?;
@@ -1829,8 +1841,7 @@ impl LocalStore {
                 EntryKind::Chunk if !manifests => {}
                 EntryKind::Chunk => {
                     let Some(chunk) = self.get_chunk(id)? else { continue };
-                    let unverified = self.unverified_chunks.contains_key(id.as_bytes())?;
-                    items.push(SyncItem::Chunk { chunk, unverified });
+                    items.push(SyncItem::Chunk { chunk });
                 }
                 EntryKind::FreedChunk => {
                     let bad = || StoreError::BadIndexEntry { index: "sync_index", len: value.len() };
@@ -1870,55 +1881,42 @@ impl LocalStore {
             SyncItem::Row { partition, table, key, version } => {
                 self.put_row(table, &key, &version, Some(partition)).map(drop)
             }
-            SyncItem::Chunk { chunk, unverified } => self.merge_chunk(&chunk, unverified),
-            SyncItem::FreedChunk { chunk, sealing, freed_at } => self.merge_freed_chunk(&chunk, &sealing, freed_at),
+            SyncItem::Chunk { chunk } => self.merge_chunk(&chunk),
+            SyncItem::FreedChunk { chunk, sealing, freed_at } => self.publish_freed(&chunk, &sealing, freed_at),
         }
     }
 
-    /// A manifest from another replica (`unverified` there): kept unless
-    /// its sealing was freed. Of two sealings, one its holder vouches for
-    /// (its writer stored it, or a write found its slices) beats one that
-    /// came from elsewhere, which may be a freed one whose tombstone was
-    /// never kept (an older build's free) or purged; between two alike the
-    /// greater digest stays. Replicas end with the same: a vouched-for
-    /// sealing is replaced only by a greater vouched-for one. An arrived
-    /// manifest counts as never claimed: the writer's claims are on a
-    /// write quorum of the other replicas.
-    fn merge_chunk(&self, chunk: &Chunk, unverified: bool) -> StoreResult<()> // PA
+    /// A manifest from another replica, kept where none is held and its
+    /// sealing was not freed. A sealing held here is never replaced by one
+    /// from elsewhere, which may be a freed one whose tombstone was never
+    /// kept (an older build's free) or is purged: replicas may hold
+    /// different sealings of a chunk, as two writers can leave them, and
+    /// readers take the first whose slices answer. An arrived manifest
+    /// counts as never claimed: the writer's claims are on a write quorum
+    /// of the other replicas.
+    fn merge_chunk(&self, chunk: &Chunk) -> StoreResult<()> // PA
     {
         {
             let _guard = self.claim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let sealing = sync::sealing_digest(chunk);
-            if self.is_freed(&chunk.id, &sealing)? {
+            if self.is_freed(&chunk.id, &sealing)? || self.chunks.contains_key(chunk.id.as_bytes())? {
                 return Ok(());
             }
-            if let Some(held) = self.get_chunk(&chunk.id)? {
-                let held_sealing = sync::sealing_digest(&held);
-                let held_unverified = self.unverified_chunks.contains_key(chunk.id.as_bytes())?;
-                let replaces = match (held_unverified, unverified) {
-                    (false, true) => false,
-                    (true, false) => true,
-                    _ => sealing > held_sealing,
-                };
-                if !replaces {
-                    return Ok(());
-                }
-            }
             let mut batch = self.keyspace.batch();
-            self.insert_chunk(&mut batch, chunk, &sealing);
-            batch.insert(&self.unverified_chunks, chunk.id.as_bytes(), sealing.as_bytes());
+            self.insert_chunk(&mut batch, chunk);
+            batch.insert(&self.unverified_chunks, chunk.id.as_bytes(), []);
             batch.commit()?;
             self.leaf_changed(placement::partition_of_hash(&chunk.id), &chunk.id);
         }
         self.make_durable()
     }
 
-    /// A freed sealing from another replica: its tombstone is kept, and a
-    /// manifest of that sealing held here goes. A claim cannot save it: a
-    /// tombstone is published only once its free reached a write quorum
-    /// with no replica refusing, and a claim and a free never both reach
-    /// their quorums.
-    fn merge_freed_chunk(&self, chunk: &Hash, sealing: &Hash, freed_at: u64) -> StoreResult<()> // PA
+    /// A freed sealing's tombstone, settled by its free or come from
+    /// another replica: kept and synced, and a manifest of that sealing
+    /// held here goes. A claim cannot save it: a tombstone is published
+    /// only once its free reached a write quorum with no replica refusing,
+    /// and a claim and a free never both reach their quorums.
+    fn publish_freed(&self, chunk: &Hash, sealing: &Hash, freed_at: u64) -> StoreResult<()> // PA
     {
         {
             let _guard = self.claim_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -1929,7 +1927,7 @@ impl LocalStore {
             if self.get_chunk(chunk)?.is_some_and(|held| sync::sealing_digest(&held) == *sealing) {
                 self.remove_chunk(&mut batch, chunk);
             }
-            self.insert_freed(&mut batch, chunk, sealing, freed_at)?;
+            self.insert_freed(&mut batch, chunk, sealing, freed_at);
             batch.commit()?;
             self.leaf_changed(placement::partition_of_hash(chunk), chunk);
             self.leaf_changed(placement::partition_of_hash(chunk), &sync::freed_chunk_id(chunk, sealing));
@@ -2105,7 +2103,7 @@ mod tests {
     }
 
     #[test]
-    fn a_freed_sealing_never_comes_back_and_replicas_keep_the_same_manifest_in_any_order() // A
+    fn a_freed_sealing_never_comes_back_and_replica_trees_agree_in_any_order() // A
     {
         let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
         let clock = Arc::new(crate::world::ManualClock::starting_at(1_000));
@@ -2128,19 +2126,20 @@ mod tests {
         let attempt = u64::MAX - 1;
         assert_eq!(store.free_chunk(&id, attempt, &digest(&first)).unwrap(), Freed::Freed(first.clone()));
         assert_eq!(root_of(&store, partition), empty, "a pending tombstone is not synced");
-        store.apply_sync_item(SyncItem::Chunk { chunk: first.clone(), unverified: false }).unwrap();
+        store.apply_sync_item(SyncItem::Chunk { chunk: first.clone() }).unwrap();
         assert_eq!(store.get_chunk(&id).unwrap(), None, "a pending tombstone refuses the manifest");
-        store.settle_free(&id, &digest(&first), attempt - 1, false).unwrap();
+        assert_eq!(store.claim_chunk(&id).unwrap().freed, vec![digest(&first)], "a claim hears of it");
+        store.settle_free(&id, &digest(&first), attempt - 1, None).unwrap();
         assert!(store.is_freed(&id, &digest(&first)).unwrap(), "another attempt's withdrawal took the mark");
-        store.settle_free(&id, &digest(&first), attempt, false).unwrap();
-        store.apply_sync_item(SyncItem::Chunk { chunk: first.clone(), unverified: false }).unwrap();
+        store.settle_free(&id, &digest(&first), attempt, None).unwrap();
+        store.apply_sync_item(SyncItem::Chunk { chunk: first.clone() }).unwrap();
         assert_eq!(store.get_chunk(&id).unwrap(), Some(first.clone()), "the withdrawn free kept it out");
         // A free that reached its quorum publishes the tombstone.
         assert_eq!(store.free_chunk(&id, u64::MAX, &digest(&first)).unwrap(), Freed::Freed(first.clone()));
-        store.settle_free(&id, &digest(&first), u64::MAX, true).unwrap();
+        store.settle_free(&id, &digest(&first), u64::MAX, Some(1_000)).unwrap();
         // The freed sealing never comes back: not by anti-entropy, a move
         // or a late write.
-        store.apply_sync_item(SyncItem::Chunk { chunk: first.clone(), unverified: false }).unwrap();
+        store.apply_sync_item(SyncItem::Chunk { chunk: first.clone() }).unwrap();
         assert!(!store.offer_chunk(&first).unwrap());
         assert!(matches!(store.put_chunk(&first), Err(StoreError::FreedSealing { .. })));
         assert_eq!(store.get_chunk(&id).unwrap(), None);
@@ -2148,13 +2147,14 @@ mod tests {
         // another sealing came later: given each other's entries in either
         // order, both end with the later sealing and the tombstone.
         other.put_chunk(&first).unwrap();
-        store.apply_sync_item(SyncItem::Chunk { chunk: second.clone(), unverified: false }).unwrap();
-        assert!(store.claim_chunk(&id).unwrap().expect("held").unverified, "a manifest that arrived is unverified");
+        store.apply_sync_item(SyncItem::Chunk { chunk: second.clone() }).unwrap();
+        let claimed = store.claim_chunk(&id).unwrap().held.expect("held");
+        assert!(claimed.unverified, "a manifest that arrived is unverified");
         let ids = |from: &LocalStore| -> Vec<Hash> {
             (0..=u8::MAX).flat_map(|leaf| from.sync_entries(partition, leaf).unwrap()).map(|e| e.id).collect()
         };
-        // Two rounds: the tombstone may drop the freed sealing after it beat
-        // the later one, which then comes again.
+        // Two rounds: the replica behind keeps the freed sealing over the
+        // later one until the tombstone drops it; the later one then comes.
         for _ in 0..2 {
             for item in store.sync_items(partition, &ids(&store), true).unwrap() {
                 other.apply_sync_item(item).unwrap();
@@ -2165,24 +2165,15 @@ mod tests {
         }
         assert_eq!(root_of(&store, partition), root_of(&other, partition));
         assert_eq!(other.get_chunk(&id).unwrap(), Some(second.clone()), "the freed sealing left the replica behind");
-        // A third live sealing, which both hold from elsewhere: of the two,
-        // the one with the greater digest stays, whichever came first.
+        // A replica holding a sealing keeps it: one from elsewhere may be a
+        // freed one whose tombstone is gone. Both trees still agree.
         let (third, _) = two_sealings(id);
-        other.apply_sync_item(SyncItem::Chunk { chunk: third.clone(), unverified: true }).unwrap();
-        store.apply_sync_item(SyncItem::Chunk { chunk: third.clone(), unverified: true }).unwrap();
-        store.apply_sync_item(SyncItem::Chunk { chunk: second.clone(), unverified: true }).unwrap();
-        let winner = if digest(&third) > digest(&second) { &third } else { &second };
-        assert_eq!(store.get_chunk(&id).unwrap().as_ref(), Some(winner));
-        assert_eq!(other.get_chunk(&id).unwrap().as_ref(), Some(winner));
-        // A sealing its holder vouches for (a writer stored it) is never
-        // replaced by one from elsewhere, which may be a freed one whose
-        // tombstone is gone; it replaces one from elsewhere.
-        let loser = if digest(&third) > digest(&second) { &second } else { &third };
-        store.put_chunk(loser).unwrap();
-        store.apply_sync_item(SyncItem::Chunk { chunk: winner.clone(), unverified: true }).unwrap();
-        assert_eq!(store.get_chunk(&id).unwrap().as_ref(), Some(loser), "a vouched-for sealing was replaced");
-        other.apply_sync_item(SyncItem::Chunk { chunk: loser.clone(), unverified: false }).unwrap();
-        assert_eq!(other.get_chunk(&id).unwrap().as_ref(), Some(loser));
+        other.put_chunk(&third).unwrap();
+        other.apply_sync_item(SyncItem::Chunk { chunk: second.clone() }).unwrap();
+        store.apply_sync_item(SyncItem::Chunk { chunk: third.clone() }).unwrap();
+        assert_eq!(other.get_chunk(&id).unwrap(), Some(third.clone()));
+        assert_eq!(store.get_chunk(&id).unwrap(), Some(second.clone()));
+        assert_eq!(root_of(&store, partition), root_of(&other, partition));
 
         // The tombstone goes after its grace period, with its tree entry.
         assert_eq!(store.purge_tombstones(1_000).unwrap(), 0, "a freed sealing's tombstone went too early");
@@ -2210,10 +2201,10 @@ mod tests {
         assert_eq!(root_of(&store, partition), synced_root);
         // A free of the older build may have missed it: a write checks it
         // before reusing it, and stores it again as its own.
-        let claimed = store.claim_chunk(&id).unwrap().expect("held");
+        let claimed = store.claim_chunk(&id).unwrap().held.expect("held");
         assert!(claimed.unverified);
         store.put_chunk(&claimed.chunk).unwrap();
-        assert!(!store.claim_chunk(&id).unwrap().expect("held").unverified);
+        assert!(!store.claim_chunk(&id).unwrap().held.expect("held").unverified);
     }
 
     #[test]

@@ -8,9 +8,9 @@
 //! and a root, the hash of the leaves. Replicas compare roots, then leaves,
 //! then the entries of the leaves that differ, and send each other the
 //! items one lacks. Applying an item is a merge that commutes (a tombstone
-//! beats its blob or its chunk's sealing, the newer row version wins, of
-//! two live sealings of a chunk the one vouched for, then the greater
-//! digest), so after an exchange or two both sides hold the same.
+//! beats its blob or its chunk's sealing, the newer row version wins, a
+//! manifest fills a replica without one), so after an exchange or two
+//! both sides hold the same.
 
 use serde::{Deserialize, Serialize};
 
@@ -65,9 +65,9 @@ pub enum SyncItem {
     Forgotten { partition: u8, hash: Hash, forgotten_at: u64, parents: Vec<Hash> },
     /// A row version (tombstones too) of a partitioned table.
     Row { partition: u8, table: u8, key: Vec<u8>, version: RowVersion },
-    /// A chunk's manifest, and whether it came to the sender from another
-    /// node unchecked (`LocalStore::merge_chunk` has the merge).
-    Chunk { chunk: Chunk, unverified: bool },
+    /// A chunk's manifest: kept where none is held and its sealing was not
+    /// freed (`LocalStore::merge_chunk`).
+    Chunk { chunk: Chunk },
     /// A sealing of a chunk that garbage collection freed: its manifest
     /// never comes back, as its slices are gone.
     FreedChunk { chunk: Hash, sealing: Hash, freed_at: u64 },
@@ -97,8 +97,17 @@ pub fn forgotten_digest(hash: &Hash) -> Hash // PA
     Hash::of_parts(&[b"ouroboros forgotten", hash.as_bytes()])
 }
 
-/// The digest of a manifest's entry: its sealing, which names the slices
-/// it lists (two manifests of a chunk differ only by their sealing).
+/// The digest of a manifest's entry, the same for every sealing of the
+/// chunk: a replica lacking the manifest is sent one, and one holding
+/// another sealing keeps its own (`LocalStore::merge_chunk`).
+pub fn manifest_digest(id: &Hash) -> Hash // PA
+{
+    Hash::of_parts(&[b"ouroboros manifest", id.as_bytes()])
+}
+
+/// A sealing of a chunk: the digest of the slices its manifest lists (two
+/// manifests of a chunk differ only by their sealing). Tombstones of freed
+/// manifests name it.
 pub fn sealing_digest(chunk: &Chunk) -> Hash // PA
 {
     let mut hasher = blake3::Hasher::new();

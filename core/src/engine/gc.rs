@@ -18,13 +18,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::calls::{partitions_without_quorum, Query, Wait};
+use super::calls::{keep_hints, partitions_without_quorum, Query};
 use super::{Engine, EngineResult, GcReport};
 use crate::cluster::{
     ClusterView, FreeChunk, GetChunk, PartitionsUnsynced, Referenced, RemoveSlice, SettleFree, SlicesStoredBefore,
     Stored, Transport, UnclaimedChunks,
 };
 use crate::hash::Hash;
+use crate::hints::Hinted;
 use crate::layout::Layout;
 use crate::model::NodeId;
 use crate::placement;
@@ -164,8 +165,10 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         Ok(removed)
     }
 
-    /// Free one unreferenced chunk; the number of slices removed, or `None`
-    /// if a replica kept it claimed or too few replicas answered.
+    /// Free one unreferenced chunk's sealing, in two steps (`FreeChunk`,
+    /// then `SettleFree`); the number of slices removed, or `None` if a
+    /// replica kept it (claimed, or holding another sealing), too few
+    /// dropped it, or its tombstone was published on too few.
     async fn free_chunk(&self, id: &Hash, claimed_before: u64, layout: &Layout) -> Option<usize> // PA
     {
         // The sealing this node holds is the one freed: every replica keeps
@@ -197,21 +200,21 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         }
         // The replicas that dropped the manifest keep a pending tombstone:
         // published once the free reached its quorum with no replica
-        // refusing, withdrawn otherwise (a replica out of reach gets a hint).
+        // refusing, withdrawn otherwise. A replica out of reach gets a hint
+        // either way.
         let freed = !refused && dropped >= needed && manifest.is_some();
-        let settle = SettleFree { id: *id, sealing, claimed_before, freed };
-        let query = Query::new(format!("settling the free of chunk {id}"), replicas, settle);
-        let settled = self.write_to(query, Wait::ForQuorum).await;
+        let settle = SettleFree { id: *id, sealing, claimed_before, freed: freed.then(|| self.world.now_nanos()) };
+        let published = self.settle_free(&replicas, settle).await;
         let Some(manifest) = manifest.filter(|_| freed) else {
             if !refused {
                 tracing::warn!(chunk = %id, dropped, needed, "chunk kept: too few replicas dropped its manifest");
             }
             return None;
         };
-        if let Err(error) = settled {
+        if published < needed {
             // The published tombstones spread by anti-entropy, and the
             // slices go as orphans once no replica lists them.
-            tracing::warn!(chunk = %id, %error, "slices kept: the freed sealing's tombstone reached too few replicas");
+            tracing::warn!(chunk = %id, published, needed, "slices kept: the freed sealing's tombstone reached too few replicas");
             return None;
         }
         let mut removed = 0;
@@ -224,6 +227,22 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             }
         }
         Some(removed)
+    }
+}
+
+impl<T: Transport, V: ClusterView> Engine<T, V> {
+    /// Send a free's settling to every replica; how many stored it. A
+    /// replica out of reach gets a hint, so a pending tombstone is
+    /// published or withdrawn once it is back.
+    async fn settle_free(&self, replicas: &[NodeId], settle: SettleFree) -> usize // PA
+    {
+        let calls = replicas.iter().map(|node| self.transport.ask(*node, settle.clone()));
+        let answers = futures::future::join_all(calls).await;
+        let away: Vec<NodeId> = answers.iter().filter_map(|answer| answer.as_ref().err()?.unreachable_node()).collect();
+        if let (false, Some(store)) = (away.is_empty(), self.transport.local_store(self.view.local_node())) {
+            keep_hints(store, away, Hinted::Write(settle.into()));
+        }
+        answers.iter().filter(|answer| answer.is_ok()).count()
     }
 }
 

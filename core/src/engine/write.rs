@@ -32,6 +32,7 @@ use crate::model::{
 use crate::placement::{self, Member};
 use crate::seal::{self, SealParams};
 use crate::store::{Claimed, LocalStore, StoreResult};
+use crate::sync;
 
 /// A chunk's slices on their way to their homes.
 struct Outgoing {
@@ -88,7 +89,7 @@ fn chunk_is_local(id: &Hash, erasure: Erasure, layout: &Layout, local: NodeId) -
 /// otherwise seal it for `store_sealed`.
 fn claim_or_seal(store: &LocalStore, id: Hash, plain: Vec<u8>, params: SealParams, keys: &NodeKeys) -> Sealing // PA
 {
-    match store.claim_chunk(&id) {
+    match store.claim_chunk(&id).map(|answer| answer.held) {
         Ok(Some(claimed)) if claimed.chunk.id == id => match reusable_here(store, claimed) {
             Ok(true) => return Ok(None),
             Ok(false) => {}
@@ -707,13 +708,21 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                 return false;
             }
         };
+        // A sealing any replica holds a tombstone of is never reused, even
+        // where another still holds its manifest.
+        let freed: Vec<Hash> = answers.iter().flat_map(|(_, answer)| answer.freed.iter().copied()).collect();
+        let live =
+            |claimed: &Claimed| claimed.chunk.id == *id && !freed.contains(&sync::sealing_digest(&claimed.chunk));
         let held: Vec<(NodeId, Claimed)> = answers
             .into_iter()
             .filter(|(node, _)| replicas.holding.contains(node))
-            .filter_map(|(node, claimed)| claimed.filter(|claimed| claimed.chunk.id == *id).map(|c| (node, c)))
+            .filter_map(|(node, answer)| answer.held.filter(live).map(|claimed| (node, claimed)))
             .collect();
         let verified = held.iter().filter(|(_, claimed)| !claimed.unverified).count();
-        held.len() >= needed && verified + self.unverified_found_whole(held).await >= needed
+        if held.len() < needed || verified >= needed {
+            return held.len() >= needed;
+        }
+        verified + self.unverified_found_whole(held).await >= needed
     }
 
     /// How many of the manifests among `held` that came from another node
