@@ -172,7 +172,8 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     async fn free_chunk(&self, id: &Hash, claimed_before: u64, layout: &Layout) -> Option<usize> // PA
     {
         // The sealing this node holds is the one freed: every replica keeps
-        // its tombstone, and one holding another sealing keeps the chunk.
+        // a tombstone of it (pending until the free settles), and one
+        // holding another sealing keeps the chunk.
         let sealing = match self.ask_local(GetChunk { id: *id }).await {
             Ok(Some(held)) => sync::sealing_digest(&held),
             Ok(None) => return None,
