@@ -675,6 +675,15 @@ async fn garbage_collection_goes_on_while_a_node_is_down_and_stale_manifests_are
     }
 }
 
+/// One anti-entropy round on each of `nodes`, in turn.
+async fn sync_round(cluster: &Cluster, nodes: &[Hash]) // A
+{
+    for node in nodes {
+        let view = Arc::new(cluster.transport.view(*node));
+        AntiEntropy::new(Arc::new(cluster.transport.clone()), view).round().await;
+    }
+}
+
 /// A free reaches a write quorum of a chunk's manifest replicas: node 2,
 /// away, keeps the freed manifest, whose slices are gone. Back, it gets the
 /// freed sealing's tombstone by anti-entropy and drops the manifest,
@@ -691,16 +700,7 @@ async fn a_freed_manifest_never_comes_back_through_anti_entropy() // A
     let away = cluster.nodes[2];
     cluster.transport.set_down(away, true);
     engine.forget_version("bucket", "doomed", &doomed.hash).await.unwrap();
-    let sync_round = |nodes: Vec<Hash>| {
-        let transport = cluster.transport.clone();
-        async move {
-            for node in nodes {
-                let view = Arc::new(transport.view(node));
-                AntiEntropy::new(Arc::new(transport.clone()), view).round().await;
-            }
-        }
-    };
-    sync_round(cluster.nodes[..2].to_vec()).await;
+    sync_round(&cluster, &cluster.nodes[..2]).await;
     let mut freed = 0;
     for engine in &cluster.engines[..2] {
         freed += engine.collect_garbage(ouroboros_core::now_nanos()).await.unwrap().chunks_freed;
@@ -713,8 +713,8 @@ async fn a_freed_manifest_never_comes_back_through_anti_entropy() // A
     );
 
     cluster.transport.set_down(away, false);
-    sync_round(cluster.nodes.clone()).await;
-    sync_round(cluster.nodes.clone()).await;
+    sync_round(&cluster, &cluster.nodes).await;
+    sync_round(&cluster, &cluster.nodes).await;
     for (index, node) in cluster.nodes.iter().enumerate() {
         let store = cluster.transport.store(node).unwrap();
         let held = doomed.blob.chunks.iter().filter(|chunk| store.get_chunk(&chunk.id).unwrap().is_some()).count();
@@ -739,12 +739,6 @@ async fn a_free_refused_by_a_claim_leaves_no_tombstone_to_spread() // A
     let cluster = Cluster::new(3, small_chunks());
     let engine = &cluster.engines[0];
     let store = |node: &Hash| cluster.transport.store(node).unwrap();
-    let sync_round = || async {
-        for node in &cluster.nodes {
-            let view = Arc::new(cluster.transport.view(*node));
-            AntiEntropy::new(Arc::new(cluster.transport.clone()), view).round().await;
-        }
-    };
     let cutoff = ouroboros_core::now_nanos();
     let doomed = put(engine, "doomed", &random_bytes(700_000, 51)).await;
     engine.forget_version("bucket", "doomed", &doomed.hash).await.unwrap();
@@ -753,14 +747,14 @@ async fn a_free_refused_by_a_claim_leaves_no_tombstone_to_spread() // A
         let sweeper = layout.hash_replicas(&chunk.id).holding[0];
         store(&sweeper).drop_moved_chunk(&chunk.id).unwrap();
     }
-    sync_round().await;
+    sync_round(&cluster, &cluster.nodes).await;
     let mut freed = 0;
     for engine in &cluster.engines {
         freed += engine.collect_garbage(cutoff).await.unwrap().chunks_freed;
     }
     assert_eq!(freed, 0, "chunks claimed after the cutoff were freed");
-    sync_round().await;
-    sync_round().await;
+    sync_round(&cluster, &cluster.nodes).await;
+    sync_round(&cluster, &cluster.nodes).await;
     for (index, node) in cluster.nodes.iter().enumerate() {
         let held = doomed.blob.chunks.iter().filter(|c| store(node).get_chunk(&c.id).unwrap().is_some()).count();
         assert_eq!(held, doomed.blob.chunks.len(), "node {index} lost manifests to a free that was refused");
@@ -803,9 +797,7 @@ async fn a_manifest_freed_without_a_tombstone_is_checked_before_a_write_reuses_i
             }
         }
     }
-    for node in &cluster.nodes {
-        AntiEntropy::new(Arc::new(cluster.transport.clone()), Arc::new(cluster.transport.view(*node))).round().await;
-    }
+    sync_round(&cluster, &cluster.nodes).await;
     for (index, node) in cluster.nodes.iter().enumerate() {
         let held = first.blob.chunks.iter().filter(|c| store(node).get_chunk(&c.id).unwrap().is_some()).count();
         assert_eq!(held, first.blob.chunks.len(), "node {index} was brought the stale manifests");
@@ -1720,9 +1712,7 @@ async fn the_replicas_that_replace_a_gone_node_receive_its_chunk_manifests() // 
     assert_eq!(state_of(&cluster, survivors[5], gone), Some(NodeState::Gone));
     let missing = manifests_missing(&cluster, survivors[0], &chunks);
     assert!(missing > 0, "the partitions node 3 replicated have new replicas, which lack their manifests");
-    for node in &survivors {
-        AntiEntropy::new(Arc::new(cluster.transport.clone()), Arc::new(cluster.transport.view(*node))).round().await;
-    }
+    sync_round(&cluster, &survivors).await;
     assert_eq!(manifests_missing(&cluster, survivors[0], &chunks), 0, "manifests missing after anti-entropy");
     let (_, left) = repair_everywhere(&cluster, &[gone]).await;
     assert_eq!(left, 0, "chunks left short after repair");
