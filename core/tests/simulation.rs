@@ -749,7 +749,8 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
             100..=115 => {
                 let moved = sim.tend(&down).await;
                 let faults = !down.is_empty() || !sim.faults.lock().unwrap().cut.is_empty();
-                // Repair waits while the layout moves: no pass vouches then.
+                // While the layout moves, repair leaves a slice on its way
+                // home to the move pass: no pass vouches every slice is home.
                 let settled = !sim.layout_moving();
                 if moved && !faults && settled && !healing.is_empty() && sim.repair_everywhere().await {
                     healing.clear();

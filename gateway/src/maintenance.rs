@@ -2,8 +2,8 @@
 //! multipart uploads past their expiry are removed, chunks short of slices
 //! at their homes are repaired, then chunks that nothing references and no
 //! write claimed within the grace period are collected. A repair pass also
-//! runs soon after the layout changes and settles (a node marked gone, a
-//! join or drain finished), not only at the next interval.
+//! runs soon after the layout changes (a node marked gone, a join or drain
+//! begun or finished), not only at the next interval.
 
 use std::time::Duration;
 
@@ -88,7 +88,7 @@ pub async fn run<T: Transport, V: ClusterView>(gateway: Gateway<T, V>, settings:
             }
             _ = checks.tick() => {
                 let layout = gateway.engine().layout();
-                if layout.is_moving() || (layout.version() == repaired_for && !retry.due()) {
+                if layout.version() == repaired_for && !retry.due() {
                     continue;
                 }
                 repaired_for = layout.version();

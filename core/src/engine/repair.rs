@@ -11,6 +11,16 @@
 //! pass's rule against doubling a chunk up (`crate::homing`). A home
 //! seen down is left alone (its node may come back; once it is marked gone,
 //! the layout names another home).
+//!
+//! Repair also runs while a node joins or drains. A slice missing at its
+//! new home may then be on its way there from its old one: a slice some
+//! node in service holds is left where it is (the move pass, or the first
+//! repair pass after the move, takes it home), and only a slice no node
+//! holds is rebuilt (from wherever the others are); not one whose home
+//! before the move is seen down, as a home seen down is left alone. A node
+//! lost during a move so costs its chunks redundancy only until the next
+//! pass after it is marked gone, not until the move ends: with a second
+//! loss before that, chunks doubled up on the second node would fall below k.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -47,12 +57,14 @@ pub struct RepairReport {
     pub chunks_left_degraded: usize,
 }
 
-/// A chunk short of slices: its manifest, the home of each position, and
-/// the positions whose home lacks its slice.
+/// A chunk short of slices: its manifest, the home of each position, the
+/// positions whose home lacks its slice, and where a slice on its way home
+/// (while the layout moves) is now.
 struct Damaged {
     manifest: Chunk,
     homes: Vec<NodeId>,
     lacking: Vec<usize>,
+    on_the_way: Holders,
 }
 
 /// A repair pass under way: its pace and what it did so far.
@@ -67,16 +79,18 @@ type Rebuilt = EngineResult<Vec<SealedSlice>>;
 /// A slice a home should hold: chunk, position, slice hash.
 type Expected = (Hash, usize, Hash);
 
+/// The positions of each chunk whose home lacks its slice.
+type Lacking = HashMap<Hash, Vec<usize>>;
+
+/// A node holding each slice, where one does.
+type Holders = HashMap<Hash, NodeId>;
+
 impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// One repair pass over the chunks whose manifests this node holds and
-    /// is the repairer of. Waits while the layout moves: the move passes
-    /// are taking slices to their new homes.
+    /// is the repairer of.
     pub async fn repair_chunks(&self) -> EngineResult<RepairReport> // PA
     {
         let layout = self.view.layout();
-        if layout.is_moving() {
-            return Ok(RepairReport::default());
-        }
         let store = self.transport.local_store(self.view.local_node());
         let mut pass = Pass { pace: Pace::new(self.config.repair_bytes_per_sec), report: RepairReport::default() };
         let walked = self.walk_chunks(&layout, &mut pass).await;
@@ -179,7 +193,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         // asked again as a holder or rebuild source below.
         let store = self.transport.local_store(self.view.local_node());
         let homing = Homing::new(self.transport.as_ref(), self.view.local_node(), store.as_ref());
-        let mut missing: HashMap<Hash, Vec<usize>> = HashMap::new();
+        let mut missing: Lacking = HashMap::new();
         let mut unknown: HashMap<Hash, bool> = HashMap::new();
         for (node, slices) in expected {
             let hashes = slices.iter().map(|(_, _, slice)| *slice).collect();
@@ -197,32 +211,89 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                 }
             }
         }
+        // While the layout moves, a slice missing at its home may be on its
+        // way there: one that some node in service holds is left to the move
+        // pass, and where it is now serves to rebuild the others. One whose
+        // home before the move is in service but seen down or silent is left
+        // alone, as a home seen down is: its node may come back.
+        let mut on_the_way = Holders::new();
+        if layout.is_moving() && !missing.is_empty() {
+            let mut wanted = Vec::new();
+            for manifest in &manifests {
+                let lacking = missing.get(&manifest.id).into_iter().flatten();
+                wanted.extend(lacking.filter_map(|index| manifest.slices.get(*index).copied()));
+            }
+            on_the_way = self.holders_in_service(layout, &homing, wanted).await;
+            let holding = layout.members(&layout.holding());
+            let in_service = layout.in_service();
+            let away =
+                |node: &NodeId| in_service.contains(node) && (self.view.is_down(*node) || homing.gave_up_on(*node));
+            for manifest in &manifests {
+                let Some(lacking) = missing.get_mut(&manifest.id) else { continue };
+                let homes_before = placement::slice_homes(&manifest.id, manifest.slices.len(), &holding);
+                let before_away = |index: &usize| homes_before.get(*index).is_some_and(away);
+                if lacking.iter().any(before_away) {
+                    unknown.insert(manifest.id, true);
+                }
+                lacking.retain(|index| {
+                    let elsewhere = manifest.slices.get(*index).is_some_and(|slice| on_the_way.contains_key(slice));
+                    !elsewhere && !before_away(index)
+                });
+            }
+            missing.retain(|_, lacking| !lacking.is_empty());
+        }
         pass.report.chunks_unknown += unknown.len();
         for manifest in manifests {
             let Some(lacking) = missing.remove(&manifest.id) else { continue };
             pass.report.chunks_degraded += 1;
             let homes = homes_of.remove(&manifest.id).unwrap_or_default();
-            if !self.repair_chunk(layout, &homing, Damaged { manifest, homes, lacking }, pass).await {
+            let on_the_way = manifest.slices.iter().filter_map(|s| on_the_way.get(s).map(|n| (*s, *n))).collect();
+            let damaged = Damaged { manifest, homes, lacking, on_the_way };
+            if !self.repair_chunk(layout, &homing, damaged, pass).await {
                 pass.report.chunks_left_degraded += 1;
             }
         }
+    }
+
+    /// A node in service holding each of the `wanted` slices, where one
+    /// does: every node not seen down is asked (one message each) for the
+    /// slices no node asked before it holds.
+    async fn holders_in_service(&self, layout: &Layout, homing: &Homing<'_, T>, wanted: Vec<Hash>) -> Holders // PA
+    {
+        let mut found = Holders::new();
+        for node in layout.in_service().into_iter().filter(|node| !self.view.is_down(*node)) {
+            let asked: Vec<Hash> = wanted.iter().filter(|slice| !found.contains_key(*slice)).copied().collect();
+            if asked.is_empty() {
+                break;
+            }
+            let Ok(held) = homing.ask(node, HoldsSlices { hashes: asked.clone() }).await else { continue };
+            found.extend(asked.into_iter().zip(held).filter(|(_, held)| *held).map(|(slice, _)| (slice, node)));
+        }
+        found
     }
 
     /// Bring the slices at the lacking positions home; whether all of them
     /// are. The bytes stored count against the repair rate.
     async fn repair_chunk(&self, layout: &Layout, homing: &Homing<'_, T>, damaged: Damaged, pass: &mut Pass) -> bool // PA
     {
-        let Damaged { manifest, homes, lacking } = damaged;
+        let Damaged { manifest, homes, lacking, on_the_way } = damaged;
         let homes = homes.as_slice();
         let id = manifest.id;
         let in_service = layout.members(&layout.in_service());
         let mut still = Vec::new();
         let mut home_silent = false;
+        // While the layout moves, every node in service was already asked
+        // for the lacking slices (`holders_in_service`): none holds them.
+        let moving = layout.is_moving();
         for index in lacking {
             let (home, hash) = (homes[index], manifest.slices[index]);
             // A home that did not answer on this page takes nothing now.
             if homing.gave_up_on(home) {
                 home_silent = true;
+                continue;
+            }
+            if moving {
+                still.push(index);
                 continue;
             }
             let elsewhere = placement::handoff_order(index, homes, &in_service, |node| self.view.is_down(node));
@@ -252,7 +323,10 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         if still.is_empty() {
             return !home_silent;
         }
-        match self.rebuild(&manifest, homes, &still, homing).await {
+        let sources: Vec<NodeId> = (manifest.slices.iter().zip(homes))
+            .map(|(slice, home)| on_the_way.get(slice).copied().unwrap_or(*home))
+            .collect();
+        match self.rebuild(&manifest, &sources, &still, homing).await {
             Ok(rebuilt) => {
                 let mut stored = 0;
                 for (index, slice) in still.iter().zip(rebuilt) {
@@ -275,9 +349,10 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         }
     }
 
-    /// The slices at `wanted` positions, rebuilt from any k others found at
-    /// their homes.
-    async fn rebuild(&self, manifest: &Chunk, homes: &[NodeId], wanted: &[usize], homing: &Homing<'_, T>) -> Rebuilt // PA
+    /// The slices at `wanted` positions, rebuilt from any k others, each
+    /// read from its node in `sources` (its home, or where it is on its way
+    /// home from).
+    async fn rebuild(&self, manifest: &Chunk, sources: &[NodeId], wanted: &[usize], homing: &Homing<'_, T>) -> Rebuilt // PA
     {
         let k = manifest.erasure.data as usize;
         let mut slices: Vec<Option<SealedSlice>> = vec![None; manifest.slices.len()];
@@ -286,10 +361,10 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             if have == k {
                 break;
             }
-            if wanted.contains(&index) || self.view.is_down(homes[index]) {
+            if wanted.contains(&index) || self.view.is_down(sources[index]) {
                 continue;
             }
-            if let Ok(Some(slice)) = homing.ask(homes[index], GetSlice { hash: *hash }).await {
+            if let Ok(Some(slice)) = homing.ask(sources[index], GetSlice { hash: *hash }).await {
                 if slice.hash == *hash {
                     slices[index] = Some(slice);
                     have += 1;
