@@ -96,12 +96,15 @@ pub struct FileConfig {
     pub capacity: Option<Capacity>,
 }
 
-/// A capacity as the file gives it: a number of bytes, or a number with a unit.
+/// A capacity as the file gives it: a number of bytes, or a number with a
+/// unit; anything else is kept to be named in the error (`Other`), instead
+/// of serde's "did not match any variant".
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum Capacity {
     Bytes(u64),
     Text(String),
+    Other(toml::Value),
 }
 
 impl FileConfig {
@@ -271,6 +274,13 @@ fn place(zone: Option<String>, capacity: Option<Capacity>) -> Result<Place, Conf
             expected: "bytes, or a number with a unit (500G, 4T, 2TiB)",
         })?,
         (None, Some(Capacity::Bytes(bytes))) => bytes,
+        (None, Some(Capacity::Other(value))) => {
+            return Err(ConfigError::Invalid {
+                name: "capacity",
+                value: value.to_string(),
+                expected: "a whole number of bytes, or a number with a unit (500G, 4T, 2TiB)",
+            })
+        }
         (None, None) => defaults.capacity,
     };
     if capacity == 0 {
@@ -471,6 +481,12 @@ mod tests {
         assert!(error.to_string().starts_with("capacity:"), "{error}");
         let error = super::place(None, Some(Capacity::Text("lots".into()))).expect_err("no unit");
         assert!(error.to_string().contains("\"lots\""), "{error}");
+        for (line, shown) in [("capacity = -5", "-5"), ("capacity = 2.5", "2.5"), ("capacity = true", "true")] {
+            let file: FileConfig = toml::from_str(line).expect("the file reads");
+            let error = super::place(None, file.capacity).expect_err("a capacity that is not one");
+            let text = error.to_string();
+            assert!(text.starts_with("capacity:") && text.contains(shown) && text.contains("whole number"), "{text}");
+        }
     }
 
     fn place_default() -> Place // A
