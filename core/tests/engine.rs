@@ -1612,19 +1612,26 @@ async fn settle_slice_writes(cluster: &Cluster) // A
     assert_eq!(misplaced_slices(cluster, &cluster.nodes), 0, "slices still missing at their homes after the puts");
 }
 
+/// Repair passes on every node that is up, summed.
+async fn repair_reports(cluster: &Cluster, down: &[Hash]) -> RepairReport // A
+{
+    let mut sum = RepairReport::default();
+    for (node, engine) in cluster.nodes.iter().zip(&cluster.engines).filter(|(node, _)| !down.contains(node)) {
+        let report = engine.repair_chunks().await.unwrap_or_else(|error| panic!("repair on {node}: {error}"));
+        sum.slices_rebuilt += report.slices_rebuilt;
+        sum.slices_taken_home += report.slices_taken_home;
+        sum.chunks_unknown += report.chunks_unknown;
+        sum.chunks_left_degraded += report.chunks_left_degraded;
+    }
+    sum
+}
+
 /// One repair pass on every node that is up; the slices rebuilt, and the
 /// chunks left short.
 async fn repair_everywhere(cluster: &Cluster, down: &[Hash]) -> (usize, usize) // A
 {
-    let (mut rebuilt, mut left) = (0, 0);
-    for (node, engine) in cluster.nodes.iter().zip(&cluster.engines) {
-        if !down.contains(node) {
-            let report = engine.repair_chunks().await.expect("repair pass");
-            rebuilt += report.slices_rebuilt + report.slices_taken_home;
-            left += report.chunks_left_degraded;
-        }
-    }
-    (rebuilt, left)
+    let report = repair_reports(cluster, down).await;
+    (report.slices_rebuilt + report.slices_taken_home, report.chunks_left_degraded)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1692,20 +1699,6 @@ fn slice_holders(cluster: &Cluster, seen_by: Hash, among: &[Hash]) -> BTreeMap<H
         holders.insert(id, of_chunk);
     }
     holders
-}
-
-/// Repair passes on every node that is up, summed.
-async fn repair_reports(cluster: &Cluster, down: &[Hash]) -> RepairReport // A
-{
-    let mut sum = RepairReport::default();
-    for (node, engine) in cluster.nodes.iter().zip(&cluster.engines).filter(|(node, _)| !down.contains(node)) {
-        let report = engine.repair_chunks().await.unwrap_or_else(|error| panic!("repair on {node}: {error}"));
-        sum.slices_rebuilt += report.slices_rebuilt;
-        sum.slices_taken_home += report.slices_taken_home;
-        sum.chunks_unknown += report.chunks_unknown;
-        sum.chunks_left_degraded += report.chunks_left_degraded;
-    }
-    sum
 }
 
 /// A node lost while another drains: repair does not wait for the drain to
