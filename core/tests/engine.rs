@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 use ouroboros_core::anti_entropy::AntiEntropy;
 use ouroboros_core::chunker::ChunkerConfig;
 use ouroboros_core::engine::RepairReport;
-use ouroboros_core::hints::Hinted;
+use ouroboros_core::hints::{HandedOffSlice, Hinted};
 use ouroboros_core::layout::{Layout, NodeState, Place};
 use ouroboros_core::memory::{MemoryCluster, MemoryView};
 use ouroboros_core::placement;
@@ -65,6 +65,20 @@ impl Cluster {
             })
             .collect();
         Cluster { _dirs: dirs, nodes, transport, engines }
+    }
+
+    /// A node started with an empty store, reachable and in nobody's layout
+    /// yet (its steward enters it, joining).
+    fn add_newcomer(&mut self) -> Hash // A
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let newcomer = Hash::of(format!("node {}", self.nodes.len()).as_bytes());
+        self.transport.add_unplaced_node(newcomer, Arc::new(LocalStore::open(dir.path(), Durability::Flush).unwrap()));
+        self._dirs.push(dir);
+        self.nodes.push(newcomer);
+        let view = Arc::new(self.transport.view(newcomer));
+        self.engines.push(Engine::new(Arc::new(self.transport.clone()), view, test_keys(), small_chunks()).unwrap());
+        newcomer
     }
 
     fn slice_bytes(&self) -> u64 // A
@@ -1507,13 +1521,7 @@ async fn a_node_joins_and_another_drains_while_every_object_keeps_reading() // A
     }
 
     // A fifth node starts: reachable, in nobody's layout yet.
-    let dir = tempfile::tempdir().unwrap();
-    let newcomer = Hash::of(b"node 4");
-    cluster.transport.add_unplaced_node(newcomer, Arc::new(LocalStore::open(dir.path(), Durability::Flush).unwrap()));
-    cluster._dirs.push(dir);
-    cluster.nodes.push(newcomer);
-    let view = Arc::new(cluster.transport.view(newcomer));
-    cluster.engines.push(Engine::new(Arc::new(cluster.transport.clone()), view, test_keys(), small_chunks()).unwrap());
+    let newcomer = cluster.add_newcomer();
     let hour = Duration::from_secs(3600);
     let stewards: Vec<TestSteward> = cluster.nodes.iter().map(|node| steward_of(&cluster, *node, hour)).collect();
 
@@ -1782,6 +1790,132 @@ async fn a_node_lost_during_a_drain_is_rebuilt_before_the_drain_ends() // A
     for (key, data) in &objects {
         let read = read_all(&cluster.engines[reader], key).await;
         assert_eq!(read.as_deref().ok(), Some(data.as_slice()), "{key} with nodes 5 and another lost: {read:?}");
+    }
+}
+
+/// The slice hints `node` keeps, with the node each is kept for.
+fn slice_hints(cluster: &Cluster, node: Hash) -> Vec<(Hash, HandedOffSlice)> // A
+{
+    let store = cluster.transport.store(&node).expect("store");
+    let mut found = Vec::new();
+    for target in store.hints().targets().into_keys() {
+        for (_, hint) in store.hints().for_node(&target, None, usize::MAX).expect("hints") {
+            if let Hinted::Slice(slice) = hint {
+                found.push((target, slice));
+            }
+        }
+    }
+    found
+}
+
+/// A slice a writer handed off before a node joined: the join may move its
+/// home, and the holder's move pass may have run before the copy reached
+/// it, so no pass of the holder's would take it home until the join ends
+/// (`SIM_OVERLAP` seed 9055: three nodes at 2+1, the holder lost mid-join
+/// holding two of a chunk's slices alone). First, with no move pass run
+/// yet: a hint whose home the join moved is kept for the new home, and the
+/// next hand-off pass takes the slice there (the previous code dropped it).
+/// Then, after every move pass: copies no hint points at (the writer
+/// crashed, or its hint log was full) are taken home by repair while the
+/// join still runs where their node holds another of the chunk's slices,
+/// and left for the move where it holds only that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slice_handed_off_before_a_join_goes_to_its_new_home_while_the_join_runs() // A
+{
+    let data = |i: usize| random_bytes(3000 + i * 10, i as u64);
+    let (mut cluster, _, _) = writes_while_node_2_is_away(20, data).await;
+    let n0 = cluster.nodes[0];
+    for _ in 0..100 {
+        if slice_hints(&cluster, n0).len() >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let hinted = slice_hints(&cluster, n0);
+    assert!(hinted.len() >= 20, "a slice of each version's chunk handed off: {}", hinted.len());
+    cluster.transport.set_down(cluster.nodes[2], false);
+
+    // A fourth node joins; every node takes the join in, and no move pass
+    // nor hand-off runs yet.
+    let newcomer = cluster.add_newcomer();
+    let hour = Duration::from_secs(3600);
+    let stewards: Vec<TestSteward> = cluster.nodes.iter().map(|node| steward_of(&cluster, *node, hour)).collect();
+    stewards[3].tend(&cluster.nodes).await;
+    for steward in &stewards[..3] {
+        steward.tend(&cluster.nodes).await;
+    }
+    let store = |node: &Hash| cluster.transport.store(node).expect("store");
+    for node in &cluster.nodes {
+        assert_eq!(state_of(&cluster, *node, newcomer), Some(NodeState::Joining), "as {node} sees it");
+    }
+    let layout = store(&n0).layout();
+    assert!(layout.is_moving());
+    let placing = layout.placing_members();
+    let home_now =
+        |hint: &HandedOffSlice| placement::slice_homes(&hint.chunk, hint.slices.len(), &placing)[hint.index as usize];
+    let moved = hinted.iter().filter(|(target, hint)| home_now(hint) != *target && home_now(hint) != hint.holder);
+    let moved = moved.count() as u64;
+    assert!(moved > 0, "the join moved no handed-off slice's home");
+
+    // The hand-off keeps the hints of slices whose home moved for their new
+    // home, and the next pass takes them there.
+    let first = cluster.engines[0].hand_off_hints().await.unwrap();
+    assert_eq!(first.retargeted, moved, "{first:?}");
+    let second = cluster.engines[0].hand_off_hints().await.unwrap();
+    assert_eq!((second.handed, second.left, second.retargeted), (moved, 0, 0), "{second:?}");
+    assert!(slice_hints(&cluster, n0).is_empty(), "hints left after two passes");
+    for (_, hint) in &hinted {
+        let (home, slice) = (home_now(hint), hint.slices[hint.index as usize]);
+        assert!(store(&home).holds_slices(&[slice]).unwrap()[0], "chunk {}: not at its new home", hint.chunk);
+        if home != hint.holder {
+            assert!(!store(&hint.holder).holds_slices(&[slice]).unwrap()[0], "chunk {}: copy left", hint.chunk);
+        }
+    }
+
+    // The old nodes' move passes bring every slice to its new home.
+    for steward in &stewards[..3] {
+        assert!(steward.move_if_needed().await.is_some_and(|moved| moved.complete()), "a move pass left data");
+    }
+    assert_eq!(misplaced_slices(&cluster, &cluster.nodes), 0, "slices not at their homes after the move passes");
+    // Then the first slice of every chunk leaves its home for the home of
+    // the second, as a slice a writer handed off there and kept no hint
+    // for: that node holds two of the chunk's slices alone. Of every other
+    // chunk, the first slice goes to the node that is no home of the chunk,
+    // holding one: the move of such a slice waits for the join to end.
+    let mut strays = 0;
+    let mut waiting = Vec::new();
+    let chunks = store(&n0).unclaimed_chunks(u64::MAX, None, usize::MAX).unwrap();
+    for (nth, id) in chunks.iter().enumerate() {
+        let manifest = store(&n0).get_chunk(id).unwrap().expect("listed");
+        let homes = placement::slice_homes(id, manifest.slices.len(), &placing);
+        let spare = *cluster.nodes.iter().find(|node| !homes.contains(node)).expect("a node holds no slice");
+        let slice = store(&homes[0]).get_slice(&manifest.slices[0]).unwrap().expect("at its home");
+        let to = if nth % 2 == 0 { homes[1] } else { spare };
+        store(&to).put_slice(&slice, id).unwrap();
+        store(&homes[0]).remove_slice(&slice.hash).unwrap();
+        match nth % 2 {
+            0 => strays += 1,
+            _ => waiting.push((homes[0], slice.hash)),
+        }
+    }
+    assert!(strays >= 10, "{strays} slices moved off their homes");
+    for steward in &stewards[..3] {
+        assert!(steward.move_if_needed().await.is_none(), "a move pass ran again for the same placement");
+    }
+    assert_eq!(state_of(&cluster, n0, newcomer), Some(NodeState::Joining), "the join ended");
+    let report = repair_reports(&cluster, &[]).await;
+    assert_eq!(
+        (report.slices_taken_home, report.slices_rebuilt, report.chunks_left_degraded),
+        (strays, 0, 0),
+        "during the join: taken home, rebuilt, chunks left short"
+    );
+    assert_eq!(slices_away_from_home(&cluster), waiting.len(), "slices off their homes after repair");
+    for (home, slice) in &waiting {
+        assert!(!store(home).holds_slices(&[*slice]).unwrap()[0], "a slice one node holds went home before the move");
+    }
+    for i in 0..20 {
+        let back = read_all(&cluster.engines[3], &format!("key-{i}")).await;
+        assert!(back.as_deref().ok() == Some(data(i).as_slice()), "key-{i} through the newcomer: {:?}", back.err());
     }
 }
 

@@ -4,8 +4,12 @@
 //! took it, and removed there once the home holds it. A hint leaves here
 //! only when its work is done; a target gone from the layout has its hints
 //! dropped (its replacement takes the partitions from anti-entropy and the
-//! slices from repair), and so has a slice whose home the layout has moved
-//! since (the move pass and repair see to it).
+//! slices from repair). A slice whose home the layout has moved since (a
+//! node joined or drains) has its hint kept for the new home instead, once
+//! the old home is not seen down (its hints are read only then): the node
+//! that took it may have finished its move pass for that layout before the
+//! slice reached it, and no pass of its own would take it home until the
+//! move ends.
 
 use super::{Engine, EngineResult};
 use crate::cluster::{ClusterView, GetSlice, PutSlice, RemoveSlice, Request, Transport, TransportError};
@@ -28,9 +32,13 @@ pub struct HandoffReport {
     /// home yet.
     pub left: u64,
     /// Hints for nodes gone from the layout, hints a target refused (it
-    /// answered with an error: it would again), and slices whose home
-    /// moved or whose copy is no longer where it was left.
+    /// answered with an error: it would again), and slices now at their
+    /// home or no longer where they were left.
     pub dropped: u64,
+    /// Slices whose home moved, their hints now kept for the new home
+    /// (also counted in `left`; a pass that reaches the new home's hints
+    /// after may hand them over too, and count them again in `handed`).
+    pub retargeted: u64,
 }
 
 /// What became of one hint.
@@ -43,6 +51,8 @@ enum Outcome {
     Later,
     /// Never: the hint goes, its work left to anti-entropy or repair.
     Drop,
+    /// The slice's home moved: the hint is kept for its new home instead.
+    Retarget(NodeId, HandedOffSlice),
 }
 
 impl<T: Transport, V: ClusterView> Engine<T, V> {
@@ -84,11 +94,22 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                         Outcome::Drop => report.dropped += 1,
                         Outcome::Away => break 'batches,
                         Outcome::Later => continue,
+                        Outcome::Retarget(home, slice) => {
+                            let store = store.clone();
+                            let kept = blocking(move || store.hints().add(home, &Hinted::Slice(slice))).await??;
+                            // A full log: this hint stays as it is, to be
+                            // pointed again on a later pass.
+                            if !kept {
+                                continue;
+                            }
+                            report.retargeted += 1;
+                        }
                     }
                     let store = store.clone();
                     blocking(move || store.hints().remove(&key)).await??;
                 }
             }
+            // A retargeted hint is work still to do: it stays in `left`.
             let done = report.handed + report.dropped - done_before;
             report.left += count.saturating_sub(done);
             if done > 0 {
@@ -116,11 +137,16 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let layout = self.view.layout();
         let homes = placement::slice_homes(&chunk, slices.len(), &layout.placing_members());
         let Some(hash) = slices.get(index).copied() else { return Outcome::Drop };
-        if homes.get(index) != Some(&home) || holder == home {
+        let Some(&now_home) = homes.get(index) else { return Outcome::Drop };
+        if now_home == holder {
             return Outcome::Drop;
         }
         if !layout.in_service().contains(&holder) {
             return Outcome::Drop;
+        }
+        if now_home != home {
+            let hint = HandedOffSlice { chunk, slices, index: index as u32, holder };
+            return Outcome::Retarget(now_home, hint);
         }
         if self.view.is_down(holder) {
             return Outcome::Later;

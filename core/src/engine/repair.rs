@@ -15,12 +15,15 @@
 //! Repair also runs while a node joins or drains. A slice missing at its
 //! new home may then be on its way there from its old one: a slice some
 //! node in service holds is left where it is (the move pass, or the first
-//! repair pass after the move, takes it home), and only a slice no node
-//! holds is rebuilt (from wherever the others are); not one whose home
-//! before the move is seen down, as a home seen down is left alone. A node
+//! repair pass after the move, takes it home), unless that node holds
+//! another of the chunk's slices too: losing it would cost the chunk two,
+//! and a copy a writer handed off there after the node's move pass ran
+//! would wait for the move to end. Such a slice is taken home now. Only a
+//! slice no node holds is rebuilt (from wherever the others are); not one
+//! whose home before the move is seen down, as a home seen down is left
+//! alone. A node
 //! lost during a move so costs its chunks redundancy only until the next
-//! pass after it is marked gone, not until the move ends: with a second
-//! loss before that, chunks doubled up on the second node would fall below k.
+//! pass after it is marked gone, not until the move ends.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -213,7 +216,8 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         }
         // While the layout moves, a slice missing at its home may be on its
         // way there: one that some node in service holds is left to the move
-        // pass, and where it is now serves to rebuild the others. One whose
+        // pass (unless that node holds two of the chunk's slices), and where
+        // it is now serves to rebuild the others. One whose
         // home before the move is in service but seen down or silent is left
         // alone, as a home seen down is: its node may come back.
         let mut on_the_way = Holders::new();
@@ -235,9 +239,21 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                 if lacking.iter().any(before_away) {
                     unknown.insert(manifest.id, true);
                 }
-                lacking.retain(|index| {
-                    let elsewhere = manifest.slices.get(*index).is_some_and(|slice| on_the_way.contains_key(slice));
-                    !elsewhere && !before_away(index)
+                let holder_of = |index: &usize| manifest.slices.get(*index).and_then(|slice| on_the_way.get(slice));
+                let homes = homes_of.get(&manifest.id).map(Vec::as_slice).unwrap_or_default();
+                let holds = |node: &NodeId| {
+                    let held_at_home = (0..homes.len()).filter(|p| homes[*p] == *node && !lacking.contains(p));
+                    held_at_home.count() + lacking.iter().filter(|p| holder_of(p) == Some(node)).count()
+                };
+                let doubled: Vec<usize> =
+                    lacking.iter().copied().filter(|p| holder_of(p).is_some_and(|node| holds(node) >= 2)).collect();
+                lacking.retain(|index| match holder_of(index) {
+                    // A node holding two of the chunk's slices costs it two
+                    // if lost: those of them not at their homes go home
+                    // now, not at the holder's move pass, which may have
+                    // run before they arrived (a writer handed one off).
+                    Some(_) => doubled.contains(index),
+                    None => !before_away(index),
                 });
             }
             missing.retain(|_, lacking| !lacking.is_empty());
@@ -276,14 +292,17 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// are. The bytes stored count against the repair rate.
     async fn repair_chunk(&self, layout: &Layout, homing: &Homing<'_, T>, damaged: Damaged, pass: &mut Pass) -> bool // PA
     {
-        let Damaged { manifest, homes, lacking, on_the_way } = damaged;
+        let Damaged { manifest, homes, lacking, mut on_the_way } = damaged;
         let homes = homes.as_slice();
         let id = manifest.id;
         let in_service = layout.members(&layout.in_service());
         let mut still = Vec::new();
         let mut home_silent = false;
+        let mut left_short = false;
         // While the layout moves, every node in service was already asked
-        // for the lacking slices (`holders_in_service`): none holds them.
+        // for the lacking slices (`holders_in_service`): a slice lacking
+        // here is on a node holding two of the chunk's slices, where
+        // `on_the_way` says, or nowhere.
         let moving = layout.is_moving();
         for index in lacking {
             let (home, hash) = (homes[index], manifest.slices[index]);
@@ -292,11 +311,15 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                 home_silent = true;
                 continue;
             }
-            if moving {
-                still.push(index);
-                continue;
-            }
-            let elsewhere = placement::handoff_order(index, homes, &in_service, |node| self.view.is_down(node));
+            let holder = on_the_way.get(&hash).copied();
+            let elsewhere = match holder {
+                Some(holder) => vec![holder],
+                None if moving => {
+                    still.push(index);
+                    continue;
+                }
+                None => placement::handoff_order(index, homes, &in_service, |node| self.view.is_down(node)),
+            };
             let mut taken = false;
             for node in elsewhere.into_iter().filter(|node| *node != home && !self.view.is_down(*node)) {
                 let Ok(Some(slice)) = homing.ask(node, GetSlice { hash }).await else { continue };
@@ -316,12 +339,17 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                 taken = true;
                 break;
             }
-            if !taken {
-                still.push(index);
+            match (taken, holder) {
+                // Read from its home from now on, should the others be rebuilt.
+                (true, Some(_)) => _ = on_the_way.remove(&hash),
+                (true, None) => {}
+                // Still where it is, and still a source for the others.
+                (false, Some(_)) => left_short = true,
+                (false, None) => still.push(index),
             }
         }
         if still.is_empty() {
-            return !home_silent;
+            return !home_silent && !left_short;
         }
         let sources: Vec<NodeId> = (manifest.slices.iter().zip(homes))
             .map(|(slice, home)| on_the_way.get(slice).copied().unwrap_or(*home))
@@ -340,7 +368,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                     }
                 }
                 pass.report.slices_rebuilt += stored;
-                stored == still.len() && !home_silent
+                stored == still.len() && !home_silent && !left_short
             }
             Err(error) => {
                 tracing::warn!(chunk = %id, %error, "chunk not rebuilt");
