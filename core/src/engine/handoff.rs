@@ -129,7 +129,8 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
 
     /// Take a handed-off slice to `home` from the node that took it, then
     /// remove it there; not while that would leave the home alone with two
-    /// of the chunk's slices.
+    /// of the chunk's slices. A slice whose home the layout has moved is
+    /// not taken anywhere: its hint is for the new home (`Retarget`).
     async fn take_slice_home(&self, homing: &Homing<'_, T>, home: NodeId, hint: HandedOffSlice) -> Outcome // PA
     {
         let HandedOffSlice { chunk, slices, index, holder } = hint;

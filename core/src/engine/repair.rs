@@ -52,7 +52,8 @@ pub struct RepairReport {
     pub chunks_degraded: usize,
     /// Chunks whose homes could not all be asked (down or failing).
     pub chunks_unknown: usize,
-    /// Slices taken home from the node they were handed off to.
+    /// Slices taken home from the node they were handed off to, or, while
+    /// the layout moves, from a node holding two of the chunk's slices.
     pub slices_taken_home: usize,
     /// Slices rebuilt from others.
     pub slices_rebuilt: usize,
