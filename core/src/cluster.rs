@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, DecodeError, Record, RecordKind};
 use crate::hash::Hash;
+use crate::hints::HeldSlice;
 use crate::layout::Layout;
 use crate::model::{BucketRecord, Chunk, NodeId, ObjectSummary, RowVersion, SealedSlice};
 use crate::store::{ClaimAnswer, Freed, ListStart, LocalStore, Passes, Row, ScrubSummary, StoreError, VersionStart};
@@ -206,6 +207,11 @@ messages! {
     /// the pending one of this attempt.
     /// `freed` is when the free reached its quorum, `None` when it did not.
     SettleFree { id: Hash, sealing: Hash, claimed_before: u64, freed: Option<u64> } -> Stored;
+    /// A slice stored elsewhere than its home, `home`, because the home did
+    /// not take it: the receiver keeps it with a hint for the home, so its
+    /// own hand-off pass takes it there (`LocalStore::put_handed_off_slice`).
+    /// `slices` are the chunk's slices in position order, `index` this one's.
+    PutHandedOffSlice { chunk: Hash, slice: SealedSlice, slices: Vec<Hash>, index: u32, home: NodeId } -> Stored;
 }
 
 /// Requests and responses cross the network in the record envelope, so a
@@ -216,18 +222,19 @@ impl Record for Request {
     /// the passes under way in `StoreUsage`. 5: the layout's places. 6:
     /// manifests and freed sealings in anti-entropy (`GetSyncItems` says
     /// whether manifests are wanted), the sealing a `FreeChunk` frees,
-    /// `SettleFree`.
-    const VERSION: u8 = 6;
+    /// `SettleFree`. 7: `PutHandedOffSlice` (added last: the messages of
+    /// version 6 read as they were written).
+    const VERSION: u8 = 7;
 
     /// Version 4 differs in the layout `ShareLayout` carries, which then
     /// fails to read (it lacks places), and versions 4 and 5 in the fields
     /// of `FreeChunk` and `GetSyncItems`, which then fail too; every other
-    /// request reads as it was written, hints kept in versions 4 and 5
+    /// request reads as it was written, hints kept in versions 4 to 6
     /// among them.
     fn decode_older(version: u8, body: &[u8]) -> Result<Self, DecodeError> // PA
     {
         match version {
-            4 | 5 => codec::decode_body(Self::KIND, body),
+            4..=6 => codec::decode_body(Self::KIND, body),
             _ => Err(DecodeError::UnknownVersion { kind: Self::KIND, version, newest: Self::VERSION }),
         }
     }
@@ -246,15 +253,16 @@ impl Record for Reply {
     /// 5: the layout's places (as `Request`). 6: a free's answer may be
     /// `OtherSealing`, sync items may be manifests and freed sealings, and
     /// a claim says whether its manifest is unverified and which sealings
-    /// were freed.
-    const VERSION: u8 = 6;
+    /// were freed. 7: the answer of `PutHandedOffSlice` (as `Request`).
+    const VERSION: u8 = 7;
 
     /// Versions 4 and 5 differ in what a claim answers, which then fails
-    /// to read, and version 4 in the layout a `ShareLayout` answer holds.
+    /// to read, and version 4 in the layout a `ShareLayout` answer holds;
+    /// version 6 reads as it was written.
     fn decode_older(version: u8, body: &[u8]) -> Result<Self, DecodeError> // PA
     {
         match version {
-            4 | 5 => codec::decode_body(Self::KIND, body),
+            4..=6 => codec::decode_body(Self::KIND, body),
             _ => Err(DecodeError::UnknownVersion { kind: Self::KIND, version, newest: Self::VERSION }),
         }
     }
@@ -414,6 +422,14 @@ impl Handle for PutSlice {
     fn handle(self, store: &LocalStore) -> Result<Stored, StoreError> // PA
     {
         store.put_slice(&self.slice, &self.chunk).map(|()| Stored)
+    }
+}
+
+impl Handle for PutHandedOffSlice {
+    fn handle(self, store: &LocalStore) -> Result<Stored, StoreError> // PA
+    {
+        let held = HeldSlice { chunk: self.chunk, slices: self.slices, index: self.index };
+        store.put_handed_off_slice(&self.slice, held, self.home).map(|()| Stored)
     }
 }
 

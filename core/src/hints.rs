@@ -1,15 +1,21 @@
-//! Hinted handoff: what a node missed while it was away, kept on the node
-//! that wrote it until that node can take it. Two kinds:
-//! - a metadata write a replica missed (`Hinted::Write`): a write still
-//!   needs its quorum; the hint brings the replica level as soon as it is
-//!   back, instead of at the next anti-entropy round that reaches the
-//!   partition. Every hinted message merges (blobs are content-addressed,
-//!   rows carry versions, tombstones win over what they remove), so hints
-//!   are handed over in any order, any number of times;
-//! - a slice the writer stored on another node than its home
-//!   (`Hinted::Slice`): where it went, so it is taken home as soon as the
-//!   home answers, instead of at the next repair pass. The slice's bytes
-//!   stay on the node that took it; the hint is its address.
+//! Hinted handoff: what a node missed while it was away, kept for it by
+//! another node until it can take it. Three kinds:
+//! - a metadata write a replica missed (`Hinted::Write`), kept on the node
+//!   that wrote it: a write still needs its quorum; the hint brings the
+//!   replica level as soon as it is back, instead of at the next
+//!   anti-entropy round that reaches the partition. Every hinted message
+//!   merges (blobs are content-addressed, rows carry versions, tombstones
+//!   win over what they remove), so hints are handed over in any order,
+//!   any number of times. A slice no node took is kept so too, as the
+//!   `PutSlice` for its home;
+//! - a slice stored on another node than its home, kept by the node that
+//!   took it (`Hinted::Held`), so it is taken home as soon as the home
+//!   answers, instead of at the next repair pass. The hint is stored with
+//!   the slice, before the writer hears it is stored: a copy and its hint
+//!   are kept and lost together, whatever becomes of the writer;
+//! - a slice held by another node (`Hinted::Slice`, naming it): writers
+//!   before `Request` version 7 kept these for the slices they handed
+//!   off, and they are still taken home.
 //!
 //! Hints live in their own partition of the node's keyspace, keyed by the
 //! target node and the hash of the hint, so the same write missed twice
@@ -44,6 +50,8 @@ pub enum Hinted {
     Write(Request),
     /// A slice stored on another node than its home.
     Slice(HandedOffSlice),
+    /// A slice this node holds for another, its home.
+    Held(HeldSlice),
 }
 
 /// A hint is kept in the record envelope; hints of the first format were
@@ -65,6 +73,34 @@ pub struct HandedOffSlice {
     pub index: u32,
     /// The node that took it.
     pub holder: NodeId,
+}
+
+impl HandedOffSlice {
+    /// The hint to keep on `keeper`: `Held` where it holds the slice itself.
+    pub fn kept_on(self, keeper: NodeId) -> Hinted // PA
+    {
+        match self.holder == keeper {
+            true => Hinted::Held(HeldSlice { chunk: self.chunk, slices: self.slices, index: self.index }),
+            false => Hinted::Slice(self),
+        }
+    }
+}
+
+/// A slice a node took for its home, kept with it there.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeldSlice {
+    pub chunk: Hash,
+    /// The chunk's slices, in position order (as in `HandedOffSlice`).
+    pub slices: Vec<Hash>,
+    pub index: u32,
+}
+
+impl HeldSlice {
+    /// The same hint, read on `holder`, the node keeping it.
+    pub fn held_by(self, holder: NodeId) -> HandedOffSlice // PA
+    {
+        HandedOffSlice { chunk: self.chunk, slices: self.slices, index: self.index, holder }
+    }
 }
 
 /// One hint: its key (to remove it once handed over) and what it keeps.
@@ -281,8 +317,9 @@ mod tests {
         // Any change to a request's format gives `Request` a new version.
         // Version 5 changed only the layout `ShareLayout` carries, and
         // version 6 only `FreeChunk` and the sync items, none of them ever
-        // hinted: the requests hints keep read as they were written.
-        assert_eq!(Request::VERSION, 6, "Request's format changed: version Hinted with it");
+        // hinted, and version 7 only added a message after the others:
+        // the requests hints keep read as they were written.
+        assert_eq!(Request::VERSION, 7, "Request's format changed: version Hinted with it");
         let body = |record: &[u8]| record[codec::ENVELOPE_LEN..].to_vec();
         assert_eq!(body(&codec::encode(&forget())), body(&old_hint()), "Request's format changed: version Hinted");
         assert!(matches!(codec::decode::<Request>(&old_hint()), Ok(Request::ForgetBlob(_))));

@@ -2,7 +2,7 @@
 //! one node alone. Shared by the move pass (`steward`), which moves the
 //! slices a change of placement sent elsewhere, and the hand-off of slices
 //! a writer had to store on another node than their home
-//! (`engine::handoff`). Either removes a copy only once its home holds the
+//! (`crate::handoff`). Either removes a copy only once its home holds the
 //! slice and no other slice of the chunk depends on the home alone. Repair
 //! follows the same rule when it takes a handed-off slice home. A node that
 //! does not answer is not asked again for the rest of a page or batch, so

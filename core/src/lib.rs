@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod codec;
 pub mod compute;
 pub mod engine;
+pub mod handoff;
 pub mod hash;
 pub mod hints;
 pub mod homing;

@@ -17,10 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::hash::Hash;
-use crate::hints::HintLog;
+use crate::hints::{HeldSlice, HintLog, Hinted};
 use crate::layout::Layout;
 use crate::model::{
-    Blob, BucketRecord, Chunk, ChunkList, ObjectSummary, RecordError, RowVersion, SealedSlice, SliceSeal, VersionEntry,
+    Blob, BucketRecord, Chunk, ChunkList, NodeId, ObjectSummary, RecordError, RowVersion, SealedSlice, SliceSeal,
+    VersionEntry,
 };
 use crate::pace::PassProgress;
 use crate::placement;
@@ -593,9 +594,37 @@ impl LocalStore {
     /// cut short) can be found and collected.
     pub fn put_slice(&self, slice: &SealedSlice, chunk: &Hash) -> StoreResult<()> // PA
     {
+        self.store_slice(slice, chunk)?;
+        self.make_durable()
+    }
+
+    /// A slice and its owner, not yet made durable.
+    fn store_slice(&self, slice: &SealedSlice, chunk: &Hash) -> StoreResult<()> // PA
+    {
         self.slices.put(slice)?;
         let owner = [chunk.as_bytes().as_slice(), &self.clock.now_nanos().to_be_bytes()].concat();
-        self.slice_owners.insert(slice.hash.as_bytes(), owner)?;
+        Ok(self.slice_owners.insert(slice.hash.as_bytes(), owner)?)
+    }
+
+    /// Store a slice another node's write could not put at its home, with
+    /// a hint for `home` so this node's hand-off pass takes it there; both
+    /// are durable when this returns. The slice goes first: a hand-off
+    /// pass that reads the hint finds the slice (it drops a hint whose
+    /// slice is missing), and a slice that fails to store leaves no hint.
+    /// A hint that cannot be kept (the log full) leaves the slice to the
+    /// move pass or repair, which is what a crash between the two costs.
+    pub fn put_handed_off_slice(&self, slice: &SealedSlice, held: HeldSlice, home: NodeId) -> StoreResult<()> // PA
+    {
+        if held.slices.get(held.index as usize) != Some(&slice.hash) {
+            return Err(StoreError::HandedOffSlice { slice: slice.hash, index: held.index, count: held.slices.len() });
+        }
+        let chunk = held.chunk;
+        self.store_slice(slice, &chunk)?;
+        match self.hints.add(home, &Hinted::Held(held)) {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(%chunk, slice = %slice.hash, %home, "hint log full: a handed-off slice waits"),
+            Err(error) => tracing::warn!(%chunk, slice = %slice.hash, %home, %error, "a handed-off slice's hint lost"),
+        }
         self.make_durable()
     }
 
@@ -2205,6 +2234,34 @@ mod tests {
         assert!(claimed.unverified);
         store.put_chunk(&claimed.chunk).unwrap();
         assert!(!store.claim_chunk(&id).unwrap().held.expect("held").unverified);
+    }
+
+    /// A handed-off slice is kept with its hint, across a restart; one the
+    /// chunk does not list at the position given is refused, and no hint
+    /// is kept for it.
+    #[test]
+    fn a_handed_off_slice_is_kept_with_its_hint_for_its_home() // A
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let (chunk, home) = (Hash::of(b"chunk"), Hash::of(b"home"));
+        let slices: Vec<SealedSlice> = (0..3u8).map(|n| SealedSlice::new([n; 12], vec![n; 64])).collect();
+        let hashes: Vec<Hash> = slices.iter().map(|slice| slice.hash).collect();
+        {
+            let store = LocalStore::open(dir.path(), Durability::Flush).unwrap();
+            let held = |index| HeldSlice { chunk, slices: hashes.clone(), index };
+            let refused = store.put_handed_off_slice(&slices[2], held(1), home);
+            assert!(matches!(refused, Err(StoreError::HandedOffSlice { index: 1, count: 3, .. })), "{refused:?}");
+            assert!(store.get_slice(&hashes[2]).unwrap().is_none());
+            assert!(store.hints().is_empty());
+            store.put_handed_off_slice(&slices[1], held(1), home).unwrap();
+        }
+        let store = LocalStore::open(dir.path(), Durability::Flush).unwrap();
+        assert_eq!(store.get_slice(&hashes[1]).unwrap().as_ref(), Some(&slices[1]));
+        let kept = store.hints().for_node(&home, None, 10).unwrap();
+        assert!(
+            matches!(&kept[..], [(_, Hinted::Held(h))] if h.chunk == chunk && h.index == 1 && h.slices == hashes),
+            "{kept:?}"
+        );
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub enum StoreError {
     Layout(DecodeError),
     #[error("local store: chunk {chunk}: this sealing was freed, its slices are gone")]
     FreedSealing { chunk: Hash },
+    #[error("local store: handed-off slice {slice} is not slice {index} of the {count} its chunk lists")]
+    HandedOffSlice { slice: Hash, index: u32, count: usize },
     #[error("local store: index entry value in {index}: {source}")]
     BadIndexValue { index: &'static str, source: DecodeError },
 }

@@ -13,6 +13,7 @@ use futures::TryStreamExt;
 use ouroboros_core::anti_entropy::AntiEntropy;
 use ouroboros_core::chunker::ChunkerConfig;
 use ouroboros_core::engine::RepairReport;
+use ouroboros_core::handoff::HandoffReport;
 use ouroboros_core::hints::{HandedOffSlice, Hinted};
 use ouroboros_core::layout::{Layout, NodeState, Place};
 use ouroboros_core::memory::{MemoryCluster, MemoryView};
@@ -1124,8 +1125,9 @@ async fn anti_entropy_brings_a_returning_replica_level_and_deletes_stay_deleted(
 /// anti-entropy round (but for the chunk manifests, which are never
 /// hinted); forgets and deletes among them stay forgotten; the
 /// slices it should have taken, doubled up on other nodes meanwhile, are
-/// taken home, so that any one node can then be lost; and hints for a
-/// node that leaves the layout are dropped.
+/// taken home by the nodes that took them, each from the hint it keeps
+/// with the copy, even while the writer is down, so that any one node can
+/// then be lost; and hints for a node that leaves the layout are dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_a_replica_missed_while_down_are_handed_over_when_it_is_back() // A
 {
@@ -1133,38 +1135,55 @@ async fn writes_a_replica_missed_while_down_are_handed_over_when_it_is_back() //
     let (engine, behind) = (&cluster.engines[0], cluster.nodes[2]);
     forget_and_write_a_row(&cluster, &doomed, 1).await;
 
-    // Hints are kept off the write's path: wait for them (a blob per
-    // version, the forget's tombstone, the row, never a chunk manifest;
-    // and node 2's slice of every chunk, handed to another node).
+    // Write hints are kept off the write's path: wait for them (a blob per
+    // version, the forget's tombstone, the row, never a chunk manifest).
+    // Node 2's slice of every chunk was handed to node 0 or node 1, which
+    // stored a hint with it before the write went on.
     let hints = |node: usize| {
         let kept =
             cluster.transport.store(&cluster.nodes[node]).unwrap().hints().for_node(&behind, None, 10_000).unwrap();
-        let slices = kept.iter().filter(|(_, hint)| matches!(hint, Hinted::Slice(_))).count();
+        let slices = kept.iter().filter(|(_, hint)| matches!(hint, Hinted::Held(_))).count();
+        assert!(!kept.iter().any(|(_, hint)| matches!(hint, Hinted::Slice(_))), "a hint names another holder");
         (kept.len() - slices, slices)
     };
     for _ in 0..100 {
-        if hints(0).0 >= 21 && hints(0).1 >= 20 && hints(1).0 >= 1 {
+        if hints(0).0 >= 21 && hints(1).0 >= 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (writes, slices) = hints(0);
-    assert_eq!((writes, hints(1)), (21, (1, 0)), "hints kept");
+    let (writes, slices) = (hints(0).0, hints(0).1 + hints(1).1);
+    assert_eq!((writes, hints(1).0), (21, 1), "write hints kept");
     assert!(slices >= 20, "a slice of each version's chunks handed off: {slices}");
-    let waiting = engine.hand_off_hints().await.unwrap();
-    let kept = (writes + slices) as u64;
-    assert_eq!((waiting.handed, waiting.left), (0, kept), "hints handed to a node seen down: {waiting:?}");
+    for (node, hint) in slice_hints(&cluster) {
+        assert_eq!(node, behind, "a slice hint for another node than node 2");
+        let held = cluster.transport.store(&hint.holder).unwrap().holds_slices(&[hint.slices[hint.index as usize]]);
+        assert!(held.unwrap()[0], "chunk {}: the hint's holder lacks the slice", hint.chunk);
+    }
+    for node in 0..2 {
+        let waiting = cluster.engines[node].hand_off_hints().await.unwrap();
+        let kept = (hints(node).0 + hints(node).1) as u64;
+        assert_eq!((waiting.handed, waiting.left), (0, kept), "node {node}: hints handed to a node seen down");
+    }
 
     cluster.transport.set_down(behind, false);
     let stale = cluster.transport.store(&behind).unwrap();
     assert!(stale.get_blob(&written[0].hash).unwrap().is_none(), "node 2 had the writes before the hand-off");
     assert!(misplaced_slices(&cluster, &cluster.nodes) >= slices, "node 2 had its slices before the hand-off");
     assert_eq!(slices_away_from_home(&cluster), slices, "each handed-off slice is on one other node");
-    for node in 0..2 {
-        let report = cluster.engines[node].hand_off_hints().await.unwrap();
-        assert!(report.handed > 0 && report.left == 0 && report.dropped == 0, "node {node}: {report:?}");
-        assert_eq!(hints(node), (0, 0));
-    }
+    // The writer, node 0, is down (it might have crashed right after its
+    // writes): node 1 takes home the slices it holds all the same.
+    cluster.transport.set_down(cluster.nodes[0], true);
+    let on_1 = hints(1).1;
+    assert!(on_1 > 0, "node 1 took none of node 2's slices");
+    let report = cluster.engines[1].hand_off_hints().await.unwrap();
+    assert_eq!((report.handed, report.left, report.dropped), (on_1 as u64 + 1, 0, 0), "node 1: {report:?}");
+    assert_eq!(hints(1), (0, 0));
+    assert_eq!(slices_away_from_home(&cluster), slices - on_1, "node 1 kept a copy it took home");
+    cluster.transport.set_down(cluster.nodes[0], false);
+    let report = engine.hand_off_hints().await.unwrap();
+    assert!(report.handed > 0 && report.left == 0 && report.dropped == 0, "node 0: {report:?}");
+    assert_eq!(hints(0), (0, 0));
     // Every slice is at its home, and at its home alone.
     assert_eq!(misplaced_slices(&cluster, &cluster.nodes), 0, "slices not taken home");
     assert_eq!(slices_away_from_home(&cluster), 0, "handed-off copies left behind");
@@ -1197,17 +1216,24 @@ async fn writes_a_replica_missed_while_down_are_handed_over_when_it_is_back() //
     cluster.transport.set_down(behind, true);
     put(engine, "late", b"written while node 2 is down again").await;
     // Its blob, and node 2's slice of its chunk.
+    let kept = || (hints(0).0, hints(0).1 + hints(1).1);
     for _ in 0..100 {
-        if hints(0) == (1, 1) {
+        if kept() == (1, 1) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(hints(0), (1, 1), "the blob and a slice of its chunk");
+    assert_eq!(kept(), (1, 1), "the blob and a slice of its chunk");
     steward_of(&cluster, cluster.nodes[0], Duration::from_secs(3600)).set_state(behind, NodeState::Gone).await;
-    let report = engine.hand_off_hints().await.unwrap();
-    assert_eq!((report.handed, report.dropped), (0, 2), "{report:?}");
-    assert_eq!(hints(0), (0, 0));
+    let reports = [engine.hand_off_hints().await.unwrap(), cluster.engines[1].hand_off_hints().await.unwrap()];
+    assert_eq!(reports.iter().map(|report| (report.handed, report.dropped)).fold((0, 0), add), (0, 2), "{reports:?}");
+    assert_eq!(kept(), (0, 0));
+}
+
+/// The sum of two pairs.
+fn add(a: (u64, u64), b: (u64, u64)) -> (u64, u64) // A
+{
+    (a.0 + b.0, a.1 + b.1)
 }
 
 /// Repair takes a handed-off slice home, but leaves the copy where it was
@@ -1793,19 +1819,37 @@ async fn a_node_lost_during_a_drain_is_rebuilt_before_the_drain_ends() // A
     }
 }
 
-/// The slice hints `node` keeps, with the node each is kept for.
-fn slice_hints(cluster: &Cluster, node: Hash) -> Vec<(Hash, HandedOffSlice)> // A
+/// The slice hints every node keeps, with the node each is kept for.
+fn slice_hints(cluster: &Cluster) -> Vec<(Hash, HandedOffSlice)> // A
 {
-    let store = cluster.transport.store(&node).expect("store");
     let mut found = Vec::new();
-    for target in store.hints().targets().into_keys() {
-        for (_, hint) in store.hints().for_node(&target, None, usize::MAX).expect("hints") {
-            if let Hinted::Slice(slice) = hint {
-                found.push((target, slice));
+    for node in &cluster.nodes {
+        let store = cluster.transport.store(node).expect("store");
+        for target in store.hints().targets().into_keys() {
+            for (_, hint) in store.hints().for_node(&target, None, usize::MAX).expect("hints") {
+                match hint {
+                    Hinted::Slice(slice) => found.push((target, slice)),
+                    Hinted::Held(held) => found.push((target, held.held_by(*node))),
+                    Hinted::Write(_) => {}
+                }
             }
         }
     }
     found
+}
+
+/// One hand-off pass on every node, its reports summed.
+async fn hand_off_everywhere(cluster: &Cluster) -> HandoffReport // A
+{
+    let mut sum = HandoffReport::default();
+    for engine in &cluster.engines {
+        let report = engine.hand_off_hints().await.expect("hand-off");
+        sum.handed += report.handed;
+        sum.left += report.left;
+        sum.dropped += report.dropped;
+        sum.retargeted += report.retargeted;
+    }
+    sum
 }
 
 /// A slice a writer handed off before a node joined: the join may move its
@@ -1815,8 +1859,9 @@ fn slice_hints(cluster: &Cluster, node: Hash) -> Vec<(Hash, HandedOffSlice)> // 
 /// holding two of a chunk's slices alone). First, with no move pass run
 /// yet: a hint whose home the join moved is kept for the new home, and the
 /// next hand-off pass takes the slice there (the previous code dropped it).
-/// Then, after every move pass: copies no hint points at (the writer
-/// crashed, or its hint log was full) are taken home by repair while the
+/// Then, after every move pass: copies no hint points at (the holder's
+/// hint log was full, or it crashed between storing the slice and its
+/// hint) are taken home by repair while the
 /// join still runs where their node holds another of the chunk's slices,
 /// and left for the move where it holds only that one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1825,13 +1870,7 @@ async fn a_slice_handed_off_before_a_join_goes_to_its_new_home_while_the_join_ru
     let data = |i: usize| random_bytes(3000 + i * 10, i as u64);
     let (mut cluster, _, _) = writes_while_node_2_is_away(20, data).await;
     let n0 = cluster.nodes[0];
-    for _ in 0..100 {
-        if slice_hints(&cluster, n0).len() >= 20 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let hinted = slice_hints(&cluster, n0);
+    let hinted = slice_hints(&cluster);
     assert!(hinted.len() >= 20, "a slice of each version's chunk handed off: {}", hinted.len());
     cluster.transport.set_down(cluster.nodes[2], false);
 
@@ -1859,11 +1898,11 @@ async fn a_slice_handed_off_before_a_join_goes_to_its_new_home_while_the_join_ru
 
     // The hand-off keeps the hints of slices whose home moved for their new
     // home, and the next pass takes them there.
-    let first = cluster.engines[0].hand_off_hints().await.unwrap();
+    let first = hand_off_everywhere(&cluster).await;
     assert_eq!(first.retargeted, moved, "{first:?}");
-    let second = cluster.engines[0].hand_off_hints().await.unwrap();
+    let second = hand_off_everywhere(&cluster).await;
     assert_eq!((second.handed, second.left, second.retargeted), (moved, 0, 0), "{second:?}");
-    assert!(slice_hints(&cluster, n0).is_empty(), "hints left after two passes");
+    assert!(slice_hints(&cluster).is_empty(), "hints left after two passes");
     for (_, hint) in &hinted {
         let (home, slice) = (home_now(hint), hint.slices[hint.index as usize]);
         assert!(store(&home).holds_slices(&[slice]).unwrap()[0], "chunk {}: not at its new home", hint.chunk);
@@ -1878,8 +1917,8 @@ async fn a_slice_handed_off_before_a_join_goes_to_its_new_home_while_the_join_ru
     }
     assert_eq!(misplaced_slices(&cluster, &cluster.nodes), 0, "slices not at their homes after the move passes");
     // Then the first slice of every chunk leaves its home for the home of
-    // the second, as a slice a writer handed off there and kept no hint
-    // for: that node holds two of the chunk's slices alone. Of every other
+    // the second, as a slice handed off there with no hint kept: that
+    // node holds two of the chunk's slices alone. Of every other
     // chunk, the first slice goes to the node that is no home of the chunk,
     // holding one: the move of such a slice waits for the join to end.
     let mut strays = 0;

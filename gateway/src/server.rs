@@ -12,6 +12,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use ouroboros_core::anti_entropy::AntiEntropy;
+use ouroboros_core::handoff::Handoff;
 use ouroboros_core::layout::{Layout, NodeState};
 use ouroboros_core::store::LocalStore;
 use ouroboros_membership::{GossipCounters, Liveness, Members, MembersView, NetTransport, TransportCounters};
@@ -210,15 +211,19 @@ impl Server {
         let upkeep = engine.clone().map(|engine| {
             tokio::spawn(crate::maintenance::run(Gateway::new(engine, self.region.clone()), self.maintenance))
         });
-        let (bucket_sync, handoff) = match (&self.node.cluster, engine) {
+        let bucket_sync = match (&self.node.cluster, engine) {
             (Some(_), Some(engine)) => {
                 let keys = self.keys.clone();
-                let handoff = tokio::spawn(keep_hints_handed_over(engine.clone()));
                 let registers = keep_registers_in_sync(engine, self.node.members.clone(), keys, self.sync_interval);
-                (Some(tokio::spawn(registers)), Some(handoff))
+                Some(tokio::spawn(registers))
             }
-            _ => (None, None),
+            _ => None,
         };
+        // Storage-only nodes too: they take slices for homes that are away.
+        let handoff = self.node.cluster.as_ref().map(|_| {
+            let view = Arc::new(MembersView { members: self.node.members.clone(), store: self.node.store.clone() });
+            tokio::spawn(keep_hints_handed_over(Handoff::new(Arc::new(self.node.transport.clone()), view)))
+        });
         let anti_entropy = self.node.cluster.as_ref().map(|_| {
             let view = Arc::new(MembersView { members: self.node.members.clone(), store: self.node.store.clone() });
             let syncer = AntiEntropy::new(Arc::new(self.node.transport.clone()), view);
@@ -373,15 +378,16 @@ async fn keep_replicas_in_step(syncer: AntiEntropy<NetTransport, MembersView>, e
     }
 }
 
-/// Hand the metadata writes other nodes missed over to them as soon as
-/// they are back (`ouroboros_core::hints`), checked every `LAYOUT_INTERVAL`.
-async fn keep_hints_handed_over(engine: NodeEngine) // A
+/// Hand the metadata writes other nodes missed over to them, and take the
+/// slices held for them home, as soon as they are back
+/// (`ouroboros_core::handoff`), checked every `LAYOUT_INTERVAL`.
+async fn keep_hints_handed_over(handoff: Handoff<NetTransport, MembersView>) // A
 {
     let mut tick = tokio::time::interval(LAYOUT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(error) = engine.hand_off_hints().await {
+        if let Err(error) = handoff.hand_off_hints().await {
             tracing::warn!(%error, "hints not handed over");
         }
     }

@@ -17,7 +17,6 @@
 mod access_keys;
 mod calls;
 mod gc;
-mod handoff;
 mod objects;
 mod read;
 mod repair;
@@ -27,7 +26,6 @@ mod tables;
 mod write;
 
 pub use access_keys::{AccessKeyEntry, ClusterAccessKeys, ACCESS_KEY_TABLE};
-pub use handoff::HandoffReport;
 pub use repair::RepairReport;
 pub use stitch::PartOf;
 pub use tables::ScannedRows;
@@ -42,6 +40,7 @@ use tokio::sync::Semaphore;
 
 use crate::chunker::ChunkerConfig;
 use crate::cluster::{ClusterView, Transport, TransportError};
+use crate::handoff::{Handoff, HandoffReport};
 use crate::hash::Hash;
 use crate::keys::NodeKeys;
 use crate::model::{Blob, BlobKind, ChunkRef, Erasure, NodeId, ObjectSummary, PartLead, PartRecord, RecordError};
@@ -372,5 +371,11 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     pub fn layout(&self) -> Arc<crate::layout::Layout> // A
     {
         self.view.layout()
+    }
+
+    /// One hand-off pass of this node's hints (`crate::handoff`).
+    pub async fn hand_off_hints(&self) -> EngineResult<HandoffReport> // PA
+    {
+        Ok(Handoff::new(self.transport.clone(), self.view.clone()).hand_off_hints().await?)
     }
 }

@@ -19,11 +19,12 @@ use super::{
 use crate::chunker::{Chunker, ChunkerConfig};
 use crate::cluster::Unreachable;
 use crate::cluster::{
-    ClaimChunk, ClusterView, HoldsSlices, PutChunk, PutChunkList, PutSlice, Stored, Transport, TransportError,
+    ClaimChunk, ClusterView, HoldsSlices, PutChunk, PutChunkList, PutHandedOffSlice, PutSlice, Stored, Transport,
+    TransportError,
 };
 use crate::codec;
 use crate::hash::Hash;
-use crate::hints::{HandedOffSlice, Hinted};
+use crate::hints::Hinted;
 use crate::keys::NodeKeys;
 use crate::layout::Layout;
 use crate::model::{
@@ -42,22 +43,25 @@ struct Outgoing {
     homes: Vec<NodeId>,
     /// The nodes a slice may be handed off to.
     members: Vec<Member>,
-    /// Where hints of handed-off slices are kept: this node's store.
+    /// Where a slice no node took is kept, as a hint for its home: this
+    /// node's store.
     hints: Option<Arc<LocalStore>>,
 }
 
 impl Outgoing {
-    /// Slice `index` was stored on `holder`: unless that is its home, keep
-    /// a hint for the home of where it went.
-    fn stored_at(&self, index: usize, holder: NodeId) // PA
+    /// Slice `index` as sent to `node`: to its home as it is; to any other
+    /// node with the home named, so that node keeps a hint with the copy
+    /// and takes it home as soon as the home answers (`crate::handoff`).
+    async fn send<T: Transport>(&self, transport: &T, node: NodeId, index: usize, slice: SealedSlice) -> Sent // PA
     {
-        let (Some(home), Some(store)) = (self.homes.get(index).copied(), &self.hints) else { return };
-        if holder == home {
-            return;
+        let (chunk, home) = (self.chunk, self.homes.get(index).copied());
+        match (home, u32::try_from(index)) {
+            (Some(home), Ok(index)) if home != node => {
+                let slices = self.slices.clone();
+                transport.ask(node, PutHandedOffSlice { chunk, slice, slices, index, home }).await
+            }
+            _ => transport.ask(node, PutSlice { chunk, slice }).await,
         }
-        let Ok(position) = u32::try_from(index) else { return };
-        let slice = HandedOffSlice { chunk: self.chunk, slices: self.slices.clone(), index: position, holder };
-        keep_hints(store.clone(), vec![home], Hinted::Slice(slice));
     }
 
     /// No node took `slice` (the write may still have its quorum): keep
@@ -69,6 +73,9 @@ impl Outgoing {
         keep_hints(store.clone(), vec![home], Hinted::Write(put.into()));
     }
 }
+
+/// Whether a node stored a slice it was sent.
+type Sent = Result<Stored, TransportError>;
 
 /// A written body and the tap that saw it.
 type Written<H> = EngineResult<(WrittenBody, H)>;
@@ -663,8 +670,8 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// `placement::handoff_order`), so a write goes on while a node is away. A node
     /// SWIM sees down is not waited for. A handed-off slice stays findable:
     /// readers ask the other nodes for a slice missing from its home; and
-    /// this node keeps a hint of where it went, to take it home as soon as
-    /// the home answers (`engine::handoff`).
+    /// the node that took it keeps a hint with it, to take it home as soon
+    /// as the home answers (`crate::handoff`).
     fn put_slice(&self, outgoing: &Arc<Outgoing>, index: usize, slice: SealedSlice) -> Acks // PA
     {
         let candidates =
@@ -674,11 +681,8 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         async move {
             let mut last = None;
             for node in candidates {
-                match transport.ask(node, PutSlice { chunk: outgoing.chunk, slice: slice.clone() }).await {
-                    Ok(Stored) => {
-                        outgoing.stored_at(index, node);
-                        return Ok(Stored);
-                    }
+                match outgoing.send(transport.as_ref(), node, index, slice.clone()).await {
+                    Ok(Stored) => return Ok(Stored),
                     Err(error) => last = Some(error),
                 }
             }

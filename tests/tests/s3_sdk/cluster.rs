@@ -922,6 +922,53 @@ async fn a_returning_node_catches_up_from_hints_and_anti_entropy_and_deletes_sta
     }
 }
 
+/// Issue 17: a storage-only node that takes slices for a gateway that is
+/// down keeps a hint with each, and takes them home itself once that node
+/// is back (it runs the hand-off with no data key). Three nodes at 2+1,
+/// node 2 storage-only: while node 1 is down, node 1's slice of a chunk
+/// goes to node 0 or node 2, which then holds two of the chunk's three.
+/// Once the hints are done, losing node 2 leaves every chunk two slices,
+/// so everything reads (no repair pass runs in the test's time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_only_node_takes_home_the_slices_it_took_for_a_node_away() // A
+{
+    let mut cluster = TestCluster::start_with(3, &[2]).await;
+    let client = cluster.client(0);
+    client.create_bucket().bucket("handed").send().await.unwrap();
+    cluster.kill(1);
+    let mut written = Vec::new();
+    for i in 0..20u64 {
+        let (key, body) = (format!("away/{i}"), random_bytes(200_000 + 1000 * i as usize, 900 + i));
+        put_bytes(&client, "handed", &key, &body).await.unwrap();
+        written.push((key, body));
+    }
+    let addr = cluster.nodes[2].cluster.to_string();
+    let hints_on_2 = |cluster: &TestCluster| {
+        let report = cluster.status_json(0);
+        let members = report["members"].as_array().cloned().unwrap_or_default();
+        members.iter().find(|m| m["addr"] == addr.as_str()).and_then(|m| m["hints"].as_u64())
+    };
+    let held = hints_on_2(&cluster).unwrap_or(0);
+    assert!(held > 0, "the storage-only node keeps no hint for the slices it took");
+
+    cluster.spawn(1);
+    cluster.wait_alive(1, 3).await;
+    let mut left = (hints_on_2(&cluster), cluster.status_json(0)["repair"]["hints"].as_u64());
+    for _ in 0..80 {
+        if left == (Some(0), Some(0)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        left = (hints_on_2(&cluster), cluster.status_json(0)["repair"]["hints"].as_u64());
+    }
+    assert_eq!(left, (Some(0), Some(0)), "hints left (on node 2, everywhere) of {held} on node 2");
+
+    cluster.kill(2);
+    for (key, body) in &written {
+        assert!(get_bytes(&client, "handed", key).await == *body, "{key} with the storage-only node down");
+    }
+}
+
 /// Issue 16: garbage collection goes on while a node is down. An object
 /// deleted while node 2 is away has its slices freed on the other two; once
 /// node 2 is back with its manifests of the freed chunks, the same bytes

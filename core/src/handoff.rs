@@ -1,23 +1,28 @@
 //! Handing hints over (`crate::hints`), kept on this node for others that
 //! missed them: a metadata write is sent to the replica once it is back; a
-//! slice stored elsewhere than its home is taken home from the node that
-//! took it, and removed there once the home holds it. A hint leaves here
-//! only when its work is done; a target gone from the layout has its hints
-//! dropped (its replacement takes the partitions from anti-entropy and the
-//! slices from repair). A slice whose home the layout has moved since (a
-//! node joined or drains) has its hint kept for the new home instead, once
-//! the old home is not seen down (its hints are read only then): the node
-//! that took it may have finished its move pass for that layout before the
-//! slice reached it, and no pass of its own would take it home until the
-//! move ends.
+//! slice this node holds for another is taken home, and removed here once
+//! the home holds it (a hint an earlier version's writer kept names another
+//! holder: the slice is fetched from there, and removed there). It needs no
+//! key, so every node of a cluster runs it, storage-only nodes too, which
+//! take slices for homes that are away. A hint leaves here only when its
+//! work is done; a target gone from the layout has its hints dropped (its
+//! replacement takes the partitions from anti-entropy, and this node's
+//! move pass takes a slice held for it to its new home). A slice whose home
+//! the layout has moved since (a node joined or drains) has its hint kept
+//! for the new home instead, once the old home is not seen down (its hints
+//! are read only then): this node may have finished its move pass for that
+//! layout before the slice reached it, and no pass of its own would take
+//! it home until the move ends.
 
-use super::{Engine, EngineResult};
+use std::sync::Arc;
+
 use crate::cluster::{ClusterView, GetSlice, PutSlice, RemoveSlice, Request, Transport, TransportError};
+use crate::hash::Hash;
 use crate::hints::{HandedOffSlice, Hinted};
 use crate::homing::{Homing, SlicePlace};
 use crate::model::NodeId;
 use crate::placement;
-use crate::store::blocking;
+use crate::store::{blocking, LocalStore, StoreResult};
 
 /// Hints sent per target in one batch.
 const BATCH: usize = 100;
@@ -55,11 +60,22 @@ enum Outcome {
     Retarget(NodeId, HandedOffSlice),
 }
 
-impl<T: Transport, V: ClusterView> Engine<T, V> {
+/// The hand-off of one node: how it reaches the others and sees the layout.
+pub struct Handoff<T, V> {
+    transport: Arc<T>,
+    view: Arc<V>,
+}
+
+impl<T: Transport, V: ClusterView> Handoff<T, V> {
+    pub fn new(transport: Arc<T>, view: Arc<V>) -> Self // A
+    {
+        Handoff { transport, view }
+    }
+
     /// Do the work of every hint kept here whose target is in service and
     /// not seen down; a target that cannot take a hint now keeps the rest
     /// of its hints.
-    pub async fn hand_off_hints(&self) -> EngineResult<HandoffReport> // PA
+    pub async fn hand_off_hints(&self) -> StoreResult<HandoffReport> // PA
     {
         let mut report = HandoffReport::default();
         let Some(store) = self.transport.local_store(self.view.local_node()) else { return Ok(report) };
@@ -88,6 +104,11 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                     let outcome = match hint {
                         Hinted::Write(request) => self.hand_over_write(target, request).await,
                         Hinted::Slice(slice) => self.take_slice_home(&homing, target, slice).await,
+                        Hinted::Held(held) => match holds(&store, held.slices.get(held.index as usize)).await {
+                            true => self.take_slice_home(&homing, target, held.held_by(self.view.local_node())).await,
+                            // Gone already: taken home, or freed.
+                            false => Outcome::Drop,
+                        },
                     };
                     match outcome {
                         Outcome::Done => report.handed += 1,
@@ -95,8 +116,8 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                         Outcome::Away => break 'batches,
                         Outcome::Later => continue,
                         Outcome::Retarget(home, slice) => {
-                            let store = store.clone();
-                            let kept = blocking(move || store.hints().add(home, &Hinted::Slice(slice))).await??;
+                            let (store, hint) = (store.clone(), slice.kept_on(self.view.local_node()));
+                            let kept = blocking(move || store.hints().add(home, &hint)).await??;
                             // A full log: this hint stays as it is, to be
                             // pointed again on a later pass.
                             if !kept {
@@ -171,6 +192,21 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             tracing::debug!(%chunk, index, node = %holder, %error, "a handed-off copy stays where it was");
         }
         Outcome::Done
+    }
+}
+
+/// Whether this node's store holds `slice` (one it cannot tell about is
+/// taken as held: the hand-off then asks as for any other holder).
+async fn holds(store: &Arc<LocalStore>, slice: Option<&Hash>) -> bool // PA
+{
+    let Some(hash) = slice.copied() else { return false };
+    let store = store.clone();
+    match blocking(move || store.holds_slices(&[hash])).await {
+        Ok(Ok(held)) => held.first().copied().unwrap_or(false),
+        Ok(Err(error)) | Err(error) => {
+            tracing::debug!(slice = %hash, %error, "a held slice could not be looked up");
+            true
+        }
     }
 }
 
