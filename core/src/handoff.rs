@@ -5,14 +5,13 @@
 //! holder: the slice is fetched from there, and removed there). It needs no
 //! key, so every node of a cluster runs it, storage-only nodes too, which
 //! take slices for homes that are away. A hint leaves here only when its
-//! work is done; a target gone from the layout has its hints dropped (its
-//! replacement takes the partitions from anti-entropy, and this node's
-//! move pass takes a slice held for it to its new home). A slice whose home
-//! the layout has moved since (a node joined or drains) has its hint kept
-//! for the new home instead, once the old home is not seen down (its hints
-//! are read only then): this node may have finished its move pass for that
-//! layout before the slice reached it, and no pass of its own would take
-//! it home until the move ends.
+//! work is done. A slice whose home the layout has moved since (a node
+//! joined, drains or is gone) has its hint kept for the new home instead,
+//! once the old home is gone or not seen down (its hints are read only
+//! then): this node may have finished its move pass for that layout before
+//! the slice reached it, and no pass of its own would take it home until
+//! the layout changes again. A target gone from the layout has its missed
+//! writes dropped: its replacement takes the partitions from anti-entropy.
 
 use std::sync::Arc;
 
@@ -36,7 +35,7 @@ pub struct HandoffReport {
     /// Hints kept for targets still unreachable, or slices that cannot go
     /// home yet.
     pub left: u64,
-    /// Hints for nodes gone from the layout, hints a target refused (it
+    /// Writes for nodes gone from the layout, hints a target refused (it
     /// answered with an error: it would again), and slices now at their
     /// home or no longer where they were left.
     pub dropped: u64,
@@ -81,12 +80,11 @@ impl<T: Transport, V: ClusterView> Handoff<T, V> {
         let Some(store) = self.transport.local_store(self.view.local_node()) else { return Ok(report) };
         let in_service = self.view.layout().in_service();
         for (target, count) in store.hints().targets() {
-            if !in_service.contains(&target) {
-                let store = store.clone();
-                report.dropped += blocking(move || store.hints().drop_node(&target)).await??;
-                continue;
-            }
-            if self.view.is_down(target) {
+            // A target gone from the layout: its missed writes go (its
+            // replacement takes the partitions from anti-entropy), and the
+            // slices held for it go to their new homes.
+            let gone = !in_service.contains(&target);
+            if !gone && self.view.is_down(target) {
                 report.left += count;
                 continue;
             }
@@ -102,6 +100,7 @@ impl<T: Transport, V: ClusterView> Handoff<T, V> {
                 let homing = Homing::new(self.transport.as_ref(), self.view.local_node(), Some(&store));
                 for (key, hint) in batch {
                     let outcome = match hint {
+                        Hinted::Write(_) if gone => Outcome::Drop,
                         Hinted::Write(request) => self.hand_over_write(target, request).await,
                         Hinted::Slice(slice) => self.take_slice_home(&homing, target, slice).await,
                         Hinted::Held(held) => match holds(&store, held.slices.get(held.index as usize)).await {

@@ -222,28 +222,6 @@ impl HintLog {
         }
         Ok(())
     }
-
-    /// Drop every hint for `target` (gone from the layout: its replacement
-    /// takes the data from anti-entropy); how many were dropped.
-    pub fn drop_node(&self, target: &NodeId) -> StoreResult<u64> // PA
-    {
-        let mut dropped = 0;
-        loop {
-            let keys: Vec<Vec<u8>> = self
-                .partition
-                .prefix(target.as_bytes())
-                .take(1000)
-                .map(|entry| entry.map(|(key, _)| key.to_vec()))
-                .collect::<Result<_, _>>()?;
-            if keys.is_empty() {
-                return Ok(dropped);
-            }
-            for key in keys {
-                self.remove(&key)?;
-                dropped += 1;
-            }
-        }
-    }
 }
 
 /// A kept hint, of this format or the first (a metadata write's request).

@@ -31,8 +31,12 @@
 //! nodes left keep that parity, and one membership change runs at a time,
 //! except in one schedule in five (seeds divisible by five; all of them
 //! with `SIM_OVERLAP` set), where a join or a loss may start while another
-//! change still moves data. A message's fate is a hash of the seed and the message, so a schedule
-//! replays the same faults whatever order concurrent calls run in.
+//! change still moves data. One schedule in five more (seeds 2 more than a
+//! multiple of five; all of them with `SIM_LOSSY` set) loses nodes more
+//! often: more membership changes, most of them losses, and up to four
+//! joins to make room for them. A message's fate is a hash of the seed and
+//! the message, so a schedule replays the same faults whatever order
+//! concurrent calls run in.
 //!
 //! `SIM_SCHEDULES` schedules (default 300) from `SIM_FIRST_SEED` (default
 //! 1), or the one `SIM_SEED`; `scripts/simulate.sh` runs it. A failure
@@ -524,6 +528,8 @@ static JOINED: AtomicUsize = AtomicUsize::new(0);
 static ZONED: AtomicUsize = AtomicUsize::new(0);
 /// Schedules whose membership changes may overlap.
 static OVERLAPPED: AtomicUsize = AtomicUsize::new(0);
+/// Schedules that lose nodes for good more often.
+static LOSSY: AtomicUsize = AtomicUsize::new(0);
 static DRAINED: AtomicUsize = AtomicUsize::new(0);
 static LOST: AtomicUsize = AtomicUsize::new(0);
 /// Nodes lost while holding two or more slices of some chunk.
@@ -589,6 +595,15 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
     if overlap {
         OVERLAPPED.fetch_add(1, Ordering::Relaxed);
     }
+    // One schedule in five (others than those) loses nodes for good more
+    // often: membership changes come nearly twice as often, a node leaving is
+    // lost rather than drained four times in five, and up to four nodes
+    // join to make room for further losses. `SIM_LOSSY` makes them all.
+    let lossy = std::env::var_os("SIM_LOSSY").is_some() || seed % 5 == 2;
+    if lossy {
+        LOSSY.fetch_add(1, Ordering::Relaxed);
+    }
+    let (max_joins, drain_odds) = if lossy { (4, 0.2) } else { (2, 0.5) };
     // Nodes back from being down or cut off whose data the cluster has not
     // healed around yet: a write made while a node was away has one of its
     // chunk's slices on another home until the move pass takes it home, or
@@ -616,7 +631,8 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
         let via = live[rng.gen_range(0..live.len())];
         let mut restart = None;
         let engine = &sim.engines[via];
-        match rng.gen_range(0..130) {
+        let roll = rng.gen_range(0..130);
+        match roll {
             // Take a node down, or cut it off, within the parity.
             0..=7 if faulty(&down, &healing, &sim) < sim.parity => {
                 let node = in_play[rng.gen_range(0..in_play.len())];
@@ -774,14 +790,14 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
             // past `dead_after`), while no other change is under way and
             // the nodes left keep the coding's parity; when they would
             // not, a new node joins first.
-            118..=124 if !sim.layout_moving() || overlap => {
+            118..=129 if (!sim.layout_moving() || overlap) && (lossy || roll <= 124) => {
                 let placing = sim.layout_of(via).placing();
                 let after = placing.len() - 1;
                 let keeps_parity =
                     after >= 3 && ouroboros_core::Erasure::for_cluster(after).parity as usize >= sim.parity;
                 let node = in_play[rng.gen_range(0..in_play.len())];
                 if !keeps_parity || rng.gen_bool(0.2) {
-                    if joins < 2 && in_play.len() < 7 {
+                    if joins < max_joins && in_play.len() < 7 {
                         joins += 1;
                         JOINED.fetch_add(1, Ordering::Relaxed);
                         let (id, store) = sim.open_node();
@@ -792,7 +808,7 @@ async fn run_schedule(seed: u64) -> Result<(), String> // A
                     }
                 } else if !placing.contains(&sim.nodes[node]) || node == via {
                     // Not this time.
-                } else if rng.gen_bool(0.5) {
+                } else if rng.gen_bool(drain_odds) {
                     changes.push(format!("step {step}: node {node} drains (via {via})"));
                     sim.steward_of(via).set_state(sim.nodes[node], NodeState::Draining).await;
                 } else if !down.contains(&node) && faulty(&down, &healing, &sim) < sim.parity {
@@ -1015,12 +1031,13 @@ async fn seeded_fault_schedules_keep_every_acknowledged_write() // A
     }
     failed.sort_unstable();
     eprintln!(
-        "simulated {} schedules in {:.1} s ({} with zones and capacities, {} with changes overlapping): {} nodes joined, {} drained, \
-         {} lost for good ({} holding two slices of a chunk)\n{} passed, {} failed",
+        "simulated {} schedules in {:.1} s ({} with zones and capacities, {} with changes overlapping, {} lossy): {} nodes \
+         joined, {} drained, {} lost for good ({} holding two slices of a chunk)\n{} passed, {} failed",
         seeds.len(),
         started.elapsed().as_secs_f64(),
         ZONED.load(Ordering::Relaxed),
         OVERLAPPED.load(Ordering::Relaxed),
+        LOSSY.load(Ordering::Relaxed),
         JOINED.load(Ordering::Relaxed),
         DRAINED.load(Ordering::Relaxed),
         LOST.load(Ordering::Relaxed),

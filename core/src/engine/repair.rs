@@ -249,6 +249,9 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                 let doubled: Vec<usize> =
                     lacking.iter().copied().filter(|p| holder_of(p).is_some_and(|node| holds(node) >= 2)).collect();
                 lacking.retain(|index| match holder_of(index) {
+                    // Home since the homes were asked (a move pass or a
+                    // hand-off took it there meanwhile).
+                    Some(holder) if homes.get(*index) == Some(holder) => false,
                     // A node holding two of the chunk's slices costs it two
                     // if lost: those of them not at their homes go home
                     // now, not at the holder's move pass, which may have
