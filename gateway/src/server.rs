@@ -219,16 +219,18 @@ impl Server {
             }
             _ => None,
         };
-        // Storage-only nodes too: they take slices for homes that are away.
-        let handoff = self.node.cluster.as_ref().map(|_| {
-            let view = Arc::new(MembersView { members: self.node.members.clone(), store: self.node.store.clone() });
-            tokio::spawn(keep_hints_handed_over(Handoff::new(Arc::new(self.node.transport.clone()), view)))
-        });
-        let anti_entropy = self.node.cluster.as_ref().map(|_| {
-            let view = Arc::new(MembersView { members: self.node.members.clone(), store: self.node.store.clone() });
-            let syncer = AntiEntropy::new(Arc::new(self.node.transport.clone()), view);
-            tokio::spawn(keep_replicas_in_step(syncer, self.sync_interval))
-        });
+        // Every node of a cluster, storage-only ones too: they take slices
+        // for homes that are away, and replicate partitions.
+        let (handoff, anti_entropy) = match &self.node.cluster {
+            Some(_) => {
+                let view = Arc::new(MembersView { members: self.node.members.clone(), store: self.node.store.clone() });
+                let transport = Arc::new(self.node.transport.clone());
+                let handoff = tokio::spawn(keep_hints_handed_over(Handoff::new(transport.clone(), view.clone())));
+                let syncer = AntiEntropy::new(transport, view);
+                (Some(handoff), Some(tokio::spawn(keep_replicas_in_step(syncer, self.sync_interval))))
+            }
+            None => (None, None),
+        };
         let purge = tokio::spawn(keep_tombstones_bounded(self.node.store.clone(), self.maintenance));
         let scrub = tokio::spawn(keep_slices_scrubbed(
             self.node.store.clone(),
