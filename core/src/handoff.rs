@@ -71,9 +71,9 @@ impl<T: Transport, V: ClusterView> Handoff<T, V> {
         Handoff { transport, view }
     }
 
-    /// Do the work of every hint kept here whose target is in service and
-    /// not seen down; a target that cannot take a hint now keeps the rest
-    /// of its hints.
+    /// Do the work of every hint kept here whose target is not seen down,
+    /// or is gone from the layout (its slices go to their new homes); a
+    /// target that cannot take a hint now keeps the rest of its hints.
     pub async fn hand_off_hints(&self) -> StoreResult<HandoffReport> // PA
     {
         let mut report = HandoffReport::default();
