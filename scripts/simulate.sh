@@ -15,7 +15,7 @@ else
 fi
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-cargo nextest run -p ouroboros-core --test simulation --no-capture 2>&1 | tee "$log" >&2
+cargo nextest run --workspace -E 'test(seeded_fault)' --no-capture 2>&1 | tee "$log" >&2
 status=${PIPESTATUS[0]}
 summary="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1)"
 if [ -z "$summary" ]; then

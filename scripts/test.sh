@@ -16,7 +16,9 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== tests"
 # The cluster tests start real `ouroboros serve` processes: build the binary
-# of this very tree first (the same profile as the tests, so nothing builds twice).
+# of this very tree first, as a server is built: without the core's
+# `simulation` feature, which the test build below turns on (the core and
+# the crates above it build twice; the dependencies once).
 cargo build -p ouroboros-gateway --bin ouroboros
 cargo nextest run --workspace --no-fail-fast
 echo "== real-client suite (aws CLI, boto3, rclone, s3cmd)"

@@ -49,7 +49,7 @@ impl SyncReport {
 }
 
 /// The sync trees of partitions that differed, as two replicas saw them.
-type Roots = HashMap<u8, Hash>;
+type Roots = BTreeMap<u8, Hash>;
 
 pub struct AntiEntropy<T, V> {
     transport: Arc<T>,

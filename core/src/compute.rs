@@ -10,6 +10,12 @@
 //! stays on the blocking pool. Reading a chunk's local slices runs on the
 //! worker that decrypts them, while they are in its cache: a read that
 //! misses the page cache holds that worker until the disk answers.
+//!
+//! This is also the one place the core's work leaves the async threads:
+//! store work goes to tokio's blocking pool (`blocking`, `detach_blocking`)
+//! and a pipeline's blocking loops run as a `Stage`. Inside a simulation
+//! (`crate::simulation`) all of it runs in place, one thing after another,
+//! so that a seed replays.
 
 use std::sync::OnceLock;
 
@@ -20,7 +26,8 @@ use tokio::sync::oneshot;
 pub enum ComputeError {
     #[error("a CPU task panicked")]
     Panicked,
-    #[error("a blocking task failed: {0}")]
+    /// The blocking pool's own words (the callers say what failed).
+    #[error("{0}")]
     Blocking(String),
 }
 
@@ -47,6 +54,9 @@ fn workers() -> Option<&'static rayon_core::ThreadPool> // A
 /// Run CPU-bound `work` on a worker, behind the work queued before it.
 pub async fn run<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> Result<R, ComputeError> // A
 {
+    if deterministic() {
+        return in_place(work);
+    }
     let Some(workers) = workers() else {
         return tokio::task::spawn_blocking(work).await.map_err(|error| ComputeError::Blocking(error.to_string()));
     };
@@ -57,6 +67,81 @@ pub async fn run<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -
     });
     // A panic drops `done` unsent.
     result.await.map_err(|_| ComputeError::Panicked)
+}
+
+/// Run work that may wait on the disk (storing, which may fsync) on tokio's
+/// blocking pool, off the async threads.
+pub async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> Result<R, ComputeError> // A
+{
+    if deterministic() {
+        return in_place(work);
+    }
+    tokio::task::spawn_blocking(work).await.map_err(|error| ComputeError::Blocking(error.to_string()))
+}
+
+/// Start work that may wait on the disk on tokio's blocking pool and let it
+/// finish on its own (a runtime shutting down still finishes it once begun).
+pub fn detach_blocking(work: impl FnOnce() + Send + 'static) // A
+{
+    if deterministic() {
+        tokio::spawn(async move {
+            let _ = in_place(work);
+        });
+    } else {
+        tokio::task::spawn_blocking(work);
+    }
+}
+
+/// Run `work` here and now, a panic becoming an error as on a worker.
+fn in_place<R>(work: impl FnOnce() -> R) -> Result<R, ComputeError> // A
+{
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|_| ComputeError::Panicked)
+}
+
+/// Whether work runs in place, one thing after another, for a simulation
+/// that replays from its seed (`simulation`); never in a server.
+pub(crate) fn deterministic() -> bool // A
+{
+    #[cfg(feature = "simulation")]
+    if crate::simulation::active() {
+        return true;
+    }
+    false
+}
+
+/// A stage of a pipeline: a loop that blocks on the queue feeding it, on
+/// tokio's blocking pool from the moment it is made. In a simulation it
+/// waits instead until `finish`, and then runs to its end on a thread of
+/// its own while the caller's thread waits: the caller must have queued
+/// all its input and dropped every sender feeding it, and the queues it
+/// sends on must hold all it sends, or `finish` never returns. Such a
+/// thread is outside the simulation: a stage draws no secrets.
+pub(crate) enum Stage<F, R> {
+    Running(tokio::task::JoinHandle<R>),
+    Waiting(F),
+}
+
+impl<F: FnOnce() -> R + Send + 'static, R: Send + 'static> Stage<F, R> {
+    pub(crate) fn start(work: F) -> Self // A
+    {
+        if deterministic() {
+            Stage::Waiting(work)
+        } else {
+            Stage::Running(tokio::task::spawn_blocking(work))
+        }
+    }
+
+    /// The stage's result, once it has run to its end.
+    pub(crate) async fn finish(self) -> Result<R, ComputeError> // A
+    {
+        match self {
+            Stage::Running(task) => task.await.map_err(|error| ComputeError::Blocking(error.to_string())),
+            // A thread of its own: blocking on a queue is refused on a runtime's thread.
+            Stage::Waiting(work) => {
+                std::thread::scope(|scope| scope.spawn(work).join()).map_err(|_| ComputeError::Panicked)
+            }
+        }
+    }
 }
 
 #[cfg(test)]

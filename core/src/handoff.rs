@@ -172,7 +172,9 @@ impl<T: Transport, V: ClusterView> Handoff<T, V> {
         if self.view.is_down(holder) {
             return Outcome::Later;
         }
-        match homing.home_doubles_up(&SlicePlace { chunk, slices: &slices, index, homes: &homes }).await {
+        // A hint does not carry the chunk's coding (`SlicePlace::data`).
+        let place = SlicePlace { chunk, slices: &slices, index, homes: &homes, data: None };
+        match homing.home_doubles_up(&place).await {
             Ok(false) => {}
             Ok(true) => return Outcome::Later,
             // The home itself did not answer: its other hints wait with this one.

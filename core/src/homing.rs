@@ -1,5 +1,5 @@
 //! Taking a slice to its home without leaving two of a chunk's slices on
-//! one node alone. Shared by the move pass (`steward`), which moves the
+//! one node alone, nor on a node home to both while the chunk is short. Shared by the move pass (`steward`), which moves the
 //! slices a change of placement sent elsewhere, and the hand-off of slices
 //! a writer had to store on another node than their home
 //! (`crate::handoff`). Either removes a copy only once its home holds the
@@ -18,12 +18,14 @@ use crate::model::NodeId;
 use crate::store::{blocking, LocalStore};
 
 /// A slice's place among its chunk's: the chunk, its slices in position
-/// order, the slice's position, and the homes the layout gives them.
+/// order, the slice's position, the homes the layout gives them, and how
+/// many of them read the chunk (its k), where the caller knows it.
 pub struct SlicePlace<'a> {
     pub chunk: Hash,
     pub slices: &'a [Hash],
     pub index: usize,
     pub homes: &'a [NodeId],
+    pub data: Option<usize>,
 }
 
 /// The node doing the moving, for one pass (a page or batch of its work):
@@ -84,29 +86,46 @@ impl<'a, T: Transport> Homing<'a, T> {
     /// left), and a hand-off when a writer doubled slices up on one home
     /// while their own homes were away. A slice on its way that its own
     /// home lacks is copied there from the home first, so nothing waits on
-    /// another node's pass. Unknown counts as yes: keeping a copy is always
-    /// safe. An error only when the home itself did not answer, so that a
-    /// caller with more for that home can leave it for later.
+    /// another node's pass. With fewer nodes than the chunk has slices,
+    /// the layout itself makes a home home to two of them; where `data` is
+    /// known, a home that holds its other one counts as doubled up too
+    /// while the copy alone would keep the chunk readable without the home
+    /// (a slice homed elsewhere lost with a node and not rebuilt yet).
+    /// Unknown counts as yes: keeping a copy is always safe. An error only
+    /// when the home itself did not answer, so that a caller with more for
+    /// that home can leave it for later.
     pub async fn home_doubles_up(&self, place: &SlicePlace<'_>) -> Result<bool, TransportError> // PA
     {
         let Some(home) = place.homes.get(place.index).copied() else { return Ok(true) };
-        let passing: Vec<usize> = (0..place.slices.len())
-            .filter(|position| *position != place.index && place.homes.get(*position).is_some_and(|o| *o != home))
-            .collect();
+        let (shared, passing): (Vec<usize>, Vec<usize>) = (0..place.slices.len())
+            .filter(|position| *position != place.index && place.homes.get(*position).is_some())
+            .partition(|position| place.homes[*position] == home);
         if passing.is_empty() {
             return Ok(false);
         }
-        let hashes: Vec<Hash> = passing.iter().map(|position| place.slices[*position]).collect();
-        let at_home = match self.ask(home, HoldsSlices { hashes }).await {
-            Ok(held) => held,
+        let asked: Vec<usize> = shared.iter().chain(&passing).copied().collect();
+        let hashes: Vec<Hash> = asked.iter().map(|position| place.slices[*position]).collect();
+        let held_at_home = match self.ask(home, HoldsSlices { hashes }).await {
+            Ok(held) if held.len() == asked.len() => held,
             Err(error) if error.unreachable_node().is_some() => return Err(error),
             // It answered, with an error: keep the copy, as for any unknown.
-            Err(_) => return Ok(true),
+            _ => return Ok(true),
         };
+        let (shared_held, at_home) = held_at_home.split_at(shared.len());
+        // Fewer nodes than the chunk's slices: the layout makes the home
+        // home to another of them too, and it holds it, so losing the home
+        // costs the chunk both. While a slice homed elsewhere is missing
+        // (its node lost and not rebuilt yet), the copy stays where it is
+        // if it alone would keep the chunk readable then.
+        if let (Some(data), true) = (place.data, shared_held.contains(&true)) {
+            if self.held_at_homes(place, &passing).await + 1 == data {
+                return Ok(true);
+            }
+        }
         // Each slice on its way that the home holds must be held at its own home as well.
         let mut elsewhere: BTreeMap<NodeId, Vec<Hash>> = BTreeMap::new();
         for (position, held) in passing.into_iter().zip(at_home) {
-            if held {
+            if *held {
                 elsewhere.entry(place.homes[position]).or_default().push(place.slices[position]);
             }
         }
@@ -128,6 +147,30 @@ impl<'a, T: Transport> Homing<'a, T> {
             }
         }
         Ok(false)
+    }
+
+    /// How many of `positions` have their slice at their own home; an
+    /// unknown one counts as not.
+    async fn held_at_homes(&self, place: &SlicePlace<'_>, positions: &[usize]) -> usize // PA
+    {
+        let mut by_home: BTreeMap<NodeId, Vec<Hash>> = BTreeMap::new();
+        for position in positions {
+            if let (Some(home), Some(slice)) = (place.homes.get(*position), place.slices.get(*position)) {
+                by_home.entry(*home).or_default().push(*slice);
+            }
+        }
+        let mut held_count = 0;
+        for (node, hashes) in by_home {
+            let held = match self.store.filter(|_| node == self.local) {
+                Some(store) => {
+                    let store = store.clone();
+                    blocking(move || store.holds_slices(&hashes)).await.ok().and_then(Result::ok)
+                }
+                None => self.ask(node, HoldsSlices { hashes }).await.ok(),
+            };
+            held_count += held.unwrap_or_default().into_iter().filter(|held| *held).count();
+        }
+        held_count
     }
 
     /// Copy slice `hash` of `chunk` from node `from` to node `to`; whether
@@ -168,7 +211,7 @@ mod tests {
         let transport = Silent::default();
         let homes: Vec<NodeId> = (1..=3u8).map(|i| Hash::of(&[i])).collect();
         let slices: Vec<Hash> = (10..13u8).map(|i| Hash::of(&[i])).collect();
-        let place = SlicePlace { chunk: Hash::of(b"chunk"), slices: &slices, index: 0, homes: &homes };
+        let place = SlicePlace { chunk: Hash::of(b"chunk"), slices: &slices, index: 0, homes: &homes, data: Some(2) };
         let homing = Homing::new(&transport, Hash::of(b"local"), None);
         for _ in 0..5 {
             let answer = homing.home_doubles_up(&place).await;

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use rand::RngCore;
+use rand::{CryptoRng, RngCore};
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, CHACHA20_POLY1305};
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -28,7 +28,7 @@ impl ClusterSecret {
     pub fn generate() -> Self // PA
     {
         let mut bytes = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        fill_secret(&mut bytes, rand::rngs::OsRng);
         ClusterSecret(bytes)
     }
 
@@ -122,7 +122,7 @@ impl DataKey {
     pub fn generate() -> Self // PA
     {
         let mut bytes = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut bytes);
+        fill_secret(&mut bytes, rand::thread_rng());
         DataKey(bytes)
     }
 
@@ -153,7 +153,7 @@ const CACHED_KEKS: usize = 64;
 impl DataKeyPair {
     pub fn generate() -> Self // PA
     {
-        Self::from_secret_bytes(StaticSecret::random_from_rng(rand::rngs::OsRng).to_bytes())
+        Self::from_secret_bytes(random_static_secret().to_bytes())
     }
 
     pub fn from_secret_bytes(bytes: [u8; 32]) -> Self // PA
@@ -277,14 +277,60 @@ struct SenderKey {
 
 static SENDER_KEY: Mutex<Option<SenderKey>> = Mutex::new(None);
 
+#[cfg(feature = "simulation")]
+thread_local! {
+    /// A simulation's sender key: its own, so that another run in the same
+    /// process does not change when it is replaced.
+    static SIMULATED_SENDER_KEY: std::cell::RefCell<Option<SenderKey>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Start a simulation's run with no sender key (`simulation::enter`).
+#[cfg(feature = "simulation")]
+pub(crate) fn forget_simulated_sender_key() // PA
+{
+    SIMULATED_SENDER_KEY.with(|slot| *slot.borrow_mut() = None);
+}
+
+/// Fill `bytes` with secret randomness from `rng`; in a simulation, from its
+/// seed (`simulation`), so that a run replays.
+fn fill_secret(bytes: &mut [u8], mut rng: impl RngCore + CryptoRng) // PA
+{
+    #[cfg(feature = "simulation")]
+    if crate::simulation::fill_secret(bytes) {
+        return;
+    }
+    rng.fill_bytes(bytes);
+}
+
+/// A new X25519 secret from the operating system's randomness (in a
+/// simulation, from its seed).
+fn random_static_secret() -> StaticSecret // PA
+{
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    fill_secret(bytes.as_mut_slice(), rand::rngs::OsRng);
+    StaticSecret::from(*bytes)
+}
+
 /// The current sender ephemeral key and its key-encryption key for `recipient`.
 fn sender_kek(recipient: &PublicKey) -> Result<([u8; 32], Zeroizing<[u8; 32]>), WrapError> // PA
 {
-    let mut slot = SENDER_KEY.lock().unwrap_or_else(PoisonError::into_inner);
-    let sender = match &mut *slot {
-        Some(sender) if sender.wraps < SENDER_KEY_WRAPS && sender.born.elapsed() < SENDER_KEY_LIFETIME => sender,
+    #[cfg(feature = "simulation")]
+    if crate::simulation::active() {
+        return SIMULATED_SENDER_KEY.with(|slot| kek_from(&mut slot.borrow_mut(), recipient));
+    }
+    kek_from(&mut SENDER_KEY.lock().unwrap_or_else(PoisonError::into_inner), recipient)
+}
+
+/// The key-encryption key for `recipient` under the sender key in `slot`,
+/// which is replaced first when it has had its wraps or its time.
+fn kek_from(slot: &mut Option<SenderKey>, recipient: &PublicKey) -> Result<([u8; 32], Zeroizing<[u8; 32]>), WrapError> // PA
+{
+    // A simulation's clock is its own: only the wraps count there.
+    let young = |sender: &SenderKey| sender.born.elapsed() < SENDER_KEY_LIFETIME || crate::compute::deterministic();
+    let sender = match slot {
+        Some(sender) if sender.wraps < SENDER_KEY_WRAPS && young(sender) => sender,
         stale => {
-            let secret = StaticSecret::random_from_rng(rand::rngs::OsRng);
+            let secret = random_static_secret();
             let public = PublicKey::from(&secret);
             stale.insert(SenderKey { secret, public, keks: Vec::new(), wraps: 0, born: Instant::now() })
         }
@@ -313,7 +359,7 @@ pub fn wrap_data_key(data_key: &DataKey, chunk_id: &Hash, recipients: &[PublicKe
         .map(|recipient| {
             let (ephemeral, kek) = sender_kek(recipient)?;
             let mut nonce = [0u8; NONCE_LEN];
-            rand::thread_rng().fill_bytes(&mut nonce);
+            fill_secret(&mut nonce, rand::thread_rng());
             // Room for the tag up front: growing the vector would leave a
             // copy of the plaintext key behind in freed memory.
             let mut sealed = Zeroizing::new(Vec::with_capacity(WRAPPED_ONCE_LEN));
@@ -356,7 +402,7 @@ pub fn seal_secret(plain: &[u8], context: &Hash, recipients: &[PublicKey]) -> Re
     let data_key = DataKey::generate();
     let keys = wrap_data_key(&data_key, context, recipients)?;
     let mut nonce = [0u8; NONCE_LEN];
-    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    fill_secret(&mut nonce, rand::rngs::OsRng);
     let mut ciphertext = Vec::with_capacity(plain.len() + TAG_LEN);
     ciphertext.extend_from_slice(plain);
     data_key.cipher().seal(nonce, context.as_bytes(), &mut ciphertext).map_err(|_| WrapError)?;

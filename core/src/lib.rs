@@ -21,6 +21,8 @@ pub mod pace;
 pub mod placement;
 pub mod scrub;
 pub mod seal;
+#[cfg(feature = "simulation")]
+pub mod simulation;
 pub mod slicelog;
 pub mod steward;
 pub mod store;

@@ -109,7 +109,7 @@ impl Transport for MemoryCluster {
         async move {
             let store = store.ok_or(TransportError::Unreachable { node, cause: Unreachable::SeenDown })?;
             // The store blocks (disk, fsync): keep it off the async threads.
-            tokio::task::spawn_blocking(move || handle_request(&store, request))
+            crate::compute::blocking(move || handle_request(&store, request))
                 .await
                 .map_err(|error| TransportError::Remote { node, message: error.to_string() })?
                 .map_err(|error| TransportError::from_store(node, &error))

@@ -147,7 +147,7 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
     async fn update(&self, change: impl FnOnce(&mut Layout) -> bool + Send + 'static) -> Option<Arc<Layout>> // PA
     {
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.update_layout(change)).await {
+        match crate::compute::blocking(move || store.update_layout(change)).await {
             Ok(Ok(layout)) => Some(layout),
             Ok(Err(error)) => {
                 tracing::warn!(%error, "layout not stored");
@@ -447,7 +447,8 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
                     report.bytes_left += len;
                     continue;
                 }
-                let place = SlicePlace { chunk, slices: &manifest.slices, index, homes: &homes };
+                let data = Some(manifest.erasure.data as usize);
+                let place = SlicePlace { chunk, slices: &manifest.slices, index, homes: &homes, data };
                 match homing.ask(home, PutSlice { chunk, slice: sealed }).await {
                     Ok(_) if homing.home_doubles_up(&place).await.unwrap_or(true) => {
                         // Ours stays until the home's other slice has moved on.

@@ -2011,7 +2011,7 @@ impl LocalStore {
 /// Run store work on tokio's blocking pool: it may wait on the disk.
 pub async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> StoreResult<R> // A
 {
-    tokio::task::spawn_blocking(work).await.map_err(|error| StoreError::Task(error.to_string()))
+    crate::compute::blocking(work).await.map_err(|error| StoreError::Task(error.to_string()))
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! time and randomness, each behind one trait, so a test or a simulation
 //! can run them on a clock it moves itself and a seeded random source.
 //! Cryptographic randomness (keys, nonces) never comes from here: it is
-//! always the operating system's.
+//! the operating system's, except inside a simulation (`crate::simulation`,
+//! a test-only build), where it comes from the simulation's seed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

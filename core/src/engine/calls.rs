@@ -3,7 +3,7 @@
 //! read quorum, the first replica that has something, or every node. Each
 //! call has the transport's deadline, and a node seen down fails at once.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use futures::stream::{FuturesUnordered, Stream, StreamExt};
@@ -294,7 +294,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     {
         let layout = self.view.layout();
         let answers = self.ask_all(Query::new(what.clone(), layout.in_service(), message)).await?;
-        let answered: HashSet<NodeId> = answers.iter().map(|(node, _)| *node).collect();
+        let answered: BTreeSet<NodeId> = answers.iter().map(|(node, _)| *node).collect();
         let unreachable = partitions_without_quorum(&layout, &answered);
         if !unreachable.is_empty() {
             return Err(EngineError::PartitionsUnreachable { what, partitions: unreachable });
@@ -305,22 +305,22 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
     /// Which of `versions` any of `nodes` holds a tombstone for: a version
     /// forgotten, or a null version retired, that has not reached every
     /// replica yet. A failed ask drops nothing.
-    pub(super) async fn forgotten_by_any(&self, nodes: Vec<NodeId>, versions: Vec<Hash>) -> HashSet<Hash> // PA
+    pub(super) async fn forgotten_by_any(&self, nodes: Vec<NodeId>, versions: Vec<Hash>) -> BTreeSet<Hash> // PA
     {
         if versions.is_empty() {
-            return HashSet::new();
+            return BTreeSet::new();
         }
         match self.ask_all(Query::new("tombstones", nodes, Forgotten { hashes: versions })).await {
             Ok(answers) => answers.into_iter().flat_map(|(_, forgotten)| forgotten).collect(),
             Err(error) => {
                 tracing::warn!(%error, "could not tell whether versions were forgotten");
-                HashSet::new()
+                BTreeSet::new()
             }
         }
     }
 
     /// How many of `answered` replicate the partition of `bucket`/`key`.
-    pub(super) fn replicas_answering(&self, bucket: &str, key: &str, answered: &HashSet<NodeId>) -> usize // PA
+    pub(super) fn replicas_answering(&self, bucket: &str, key: &str, answered: &BTreeSet<NodeId>) -> usize // PA
     {
         self.object_replicas(bucket, key).holding.iter().filter(|node| answered.contains(node)).count()
     }
@@ -328,7 +328,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
 
 /// The metadata partitions that fewer than a read quorum of their replicas
 /// (those holding data) answered for: what a merged listing may miss.
-pub(super) fn partitions_without_quorum(layout: &Layout, answered: &HashSet<NodeId>) -> Vec<u8> // PA
+pub(super) fn partitions_without_quorum(layout: &Layout, answered: &BTreeSet<NodeId>) -> Vec<u8> // PA
 {
     if layout.in_service().iter().all(|node| answered.contains(node)) {
         return Vec::new();
@@ -385,7 +385,7 @@ impl<M: Write> HintKeeper<M> {
 /// anti-entropy or repair.
 pub(super) fn keep_hints(store: Arc<LocalStore>, targets: Vec<NodeId>, hint: Hinted) // PA
 {
-    tokio::task::spawn_blocking(move || {
+    crate::compute::detach_blocking(move || {
         for target in targets {
             match store.hints().add(target, &hint) {
                 Ok(true) => {}

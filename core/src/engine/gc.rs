@@ -16,7 +16,7 @@
 //! whose slices are gone; readers pass over a manifest whose slices cannot
 //! be found.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use super::calls::{keep_hints, partitions_without_quorum, Query};
 use super::{Engine, EngineResult, GcReport};
@@ -105,7 +105,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let members = layout.in_service();
         let query = Query::new("chunk references", members.clone(), Referenced { ids: ids.to_vec() });
         let answers = self.ask_all(query).await?;
-        let answered: HashSet<NodeId> = answers.iter().map(|(node, _)| *node).collect();
+        let answered: BTreeSet<NodeId> = answers.iter().map(|(node, _)| *node).collect();
         if answered.len() < members.len() {
             if !partitions_without_quorum(layout, &answered).is_empty() {
                 return Ok(None);

@@ -311,7 +311,7 @@ impl<T, V> Clone for Engine<T, V> {
 /// Run work that may wait on the disk on tokio's blocking pool.
 async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> EngineResult<R> // A
 {
-    tokio::task::spawn_blocking(work).await.map_err(|error| EngineError::Task(error.to_string()))
+    crate::compute::blocking(work).await.map_err(|error| EngineError::Task(error.to_string()))
 }
 
 /// Run CPU-bound work (sealing, opening) on the process's per-core workers.

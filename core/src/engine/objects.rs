@@ -4,7 +4,7 @@
 //! that another head supersedes, and repair the replicas that were behind.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use super::calls::{Answers, Query, Wait};
 use super::{Engine, EngineResult, Listed, StoredBlob};
@@ -287,7 +287,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         // entry of any full answer.
         let mut cutoff = None;
         let answers = self.ask_partitions(format!("version listing of {bucket}"), message).await?;
-        let answered: HashSet<NodeId> = answers.iter().map(|(node, _)| *node).collect();
+        let answered: BTreeSet<NodeId> = answers.iter().map(|(node, _)| *node).collect();
         let mut reported: BTreeMap<Hash, usize> = BTreeMap::new();
         for (_, versions) in answers {
             if versions.len() == want {
@@ -339,7 +339,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             // the page ends at the smallest last key of any full answer.
             let mut cutoff: Option<String> = None;
             let answers = self.ask_partitions(format!("listing of {bucket}"), message).await?;
-            let answered: HashSet<NodeId> = answers.iter().map(|(node, _)| *node).collect();
+            let answered: BTreeSet<NodeId> = answers.iter().map(|(node, _)| *node).collect();
             for (_, keys) in answers {
                 if keys.len() == want {
                     let last = keys.last().map(|s| s.key.clone());

@@ -333,7 +333,8 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                 }
                 pass.pace.spent(len).await;
                 // The copy stays while the home would hold two of the chunk's slices alone.
-                let place = SlicePlace { chunk: id, slices: &manifest.slices, index, homes };
+                let data = Some(manifest.erasure.data as usize);
+                let place = SlicePlace { chunk: id, slices: &manifest.slices, index, homes, data };
                 if homing.home_doubles_up(&place).await.unwrap_or(true) {
                     tracing::debug!(chunk = %id, index, node = %node, "a handed-off copy stays until the home's other slice moves on");
                 } else if let Err(error) = homing.ask(node, RemoveSlice { hash }).await {

@@ -23,6 +23,7 @@ use crate::cluster::{
     TransportError,
 };
 use crate::codec;
+use crate::compute::Stage;
 use crate::hash::Hash;
 use crate::hints::Hinted;
 use crate::keys::NodeKeys;
@@ -503,11 +504,18 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         // Queues bounded in bytes keep memory flat whatever the object size:
         // at most MD5_LAG_BYTES of body and `write_parallelism` chunks are in
         // flight.
-        let (md5_tx, mut md5_rx) = PieceSender::new(MD5_LAG_BYTES);
-        let (cdc_tx, cdc_rx) = PieceSender::new(CDC_QUEUE_BYTES);
-        let (chunk_tx, chunk_rx) = mpsc::channel(1);
+        // In a simulation the stages run one after another, each once its
+        // input is whole (`compute::Stage`): the queues hold the whole body.
+        let deterministic = crate::compute::deterministic();
+        let (md5_room, cdc_room, chunk_room) = match deterministic {
+            true => (usize::MAX, usize::MAX, Semaphore::MAX_PERMITS),
+            false => (MD5_LAG_BYTES, CDC_QUEUE_BYTES, 1),
+        };
+        let (md5_tx, mut md5_rx) = PieceSender::new(md5_room);
+        let (cdc_tx, cdc_rx) = PieceSender::new(cdc_room);
+        let (chunk_tx, chunk_rx) = mpsc::channel(chunk_room);
 
-        let md5_task = tokio::task::spawn_blocking(move || {
+        let md5_task = Stage::start(move || {
             let mut md5 = Md5::new();
             let mut size = 0u64;
             while let Some((piece, _room)) = md5_rx.blocking_recv() {
@@ -529,7 +537,7 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             junctions: self.junctions.clone(),
             dedup_key: self.keys.dedup_key,
         });
-        let cdc_task = tokio::task::spawn_blocking(move || cut_body(chunking, lead_rx, cdc_rx, chunk_tx, tails));
+        let cdc_task = Stage::start(move || cut_body(chunking, lead_rx, cdc_rx, chunk_tx, tails));
 
         let mut lead = LeadIn::new(part, lead_tx, &self.junctions.tails);
         let feed = async move {
@@ -580,12 +588,19 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             })
             .buffer_unordered(self.config.write_parallelism)
             .try_collect::<Vec<(usize, (Hash, u32))>>();
-        let (fed, stored) = futures::join!(feed, store);
+        let (fed, stored, lead) = if deterministic {
+            let fed = feed.await;
+            let lead = cdc_task.finish().await;
+            (fed, store.await, lead)
+        } else {
+            let (fed, stored) = futures::join!(feed, store);
+            (fed, stored, cdc_task.finish().await)
+        };
         let mut stored = stored?;
         fed?;
         stored.sort_unstable_by_key(|(index, _)| *index);
-        let lead = cdc_task.await.map_err(|error| EngineError::Task(error.to_string()))?;
-        let (md5, size, tap) = md5_task.await.map_err(|error| EngineError::Task(error.to_string()))?;
+        let lead = lead.map_err(|error| EngineError::Task(error.to_string()))?;
+        let (md5, size, tap) = md5_task.finish().await.map_err(|error| EngineError::Task(error.to_string()))?;
 
         let mut offset = 0u64;
         let chunks = stored
