@@ -103,30 +103,18 @@ impl<'a, T: Transport> Homing<'a, T> {
         if passing.is_empty() {
             return Ok(false);
         }
-        let asked: Vec<usize> = shared.iter().chain(&passing).copied().collect();
-        let hashes: Vec<Hash> = asked.iter().map(|position| place.slices[*position]).collect();
-        let held_at_home = match self.ask(home, HoldsSlices { hashes }).await {
-            Ok(held) if held.len() == asked.len() => held,
+        let hashes: Vec<Hash> = passing.iter().map(|position| place.slices[*position]).collect();
+        let at_home = match self.ask(home, HoldsSlices { hashes }).await {
+            Ok(held) => held,
             Err(error) if error.unreachable_node().is_some() => return Err(error),
             // It answered, with an error: keep the copy, as for any unknown.
-            _ => return Ok(true),
+            Err(_) => return Ok(true),
         };
-        let (shared_held, at_home) = held_at_home.split_at(shared.len());
-        // Fewer nodes than the chunk's slices: the layout makes the home
-        // home to another of them too, and it holds it, so losing the home
-        // costs the chunk both. While a slice homed elsewhere is missing
-        // (its node lost and not rebuilt yet), the copy stays where it is
-        // if it alone would keep the chunk readable then.
-        if let (Some(data), true) = (place.data, shared_held.contains(&true)) {
-            if self.held_at_homes(place, &passing).await + 1 == data {
-                return Ok(true);
-            }
-        }
         // Each slice on its way that the home holds must be held at its own home as well.
         let mut elsewhere: BTreeMap<NodeId, Vec<Hash>> = BTreeMap::new();
-        for (position, held) in passing.into_iter().zip(at_home) {
-            if *held {
-                elsewhere.entry(place.homes[position]).or_default().push(place.slices[position]);
+        for (position, held) in passing.iter().zip(at_home) {
+            if held {
+                elsewhere.entry(place.homes[*position]).or_default().push(place.slices[*position]);
             }
         }
         for (node, hashes) in elsewhere {
@@ -146,12 +134,27 @@ impl<'a, T: Transport> Homing<'a, T> {
                 }
             }
         }
-        Ok(false)
+        // Fewer nodes than the chunk's slices: the layout makes the home
+        // home to another of them too. If it holds that one, losing the
+        // home costs the chunk both; while a slice homed elsewhere is
+        // missing (its node lost and not rebuilt yet), the copy stays
+        // where it is if it alone would keep the chunk readable then.
+        let Some(data) = place.data.filter(|_| !shared.is_empty()) else { return Ok(false) };
+        let hashes: Vec<Hash> = shared.iter().map(|position| place.slices[*position]).collect();
+        match self.ask(home, HoldsSlices { hashes }).await {
+            Ok(held) if !held.contains(&true) => Ok(false),
+            Ok(_) => {
+                let (held, unknown) = self.held_at_homes(place, &passing).await;
+                Ok(held < data && held + unknown + 1 >= data)
+            }
+            Err(error) if error.unreachable_node().is_some() => Err(error),
+            Err(_) => Ok(true),
+        }
     }
 
-    /// How many of `positions` have their slice at their own home; an
-    /// unknown one counts as not.
-    async fn held_at_homes(&self, place: &SlicePlace<'_>, positions: &[usize]) -> usize // PA
+    /// How many of `positions` have their slice at their own home, and of
+    /// how many that is not known (a home that did not answer).
+    async fn held_at_homes(&self, place: &SlicePlace<'_>, positions: &[usize]) -> (usize, usize) // PA
     {
         let mut by_home: BTreeMap<NodeId, Vec<Hash>> = BTreeMap::new();
         for position in positions {
@@ -159,18 +162,22 @@ impl<'a, T: Transport> Homing<'a, T> {
                 by_home.entry(*home).or_default().push(*slice);
             }
         }
-        let mut held_count = 0;
+        let (mut held, mut unknown) = (0, 0);
         for (node, hashes) in by_home {
-            let held = match self.store.filter(|_| node == self.local) {
+            let asked = hashes.len();
+            let answer = match self.store.filter(|_| node == self.local) {
                 Some(store) => {
                     let store = store.clone();
                     blocking(move || store.holds_slices(&hashes)).await.ok().and_then(Result::ok)
                 }
                 None => self.ask(node, HoldsSlices { hashes }).await.ok(),
             };
-            held_count += held.unwrap_or_default().into_iter().filter(|held| *held).count();
+            match answer {
+                Some(answer) if answer.len() == asked => held += answer.into_iter().filter(|held| *held).count(),
+                _ => unknown += asked,
+            }
         }
-        held_count
+        (held, unknown)
     }
 
     /// Copy slice `hash` of `chunk` from node `from` to node `to`; whether
