@@ -212,6 +212,10 @@ messages! {
     /// own hand-off pass takes it there (`LocalStore::put_handed_off_slice`).
     /// `slices` are the chunk's slices in position order, `index` this one's.
     PutHandedOffSlice { chunk: Hash, slice: SealedSlice, slices: Vec<Hash>, index: u32, home: NodeId } -> Stored;
+    /// Whether the receiver holds a manifest of each chunk of the sealing
+    /// named (`sync::sealing_digest`): replicas may hold different sealings
+    /// of one chunk, and each sealing needs its own repairer.
+    HoldsSealings { sealings: Vec<(Hash, Hash)> } -> Vec<bool>;
 }
 
 /// Requests and responses cross the network in the record envelope, so a
@@ -223,18 +227,18 @@ impl Record for Request {
     /// manifests and freed sealings in anti-entropy (`GetSyncItems` says
     /// whether manifests are wanted), the sealing a `FreeChunk` frees,
     /// `SettleFree`. 7: `PutHandedOffSlice` (added last: the messages of
-    /// version 6 read as they were written).
-    const VERSION: u8 = 7;
+    /// version 6 read as they were written). 8: `HoldsSealings` (likewise).
+    const VERSION: u8 = 8;
 
     /// Version 4 differs in the layout `ShareLayout` carries, which then
     /// fails to read (it lacks places), and versions 4 and 5 in the fields
     /// of `FreeChunk` and `GetSyncItems`, which then fail too; every other
-    /// request reads as it was written, hints kept in versions 4 to 6
+    /// request reads as it was written, hints kept in versions 4 to 7
     /// among them.
     fn decode_older(version: u8, body: &[u8]) -> Result<Self, DecodeError> // PA
     {
         match version {
-            4..=6 => codec::decode_body(Self::KIND, body),
+            4..=7 => codec::decode_body(Self::KIND, body),
             _ => Err(DecodeError::UnknownVersion { kind: Self::KIND, version, newest: Self::VERSION }),
         }
     }
@@ -254,15 +258,16 @@ impl Record for Reply {
     /// `OtherSealing`, sync items may be manifests and freed sealings, and
     /// a claim says whether its manifest is unverified and which sealings
     /// were freed. 7: the answer of `PutHandedOffSlice` (as `Request`).
-    const VERSION: u8 = 7;
+    /// 8: the answer of `HoldsSealings`.
+    const VERSION: u8 = 8;
 
     /// Versions 4 and 5 differ in what a claim answers, which then fails
     /// to read, and version 4 in the layout a `ShareLayout` answer holds;
-    /// version 6 reads as it was written.
+    /// versions 6 and 7 read as they were written.
     fn decode_older(version: u8, body: &[u8]) -> Result<Self, DecodeError> // PA
     {
         match version {
-            4..=6 => codec::decode_body(Self::KIND, body),
+            4..=7 => codec::decode_body(Self::KIND, body),
             _ => Err(DecodeError::UnknownVersion { kind: Self::KIND, version, newest: Self::VERSION }),
         }
     }
@@ -701,6 +706,17 @@ impl Handle for HoldsChunks {
     fn handle(self, store: &LocalStore) -> Result<Vec<bool>, StoreError> // PA
     {
         self.ids.iter().map(|id| store.holds_chunk(id)).collect()
+    }
+}
+
+impl Handle for HoldsSealings {
+    fn handle(self, store: &LocalStore) -> Result<Vec<bool>, StoreError> // PA
+    {
+        let held = |(id, sealing): &(Hash, Hash)| -> Result<bool, StoreError> {
+            let manifest = store.get_chunk(id)?.filter(|manifest| manifest.id == *id);
+            Ok(manifest.is_some_and(|manifest| crate::sync::sealing_digest(&manifest) == *sealing))
+        };
+        self.sealings.iter().map(held).collect()
     }
 }
 

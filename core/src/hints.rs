@@ -295,9 +295,9 @@ mod tests {
         // Any change to a request's format gives `Request` a new version.
         // Version 5 changed only the layout `ShareLayout` carries, and
         // version 6 only `FreeChunk` and the sync items, none of them ever
-        // hinted, and version 7 only added a message after the others:
-        // the requests hints keep read as they were written.
-        assert_eq!(Request::VERSION, 7, "Request's format changed: version Hinted with it");
+        // hinted, and versions 7 and 8 only added a message after the
+        // others: the requests hints keep read as they were written.
+        assert_eq!(Request::VERSION, 8, "Request's format changed: version Hinted with it");
         let body = |record: &[u8]| record[codec::ENVELOPE_LEN..].to_vec();
         assert_eq!(body(&codec::encode(&forget())), body(&old_hint()), "Request's format changed: version Hinted");
         assert!(matches!(codec::decode::<Request>(&old_hint()), Ok(Request::ForgetBlob(_))));

@@ -1,7 +1,7 @@
 //! The engine end to end over in-process nodes: round trips, ranges, dedup,
 //! encryption at rest, erasure tolerance, damaged slices and crash safety.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::ops::Range;
 use std::path::Path;
@@ -12,6 +12,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use ouroboros_core::anti_entropy::AntiEntropy;
 use ouroboros_core::chunker::ChunkerConfig;
+use ouroboros_core::cluster::{Call, ClusterView, Request, Transport, TransportError, Unreachable};
 use ouroboros_core::engine::RepairReport;
 use ouroboros_core::handoff::HandoffReport;
 use ouroboros_core::hints::{HandedOffSlice, Hinted};
@@ -19,6 +20,7 @@ use ouroboros_core::layout::{Layout, NodeState, Place};
 use ouroboros_core::memory::{MemoryCluster, MemoryView};
 use ouroboros_core::placement;
 use ouroboros_core::scrub::scrub_slices;
+use ouroboros_core::seal::{self, SealParams};
 use ouroboros_core::steward::{Steward, StewardSettings};
 use ouroboros_core::store::{Durability, LocalStore};
 use ouroboros_core::{DataKeyPair, Engine, EngineConfig, EngineError, Erasure, Hash, NodeKeys, PutRequest, StoredBlob};
@@ -115,18 +117,21 @@ fn body(data: &[u8]) -> impl ouroboros_core::BodyStream // A
     futures::stream::iter(pieces)
 }
 
-async fn put(engine: &TestEngine, key: &str, data: &[u8]) -> StoredBlob // A
+async fn put<T: Transport, V: ClusterView>(engine: &Engine<T, V>, key: &str, data: &[u8]) -> StoredBlob // A
 {
     engine.put_object(PutRequest::new("bucket", key), body(data)).await.unwrap()
 }
 
-async fn read_all(engine: &TestEngine, key: &str) -> Result<Vec<u8>, EngineError> // A
+async fn read_all<T: Transport, V: ClusterView>(engine: &Engine<T, V>, key: &str) -> Result<Vec<u8>, EngineError> // A
 {
     let latest = engine.latest("bucket", key).await?.expect("object exists");
     read_range(engine, &latest, 0..u64::MAX).await
 }
 
-async fn read_range(engine: &TestEngine, blob: &StoredBlob, range: Range<u64>) -> Result<Vec<u8>, EngineError> // A
+/// The bytes read, or why not.
+type Read = Result<Vec<u8>, EngineError>;
+
+async fn read_range<T: Transport, V: ClusterView>(engine: &Engine<T, V>, blob: &StoredBlob, range: Range<u64>) -> Read // A
 {
     let pieces: Vec<Bytes> = engine.read(&blob.blob, range).try_collect().await?;
     Ok(pieces.concat())
@@ -235,6 +240,122 @@ async fn six_nodes_with_4_2_coding_survive_any_two_losses() // A
         message.contains(&chunk.to_hex()) || matches!(error, EngineError::ChunkNotFound(_)),
         "error must name the chunk: {message}"
     );
+}
+
+/// The transport of one node of a cluster whose slice stores to `slow`
+/// time out, as to a node too busy to answer, and whose calls fail once
+/// the node it serves has crashed, as a dead process sends nothing more.
+#[derive(Clone)]
+struct Unsteady {
+    cluster: MemoryCluster,
+    local: Hash,
+    slow: Hash,
+    crashed: Arc<std::sync::Mutex<BTreeSet<Hash>>>,
+}
+
+impl Transport for Unsteady {
+    fn call(&self, node: Hash, request: Request) -> Call // A
+    {
+        let crashed = self.crashed.lock().unwrap().contains(&self.local);
+        let slice = matches!(request, Request::PutSlice(_) | Request::PutHandedOffSlice(_));
+        if crashed || (slice && node == self.slow) {
+            let wait = if crashed { Duration::ZERO } else { Duration::from_millis(300) };
+            return Box::pin(async move {
+                tokio::time::sleep(wait).await;
+                Err(TransportError::Unreachable { node, cause: Unreachable::TimedOut })
+            });
+        }
+        self.cluster.call(node, request)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_acknowledged_only_once_every_slice_is_stored() // A
+{
+    // Seven nodes at 4+2; every slice sent to node 5 times out, so a
+    // chunk homed there is written only once its slice is handed off.
+    let plain = Cluster::new(7, EngineConfig { erasure: Some(Erasure::new(4, 2)), ..small_chunks() });
+    let crashed = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let engines: Vec<Engine<Unsteady, MemoryView>> = plain
+        .nodes
+        .iter()
+        .map(|id| {
+            let transport = Unsteady {
+                cluster: plain.transport.clone(),
+                local: *id,
+                slow: plain.nodes[5],
+                crashed: crashed.clone(),
+            };
+            let view = Arc::new(plain.transport.view(*id));
+            let config = EngineConfig { erasure: Some(Erasure::new(4, 2)), ..small_chunks() };
+            Engine::new(Arc::new(transport), view, test_keys(), config).unwrap()
+        })
+        .collect();
+    let objects: Vec<(String, Vec<u8>)> =
+        (0..3).map(|i| (format!("object-{i}"), random_bytes(1_500_000 + i * 1000, 900 + i as u64))).collect();
+    for (key, data) in &objects {
+        put(&engines[0], key, data).await;
+    }
+
+    // The writer dies the moment its last write is answered, and node 1
+    // with it: two losses, within the parity. Whatever the writer still
+    // had on its way dies with it.
+    crashed.lock().unwrap().insert(plain.nodes[0]);
+    plain.transport.set_down(plain.nodes[0], true);
+    plain.transport.set_down(plain.nodes[1], true);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for (key, data) in &objects {
+        let back = read_all(&engines[2], key).await.unwrap_or_else(|e| panic!("{key} after two losses: {e}"));
+        assert!(back == *data, "{key} read back differs");
+    }
+}
+
+/// Two writers racing on the same bytes leave replicas holding different
+/// sealings of one chunk, each with its own slices. A slice lost from the
+/// sealing a later replica holds is rebuilt by that replica, although an
+/// earlier one holds a manifest of the chunk (of the other sealing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_sealing_of_a_chunk_is_repaired_by_a_replica_that_holds_it() // A
+{
+    let cluster = Cluster::new(3, small_chunks());
+    let data = random_bytes(300_000, 77);
+    let stored = put(&cluster.engines[0], "raced", &data).await;
+    let store_of = |node: &Hash| cluster.transport.store(node).unwrap();
+    let layout = store_of(&cluster.nodes[0]).layout();
+    let (chunk, first) = stored
+        .blob
+        .chunks
+        .iter()
+        .find_map(|chunk| {
+            let replicas = layout.hash_replicas(&chunk.id).holding;
+            store_of(&replicas[0]).get_chunk(&chunk.id).unwrap().map(|manifest| (*chunk, manifest))
+        })
+        .expect("a chunk stored apart");
+    let replicas = layout.hash_replicas(&chunk.id).holding;
+    assert_eq!(replicas.len(), 3);
+
+    // Another writer's sealing of the same bytes, held by the last replica,
+    // its first slice lost.
+    let plain = data[chunk.offset as usize..chunk.offset as usize + chunk.len as usize].to_vec();
+    let params = SealParams { erasure: first.erasure, zstd_level: 1 };
+    let other = seal::seal_chunk(chunk.id, plain, params, &test_keys().recipients).unwrap();
+    assert_ne!(other.manifest.slices, first.slices);
+    let homes = placement::slice_homes(&chunk.id, other.slices.len(), &layout.placing_members());
+    for (index, slice) in other.slices.iter().enumerate().skip(1) {
+        store_of(&homes[index]).put_slice(slice, &chunk.id).unwrap();
+    }
+    store_of(&replicas[2]).put_chunk(&other.manifest).unwrap();
+
+    for engine in &cluster.engines {
+        engine.repair_chunks().await.unwrap();
+    }
+    for (sealing, slices) in [("the earlier replicas'", &first.slices), ("the last replica's", &other.manifest.slices)]
+    {
+        for (index, slice) in slices.iter().enumerate() {
+            let held = store_of(&homes[index]).holds_slices(&[*slice]).unwrap();
+            assert_eq!(held, vec![true], "slice {index} of {sealing} sealing is not at its home");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use ouroboros_core::anti_entropy::AntiEntropy;
+use ouroboros_core::cluster::ClusterView;
 use ouroboros_core::handoff::Handoff;
 use ouroboros_core::layout::{Layout, NodeState};
 use ouroboros_core::store::LocalStore;
@@ -226,8 +227,8 @@ impl Server {
                 let view = Arc::new(MembersView { members: self.node.members.clone(), store: self.node.store.clone() });
                 let transport = Arc::new(self.node.transport.clone());
                 let handoff = tokio::spawn(keep_hints_handed_over(Handoff::new(transport.clone(), view.clone())));
-                let syncer = AntiEntropy::new(transport, view);
-                (Some(handoff), Some(tokio::spawn(keep_replicas_in_step(syncer, self.sync_interval))))
+                let syncer = AntiEntropy::new(transport, view.clone());
+                (Some(handoff), Some(tokio::spawn(keep_replicas_in_step(syncer, view, self.sync_interval))))
             }
             None => (None, None),
         };
@@ -367,16 +368,30 @@ async fn keep_registers_in_sync(engine: NodeEngine, members: Arc<Members>, keys:
     }
 }
 
+/// Anti-entropy as a node of the network runs it.
+type Syncer = AntiEntropy<NetTransport, MembersView>;
+
 /// Compare this node's metadata partitions with their other replicas and
 /// exchange what differs, every sync interval (gateway and storage-only
-/// nodes alike).
-async fn keep_replicas_in_step(syncer: AntiEntropy<NetTransport, MembersView>, every: Duration) // A
+/// nodes alike), and within `LAYOUT_INTERVAL` of a new layout version: a
+/// node marked gone is replaced in its partitions' replica sets by nodes
+/// that hold nothing of them yet, and until filled they make a read
+/// quorum weaker.
+async fn keep_replicas_in_step(syncer: Syncer, view: Arc<MembersView>, every: Duration) // PA
 {
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval(every.min(LAYOUT_INTERVAL));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut synced_for = None;
+    let mut last_round: Option<Instant> = None;
     loop {
         tick.tick().await;
-        syncer.round().await;
+        let version = view.layout().version();
+        let due = last_round.is_none_or(|at| at.elapsed() >= every);
+        if due || synced_for != Some(version) {
+            synced_for = Some(version);
+            syncer.round().await;
+            last_round = Some(Instant::now());
+        }
     }
 }
 

@@ -9,10 +9,11 @@ use futures::stream::{self, Stream, StreamExt};
 
 use super::calls::Query;
 use super::{blocking, compute, join_errors, Engine, EngineError, EngineResult};
-use crate::cluster::{ClusterView, GetChunk, GetChunkList, GetSlice, Transport, TransportError};
+use crate::cluster::{ClusterView, GetChunk, GetChunkList, GetSlice, ShareLayout, Transport, TransportError};
 use crate::hash::Hash;
 use crate::keys::NodeKeys;
-use crate::model::{Blob, Chunk, ChunkList, ChunkRef, SealedSlice, SliceSeal};
+use crate::layout::Layout;
+use crate::model::{Blob, Chunk, ChunkList, ChunkRef, NodeId, SealedSlice, SliceSeal};
 use crate::placement;
 use crate::seal;
 use crate::store::LocalStore;
@@ -362,6 +363,26 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             }
         }
         if have < k {
+            // A writer or a move pass that knew of a node joining before
+            // this node did may have put slices there.
+            for node in self.nodes_known_elsewhere(&layout).await {
+                for &index in &usable {
+                    if have >= k {
+                        break;
+                    }
+                    let hash = manifest.slices[index];
+                    if slices[index].is_none() {
+                        if let Ok(Some(slice)) = self.transport.ask(node, GetSlice { hash }).await {
+                            if slice.hash == hash {
+                                slices[index] = Some(slice);
+                                have += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if have < k {
             // Too few slices within reach: the chunk is unavailable, not lost.
             return Err(EngineError::NoReplica { what: format!("{have} of the {k} slices of chunk {id}"), errors });
         }
@@ -369,5 +390,28 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             tracing::warn!(chunk = %id, errors = %join_errors(&errors), "slices missing, reading parity");
         }
         Ok(slices)
+    }
+
+    /// The nodes in service that `layout` does not know of, as the layouts
+    /// of the nodes it knows name them; this node's layout takes theirs in.
+    async fn nodes_known_elsewhere(&self, layout: &Layout) -> Vec<NodeId> // PA
+    {
+        let local = self.view.local_node();
+        let peers = layout.in_service().into_iter().filter(|node| *node != local && !self.view.is_down(*node));
+        let asks = peers.map(|node| self.transport.ask(node, ShareLayout { layout: layout.clone() }));
+        let mut merged = layout.clone();
+        for answer in futures::future::join_all(asks).await.into_iter().flatten() {
+            merged.merge(&answer);
+        }
+        let known = layout.in_service();
+        let learned: Vec<NodeId> = merged.in_service().into_iter().filter(|node| !known.contains(node)).collect();
+        if let (false, Some(store)) = (learned.is_empty(), self.transport.local_store(local)) {
+            match blocking(move || store.merge_layout(&merged)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "layout learned while reading not stored"),
+                Err(error) => tracing::warn!(%error, "layout learned while reading not stored"),
+            }
+        }
+        learned
     }
 }

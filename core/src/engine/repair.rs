@@ -7,7 +7,9 @@
 //! chunk's own key, so it comes out byte for byte as first sealed. The
 //! repairer is the first holding replica of the manifest, not seen down,
 //! that can open chunks (a gateway: storage-only nodes hold no key) and
-//! holds the manifest. A handed-off copy is removed only under the move
+//! holds a manifest of the same sealing: replicas may hold different
+//! sealings of one chunk (two writers raced), and each sealing's slices
+//! are kept whole, as a move pass waits on them. A handed-off copy is removed only under the move
 //! pass's rule against doubling a chunk up (`crate::homing`). A home
 //! seen down is left alone (its node may come back; once it is marked gone,
 //! the layout names another home).
@@ -25,11 +27,11 @@
 //! lost during a move so costs its chunks redundancy only until the next
 //! pass after it is marked gone, not until the move ends.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{compute, Engine, EngineResult};
 use crate::cluster::{
-    ClusterView, GetChunk, GetSlice, HoldsChunks, HoldsSlices, PutSlice, RemoveSlice, Transport, UnclaimedChunks,
+    ClusterView, GetChunk, GetSlice, HoldsSealings, HoldsSlices, PutSlice, RemoveSlice, Transport, UnclaimedChunks,
 };
 use crate::hash::Hash;
 use crate::homing::{Homing, SlicePlace};
@@ -39,6 +41,7 @@ use crate::pace::Pace;
 use crate::placement;
 use crate::seal;
 use crate::store::PassKind;
+use crate::sync;
 
 /// Chunks looked at per page.
 const PAGE: usize = 500;
@@ -130,12 +133,13 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             let page = self.ask_local(UnclaimedChunks { claimed_before: u64::MAX, after, max: PAGE }).await?;
             let Some(last) = page.last().copied() else { return Ok(()) };
             after = Some(last);
-            let mut manifests = Vec::new();
-            for id in self.repaired_here(layout, page).await {
+            let mut held = Vec::new();
+            for id in page {
                 if let Some(manifest) = self.ask_local(GetChunk { id }).await?.filter(|m| m.id == id) {
-                    manifests.push(manifest);
+                    held.push(manifest);
                 }
             }
+            let manifests = self.repaired_here(layout, held).await;
             pass.report.chunks_checked += manifests.len();
             self.repair_page(layout, manifests, pass).await;
             pass.pace.reached(&last);
@@ -145,38 +149,41 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         }
     }
 
-    /// The chunks of `held` (whose manifests this node holds) this node
-    /// repairs: those whose holding replicas ranked before it are all
-    /// seen down, unable to open chunks, or without a manifest (a replica
-    /// new to the partition). One question per earlier replica.
-    async fn repaired_here(&self, layout: &Layout, held: Vec<Hash>) -> Vec<Hash> // PA
+    /// The manifests of `held` (those this node holds) this node repairs:
+    /// those whose holding replicas ranked before it are all seen down,
+    /// unable to open chunks, or without a manifest of the same sealing (a
+    /// replica new to the partition, or one holding another writer's
+    /// sealing, which repairs its own). One question per earlier replica.
+    async fn repaired_here(&self, layout: &Layout, held: Vec<Chunk>) -> Vec<Chunk> // PA
     {
         let local = self.view.local_node();
-        let mut asked: BTreeMap<NodeId, Vec<Hash>> = BTreeMap::new();
+        if !self.view.opens_chunks(local) {
+            return Vec::new();
+        }
+        let mut asked: BTreeMap<NodeId, Vec<(Hash, Hash)>> = BTreeMap::new();
         let mut mine = Vec::new();
-        for id in held {
-            let replicas = layout.hash_replicas(&id).holding;
+        for manifest in held {
+            let replicas = layout.hash_replicas(&manifest.id).holding;
             let Some(position) = replicas.iter().position(|node| *node == local) else { continue };
-            if !self.view.opens_chunks(local) {
-                continue;
-            }
+            let sealing = (manifest.id, sync::sealing_digest(&manifest));
             let earlier =
                 replicas[..position].iter().filter(|n| !self.view.is_down(**n) && self.view.opens_chunks(**n));
             for node in earlier {
-                asked.entry(*node).or_default().push(id);
+                asked.entry(*node).or_default().push(sealing);
             }
-            mine.push(id);
+            mine.push((sealing, manifest));
         }
-        let mut taken: std::collections::HashSet<Hash> = std::collections::HashSet::new();
-        for (node, ids) in asked {
-            match self.transport.ask(node, HoldsChunks { ids: ids.clone() }).await {
-                Ok(held) => taken.extend(ids.iter().zip(held).filter(|(_, held)| *held).map(|(id, _)| *id)),
+        let mut taken: BTreeSet<(Hash, Hash)> = BTreeSet::new();
+        for (node, sealings) in asked {
+            match self.transport.ask(node, HoldsSealings { sealings: sealings.clone() }).await {
+                Ok(held) => {
+                    taken.extend(sealings.iter().zip(held).filter(|(_, held)| *held).map(|(sealing, _)| *sealing))
+                }
                 // It did not answer: it may still repair them; leave them to it.
-                Err(_) => taken.extend(ids),
+                Err(_) => taken.extend(sealings),
             }
         }
-        mine.retain(|id| !taken.contains(id));
-        mine
+        mine.into_iter().filter(|(sealing, _)| !taken.contains(sealing)).map(|(_, manifest)| manifest).collect()
     }
 
     /// Ask every home about the slices of a page of chunks at once (one

@@ -11,7 +11,7 @@ use futures::FutureExt;
 use md5::{Digest, Md5};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-use super::calls::{keep_hints, Acks, Query, Wait, WriteQuorum};
+use super::calls::{Acks, Query, Wait, WriteQuorum};
 use super::{
     blocking, compute, stitch, BlobContent, BodyKind, BodyStream, BodyTap, Engine, EngineError, EngineResult, PartLead,
     PartOf, PutRequest, StoredBlob, WrittenBody,
@@ -25,7 +25,6 @@ use crate::cluster::{
 use crate::codec;
 use crate::compute::Stage;
 use crate::hash::Hash;
-use crate::hints::Hinted;
 use crate::keys::NodeKeys;
 use crate::layout::Layout;
 use crate::model::{
@@ -44,9 +43,6 @@ struct Outgoing {
     homes: Vec<NodeId>,
     /// The nodes a slice may be handed off to.
     members: Vec<Member>,
-    /// Where a slice no node took is kept, as a hint for its home: this
-    /// node's store.
-    hints: Option<Arc<LocalStore>>,
 }
 
 impl Outgoing {
@@ -63,15 +59,6 @@ impl Outgoing {
             }
             _ => transport.ask(node, PutSlice { chunk, slice }).await,
         }
-    }
-
-    /// No node took `slice` (the write may still have its quorum): keep
-    /// the slice itself for its home, rather than leave it to repair.
-    fn stored_nowhere(&self, index: usize, slice: SealedSlice) // PA
-    {
-        let (Some(home), Some(store)) = (self.homes.get(index).copied(), &self.hints) else { return };
-        let put = PutSlice { chunk: self.chunk, slice };
-        keep_hints(store.clone(), vec![home], Hinted::Write(put.into()));
     }
 }
 
@@ -665,12 +652,12 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             slices: sealed.slices.iter().map(|slice| slice.hash).collect(),
             homes,
             members,
-            hints: self.transport.local_store(local),
         });
         let calls = sealed.slices.into_iter().enumerate().map(|(index, slice)| self.put_slice(&outgoing, index, slice));
-        // Durable once k+1 slices are down (all of them when there is no parity);
-        // missing ones are rebuilt by repair.
-        let needed = (erasure.data as usize + 1).min(erasure.total());
+        // Acknowledged only once every slice is stored, at its home or with
+        // a node that keeps it for its home: with any slice still on its
+        // way, losing this node and m-1 others could leave fewer than k.
+        let needed = erasure.total();
         let quorum = WriteQuorum { what: format!("slices of chunk {id}"), needed, wait: Wait::ForQuorum };
         self.expect_acks(quorum, calls).await?;
 
@@ -701,7 +688,6 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
                     Err(error) => last = Some(error),
                 }
             }
-            outgoing.stored_nowhere(index, slice);
             Err(last.unwrap_or(TransportError::Unreachable { node: NodeId::default(), cause: Unreachable::NoTaker }))
         }
         .boxed()
