@@ -9,8 +9,9 @@
 //! that can open chunks (a gateway: storage-only nodes hold no key) and
 //! holds a manifest of the same sealing: replicas may hold different
 //! sealings of one chunk (two writers raced), and each sealing's slices
-//! are kept whole, as a move pass waits on them. A handed-off copy is removed only under the move
-//! pass's rule against doubling a chunk up (`crate::homing`). A home
+//! are kept whole, as a move pass waits on them. A handed-off copy is
+//! removed only under the move pass's rule against doubling a chunk up
+//! (`crate::homing`). A home
 //! seen down is left alone (its node may come back; once it is marked gone,
 //! the layout names another home).
 //!
