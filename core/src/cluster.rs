@@ -197,7 +197,9 @@ messages! {
     OfferChunk { chunk: Chunk } -> bool;
     /// Whether the receiver holds each of these slices.
     HoldsSlices { hashes: Vec<Hash> } -> Vec<bool>;
-    /// Whether the receiver holds a manifest of each of these chunks.
+    /// Whether the receiver holds a manifest of each of these chunks. No
+    /// longer sent since `HoldsSealings` (version 8); kept so the messages
+    /// after it keep their places in the format.
     HoldsChunks { ids: Vec<Hash> } -> Vec<bool>;
     /// Start a scrub of the receiver's slices now; false when one is
     /// under way already.
