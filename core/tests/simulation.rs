@@ -1277,12 +1277,23 @@ fn a_schedule_replays_message_for_message_from_its_seed() // A
 /// and before its slice of a chunk was rebuilt the move pass took another
 /// slice of that chunk to node 4, already home to one (five nodes for six
 /// slices); node 4 lost next took two, leaving three of the four needed.
+/// 142: a reader did not know a joining node a writer had handed slices
+/// to. 26027: a second sealing of a chunk had no repairer. 41130: a drain
+/// that left two nodes for three slices never ended, each copy of a slice
+/// kept as if its home's second slice were on its way.
 #[test]
 fn the_seeds_that_failed_once_pass() // A
 {
     let overlapping = Kind { overlap: true, lossy: false };
     let both = Kind { overlap: true, lossy: true };
-    let schedules = [(9093, overlapping), (9055, overlapping), (26015, both), (142, Kind::of_seed(142)), (26027, both)];
+    let schedules = [
+        (9093, overlapping),
+        (9055, overlapping),
+        (26015, both),
+        (142, Kind::of_seed(142)),
+        (26027, both),
+        (41130, Kind::of_seed(41130)),
+    ];
     for ((seed, _), (outcome, trace)) in schedules.iter().zip(replay_schedules(&schedules, 2)) {
         assert!(outcome.is_ok(), "seed {seed} ({trace:?}): {outcome:?}");
     }

@@ -37,7 +37,7 @@ pub struct GossipTiming {
     pub probe_rtt: Duration,
     /// How long a suspected node has to refute before it is declared down.
     pub suspect_to_down_after: Duration,
-    /// How often a node that sees no one alive announces to its seeds again.
+    /// How often a node announces again to the seeds it does not see alive.
     pub rejoin_every: Duration,
 }
 
@@ -236,21 +236,7 @@ impl GossipTask {
                         }
                     }
                 }
-                _ = rejoin.tick() => {
-                    // Nobody alive but us: announce to the seeds again (foca
-                    // #15), and to every member known from before a restart,
-                    // so a node started without --join finds its cluster too.
-                    if self.foca.num_members() == 0 {
-                        let mut targets = resolve(&self.seeds).await;
-                        let local = self.foca.identity().clone();
-                        targets.extend(self.members.snapshot().into_iter().map(|m| m.peer.addr));
-                        targets.sort();
-                        targets.dedup();
-                        for addr in targets.into_iter().filter(|a| *a != local.addr && !a.ip().is_unspecified()) {
-                            let _ = self.foca.announce(Peer::seed(addr), &mut self.runtime);
-                        }
-                    }
-                }
+                _ = rejoin.tick() => self.announce_to_the_unseen().await,
                 command = commands.recv() => match command {
                     Some(Command::Leave(done)) => {
                         self.leaving = true;
@@ -265,6 +251,32 @@ impl GossipTask {
                 },
             }
             self.drain().await;
+        }
+    }
+
+    /// Announce again to every seed not seen alive, and, when nobody is
+    /// alive but us, to every member known from before a restart (foca
+    /// #15). Nodes that started while a shared seed was not up yet, and so
+    /// found only each other, thereby merge with the seed's group once it
+    /// is up, and a node started without --join finds its cluster too.
+    async fn announce_to_the_unseen(&mut self) // PA
+    {
+        let mut targets = resolve(&self.seeds).await;
+        let seen: Vec<SocketAddr> = self
+            .foca
+            .iter_membership_state()
+            .filter(|member| member.state() != foca::State::Down)
+            .map(|member| member.id().addr)
+            .collect();
+        targets.retain(|addr| !seen.contains(addr));
+        if self.foca.num_members() == 0 {
+            targets.extend(self.members.snapshot().into_iter().map(|m| m.peer.addr));
+        }
+        targets.sort();
+        targets.dedup();
+        let local = self.foca.identity().addr;
+        for addr in targets.into_iter().filter(|a| *a != local && !a.ip().is_unspecified()) {
+            let _ = self.foca.announce(Peer::seed(addr), &mut self.runtime);
         }
     }
 

@@ -290,6 +290,28 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_that_started_before_their_seed_merge_with_it_once_it_is_up() // A
+    {
+        // The seed's address is taken, but nothing listens on it yet: B and
+        // C, both told to join through it, find only each other (C also
+        // knows B), as compose nodes do when node 1 starts last.
+        let secret = rand::random();
+        let seed_addr = free_addr();
+        let b = node(secret, &[seed_addr]).await;
+        let c = node(secret, &[seed_addr, b.addr]).await;
+        until("B and C see each other", || b.cluster().members.alive() == 2 && c.cluster().members.alive() == 2).await;
+
+        // The seed starts with no --join of its own. Nobody else announces
+        // to it unless B and C keep trying the seed they do not see.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seed =
+            TestNode { cluster: Some(start(dir.path(), seed_addr, secret, &[]).await), dir, addr: seed_addr, secret };
+        for n in [&seed, &b, &c] {
+            until("every node sees three alive", || n.cluster().members.alive() == 3).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_outsider_cannot_join_or_call_and_garbage_is_dropped() // A
     {
         let a = node(rand::random(), &[]).await;
