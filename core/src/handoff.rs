@@ -172,7 +172,10 @@ impl<T: Transport, V: ClusterView> Handoff<T, V> {
         if self.view.is_down(holder) {
             return Outcome::Later;
         }
-        // A hint does not carry the chunk's coding (`SlicePlace::data`).
+        // A hint does not carry the chunk's coding (`SlicePlace::data`): in
+        // a cluster smaller than the chunk's slices, a home holding another
+        // slice keeps this one waiting while any slice of the chunk is
+        // missing at its home.
         let place = SlicePlace { chunk, slices: &slices, index, homes: &homes, data: None };
         match homing.home_doubles_up(&place).await {
             Ok(false) => {}

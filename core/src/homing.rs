@@ -87,10 +87,12 @@ impl<'a, T: Transport> Homing<'a, T> {
     /// while their own homes were away. A slice on its way that its own
     /// home lacks is copied there from the home first, so nothing waits on
     /// another node's pass. With fewer nodes than the chunk has slices,
-    /// the layout itself makes a home home to two of them; where `data` is
-    /// known, a home that holds its other one counts as doubled up too
-    /// while the copy alone would keep the chunk readable without the home
-    /// (a slice homed elsewhere lost with a node and not rebuilt yet).
+    /// the layout itself makes a home home to two of them; a home that
+    /// holds its other one counts as doubled up too while a slice homed
+    /// elsewhere is missing (lost with a node and not rebuilt yet): where
+    /// `data` is known, while the copy alone would keep the chunk readable
+    /// without the home; where it is not (a hint's hand-off), as long as
+    /// any is missing, until repair has rebuilt it.
     /// Unknown counts as yes: keeping a copy is always safe. An error only
     /// when the home itself did not answer, so that a caller with more for
     /// that home can leave it for later.
@@ -139,7 +141,9 @@ impl<'a, T: Transport> Homing<'a, T> {
         // home costs the chunk both; while a slice homed elsewhere is
         // missing (its node lost and not rebuilt yet), the copy stays
         // where it is if it alone would keep the chunk readable then.
-        let Some(data) = place.data.filter(|_| !shared.is_empty()) else { return Ok(false) };
+        if shared.is_empty() {
+            return Ok(false);
+        }
         let hashes: Vec<Hash> = shared.iter().map(|position| place.slices[*position]).collect();
         match self.ask(home, HoldsSlices { hashes }).await {
             Ok(held) if !held.contains(&true) => Ok(false),
@@ -148,7 +152,13 @@ impl<'a, T: Transport> Homing<'a, T> {
                 // With every slice homed elsewhere at its home, the home's
                 // two slices are the layout's doing, not a move under way.
                 let missing = held < passing.len();
-                Ok(missing && held < data && held + unknown + 1 >= data)
+                Ok(match place.data {
+                    Some(data) => missing && held < data && held + unknown + 1 >= data,
+                    // Without k, whether the copy is needed cannot be told;
+                    // repair (which knows k) rebuilds what is missing, and
+                    // the copy goes on a later pass.
+                    None => missing,
+                })
             }
             Err(error) if error.unreachable_node().is_some() => Err(error),
             Err(_) => Ok(true),

@@ -15,7 +15,7 @@ use ouroboros_core::chunker::ChunkerConfig;
 use ouroboros_core::cluster::{Call, ClusterView, Request, Transport, TransportError, Unreachable};
 use ouroboros_core::engine::RepairReport;
 use ouroboros_core::handoff::HandoffReport;
-use ouroboros_core::hints::{HandedOffSlice, Hinted};
+use ouroboros_core::hints::{HandedOffSlice, HeldSlice, Hinted};
 use ouroboros_core::layout::{Layout, NodeState, Place};
 use ouroboros_core::memory::{MemoryCluster, MemoryView};
 use ouroboros_core::placement;
@@ -869,7 +869,12 @@ async fn a_freed_manifest_never_comes_back_through_anti_entropy() // A
 /// still on its way to its blob. Each sweeper drops its copy and the free
 /// stops at the others' claims; once it is withdrawn, no tombstone
 /// spreads, every replica holds every manifest again, and a later pass,
-/// past the claims, frees them all.
+/// past the claims, frees them all. Passes in between, whose cutoff is
+/// still before the claims, leave the chunks alone: trying again would
+/// drop each sweeper's copy for anti-entropy to bring back, pass after
+/// pass, and the replicas would never be seen in step (a compose cluster
+/// whose cut-off node failed a write, and so kept an unreferenced claimed
+/// chunk, never healed that way).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_free_refused_by_a_claim_leaves_no_tombstone_to_spread() // A
 {
@@ -895,6 +900,13 @@ async fn a_free_refused_by_a_claim_leaves_no_tombstone_to_spread() // A
     for (index, node) in cluster.nodes.iter().enumerate() {
         let held = doomed.blob.chunks.iter().filter(|c| store(node).get_chunk(&c.id).unwrap().is_some()).count();
         assert_eq!(held, doomed.blob.chunks.len(), "node {index} lost manifests to a free that was refused");
+    }
+    for _ in 0..3 {
+        assert_eq!(collect_everywhere(&cluster, cutoff).await, 0, "chunks claimed after the cutoff were freed");
+        for (index, node) in cluster.nodes.iter().enumerate() {
+            let held = doomed.blob.chunks.iter().filter(|c| store(node).get_chunk(&c.id).unwrap().is_some()).count();
+            assert_eq!(held, doomed.blob.chunks.len(), "node {index}: a refused free was tried again and dropped");
+        }
     }
     let mut freed = 0;
     for engine in &cluster.engines {
@@ -1986,6 +1998,97 @@ async fn a_drain_that_leaves_fewer_nodes_than_slices_ends() // A
     for (key, data) in &objects {
         let read = read_all(&cluster.engines[1], key).await;
         assert_eq!(read.as_deref().ok(), Some(data.as_slice()), "{key} with the drained node stopped: {read:?}");
+    }
+}
+
+/// A slice held for a home that the layout, with fewer nodes than the
+/// chunk's slices, also makes home to another of its slices: the hand-off
+/// does not know the chunk's k, so while a slice homed elsewhere is
+/// missing (lost and not rebuilt yet) the copy stays where it is, and
+/// losing the home then costs the chunk one slice, not two. Four nodes at
+/// 2+2, one gone: three nodes for four slices. Each chunk gets a handed-off
+/// copy for its doubled home and loses a slice elsewhere; after a hand-off
+/// pass, any one node down reads everything (taken home at once, as before,
+/// the doubled home down left one slice of two). Once repair has rebuilt
+/// the lost slices, the next pass takes the copies home.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_off_slice_waits_while_its_home_would_hold_two_of_a_short_chunk() // A
+{
+    let cluster = Cluster::new(4, small_chunks());
+    let mut objects = Vec::new();
+    for i in 0..6u64 {
+        let (key, data) = (format!("object-{i}"), random_bytes(40_000 + i as usize * 60_000, 7300 + i));
+        put(&cluster.engines[(i % 4) as usize], &key, &data).await;
+        objects.push((key, data));
+    }
+    settle_slice_writes(&cluster).await;
+    let gone = cluster.nodes[3];
+    cluster.transport.set_down(gone, true);
+    let survivors: Vec<Hash> = cluster.nodes[..3].to_vec();
+    steward_of(&cluster, survivors[0], Duration::ZERO).tend(&survivors).await;
+    for node in &survivors {
+        tend_and_move(&steward_of(&cluster, *node, Duration::from_secs(3600)), &survivors).await;
+        AntiEntropy::new(Arc::new(cluster.transport.clone()), Arc::new(cluster.transport.view(*node))).round().await;
+    }
+    for _ in 0..3 {
+        repair_everywhere(&cluster, &[gone]).await;
+    }
+    assert_eq!(misplaced_slices(&cluster, &survivors), 0, "the three left are short of slices after the gone mark");
+
+    let store = |node: &Hash| cluster.transport.store(node).expect("store");
+    let held_on = |node: &Hash, slice: &Hash| store(node).holds_slices(&[*slice]).expect("holds")[0];
+    let placing = store(&survivors[0]).layout().placing_members();
+    let mut manifests = BTreeMap::new();
+    for node in &survivors {
+        for id in store(node).unclaimed_chunks(u64::MAX, None, usize::MAX).expect("chunks") {
+            manifests.insert(id, store(node).get_chunk(&id).expect("manifest").expect("listed"));
+        }
+    }
+    // Per chunk: the copy for the doubled home, and where it is held.
+    let mut copies = Vec::new();
+    for (id, manifest) in &manifests {
+        assert_eq!(manifest.slices.len(), 4, "chunk {id} is not 2+2");
+        let homes = placement::slice_homes(id, 4, &placing);
+        let doubled = *survivors.iter().find(|n| homes.iter().filter(|h| h == n).count() == 2).expect("a doubled home");
+        let on_doubled: Vec<usize> = (0..4).filter(|p| homes[*p] == doubled).collect();
+        let elsewhere: Vec<usize> = (0..4).filter(|p| homes[*p] != doubled).collect();
+        let (copied, lost) = (on_doubled[0], elsewhere[0]);
+        let holder = homes[lost];
+        let slice = store(&doubled).get_slice(&manifest.slices[copied]).unwrap().expect("the home's slice");
+        let hint = HeldSlice { chunk: *id, slices: manifest.slices.clone(), index: copied as u32 };
+        store(&holder).put_handed_off_slice(&slice, hint, doubled).unwrap();
+        store(&doubled).remove_slice(&manifest.slices[copied]).unwrap();
+        store(&holder).remove_slice(&manifest.slices[lost]).unwrap();
+        copies.push((*id, manifest.slices[copied], doubled, holder));
+    }
+    assert!(!copies.is_empty());
+
+    let report = hand_off_everywhere(&cluster).await;
+    assert_eq!(report.handed, 0, "copies taken home while their chunk was short: {report:?}");
+    for (chunk, slice, doubled, holder) in &copies {
+        assert!(held_on(holder, slice), "chunk {chunk}: the copy left while a slice elsewhere was missing");
+        assert!(!held_on(doubled, slice), "chunk {chunk}: the home holds both");
+    }
+    for down in &survivors {
+        cluster.transport.set_down(*down, true);
+        let reader = survivors.iter().position(|n| n != down).expect("a reader");
+        for (key, data) in &objects {
+            let read = read_all(&cluster.engines[reader], key).await;
+            assert_eq!(read.as_deref().ok(), Some(data.as_slice()), "{key} with node {down} down: {read:?}");
+        }
+        cluster.transport.set_down(*down, false);
+    }
+
+    // Repair rebuilds the lost slices (taking the copies home where it may);
+    // the hand-off takes the rest, and every slice is at its home alone.
+    for _ in 0..3 {
+        repair_everywhere(&cluster, &[gone]).await;
+        hand_off_everywhere(&cluster).await;
+    }
+    assert_eq!(misplaced_slices(&cluster, &survivors), 0, "slices not at their homes after repair and hand-off");
+    assert!(slice_hints(&cluster).is_empty(), "hints left: {:?}", slice_hints(&cluster));
+    for (chunk, slice, doubled, holder) in &copies {
+        assert!(held_on(doubled, slice) && !held_on(holder, slice), "chunk {chunk}: the copy did not go home");
     }
 }
 

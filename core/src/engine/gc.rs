@@ -14,9 +14,11 @@
 //! quorum holds its manifest, and checks the slices of one that came from
 //! another node, so a stale manifest is never enough to reuse a chunk
 //! whose slices are gone; readers pass over a manifest whose slices cannot
-//! be found.
+//! be found. A free that a replica refused is not tried again until the
+//! claim that refused it is older than the cutoff (`RefusedFrees`).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
 
 use super::calls::{keep_hints, partitions_without_quorum, Query};
 use super::{Engine, EngineResult, GcReport};
@@ -53,12 +55,17 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let mut after = None;
         // Whether the answering members are in step, asked once a pass.
         let mut in_step = None;
+        self.refused_frees.forget_before(claimed_before);
         loop {
             let unclaimed = UnclaimedChunks { claimed_before, after, max: 1000 };
             let page = self.ask_local(unclaimed).await?;
             let Some(last) = page.last().copied() else { break };
             after = Some(last);
-            let mine: Vec<Hash> = page.into_iter().filter(|id| self.sweeper_of(id, &layout) == Some(local)).collect();
+            let mut mine: Vec<Hash> =
+                page.into_iter().filter(|id| self.sweeper_of(id, &layout) == Some(local)).collect();
+            let before = mine.len();
+            mine.retain(|id| !self.refused_frees.holds(id));
+            report.chunks_kept += before - mine.len();
             if mine.is_empty() {
                 continue;
             }
@@ -203,6 +210,9 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         // published once the free reached its quorum with no replica
         // refusing, withdrawn otherwise. A replica out of reach gets a hint
         // either way.
+        if refused {
+            self.refused_frees.record(*id, self.world.now_nanos());
+        }
         let freed = !refused && dropped >= needed && manifest.is_some();
         let settle = SettleFree { id: *id, sealing, claimed_before, freed: freed.then(|| self.world.now_nanos()) };
         let published = self.settle_free(&replicas, settle).await;
@@ -244,6 +254,40 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
             keep_hints(store, away, Hinted::Write(settle.into()));
         }
         answers.iter().filter(|answer| answer.is_ok()).count()
+    }
+}
+
+/// Chunks whose free a replica refused (a claim, or another sealing), by
+/// when the sweeper was refused. Trying again at once would drop the
+/// manifest again on the replicas without the claim (a manifest that came
+/// by anti-entropy counts as never claimed), only for anti-entropy to bring
+/// it back: every pass would churn the manifest, and the replicas' trees
+/// would never be seen in step, until the claim ages past the cutoff. So a
+/// refused chunk waits until the cutoff passes the refusal, when any claim
+/// that refused it is older than the cutoff too. Kept in memory: a sweeper
+/// that restarts tries each once more.
+#[derive(Default)]
+pub(super) struct RefusedFrees {
+    refused_at: Mutex<HashMap<Hash, u64>>,
+}
+
+impl RefusedFrees {
+    fn record(&self, chunk: Hash, at: u64) // PA
+    {
+        self.refused_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(chunk, at);
+    }
+
+    /// Whether a free of `chunk` was refused after the current cutoff.
+    fn holds(&self, chunk: &Hash) -> bool // PA
+    {
+        self.refused_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains_key(chunk)
+    }
+
+    /// Drop the refusals the cutoff `claimed_before` has passed.
+    fn forget_before(&self, claimed_before: u64) // PA
+    {
+        let mut refused = self.refused_at.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        refused.retain(|_, at| *at >= claimed_before);
     }
 }
 

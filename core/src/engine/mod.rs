@@ -289,6 +289,7 @@ pub struct Engine<T, V> {
     write_permits: Arc<Semaphore>,
     read_permits: Arc<Semaphore>,
     junctions: Arc<stitch::Junctions>,
+    refused_frees: Arc<gc::RefusedFrees>,
     world: World,
 }
 
@@ -303,6 +304,7 @@ impl<T, V> Clone for Engine<T, V> {
             write_permits: self.write_permits.clone(),
             read_permits: self.read_permits.clone(),
             junctions: self.junctions.clone(),
+            refused_frees: self.refused_frees.clone(),
             world: self.world.clone(),
         }
     }
@@ -347,7 +349,18 @@ impl<T: Transport, V: ClusterView> Engine<T, V> {
         let read_permits = Arc::new(Semaphore::new(config.node_read_chunks.max(1)));
         let (keys, config) = (Arc::new(keys), Arc::new(config));
         let junctions = Arc::new(stitch::Junctions::new());
-        Ok(Engine { transport, view, keys, config, write_permits, read_permits, junctions, world: World::real() })
+        let refused_frees = Arc::new(gc::RefusedFrees::default());
+        Ok(Engine {
+            transport,
+            view,
+            keys,
+            config,
+            write_permits,
+            read_permits,
+            junctions,
+            refused_frees,
+            world: World::real(),
+        })
     }
 
     /// The same engine on another clock and random source.
