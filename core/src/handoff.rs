@@ -18,7 +18,7 @@ use std::sync::Arc;
 use crate::cluster::{ClusterView, GetSlice, PutSlice, RemoveSlice, Request, Transport, TransportError};
 use crate::hash::Hash;
 use crate::hints::{HandedOffSlice, Hinted};
-use crate::homing::{Homing, SlicePlace};
+use crate::homing::{Found, Homing, SlicePlace};
 use crate::model::NodeId;
 use crate::placement;
 use crate::store::{blocking, LocalStore, StoreResult};
@@ -172,11 +172,20 @@ impl<T: Transport, V: ClusterView> Handoff<T, V> {
         if self.view.is_down(holder) {
             return Outcome::Later;
         }
-        // A hint does not carry the chunk's coding (`SlicePlace::data`): in
-        // a cluster smaller than the chunk's slices, a home holding another
-        // slice keeps this one waiting while any slice of the chunk is
-        // missing at its home.
-        let place = SlicePlace { chunk, slices: &slices, index, homes: &homes, data: None };
+        // A hint does not carry the chunk's coding (`SlicePlace::data`). In
+        // a cluster smaller than the chunk's slices, where the home is home
+        // to another slice too, the manifest tells it. A chunk no replica
+        // lists (a write cut short) holds nothing acknowledged: its copy
+        // goes home, or would wait for garbage collection.
+        let data = match homes.iter().filter(|other| **other == home).count() > 1 {
+            false => None,
+            true => match homing.find_manifest(&layout.hash_replicas(&chunk).all(), chunk).await {
+                Found::Manifest(manifest) => Some(manifest.erasure.data as usize),
+                Found::Nowhere => None,
+                Found::Unknown => return Outcome::Later,
+            },
+        };
+        let place = SlicePlace { chunk, slices: &slices, index, homes: &homes, data };
         match homing.home_doubles_up(&place).await {
             Ok(false) => {}
             Ok(true) => return Outcome::Later,

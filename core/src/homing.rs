@@ -12,9 +12,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use crate::cluster::{GetSlice, HoldsSlices, Message, PutSlice, Transport, TransportError, Unreachable};
+use crate::cluster::{GetChunk, GetSlice, HoldsSlices, Message, PutSlice, Transport, TransportError, Unreachable};
 use crate::hash::Hash;
-use crate::model::NodeId;
+use crate::model::{Chunk, NodeId};
 use crate::store::{blocking, LocalStore};
 
 /// A slice's place among its chunk's: the chunk, its slices in position
@@ -26,6 +26,15 @@ pub struct SlicePlace<'a> {
     pub index: usize,
     pub homes: &'a [NodeId],
     pub data: Option<usize>,
+}
+
+/// What the replicas said about a chunk's manifest.
+pub enum Found {
+    Manifest(Chunk),
+    /// Every replica answered without one.
+    Nowhere,
+    /// Some replica did not answer.
+    Unknown,
 }
 
 /// The node doing the moving, for one pass (a page or batch of its work):
@@ -47,6 +56,31 @@ impl<'a, T: Transport> Homing<'a, T> {
     fn unreachable(&self) -> std::sync::MutexGuard<'_, BTreeSet<NodeId>> // A
     {
         self.unreachable.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A chunk's manifest: this node's, or the first of `replicas` that has
+    /// one.
+    pub async fn find_manifest(&self, replicas: &[NodeId], chunk: Hash) -> Found // PA
+    {
+        if let Some(store) = self.store {
+            let store = store.clone();
+            if let Ok(Ok(Some(manifest))) = blocking(move || store.get_chunk(&chunk)).await {
+                return Found::Manifest(manifest);
+            }
+        }
+        let mut all_answered = true;
+        for node in replicas {
+            match self.transport.ask(*node, GetChunk { id: chunk }).await {
+                Ok(Some(manifest)) if manifest.id == chunk => return Found::Manifest(manifest),
+                Ok(_) => {}
+                Err(_) => all_answered = false,
+            }
+        }
+        if all_answered {
+            Found::Nowhere
+        } else {
+            Found::Unknown
+        }
     }
 
     /// Whether `node` did not answer earlier in this pass.
@@ -87,12 +121,12 @@ impl<'a, T: Transport> Homing<'a, T> {
     /// while their own homes were away. A slice on its way that its own
     /// home lacks is copied there from the home first, so nothing waits on
     /// another node's pass. With fewer nodes than the chunk has slices,
-    /// the layout itself makes a home home to two of them; a home that
-    /// holds its other one counts as doubled up too while a slice homed
-    /// elsewhere is missing (lost with a node and not rebuilt yet): where
-    /// `data` is known, while the copy alone would keep the chunk readable
-    /// without the home; where it is not (a hint's hand-off), as long as
-    /// any is missing, until repair has rebuilt it.
+    /// the layout itself makes a home home to two of them; where `data` is
+    /// known, a home that holds its other one counts as doubled up too
+    /// while the copy alone would keep the chunk readable without the home
+    /// (a slice homed elsewhere lost with a node and not rebuilt yet).
+    /// Callers that take a slice home in a cluster smaller than its chunk's
+    /// slices pass `data`: without it the copy always goes.
     /// Unknown counts as yes: keeping a copy is always safe. An error only
     /// when the home itself did not answer, so that a caller with more for
     /// that home can leave it for later.
@@ -141,9 +175,7 @@ impl<'a, T: Transport> Homing<'a, T> {
         // home costs the chunk both; while a slice homed elsewhere is
         // missing (its node lost and not rebuilt yet), the copy stays
         // where it is if it alone would keep the chunk readable then.
-        if shared.is_empty() {
-            return Ok(false);
-        }
+        let Some(data) = place.data.filter(|_| !shared.is_empty()) else { return Ok(false) };
         let hashes: Vec<Hash> = shared.iter().map(|position| place.slices[*position]).collect();
         match self.ask(home, HoldsSlices { hashes }).await {
             Ok(held) if !held.contains(&true) => Ok(false),
@@ -152,13 +184,7 @@ impl<'a, T: Transport> Homing<'a, T> {
                 // With every slice homed elsewhere at its home, the home's
                 // two slices are the layout's doing, not a move under way.
                 let missing = held < passing.len();
-                Ok(match place.data {
-                    Some(data) => missing && held < data && held + unknown + 1 >= data,
-                    // Without k, whether the copy is needed cannot be told;
-                    // repair (which knows k) rebuilds what is missing, and
-                    // the copy goes on a later pass.
-                    None => missing,
-                })
+                Ok(missing && held < data && held + unknown + 1 >= data)
             }
             Err(error) if error.unreachable_node().is_some() => Err(error),
             Err(_) => Ok(true),

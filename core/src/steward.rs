@@ -26,11 +26,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::anti_entropy::{AntiEntropy, SyncReport};
-use crate::cluster::{ClusterView, GetChunk, OfferChunk, PutSlice, ShareLayout, Transport};
+use crate::cluster::{ClusterView, OfferChunk, PutSlice, ShareLayout, Transport};
 use crate::hash::Hash;
-use crate::homing::{Homing, SlicePlace};
+use crate::homing::{Found, Homing, SlicePlace};
 use crate::layout::{Layout, NodeState, Place};
-use crate::model::{Chunk, NodeId};
+use crate::model::NodeId;
 use crate::pace::Pace;
 use crate::placement;
 use crate::store::{blocking, LocalStore, PassKind, StoreResult};
@@ -418,7 +418,7 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
             after = Some(last_slice);
             for (slice, chunk) in page {
                 if let std::collections::hash_map::Entry::Vacant(entry) = manifests.entry(chunk) {
-                    entry.insert(self.find_manifest(layout, chunk).await);
+                    entry.insert(homing.find_manifest(&layout.hash_replicas(&chunk).all(), chunk).await);
                 }
                 let manifest = match manifests.get(&chunk) {
                     Some(Found::Manifest(manifest)) => manifest,
@@ -478,37 +478,6 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
         }
         Ok(())
     }
-
-    /// A chunk's manifest: this node's, or the first replica's that has one.
-    async fn find_manifest(&self, layout: &Layout, chunk: Hash) -> Found // PA
-    {
-        let store = self.store.clone();
-        if let Ok(Ok(Some(manifest))) = blocking(move || store.get_chunk(&chunk)).await {
-            return Found::Manifest(manifest);
-        }
-        let mut all_answered = true;
-        for node in layout.hash_replicas(&chunk).all() {
-            match self.transport.ask(node, GetChunk { id: chunk }).await {
-                Ok(Some(manifest)) if manifest.id == chunk => return Found::Manifest(manifest),
-                Ok(_) => {}
-                Err(_) => all_answered = false,
-            }
-        }
-        if all_answered {
-            Found::Nowhere
-        } else {
-            Found::Unknown
-        }
-    }
-}
-
-/// What the replicas said about a chunk's manifest.
-enum Found {
-    Manifest(Chunk),
-    /// Every replica answered without one.
-    Nowhere,
-    /// Some replica did not answer.
-    Unknown,
 }
 
 /// What placement depends on: the nodes data is placed on and the nodes

@@ -122,6 +122,19 @@ async fn put<T: Transport, V: ClusterView>(engine: &Engine<T, V>, key: &str, dat
     engine.put_object(PutRequest::new("bucket", key), body(data)).await.unwrap()
 }
 
+/// `object-0`..`object-{count-1}` of random bytes, the i-th `first + i * step`
+/// long from seed `seed + i`, written through the nodes in turn.
+async fn put_objects(cluster: &Cluster, count: u64, first: usize, step: usize, seed: u64) -> Vec<(String, Vec<u8>)> // A
+{
+    let mut objects = Vec::new();
+    for i in 0..count {
+        let (key, data) = (format!("object-{i}"), random_bytes(first + i as usize * step, seed + i));
+        put(&cluster.engines[i as usize % cluster.engines.len()], &key, &data).await;
+        objects.push((key, data));
+    }
+    objects
+}
+
 async fn read_all<T: Transport, V: ClusterView>(engine: &Engine<T, V>, key: &str) -> Result<Vec<u8>, EngineError> // A
 {
     let latest = engine.latest("bucket", key).await?.expect("object exists");
@@ -1813,12 +1826,7 @@ async fn repair_everywhere(cluster: &Cluster, down: &[Hash]) -> (usize, usize) /
 async fn lost_slices_are_rebuilt_at_their_homes_after_a_lost_disk_and_a_gone_node() // A
 {
     let cluster = Cluster::new(6, small_chunks());
-    let mut objects = Vec::new();
-    for i in 0..10u64 {
-        let (key, data) = (format!("object-{i}"), random_bytes(100_000 + i as usize * 150_000, 900 + i));
-        put(&cluster.engines[(i % 6) as usize], &key, &data).await;
-        objects.push((key, data));
-    }
+    let objects = put_objects(&cluster, 10, 100_000, 150_000, 900).await;
     settle_slice_writes(&cluster).await;
     assert_eq!(repair_everywhere(&cluster, &[]).await, (0, 0), "a healthy cluster had something repaired");
 
@@ -1890,12 +1898,7 @@ fn slice_holders(cluster: &Cluster, seen_by: Hash, among: &[Hash]) -> BTreeMap<H
 async fn a_node_lost_during_a_drain_is_rebuilt_before_the_drain_ends() // A
 {
     let cluster = Cluster::new(6, small_chunks());
-    let mut objects = Vec::new();
-    for i in 0..10u64 {
-        let (key, data) = (format!("object-{i}"), random_bytes(100_000 + i as usize * 60_000, 1300 + i));
-        put(&cluster.engines[(i % 6) as usize], &key, &data).await;
-        objects.push((key, data));
-    }
+    let objects = put_objects(&cluster, 10, 100_000, 60_000, 1300).await;
     settle_slice_writes(&cluster).await;
     let hour = Duration::from_secs(3600);
     let (draining, lost) = (cluster.nodes[4], cluster.nodes[5]);
@@ -1969,12 +1972,7 @@ async fn a_node_lost_during_a_drain_is_rebuilt_before_the_drain_ends() // A
 async fn a_drain_that_leaves_fewer_nodes_than_slices_ends() // A
 {
     let cluster = Cluster::new(3, small_chunks());
-    let mut objects = Vec::new();
-    for i in 0..12u64 {
-        let (key, data) = (format!("object-{i}"), random_bytes(30_000 + i as usize * 37_000, 4100 + i));
-        put(&cluster.engines[(i % 3) as usize], &key, &data).await;
-        objects.push((key, data));
-    }
+    let objects = put_objects(&cluster, 12, 30_000, 37_000, 4100).await;
     let hour = Duration::from_secs(3600);
     let stewards: Vec<TestSteward> = cluster.nodes.iter().map(|node| steward_of(&cluster, *node, hour)).collect();
     let leaving = cluster.nodes[2];
@@ -2015,12 +2013,7 @@ async fn a_drain_that_leaves_fewer_nodes_than_slices_ends() // A
 async fn a_handed_off_slice_waits_while_its_home_would_hold_two_of_a_short_chunk() // A
 {
     let cluster = Cluster::new(4, small_chunks());
-    let mut objects = Vec::new();
-    for i in 0..6u64 {
-        let (key, data) = (format!("object-{i}"), random_bytes(40_000 + i as usize * 60_000, 7300 + i));
-        put(&cluster.engines[(i % 4) as usize], &key, &data).await;
-        objects.push((key, data));
-    }
+    let objects = put_objects(&cluster, 6, 40_000, 60_000, 7300).await;
     settle_slice_writes(&cluster).await;
     let gone = cluster.nodes[3];
     cluster.transport.set_down(gone, true);
@@ -2306,12 +2299,7 @@ fn rot_segments(dir: &Path, stride: u64) // A
 async fn a_scrub_finds_rotten_slices_and_repair_rebuilds_them() // A
 {
     let cluster = Cluster::new(6, small_chunks());
-    let mut objects = Vec::new();
-    for i in 0..8u64 {
-        let (key, data) = (format!("object-{i}"), random_bytes(200_000 + i as usize * 100_000, 1700 + i));
-        put(&cluster.engines[(i % 6) as usize], &key, &data).await;
-        objects.push((key, data));
-    }
+    let objects = put_objects(&cluster, 8, 200_000, 100_000, 1700).await;
     settle_slice_writes(&cluster).await;
     let rotten = cluster.transport.store(&cluster.nodes[3]).unwrap();
     let held = rotten.slices_stored_before(u64::MAX, None, usize::MAX).unwrap().len() as u64;

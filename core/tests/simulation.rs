@@ -1280,7 +1280,9 @@ fn a_schedule_replays_message_for_message_from_its_seed() // A
 /// 142: a reader did not know a joining node a writer had handed slices
 /// to. 26027: a second sealing of a chunk had no repairer. 41130: a drain
 /// that left two nodes for three slices never ended, each copy of a slice
-/// kept as if its home's second slice were on its way.
+/// kept as if its home's second slice were on its way. 61055: a drain down
+/// to three nodes for six slices never ended, a hint for a write cut short
+/// kept waiting for slices no manifest listed, so none would be rebuilt.
 #[test]
 fn the_seeds_that_failed_once_pass() // A
 {
@@ -1293,6 +1295,7 @@ fn the_seeds_that_failed_once_pass() // A
         (142, Kind::of_seed(142)),
         (26027, both),
         (41130, Kind::of_seed(41130)),
+        (61055, Kind::of_seed(61055)),
     ];
     for ((seed, _), (outcome, trace)) in schedules.iter().zip(replay_schedules(&schedules, 2)) {
         assert!(outcome.is_ok(), "seed {seed} ({trace:?}): {outcome:?}");
