@@ -4,7 +4,9 @@
 //! a writer had to store on another node than their home
 //! (`crate::handoff`). Either removes a copy only once its home holds the
 //! slice and no other slice of the chunk depends on the home alone. Repair
-//! follows the same rule when it takes a handed-off slice home. A node that
+//! follows the same rule when it takes a handed-off slice home. Both find
+//! a chunk's manifest here (`Homing::find_manifest`) when they need its
+//! coding. A node that
 //! does not answer is not asked again for the rest of a page or batch, so
 //! one unreachable node costs one transport deadline there, not one per
 //! slice.
