@@ -174,12 +174,13 @@ impl<T: Transport, V: ClusterView> Handoff<T, V> {
         }
         // A hint does not carry the chunk's coding (`SlicePlace::data`). In
         // a cluster smaller than the chunk's slices, where the home is home
-        // to another slice too, the manifest tells it. A chunk no replica
-        // lists (a write cut short) holds nothing acknowledged: its copy
-        // goes home, or would wait for garbage collection.
+        // to another slice too, the manifest tells it. A sealing no replica
+        // lists (a write cut short, or the loser of two writers racing)
+        // holds nothing acknowledged, and repair never rebuilds its missing
+        // slices: its copy goes home, or would wait for them forever.
         let data = match homes.iter().filter(|other| **other == home).count() > 1 {
             false => None,
-            true => match homing.find_manifest(&layout.hash_replicas(&chunk).all(), chunk).await {
+            true => match homing.find_manifest(&layout.hash_replicas(&chunk).all(), chunk, Some(&hash)).await {
                 Found::Manifest(manifest) => Some(manifest.erasure.data as usize),
                 Found::Nowhere => None,
                 Found::Unknown => return Outcome::Later,

@@ -33,7 +33,7 @@ pub struct SlicePlace<'a> {
 /// What the replicas said about a chunk's manifest.
 pub enum Found {
     Manifest(Chunk),
-    /// Every replica answered without one.
+    /// Every replica answered without one (or without one of the sealing asked for).
     Nowhere,
     /// Some replica did not answer.
     Unknown,
@@ -61,19 +61,26 @@ impl<'a, T: Transport> Homing<'a, T> {
     }
 
     /// A chunk's manifest: this node's, or the first of `replicas` that has
-    /// one.
-    pub async fn find_manifest(&self, replicas: &[NodeId], chunk: Hash) -> Found // PA
+    /// one. With `listing`, only a manifest that lists that slice counts:
+    /// two writers racing seal a chunk twice, each sealing with its own
+    /// slices, and the manifest that won makes the other's slices orphans
+    /// that repair never rebuilds.
+    pub async fn find_manifest(&self, replicas: &[NodeId], chunk: Hash, listing: Option<&Hash>) -> Found // PA
     {
+        let lists =
+            |manifest: &Chunk| manifest.id == chunk && listing.is_none_or(|slice| manifest.slices.contains(slice));
         if let Some(store) = self.store {
             let store = store.clone();
             if let Ok(Ok(Some(manifest))) = blocking(move || store.get_chunk(&chunk)).await {
-                return Found::Manifest(manifest);
+                if lists(&manifest) {
+                    return Found::Manifest(manifest);
+                }
             }
         }
         let mut all_answered = true;
         for node in replicas {
             match self.transport.ask(*node, GetChunk { id: chunk }).await {
-                Ok(Some(manifest)) if manifest.id == chunk => return Found::Manifest(manifest),
+                Ok(Some(manifest)) if lists(&manifest) => return Found::Manifest(manifest),
                 Ok(_) => {}
                 Err(_) => all_answered = false,
             }

@@ -418,7 +418,7 @@ impl<T: Transport, V: ClusterView> Steward<T, V> {
             after = Some(last_slice);
             for (slice, chunk) in page {
                 if let std::collections::hash_map::Entry::Vacant(entry) = manifests.entry(chunk) {
-                    entry.insert(homing.find_manifest(&layout.hash_replicas(&chunk).all(), chunk).await);
+                    entry.insert(homing.find_manifest(&layout.hash_replicas(&chunk).all(), chunk, None).await);
                 }
                 let manifest = match manifests.get(&chunk) {
                     Some(Found::Manifest(manifest)) => manifest,

@@ -1283,6 +1283,9 @@ fn a_schedule_replays_message_for_message_from_its_seed() // A
 /// kept as if its home's second slice were on its way. 61055: a drain down
 /// to three nodes for six slices never ended, a hint for a write cut short
 /// kept waiting for slices no manifest listed, so none would be rebuilt.
+/// 62525: likewise, a drain down to three nodes for four slices, where the
+/// hint's sealing of its chunk had lost to another writer's: the manifest
+/// found listed the other sealing's slices.
 #[test]
 fn the_seeds_that_failed_once_pass() // A
 {
@@ -1296,6 +1299,7 @@ fn the_seeds_that_failed_once_pass() // A
         (26027, both),
         (41130, Kind::of_seed(41130)),
         (61055, Kind::of_seed(61055)),
+        (62525, Kind::of_seed(62525)),
     ];
     for ((seed, _), (outcome, trace)) in schedules.iter().zip(replay_schedules(&schedules, 2)) {
         assert!(outcome.is_ok(), "seed {seed} ({trace:?}): {outcome:?}");
